@@ -1,0 +1,75 @@
+"""One site's local update for one round: optional DP-SGD, FedProx, and its privacy bookkeeping."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from common.config import JobConfig
+from common.data.arrays import ImageArrays
+from common.privacy import PrivacyState, SitePrivacyEngine
+from common.tasks.classification import make_loader, train_epochs
+
+__all__ = ["LocalUpdate", "train_local_round"]
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """Result of one local round: new weights and what may be reported about it."""
+
+    state_dict: dict[str, torch.Tensor]
+    num_examples: int
+    loss: float
+    steps: int
+    epsilon: float | None
+    privacy_state: PrivacyState | None
+
+
+def _optimizer(model: nn.Module, job: JobConfig) -> torch.optim.Optimizer:
+    if job.train.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=job.train.learning_rate)
+    return torch.optim.SGD(model.parameters(), lr=job.train.learning_rate, momentum=0.9)
+
+
+def train_local_round(
+    model: nn.Module,
+    data: ImageArrays,
+    job: JobConfig,
+    seed: int,
+    privacy_state: PrivacyState | None,
+    proximal_mu: float = 0.0,
+) -> LocalUpdate:
+    """Train ``model`` (already holding the global weights) on the site's data for one round.
+
+    ``privacy_state`` is what the previous round returned (None on the first round); the returned
+    LocalUpdate carries the state to keep for the next round, and epsilon spent so far.
+    ``num_examples`` counts samples, never batches.
+    """
+    torch.manual_seed(seed)
+    model.train()
+    loader = make_loader(data, job.train.batch_size, shuffle=True, seed=seed)
+    optimizer = _optimizer(model, job)
+    engine: SitePrivacyEngine | None = None
+    trained: nn.Module = model
+    if job.privacy.enabled:
+        engine = SitePrivacyEngine(
+            job.privacy,
+            num_samples=len(data),
+            batch_size=job.train.batch_size,
+            planned_epochs=job.rounds * job.train.local_epochs,
+            state=privacy_state,
+        )
+        trained, optimizer, loader = engine.make_private(model, optimizer, loader)
+    stats = train_epochs(trained, loader, optimizer, job.train.local_epochs, proximal_mu)
+    if engine is not None:
+        engine.release(trained)
+    # GradSampleModule wraps the model; `model` itself holds the trained weights either way.
+    state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return LocalUpdate(
+        state_dict=state,
+        num_examples=len(data),
+        loss=stats.loss,
+        steps=stats.steps,
+        epsilon=engine.epsilon() if engine else None,
+        privacy_state=engine.export_state() if engine else None,
+    )

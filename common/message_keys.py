@@ -1,0 +1,42 @@
+"""Record and metric keys shared by the ServerApp and the ClientApp (never importing each other)."""
+
+__all__ = [
+    "ARRAYS",
+    "CONFIG",
+    "EPSILON",
+    "DELTA",
+    "METRICS",
+    "NOISE_MULTIPLIER",
+    "NUM_CLASSES",
+    "NUM_EXAMPLES",
+    "PRIVACY_STATE",
+    "PROXIMAL_MU",
+    "SERVER_ROUND",
+    "SITE_ID",
+    "STEPS",
+    "TRAIN_LOSS",
+    "EVAL_LOSS",
+]
+
+# Records in a message's RecordDict (Flower's strategy defaults).
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+
+# Config sent by the server.
+SERVER_ROUND = "server-round"
+NUM_CLASSES = "num-classes"
+PROXIMAL_MU = "proximal-mu"
+
+# Metrics sent back by a site. NUM_EXAMPLES is a count of samples, never of batches.
+NUM_EXAMPLES = "num-examples"
+SITE_ID = "site-id"
+TRAIN_LOSS = "train-loss"
+EVAL_LOSS = "eval-loss"
+STEPS = "steps"
+EPSILON = "epsilon"
+DELTA = "delta"
+NOISE_MULTIPLIER = "noise-multiplier"
+
+# Key of the site's own state kept across rounds in Flower's context.state.
+PRIVACY_STATE = "medfed-privacy-state"

@@ -1,0 +1,124 @@
+"""Model factory: MONAI networks, checked at build time for DP-SGD (Opacus) compatibility."""
+
+import logging
+
+from monai.networks.nets import Classifier, DenseNet121, ResNet
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from common.config import ModelConfig
+from common.errors import ModelNotPrivacyCompatibleError
+
+__all__ = ["build_model", "check_privacy_compatible", "count_parameters"]
+
+logger = logging.getLogger(__name__)
+
+
+def _norm(norm: str, channels_hint: int = 8) -> str | tuple[str, dict[str, int]]:
+    if norm == "group":
+        return ("group", {"num_groups": channels_hint})
+    return norm
+
+
+def build_model(
+    config: ModelConfig,
+    in_channels: int,
+    num_classes: int,
+    image_size: tuple[int, int],
+    dp_enabled: bool,
+) -> nn.Module:
+    """Build the configured classifier and, when DP is on, reject what Opacus cannot train.
+
+    Activations are never in-place: Opacus' per-sample gradient hooks crash on in-place ReLU,
+    and its validator does not detect that (see docs/architecture.md).
+    """
+    act = ("relu", {"inplace": False})
+    if config.name == "cnn":
+        model: nn.Module = Classifier(
+            in_shape=(in_channels, *image_size),
+            classes=num_classes,
+            channels=(16, 32, 64),
+            strides=(2, 2, 2),
+            num_res_units=1,
+            act=act,
+            norm=_norm(config.norm),
+        )
+    elif config.name == "resnet18":
+        model = ResNet(
+            block="basic",
+            layers=[2, 2, 2, 2],
+            block_inplanes=[64, 128, 256, 512],
+            spatial_dims=2,
+            n_input_channels=in_channels,
+            conv1_t_size=3,
+            conv1_t_stride=1,
+            no_max_pool=True,
+            num_classes=num_classes,
+            act=act,
+            norm=_norm(config.norm, 32),
+        )
+        if config.norm != "batch":
+            model = _replace_hardcoded_layers(model)
+    elif config.name == "densenet121":
+        model = DenseNet121(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=num_classes,
+            act=act,
+            norm=_norm(config.norm, 8),
+        )
+    else:  # pragma: no cover - ModelConfig validation forbids other names
+        raise ValueError(f"unknown model {config.name!r}")
+    if dp_enabled:
+        check_privacy_compatible(model, config.name)
+    logger.info(
+        "built %s (%s norm): %d parameters", config.name, config.norm, count_parameters(model)
+    )
+    return model
+
+
+def check_privacy_compatible(model: nn.Module, name: str) -> None:
+    """Raise ModelNotPrivacyCompatibleError naming every layer DP-SGD cannot train."""
+    problems = [
+        f"{module_name}: {type(module).__name__} mixes the samples of a batch"
+        for module_name, module in model.named_modules()
+        if isinstance(module, _BatchNorm)
+    ]
+    problems += [
+        f"{module_name}: in-place activation {type(module).__name__}(inplace=True)"
+        for module_name, module in model.named_modules()
+        if getattr(module, "inplace", False)
+    ]
+    # Whatever else Opacus' validator objects to, once per distinct reason.
+    problems += sorted(
+        {
+            str(err)
+            for err in ModuleValidator.validate(model, strict=False)
+            if "BatchNorm" not in str(err)
+        }
+    )
+    if problems:
+        raise ModelNotPrivacyCompatibleError(
+            f"model {name!r} cannot be trained with differential privacy: "
+            + "; ".join(problems)
+            + ". Use norm='group' or 'instance', or switch DP off for a non-private baseline."
+        )
+
+
+def _replace_hardcoded_layers(model: nn.Module) -> nn.Module:
+    """Swap BatchNorm for GroupNorm and make activations out-of-place.
+
+    MONAI's ResNet blocks hard-code BatchNorm and in-place ReLU whatever ``norm`` says; Opacus'
+    ModuleValidator.fix replaces the former.
+    """
+    model = ModuleValidator.fix(model)
+    for module in model.modules():
+        if getattr(module, "inplace", False):
+            module.inplace = False
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,142 @@
+"""DP-SGD at the site with Opacus, with an accountant that accumulates over every round.
+
+DP-SGD: Abadi et al., "Deep Learning with Differential Privacy", CCS 2016 (arXiv:1607.00133).
+RDP accounting: Mironov, "Rényi Differential Privacy", CSF 2017 (arXiv:1702.07476).
+
+Flower may run each round of a site in a fresh process, so the part of Opacus' PrivacyEngine
+that must outlive a round, its accountant history, is exported as a :class:`PrivacyState` after
+every round and restored before the next. The noise multiplier is calibrated once, for all the
+rounds the job plans, so the target epsilon is reached at the end of the job and not before.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+from opacus import GradSampleModule, PrivacyEngine
+from opacus.accountants.utils import get_noise_multiplier
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from common.config import PrivacyConfig
+
+__all__ = ["PrivacyState", "SitePrivacyEngine", "calibrate_noise_multiplier"]
+
+
+@dataclass
+class PrivacyState:
+    """What a site's accountant must remember between rounds."""
+
+    noise_multiplier: float
+    sample_rate: float
+    #: Opacus accountant history: (noise multiplier, sample rate, steps) per accounting event.
+    history: list[tuple[float, float, int]] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        """Serialise for Flower's context.state or a file."""
+        return json.dumps(
+            {
+                "noise_multiplier": self.noise_multiplier,
+                "sample_rate": self.sample_rate,
+                "history": [list(entry) for entry in self.history],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "PrivacyState":
+        """Inverse of :meth:`to_json`."""
+        raw = json.loads(text)
+        return cls(
+            noise_multiplier=float(raw["noise_multiplier"]),
+            sample_rate=float(raw["sample_rate"]),
+            history=[(float(n), float(q), int(s)) for n, q, s in raw["history"]],
+        )
+
+
+def calibrate_noise_multiplier(
+    config: PrivacyConfig, sample_rate: float, total_epochs: int
+) -> float:
+    """Noise multiplier that spends exactly the target epsilon over ``total_epochs`` epochs."""
+    return float(
+        get_noise_multiplier(
+            target_epsilon=config.target_epsilon,
+            target_delta=config.target_delta,
+            sample_rate=sample_rate,
+            epochs=total_epochs,
+            accountant=config.accountant,
+        )
+    )
+
+
+class SitePrivacyEngine:
+    """An Opacus PrivacyEngine for one site's participation in one job."""
+
+    def __init__(
+        self,
+        config: PrivacyConfig,
+        num_samples: int,
+        batch_size: int,
+        planned_epochs: int,
+        state: PrivacyState | None = None,
+    ) -> None:
+        """Create the engine, restoring the accountant from ``state`` of earlier rounds.
+
+        Args:
+            config: the privacy targets.
+            num_samples: size of the site's training set.
+            batch_size: expected (Poisson) batch size.
+            planned_epochs: local epochs over the whole job (rounds x local epochs), used to
+                calibrate the noise on the first round.
+            state: the state exported after the previous round, None on the first round.
+        """
+        if num_samples < 1:
+            raise ValueError("a site needs at least one training sample for DP-SGD")
+        self.config = config
+        sample_rate = min(1.0, batch_size / num_samples)
+        if state is None:
+            state = PrivacyState(
+                noise_multiplier=calibrate_noise_multiplier(config, sample_rate, planned_epochs),
+                sample_rate=sample_rate,
+            )
+        self._state = state
+        self._engine = PrivacyEngine(accountant=config.accountant)
+        self._engine.accountant.history = list(state.history)
+
+    @property
+    def noise_multiplier(self) -> float:
+        """The noise multiplier fixed for this job."""
+        return self._state.noise_multiplier
+
+    def make_private(
+        self, model: nn.Module, optimizer: Optimizer, loader: DataLoader
+    ) -> tuple[nn.Module, Optimizer, DataLoader]:
+        """Wrap model, optimizer and loader for DP-SGD with Poisson sampling."""
+        private_model, private_optimizer, private_loader = self._engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            data_loader=loader,
+            noise_multiplier=self._state.noise_multiplier,
+            max_grad_norm=self.config.max_grad_norm,
+            poisson_sampling=True,
+        )
+        return private_model, private_optimizer, private_loader
+
+    @staticmethod
+    def release(private_model: nn.Module) -> None:
+        """Detach Opacus' hooks and per-sample gradients so the model can be trained again."""
+        if isinstance(private_model, GradSampleModule):
+            private_model.to_standard_module()
+
+    def epsilon(self) -> float:
+        """Epsilon spent so far, over every round of this job, at the configured delta."""
+        if not self._engine.accountant.history:
+            return 0.0
+        return float(self._engine.get_epsilon(self.config.target_delta))
+
+    def export_state(self) -> PrivacyState:
+        """State to hand to the next round's engine."""
+        return PrivacyState(
+            noise_multiplier=self._state.noise_multiplier,
+            sample_rate=self._state.sample_rate,
+            history=[tuple(entry) for entry in self._engine.accountant.history],  # type: ignore[misc]
+        )

@@ -1,0 +1,1 @@
+"""Learning tasks: loss, local training loop, evaluation and metrics."""

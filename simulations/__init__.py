@@ -1,0 +1,1 @@
+"""medfed-sim: simulate many hospitals on one machine, with baselines and reports."""

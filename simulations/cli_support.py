@@ -1,0 +1,49 @@
+"""Shared plumbing of the command-line tools: logging set-up and user-facing error handling."""
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from common.errors import ConfigError, DataFormatError, MedfedError, ModelNotPrivacyCompatibleError
+from common.exit_codes import ExitCode
+
+__all__ = ["configure_logging", "user_errors"]
+
+_console = Console(stderr=True)
+
+
+def configure_logging(verbose: bool) -> None:
+    """Medfed logs at INFO (DEBUG with --verbose); Flower and Ray only warnings unless verbose."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        datefmt="%H:%M:%S",
+        handlers=[RichHandler(console=_console, show_path=False)],
+        force=True,
+    )
+    for noisy in ("flwr", "ray", "opacus"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+_EXIT_CODES: dict[type[MedfedError], ExitCode] = {
+    ConfigError: ExitCode.CONFIG_ERROR,
+    DataFormatError: ExitCode.DATA_ERROR,
+    ModelNotPrivacyCompatibleError: ExitCode.MODEL_ERROR,
+}
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a MedfedError into one clear red line and its exit code, without a traceback."""
+    try:
+        yield
+    except MedfedError as exc:
+        _console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        code = next(
+            (code for kind, code in _EXIT_CODES.items() if isinstance(exc, kind)), ExitCode.FAILED
+        )
+        raise typer.Exit(int(code)) from None

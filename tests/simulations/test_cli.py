@@ -1,0 +1,58 @@
+"""`medfed-sim` as a user runs it: a real subprocess, real exit codes and messages."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulations.synthetic_lesions import write_synthetic_lesions
+
+MEDFED_SIM = [sys.executable, "-c", "from simulations.cli import app; app()"]
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [*MEDFED_SIM, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
+    )
+
+
+def test_missing_dataset_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    result = _run("run", "--data", "nowhere/images.npz", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "nowhere/images.npz" in result.stderr
+
+
+def test_bad_partition_is_a_config_error_naming_the_value(tmp_path: Path) -> None:
+    result = _run("run", "--data", "x.npz", "--partition", "dirichlet:-1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "dirichlet:-1" in result.stderr
+
+
+def test_batch_norm_with_dp_fails_before_training(tmp_path: Path) -> None:
+    data = write_synthetic_lesions(
+        tmp_path / "d.npz", n_train=40, n_val=10, n_test=10, image_size=16
+    )
+    result = _run("run", "--data", str(data), "--norm", "batch", cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert "BatchNorm" in result.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("metrics.json"))
+
+
+@pytest.mark.e2e
+def test_fedprox_without_dp_learns_and_prints_the_comparison(tmp_path: Path) -> None:
+    data = write_synthetic_lesions(tmp_path / "d.npz", n_train=800, n_val=80, n_test=200)
+    result = _run(
+        "run", "--data", str(data), "--sites", "2", "--rounds", "3", "--local-epochs", "2",
+        "--no-dp", "--strategy", "fedprox", "--proximal-mu", "0.1", "--partition", "quantity:2.0",
+        "--lr", "0.003", "--baseline", "pooled", "--out", "run", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| federated |" in result.stdout and "| pooled |" in result.stdout
+    assert "round 3/3" in result.stderr  # the per-round progress line
+    global_rounds = json.loads((tmp_path / "run" / "metrics.json").read_text())["global"]
+    assert global_rounds["3"]["roc_auc"] > max(0.75, global_rounds["0"]["roc_auc"])
+    assert "epsilon" not in json.loads((tmp_path / "run" / "metrics.json").read_text())["sites"][0]
