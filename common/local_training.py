@@ -1,5 +1,6 @@
 """One site's local update for one round: optional DP-SGD, FedProx, and its privacy bookkeeping."""
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -51,16 +52,21 @@ def train_local_round(
     optimizer = _optimizer(model, job)
     engine: SitePrivacyEngine | None = None
     trained: nn.Module = model
-    if job.privacy.enabled:
-        engine = SitePrivacyEngine(
-            job.privacy,
-            num_samples=len(data),
-            batch_size=job.train.batch_size,
-            planned_epochs=job.rounds * job.train.local_epochs,
-            state=privacy_state,
-        )
-        trained, optimizer, loader = engine.make_private(model, optimizer, loader)
-    stats = train_epochs(trained, loader, optimizer, job.train.local_epochs, proximal_mu)
+    with warnings.catch_warnings():
+        # Known and documented (docs/privacy.md): Opacus' secure RNG needs torchcsprng, and its
+        # hooks fire on a first layer whose input needs no gradient. Once per round is noise.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        if job.privacy.enabled:
+            engine = SitePrivacyEngine(
+                job.privacy,
+                num_samples=len(data),
+                batch_size=job.train.batch_size,
+                planned_epochs=job.rounds * job.train.local_epochs,
+                state=privacy_state,
+            )
+            trained, optimizer, loader = engine.make_private(model, optimizer, loader)
+        stats = train_epochs(trained, loader, optimizer, job.train.local_epochs, proximal_mu)
     if engine is not None:
         engine.release(trained)
     # GradSampleModule wraps the model; `model` itself holds the trained weights either way.

@@ -24,6 +24,7 @@ def run_flower_simulation(job: JobConfig, run_dir: Path, cpus_per_site: float = 
     removed afterwards; telemetry is switched off.
     """
     os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs: keep Ray quiet
     ray_tmp = tempfile.mkdtemp(prefix="medfed-ray-")
     previous = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = ray_tmp

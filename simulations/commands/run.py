@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from common.config import JobConfig, load_job_config, validate_job_config
 from common.errors import ConfigError
@@ -142,7 +141,6 @@ def run(
             raise ConfigError("--baseline", f"unknown {unknown}; choose from {list(BASELINES)}")
         run_dir = out or Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")
         summary = run_simulation_job(job, run_dir.resolve(), chosen)
-    console = Console()
-    console.print(f"\nTest-set results after {summary['rounds']} rounds:\n")
-    console.print(summary_table(summary["test_metrics"]), markup=False, highlight=False)
-    console.print(f"\nRun folder: {run_dir}")
+    typer.echo(f"\nTest-set results after {summary['rounds']} rounds:\n")
+    typer.echo(summary_table(summary["test_metrics"]))
+    typer.echo(f"\nRun folder: {run_dir}")

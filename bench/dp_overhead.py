@@ -1,0 +1,56 @@
+"""Benchmark: one local epoch with DP-SGD over one without, on the same data, in one run.
+
+Usage: .venv/bin/python bench/dp_overhead.py [--data PATH] [--model cnn] [--repeats 3]
+Prints seconds per epoch for each setting and the DP / no-DP ratio (median of the repeats).
+"""
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from common.config import JobConfig
+from common.data.loading import load_dataset
+from common.local_training import train_local_round
+from common.models import build_model
+from simulations.synthetic_lesions import write_synthetic_lesions
+
+
+def _epoch_seconds(job: JobConfig, data_path: Path, repeats: int) -> float:
+    splits = load_dataset(data_path)
+    times = []
+    for repeat in range(repeats):
+        torch.manual_seed(repeat)
+        model = build_model(
+            job.model, splits.in_channels, splits.num_classes, splits.image_size,
+            job.privacy.enabled,
+        )  # fmt: skip
+        start = time.perf_counter()
+        train_local_round(model, splits.train, job, seed=repeat, privacy_state=None)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    """Run the benchmark and print the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None)
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    data = args.data or write_synthetic_lesions(Path("data/synthetic-lesions.npz"))
+    seconds = {}
+    for dp in (False, True):
+        job = JobConfig.model_validate(
+            {"data": data, "model": {"name": args.model}, "privacy": {"enabled": dp}}
+        )
+        seconds[dp] = _epoch_seconds(job, data, args.repeats)
+    print(f"data={data} model={args.model} threads={torch.get_num_threads()}")
+    print(f"no DP: {seconds[False]:.2f} s/epoch   DP-SGD: {seconds[True]:.2f} s/epoch")
+    print(f"DP / no-DP epoch time ratio: {seconds[True] / seconds[False]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

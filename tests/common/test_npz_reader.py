@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.data.npz_reader import read_npz
+from common.errors import DataFormatError
+
+PNEUMONIA = Path(__file__).parents[3] / "shared" / "data" / "pneumoniamnist.npz"
+
+
+def _valid_arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 20), ("val", 6), ("test", 8)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 12, 12), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(-1, 1).astype(np.uint8)
+    return arrays
+
+
+@pytest.mark.skipif(not PNEUMONIA.exists(), reason="shared PneumoniaMNIST not present")
+def test_reads_real_pneumoniamnist_with_its_official_split() -> None:
+    splits = read_npz(PNEUMONIA)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (4708, 524, 624)
+    assert splits.train.images.shape == (4708, 1, 28, 28)
+    assert splits.train.images.dtype == np.float32
+    assert splits.train.images.min() >= 0.0 and splits.train.images.max() <= 1.0
+    assert np.bincount(splits.train.labels).tolist() == [1214, 3494]
+    assert np.bincount(splits.test.labels).tolist() == [234, 390]
+    assert splits.num_classes == 2
+
+
+def test_grayscale_and_colour_layouts(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    path = tmp_path / "gray.npz"
+    np.savez(path, **arrays)
+    splits = read_npz(path)
+    assert splits.train.images.shape == (20, 1, 12, 12)
+    assert splits.class_names == ("0", "1", "2")
+    assert splits.train.images[0, 0, 0, 0] == pytest.approx(arrays["train_images"][0, 0, 0] / 255)
+
+    colour = {
+        k: (np.repeat(v[..., None], 3, -1) if "images" in k else v) for k, v in arrays.items()
+    }
+    np.savez(tmp_path / "rgb.npz", **colour)
+    assert read_npz(tmp_path / "rgb.npz").train.images.shape == (20, 3, 12, 12)
+
+
+def _expect_error(tmp_path: Path, arrays: dict[str, np.ndarray], fragment: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataFormatError) as err:
+        read_npz(path)
+    assert str(path) in str(err.value) and fragment in str(err.value)
+
+
+def test_missing_key_is_named(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    del arrays["val_labels"]
+    _expect_error(tmp_path, arrays, "missing key(s) ['val_labels']")
+
+
+def test_count_mismatch_is_named(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    arrays["test_labels"] = arrays["test_labels"][:5]
+    _expect_error(tmp_path, arrays, "test: 8 images but 5 labels")
+
+
+def test_float_labels_and_shape_differences_are_rejected(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    arrays["train_labels"] = arrays["train_labels"].astype(np.float32)
+    _expect_error(tmp_path, arrays, "train_labels must be integers")
+    arrays = _valid_arrays()
+    arrays["val_images"] = np.zeros((6, 10, 10), dtype=np.uint8)
+    _expect_error(tmp_path, arrays, "different image shapes")
+
+
+def test_not_an_npz_file(tmp_path: Path) -> None:
+    path = tmp_path / "notes.npz"
+    path.write_text("this is not an archive")
+    with pytest.raises(DataFormatError, match="notes.npz: not a readable .npz archive"):
+        read_npz(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(DataFormatError, match="absent.npz: file not found"):
+        read_npz(tmp_path / "absent.npz")
