@@ -1,0 +1,1 @@
+"""Dataset readers, in-memory splits and site partitioning."""

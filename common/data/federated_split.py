@@ -1,0 +1,53 @@
+"""Split a dataset's train and validation data across simulated sites."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.data.arrays import DatasetSplits, ImageArrays
+from common.data.partition import PartitionScheme, label_histogram, partition_indices
+
+__all__ = ["SiteData", "split_across_sites"]
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """One site's local training data and the validation data it evaluates the global model on."""
+
+    train: ImageArrays
+    val: ImageArrays
+
+
+def split_across_sites(
+    splits: DatasetSplits, num_sites: int, scheme: PartitionScheme, seed: int
+) -> list[SiteData]:
+    """Partition train with ``scheme``, and val with the class proportions each site got in train.
+
+    A site's validation data thus has the same label mix as its training data, as it would in a
+    hospital. The test split is not partitioned: it stays with the simulation as the held-out
+    global test set on which federated, pooled and local models are all compared.
+    """
+    train_parts = partition_indices(splits.train.labels, num_sites, scheme, seed)
+    counts = label_histogram(splits.train.labels, train_parts, splits.num_classes)
+    val_parts = _partition_like(splits.val.labels, counts, np.random.default_rng(seed + 1))
+    return [
+        SiteData(train=splits.train.subset(t), val=splits.val.subset(v))
+        for t, v in zip(train_parts, val_parts, strict=True)
+    ]
+
+
+def _partition_like(
+    labels: np.ndarray, site_class_counts: np.ndarray, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Give each site the same share of every class as in ``site_class_counts`` [sites, classes]."""
+    num_sites = site_class_counts.shape[0]
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_sites)]
+    for cls in range(site_class_counts.shape[1]):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        column = site_class_counts[:, cls].astype(np.float64)
+        if column.sum() == 0:
+            column = np.ones(num_sites)
+        bounds = np.round(np.cumsum(column) / column.sum() * len(members)).astype(int)
+        for site, chunk in enumerate(np.split(members, bounds[:-1])):
+            parts[site].append(chunk)
+    return [np.sort(np.concatenate(chunks)).astype(np.int64) for chunks in parts]
