@@ -27,10 +27,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 $(DATA): $(VENV)/.installed
 	$(BIN)/medfed-sim generate --out $(DATA)
 
-## simulate: 3 simulated hospitals, Dirichlet(0.5) label skew, DP at epsilon 8, with baselines.
+## simulate: 3 simulated hospitals, Dirichlet(1.0) label skew, DP at epsilon 8, with baselines.
 simulate: $(VENV)/.installed $(DATA)
-	$(BIN)/medfed-sim run --data $(DATA) --sites 3 --rounds 5 --partition dirichlet:0.5 \
-		--dp-epsilon 8 --baseline pooled --baseline local --out $(RUN)
+	$(BIN)/medfed-sim run --data $(DATA) --sites 3 --rounds 10 --local-epochs 2 \
+		--batch-size 64 --lr 0.003 --partition dirichlet:1.0 --dp-epsilon 8 \
+		--baseline pooled --baseline local --out $(RUN)
 
 ## test: lint, then the whole test suite.
 test: $(VENV)/.installed-dev

@@ -37,7 +37,7 @@ def _images(count: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray
 
 
 def generate_synthetic_lesions(
-    n_train: int = 1200, n_val: int = 200, n_test: int = 400, image_size: int = 32, seed: int = 0
+    n_train: int = 3000, n_val: int = 300, n_test: int = 600, image_size: int = 32, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """The dataset in the MedMNIST .npz layout; the same seed gives the same images."""
     rng = np.random.default_rng(seed)
