@@ -120,11 +120,16 @@ def read_image_folder(
     for split, part in parts.items():
         if len(part) == 0:
             raise DataFormatError(csv_path, f"the {split} split has no images")
-    absent = [class_names[k] for k in range(len(class_names)) if not (parts["train"].labels == k).any()]
+    absent = [
+        class_names[k] for k in range(len(class_names)) if not (parts["train"].labels == k).any()
+    ]
     if absent:
         raise DataFormatError(csv_path, f"class(es) {absent} have no training images")
     logger.info("read %d images from %s", len(labels), root)
     return DatasetSplits(
-        train=parts["train"], val=parts["val"], test=parts["test"],
-        class_names=class_names, source=root,
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
+        class_names=class_names,
+        source=root,
     )

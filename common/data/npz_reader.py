@@ -73,7 +73,9 @@ def read_npz(path: Path) -> DatasetSplits:
                 raise DataFormatError(path, f"{split} split is empty")
             parts[split] = ImageArrays(images=images, labels=labels)
         class_names = (
-            tuple(str(n) for n in archive["class_names"]) if "class_names" in archive.files else None
+            tuple(str(n) for n in archive["class_names"])
+            if "class_names" in archive.files
+            else None
         )
     shapes = {split: arrays.images.shape[1:] for split, arrays in parts.items()}
     if len(set(shapes.values())) != 1:
@@ -85,9 +87,7 @@ def read_npz(path: Path) -> DatasetSplits:
         raise DataFormatError(
             path, f"{len(class_names)} class_names but labels go up to {num_classes - 1}"
         )
-    logger.info(
-        "read %s: %s", path, ", ".join(f"{s} {len(a)}" for s, a in parts.items())
-    )
+    logger.info("read %s: %s", path, ", ".join(f"{s} {len(a)}" for s, a in parts.items()))
     return DatasetSplits(
         train=parts["train"],
         val=parts["val"],

@@ -71,9 +71,7 @@ def partition_indices(
     )
 
 
-def _split_by_proportions(
-    indices: np.ndarray, proportions: np.ndarray
-) -> list[np.ndarray]:
+def _split_by_proportions(indices: np.ndarray, proportions: np.ndarray) -> list[np.ndarray]:
     bounds = (np.cumsum(proportions)[:-1] * len(indices)).astype(int)
     return np.split(indices, bounds)
 
