@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from simulations.cli_support import configure_logging
+from common.cli_support import configure_logging
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 __all__ = ["generate"]

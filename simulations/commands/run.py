@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 import typer
 
+from common.cli_support import configure_logging, user_errors
 from common.config import JobConfig, load_job_config, validate_job_config
 from common.errors import ConfigError
 from simulations.baselines import BASELINES
-from simulations.cli_support import configure_logging, user_errors
 from simulations.runner import run_simulation_job
 from simulations.summary import summary_table
 

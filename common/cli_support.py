@@ -1,4 +1,4 @@
-"""Shared plumbing of the command-line tools: logging set-up and user-facing error handling."""
+"""Command-line plumbing shared by medfed-sim and medfed-site: logging and user-facing errors."""
 
 import logging
 from collections.abc import Iterator

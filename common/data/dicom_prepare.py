@@ -1,0 +1,144 @@
+"""Turn a folder of DICOM files into preprocessed, labelled 2D images, ready to cache."""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common.data.dicom_pixels import decode_frames
+from common.data.dicom_scan import DicomScan, SeriesFiles
+from common.data.intensity import normalise_intensity
+from common.data.label_manifest import LabelManifest
+from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import IntensityStats, QualityReport
+from common.data.resampling import resample_slice
+
+__all__ = ["PreparedImages", "PreprocessingConfig", "prepare_series"]
+
+logger = logging.getLogger(__name__)
+
+#: Relative spread of slice gaps above which a series is reported as inconsistently spaced.
+_GAP_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """How images are normalised and resampled."""
+
+    #: 'auto' (CT: ct_window, others: percentile), 'percentile', or a preset of WINDOW_PRESETS.
+    window: str = "auto"
+    ct_window: str = "soft-tissue"
+    #: In-plane pixel spacing in mm after resampling; None resizes without physical scaling.
+    target_spacing: float | None = None
+    size: int = 64
+
+    def window_for(self, modality: str) -> str:
+        """The normalisation used for one modality."""
+        if self.window != "auto":
+            return self.window
+        return self.ct_window if modality == "CT" else "percentile"
+
+
+@dataclass
+class PreparedImages:
+    """Preprocessed images with labels and pseudonymous keys only."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    series_keys: list[str] = field(default_factory=list)
+    study_keys: list[str] = field(default_factory=list)
+    slice_indices: list[int] = field(default_factory=list)
+
+
+def _first_sentence(exc: Exception) -> str:
+    """Short reason from a pixel decoding error (structural: sizes, syntaxes, never tag values)."""
+    text = str(exc).split(" - ")[0].split("\n")[0].strip()
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+def _check_spacing(series: SeriesFiles, key: str, report: QualityReport) -> None:
+    gaps = series.slice_gaps()
+    if gaps.size >= 2 and (gaps.max() - gaps.min()) > _GAP_TOLERANCE * max(abs(gaps.mean()), 1e-6):
+        report.inconsistent_spacing.append(
+            {"series": key, "min_gap_mm": float(gaps.min()), "max_gap_mm": float(gaps.max())}
+        )
+
+
+def prepare_series(
+    scan: DicomScan,
+    config: PreprocessingConfig,
+    manifest: LabelManifest | None,
+    pseudonymise: SitePseudonymiser,
+    report: QualityReport,
+    keep_pixels: bool = True,
+    on_series: Callable[[int, int], None] | None = None,
+) -> PreparedImages:
+    """Decode, normalise and resample every image of every series; record quality facts.
+
+    An image that cannot be decoded (truncated, unsupported compression) is listed in the
+    report with the reason and skipped; the rest of its series is still used. With
+    ``keep_pixels=False`` (``medfed-site check``) images are decoded and measured, not kept.
+    """
+    prepared = PreparedImages()
+    report.files_seen = scan.files_seen
+    for problem in scan.problems:
+        report.skip(problem.path.as_posix(), problem.reason)
+    for done, series in enumerate(scan.series.values(), start=1):
+        if on_series is not None:
+            on_series(done, len(scan.series))
+        key = pseudonymise(series.series_uid)
+        study_key = pseudonymise(series.study_uid)
+        modality = series.modality
+        report.series_per_modality[modality] = report.series_per_modality.get(modality, 0) + 1
+        stats = report.intensity.setdefault(modality, IntensityStats())
+        _check_spacing(series, key, report)
+        labelled_any = False
+        slice_index = 0
+        for header in series.slices:
+            relative = header.path.relative_to(scan.root)
+            try:
+                frames = decode_frames(header.path)
+            except Exception as exc:  # pydicom and its plugins raise many types
+                report.skip(
+                    relative.as_posix(), f"pixel data not decodable: {_first_sentence(exc)}"
+                )
+                continue
+            label = (
+                manifest.label_for(relative, series.series_uid, series.study_uid)
+                if manifest is not None
+                else None
+            )
+            for frame in frames:
+                stats.add(frame)
+                report.images_per_modality[modality] = (
+                    report.images_per_modality.get(modality, 0) + 1
+                )
+                slice_index += 1
+                if label is None:
+                    report.unlabelled_images += 1
+                    continue
+                labelled_any = True
+                if keep_pixels:
+                    image = normalise_intensity(frame, config.window_for(modality))
+                    spacing = header.pixel_spacing or series.pixel_spacing
+                    prepared.images.append(
+                        resample_slice(image, spacing, config.target_spacing, config.size)
+                    )
+                prepared.labels.append(label)
+                prepared.series_keys.append(key)
+                prepared.study_keys.append(study_key)
+                prepared.slice_indices.append(slice_index - 1)
+        if not labelled_any:
+            report.unlabelled_series += 1
+    if manifest is not None:
+        counts = np.bincount(
+            np.asarray(prepared.labels, dtype=np.int64), minlength=len(manifest.class_names)
+        )
+        report.class_counts = {
+            name: int(c) for name, c in zip(manifest.class_names, counts, strict=True)
+        }
+    logger.info(
+        "prepared %d labelled images from %d series", len(prepared.labels), len(scan.series)
+    )
+    return prepared

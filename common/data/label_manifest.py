@@ -1,0 +1,67 @@
+"""Labels for DICOM data: a CSV keyed by file name, SeriesInstanceUID or StudyInstanceUID."""
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import DataFormatError
+
+__all__ = ["KEY_COLUMNS", "LabelManifest", "read_label_manifest"]
+
+#: Accepted key columns, most specific first.
+KEY_COLUMNS = ("file", "SeriesInstanceUID", "StudyInstanceUID")
+
+
+@dataclass(frozen=True)
+class LabelManifest:
+    """Class label per key; a file's label comes from its own row, else its series, else study."""
+
+    key_column: str
+    labels: dict[str, str]
+    class_names: tuple[str, ...]
+
+    def label_for(self, relative_path: Path, series_uid: str, study_uid: str) -> int | None:
+        """Class index for one file, or None when the manifest does not label it."""
+        if self.key_column == "file":
+            raw = self.labels.get(relative_path.as_posix(), self.labels.get(relative_path.name))
+        elif self.key_column == "SeriesInstanceUID":
+            raw = self.labels.get(series_uid)
+        else:
+            raw = self.labels.get(study_uid)
+        return None if raw is None else self.class_names.index(raw)
+
+
+def read_label_manifest(path: Path) -> LabelManifest:
+    """Read a CSV with a ``label`` column and one key column of :data:`KEY_COLUMNS`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "labels CSV not found")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        keys = [c for c in KEY_COLUMNS if c in columns]
+        if "label" not in columns or len(keys) != 1:
+            raise DataFormatError(
+                path,
+                f"needs a 'label' column and exactly one key column of {list(KEY_COLUMNS)}; "
+                f"found {columns}",
+            )
+        key_column = keys[0]
+        labels: dict[str, str] = {}
+        problems = []
+        for line, row in enumerate(reader, start=2):
+            key, label = (row.get(key_column) or "").strip(), (row.get("label") or "").strip()
+            if not key or not label:
+                problems.append(f"row {line}: empty {key_column if not key else 'label'}")
+            elif key in labels and labels[key] != label:
+                problems.append(f"row {line}: {key_column} listed again with another label")
+            else:
+                labels[key] = label
+    if problems:
+        raise DataFormatError(path, f"{len(problems)} bad row(s): " + "; ".join(problems))
+    if not labels:
+        raise DataFormatError(path, "no labelled rows")
+    names = sorted(
+        set(labels.values()), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v)
+    )
+    return LabelManifest(key_column=key_column, labels=labels, class_names=tuple(names))

@@ -1,0 +1,80 @@
+"""Data quality report of a site's images: what was read, what was skipped and why, statistics."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["IntensityStats", "QualityReport"]
+
+
+@dataclass
+class IntensityStats:
+    """Running intensity statistics in modality units (before normalisation)."""
+
+    count: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    minimum: float = float("inf")
+    maximum: float = float("-inf")
+
+    def add(self, values: np.ndarray) -> None:
+        """Accumulate one image."""
+        flat = values.astype(np.float64).ravel()
+        self.count += flat.size
+        self.total += float(flat.sum())
+        self.total_sq += float((flat**2).sum())
+        self.minimum = min(self.minimum, float(flat.min()))
+        self.maximum = max(self.maximum, float(flat.max()))
+
+    def as_dict(self) -> dict[str, float]:
+        """Mean, standard deviation, minimum and maximum."""
+        if self.count == 0:
+            return {}
+        mean = self.total / self.count
+        variance = max(self.total_sq / self.count - mean**2, 0.0)
+        return {
+            "min": self.minimum,
+            "max": self.maximum,
+            "mean": mean,
+            "std": variance**0.5,
+        }
+
+
+@dataclass
+class QualityReport:
+    """Everything ``medfed-site check`` and ``prepare`` report; holds no DICOM attribute value.
+
+    Series are named by their site pseudonym; skipped files by their path under the data folder
+    (which stays at the site: see docs/site-data.md).
+    """
+
+    files_seen: int = 0
+    series_per_modality: dict[str, int] = field(default_factory=dict)
+    images_per_modality: dict[str, int] = field(default_factory=dict)
+    intensity: dict[str, IntensityStats] = field(default_factory=dict)
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+    inconsistent_spacing: list[dict[str, Any]] = field(default_factory=list)
+    unlabelled_images: int = 0
+    unlabelled_series: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)
+    split_counts: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, path: str, reason: str) -> None:
+        """Record a file that was not used."""
+        self.skipped_files.append({"path": path, "reason": reason})
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "files_seen": self.files_seen,
+            "images_used": sum(self.class_counts.values()),
+            "series_per_modality": self.series_per_modality,
+            "images_per_modality": self.images_per_modality,
+            "intensity_per_modality": {m: s.as_dict() for m, s in self.intensity.items()},
+            "skipped_files": self.skipped_files,
+            "inconsistent_spacing": self.inconsistent_spacing,
+            "unlabelled": {"images": self.unlabelled_images, "series": self.unlabelled_series},
+            "class_counts": self.class_counts,
+            "split_counts": self.split_counts,
+        }

@@ -1,0 +1,108 @@
+"""The site's cache of preprocessed images: written once by `medfed-site prepare`, read every epoch.
+
+Layout of a cache folder (it stays at the site):
+    dataset.npz    images and labels in the MedMNIST layout (read by common.data.npz_reader)
+    manifest.csv   per image: split, label, series and study pseudonyms, slice index
+    qc_report.json the quality report of the data it was built from
+    .site-key      the secret key of the pseudonyms (mode 0600)
+No DICOM attribute value is written: series and studies appear only as keyed pseudonyms.
+"""
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.data.dicom_prepare import PreparedImages
+from common.data.quality import QualityReport
+from common.errors import DataFormatError
+
+__all__ = [
+    "DATASET_FILE",
+    "KEY_FILE",
+    "MANIFEST_FILE",
+    "QC_FILE",
+    "assign_splits",
+    "write_site_cache",
+]
+
+DATASET_FILE = "dataset.npz"
+MANIFEST_FILE = "manifest.csv"
+QC_FILE = "qc_report.json"
+KEY_FILE = ".site-key"
+_SPLITS = ("train", "val", "test")
+
+
+def assign_splits(
+    study_keys: list[str], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, str]:
+    """Split by study, so no patient study has images in two splits (no leakage).
+
+    Studies are ordered by a seeded hash of their pseudonym; the first share goes to test, the
+    next to val, the rest to train, each split getting at least one study.
+    """
+    studies = sorted(
+        set(study_keys), key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()
+    )
+    if len(studies) < 3:
+        raise ValueError(
+            f"{len(studies)} labelled studies: at least 3 are needed to split train/val/test "
+            "by study"
+        )
+    n_test = max(1, round(len(studies) * test_fraction))
+    n_val = max(1, round(len(studies) * val_fraction))
+    n_test = min(n_test, len(studies) - 2)
+    n_val = min(n_val, len(studies) - n_test - 1)
+    return {
+        study: "test" if i < n_test else "val" if i < n_test + n_val else "train"
+        for i, study in enumerate(studies)
+    }
+
+
+def write_site_cache(
+    out: Path,
+    prepared: PreparedImages,
+    class_names: tuple[str, ...],
+    report: QualityReport,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> Path:
+    """Write the cache folder; returns the path of dataset.npz."""
+    if not prepared.labels:
+        raise DataFormatError(out, "no labelled image to cache (check the labels CSV keys)")
+    try:
+        split_of_study = assign_splits(prepared.study_keys, val_fraction, test_fraction, seed)
+    except ValueError as exc:
+        raise DataFormatError(out, str(exc)) from None
+    splits = np.array([split_of_study[k] for k in prepared.study_keys])
+    images = np.clip(np.stack(prepared.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    labels = np.asarray(prepared.labels, dtype=np.int64)
+    arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names)}
+    for split in _SPLITS:
+        chosen = splits == split
+        arrays[f"{split}_images"] = images[chosen]
+        arrays[f"{split}_labels"] = labels[chosen]
+        report.split_counts[split] = int(chosen.sum())
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = out / DATASET_FILE
+    partial = out / (DATASET_FILE + ".partial.npz")
+    np.savez_compressed(partial, **arrays)
+    partial.replace(dataset)
+    with (out / MANIFEST_FILE).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "label", "series", "study", "slice"])
+        for i in range(len(labels)):
+            writer.writerow(
+                [
+                    splits[i],
+                    class_names[labels[i]],
+                    prepared.series_keys[i],
+                    prepared.study_keys[i],
+                    prepared.slice_indices[i],
+                ]
+            )
+    (out / QC_FILE).write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
+    return dataset

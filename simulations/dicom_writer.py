@@ -1,0 +1,89 @@
+"""Write a volume as a DICOM series (one file per slice) with plausible, configurable headers."""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+__all__ = ["SeriesIdentity", "write_dicom_series"]
+
+_STORAGE = {"CT": CTImageStorage, "MR": MRImageStorage}
+
+
+@dataclass
+class SeriesIdentity:
+    """Patient, study and scanner attributes written into every file of a series."""
+
+    patient_name: str = "Anonymous^Simulated"
+    patient_id: str = "SIM-0000"
+    patient_birth_date: str = "19700101"
+    institution: str = "Simulated Hospital"
+    manufacturer: str = "SimulatedVendor"
+    model_name: str = "SimScanner 1"
+    study_date: str = field(default_factory=lambda: dt.date(2024, 1, 1).strftime("%Y%m%d"))
+    study_uid: str = field(default_factory=generate_uid)
+    series_uid: str = field(default_factory=generate_uid)
+    modality: str = "MR"
+
+
+def write_dicom_series(
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    out_dir: Path,
+    identity: SeriesIdentity,
+    rescale: tuple[float, float] = (1.0, 0.0),
+    shuffle_names_seed: int | None = None,
+) -> list[Path]:
+    """Write ``volume`` [slices, rows, cols] (stored values, uint16-range) as one file per slice.
+
+    ``spacing`` is (slice, row, col) in mm; positions run along +z. ``rescale`` is
+    (slope, intercept) of the modality LUT (CT: stored -> HU). With ``shuffle_names_seed`` the
+    file names do not follow slice order, as in real exports, so readers must sort by position.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stored = np.clip(np.round(volume), 0, 65535).astype(np.uint16)
+    order = np.arange(len(stored))
+    if shuffle_names_seed is not None:
+        order = np.random.default_rng(shuffle_names_seed).permutation(len(stored))
+    paths = []
+    for index, pixels in enumerate(stored):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = _STORAGE.get(identity.modality, MRImageStorage)
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID = meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.PatientName = identity.patient_name
+        ds.PatientID = identity.patient_id
+        ds.PatientBirthDate = identity.patient_birth_date
+        ds.InstitutionName = identity.institution
+        ds.Manufacturer = identity.manufacturer
+        ds.ManufacturerModelName = identity.model_name
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = identity.study_date
+        ds.StudyInstanceUID = identity.study_uid
+        ds.SeriesInstanceUID = identity.series_uid
+        ds.FrameOfReferenceUID = generate_uid()
+        ds.Modality = identity.modality
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = index + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(index * spacing[0])]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [float(spacing[1]), float(spacing[2])]
+        ds.SliceThickness = float(spacing[0])
+        ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 0
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+        ds.PixelData = pixels.tobytes()
+        path = out_dir / f"IM{order[index]:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from common.data.dicom_pixels import decode_frames
+from common.data.dicom_scan import scan_dicom_folder
+from common.data.intensity import normalise_intensity
+from common.data.resampling import resample_slice
+from simulations.dicom_writer import SeriesIdentity, write_dicom_series
+
+PYDICOM_FILES = Path(get_testdata_file("CT_small.dcm")).parent
+
+
+def test_slices_are_ordered_by_position_not_file_name(tmp_path: Path) -> None:
+    volume = np.arange(6)[:, None, None] * 100.0 + np.zeros((6, 8, 8))
+    write_dicom_series(
+        volume, (2.5, 1.0, 1.0), tmp_path / "a" / "b", SeriesIdentity(), shuffle_names_seed=3
+    )
+    scan = scan_dicom_folder(tmp_path)
+    (series,) = scan.series.values()
+    firsts = [decode_frames(s.path)[0, 0, 0] for s in series.slices]
+    assert firsts == [0.0, 100.0, 200.0, 300.0, 400.0, 500.0]
+    assert np.allclose(series.slice_gaps(), 2.5)
+
+
+def test_series_are_grouped_across_folders_and_ct_is_in_hounsfield_units(tmp_path: Path) -> None:
+    ct = SeriesIdentity(modality="CT")
+    write_dicom_series(
+        np.full((3, 8, 8), 1000.0), (1, 1, 1), tmp_path / "x", ct, rescale=(1.0, -1024.0)
+    )
+    write_dicom_series(np.full((2, 8, 8), 50.0), (1, 1, 1), tmp_path / "y" / "z", SeriesIdentity())
+    scan = scan_dicom_folder(tmp_path)
+    assert sorted(len(s.slices) for s in scan.series.values()) == [2, 3]
+    assert decode_frames(scan.series[ct.series_uid].slices[0].path)[0, 0, 0] == -24.0
+
+
+def test_pydicom_sample_files_each_get_a_clear_outcome() -> None:
+    scan = scan_dicom_folder(PYDICOM_FILES)
+    reasons = {p.path.as_posix(): p.reason for p in scan.problems}
+    assert reasons["README.txt"].startswith("not a DICOM file")
+    assert (
+        "not an image series" in reasons["rtplan.dcm"]
+        or "without an image" in reasons["rtplan.dcm"]
+    )
+    assert "badVR.dcm" in reasons  # bad value representation: listed, not a crash
+    used = {h.path.name for s in scan.series.values() for h in s.slices}
+    assert scan.files_seen == len(used) + len(scan.problems)  # nothing vanishes
+
+
+def test_truncated_pixel_data_raises_for_that_file_only() -> None:
+    with pytest.raises(ValueError, match="less than expected"):
+        decode_frames(PYDICOM_FILES / "MR_truncated.dcm")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm",
+     "MR_small_bigendian.dcm", "MR_small_implicit.dcm"],
+)  # fmt: skip
+def test_lossless_transfer_syntaxes_decode_to_the_same_pixels(name: str) -> None:
+    reference = decode_frames(PYDICOM_FILES / "MR_small.dcm")
+    assert np.array_equal(decode_frames(PYDICOM_FILES / name), reference)
+
+
+def test_multiframe_file_gives_one_image_per_frame() -> None:
+    frames = decode_frames(PYDICOM_FILES / "SC_rgb_rle_2frame.dcm")
+    assert frames.shape[0] == 2 and frames.ndim == 3
+
+
+def test_windowing_presets_and_percentiles() -> None:
+    hounsfield = np.array([[-1350.0, -600.0, 150.0, 3000.0]])
+    assert normalise_intensity(hounsfield, "lung").tolist() == [[0.0, 0.5, 1.0, 1.0]]
+    ramp = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    scaled = normalise_intensity(ramp, "percentile")
+    assert scaled.min() == 0.0 and scaled.max() == 1.0
+    with pytest.raises(ValueError, match="unknown window 'liver'"):
+        normalise_intensity(ramp, "liver")
+
+
+def test_resampling_keeps_physical_size() -> None:
+    image = np.zeros((40, 40), dtype=np.float32)
+    image[10:30, 10:30] = 1.0  # a 20-pixel square at 0.5 mm = 10 mm
+    out = resample_slice(image, (0.5, 0.5), 1.0, 32)  # 1 mm pixels, padded to 32
+    assert out.shape == (32, 32)
+    assert (out > 0.5).sum() == pytest.approx(100, abs=12)  # 10 mm x 10 mm = ~100 pixels
