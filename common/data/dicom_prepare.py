@@ -12,7 +12,7 @@ from common.data.intensity import normalise_intensity
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
-from common.data.resampling import resample_slice
+from common.data.resampling import resample_images
 
 __all__ = ["PreparedImages", "PreprocessingConfig", "prepare_series"]
 
@@ -95,6 +95,7 @@ def prepare_series(
         _check_spacing(series, key, report)
         labelled_any = False
         slice_index = 0
+        kept: list[np.ndarray] = []
         for header in series.slices:
             relative = header.path.relative_to(scan.root)
             try:
@@ -109,6 +110,9 @@ def prepare_series(
                 if manifest is not None
                 else None
             )
+            if kept and frames.shape[1:] != kept[0].shape:
+                report.skip(relative.as_posix(), "image size differs from the rest of its series")
+                continue
             for frame in frames:
                 stats.add(frame)
                 report.images_per_modality[modality] = (
@@ -120,15 +124,17 @@ def prepare_series(
                     continue
                 labelled_any = True
                 if keep_pixels:
-                    image = normalise_intensity(frame, config.window_for(modality))
-                    spacing = header.pixel_spacing or series.pixel_spacing
-                    prepared.images.append(
-                        resample_slice(image, spacing, config.target_spacing, config.size)
-                    )
+                    kept.append(frame)
                 prepared.labels.append(label)
                 prepared.series_keys.append(key)
                 prepared.study_keys.append(study_key)
                 prepared.slice_indices.append(slice_index - 1)
+        if kept:  # one normalisation and one resampling call per series
+            stack = normalise_intensity(np.stack(kept), config.window_for(modality))
+            resampled = resample_images(
+                stack, series.pixel_spacing, config.target_spacing, config.size
+            )
+            prepared.images.extend(resampled)
         if not labelled_any:
             report.unlabelled_series += 1
     if manifest is not None:

@@ -15,11 +15,11 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 }
 
 
-def normalise_intensity(image: np.ndarray, window: str) -> np.ndarray:
-    """Scale to [0, 1] with a preset window, or with ``percentile`` (0.5th-99.5th) scaling.
+def normalise_intensity(images: np.ndarray, window: str) -> np.ndarray:
+    """Scale [N, H, W] (or [H, W]) to [0, 1] with a preset window or ``percentile`` scaling.
 
-    Windows suit CT in Hounsfield units; percentile scaling suits MR, X-ray and anything
-    without absolute units.
+    Windows suit CT in Hounsfield units; percentile scaling (0.5th-99.5th, over all the images
+    given at once, e.g. a whole series) suits MR, X-ray and anything without absolute units.
     """
     if window == "percentile":
         scaler = ScaleIntensityRangePercentiles(
@@ -33,4 +33,4 @@ def normalise_intensity(image: np.ndarray, window: str) -> np.ndarray:
     else:
         choices = ["percentile", *WINDOW_PRESETS]
         raise ValueError(f"unknown window {window!r}; choose from {choices}")
-    return np.asarray(scaler(image[None]), dtype=np.float32)[0]
+    return np.asarray(scaler(images.astype(np.float32, copy=False)), dtype=np.float32)

@@ -1,28 +1,28 @@
-"""Resample a 2D image to a target pixel spacing, then crop or pad to a fixed size (MONAI)."""
+"""Resample 2D images to a target pixel spacing, then crop or pad to a fixed size (MONAI)."""
 
 import numpy as np
 from monai.transforms import Resize, ResizeWithPadOrCrop, Zoom
 
-__all__ = ["resample_slice"]
+__all__ = ["resample_images"]
 
 
-def resample_slice(
-    image: np.ndarray,
+def resample_images(
+    images: np.ndarray,
     spacing: tuple[float, float] | None,
     target_spacing: float | None,
     size: int,
 ) -> np.ndarray:
-    """[H, W] -> [size, size].
+    """[N, H, W] -> [N, size, size], all N images in one call (e.g. the slices of a series).
 
     With a known ``spacing`` and a ``target_spacing`` (mm per pixel) the image is zoomed so a
     pixel covers ``target_spacing`` mm, then centre-cropped or zero-padded to ``size``: anatomy
     keeps its physical scale across scanners. Otherwise it is resized to ``size`` directly.
     """
-    channel_first = image[None].astype(np.float32)
+    channel_first = images.astype(np.float32, copy=False)
     if spacing is not None and target_spacing is not None:
         zoom = (spacing[0] / target_spacing, spacing[1] / target_spacing)
         zoomed = Zoom(zoom=zoom, keep_size=False, mode="bilinear")(channel_first)
         out = ResizeWithPadOrCrop(spatial_size=(size, size))(zoomed)
     else:
         out = Resize(spatial_size=(size, size), mode="bilinear")(channel_first)
-    return np.asarray(out, dtype=np.float32)[0]
+    return np.asarray(out, dtype=np.float32)

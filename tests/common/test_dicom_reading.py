@@ -7,7 +7,7 @@ from pydicom.data import get_testdata_file
 from common.data.dicom_pixels import decode_frames
 from common.data.dicom_scan import scan_dicom_folder
 from common.data.intensity import normalise_intensity
-from common.data.resampling import resample_slice
+from common.data.resampling import resample_images
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
 
 PYDICOM_FILES = Path(get_testdata_file("CT_small.dcm")).parent
@@ -82,6 +82,6 @@ def test_windowing_presets_and_percentiles() -> None:
 def test_resampling_keeps_physical_size() -> None:
     image = np.zeros((40, 40), dtype=np.float32)
     image[10:30, 10:30] = 1.0  # a 20-pixel square at 0.5 mm = 10 mm
-    out = resample_slice(image, (0.5, 0.5), 1.0, 32)  # 1 mm pixels, padded to 32
+    out = resample_images(image[None], (0.5, 0.5), 1.0, 32)[0]  # 1 mm pixels, padded to 32
     assert out.shape == (32, 32)
     assert (out > 0.5).sum() == pytest.approx(100, abs=12)  # 10 mm x 10 mm = ~100 pixels
