@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # torch is installed first and pinned: 2.13.0 is the CPU wheel; an open range pulls a CUDA build.
 TORCH  := torch==2.13.0
-DATA   := data/synthetic-lesions.npz
+BRAIN  := data/brain-mri
+CACHE  := data/brain-mri-cache
 RUN    := runs/demo
 
 export FLWR_TELEMETRY_ENABLED := 0
@@ -24,14 +25,24 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-$(DATA): $(VENV)/.installed
-	$(BIN)/medfed-sim generate --out $(DATA)
+# The default demo: 3 simulated hospitals of brain MRI (real MNI152 anatomy shipped in nilearn,
+# simulated lesions and scanners) written as DICOM, each prepared into its own cache.
+$(BRAIN)/.generated: $(VENV)/.installed
+	$(BIN)/medfed-sim generate --dataset brain-mri --out $(BRAIN) --sites 3 --subjects 16
+	touch $@
 
-## simulate: 3 simulated hospitals, Dirichlet(1.0) label skew, DP at epsilon 8, with baselines.
-simulate: $(VENV)/.installed $(DATA)
-	$(BIN)/medfed-sim run --data $(DATA) --sites 3 --rounds 10 --local-epochs 2 \
-		--batch-size 64 --lr 0.003 --partition dirichlet:1.0 --dp-epsilon 8 \
-		--baseline pooled --baseline local --out $(RUN)
+$(CACHE)/.prepared: $(BRAIN)/.generated
+	for site in 0 1 2; do \
+		$(BIN)/medfed-site prepare --data $(BRAIN)/site-$$site/dicom \
+			--labels $(BRAIN)/site-$$site/labels.csv --classes no-lesion,lesion \
+			--out $(CACHE)/site-$$site --spacing 3.0 --size 64 || exit 1; \
+	done
+	touch $@
+
+## simulate: federated lesion detection across the 3 hospitals, DP at epsilon 8, with baselines.
+simulate: $(CACHE)/.prepared
+	$(BIN)/medfed-sim run --data $(CACHE) --sites 3 --partition site --rounds 5 --lr 0.003 \
+		--dp-epsilon 8 --baseline pooled --baseline local --out $(RUN)
 
 ## test: lint, then the whole test suite.
 test: $(VENV)/.installed-dev

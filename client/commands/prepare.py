@@ -28,6 +28,12 @@ def prepare(
         Path,
         typer.Option(help="CSV with 'label' and one of file, SeriesInstanceUID, StudyInstanceUID."),
     ],
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            help="Class order, comma-separated, negative class first (e.g. no-lesion,lesion)."
+        ),
+    ] = None,
     window: Annotated[
         str, typer.Option(help=f"Intensity normalisation: {', '.join(_WINDOWS)}.")
     ] = "auto",
@@ -54,7 +60,8 @@ def prepare(
         config = PreprocessingConfig(
             window=window, ct_window=ct_window, target_spacing=spacing, size=size
         )
-        manifest = read_label_manifest(labels)
+        order = tuple(c.strip() for c in classes.split(",")) if classes else None
+        manifest = read_label_manifest(labels, order)
         pseudonymise = SitePseudonymiser.from_key_file(out / KEY_FILE)
         prepared, quality = run_pipeline(
             data, config, manifest, pseudonymise, keep_pixels=True, console=console

@@ -10,10 +10,14 @@ __all__ = ["DatasetSplits", "ImageArrays"]
 
 @dataclass(frozen=True)
 class ImageArrays:
-    """Images as float32 [N, C, H, W] scaled to [0, 1] and integer labels [N]."""
+    """Images float32 [N, C, H, W] in [0, 1], integer labels [N], optional site ids [N].
+
+    ``sites`` is set for data that is multi-site already (one cache per hospital).
+    """
 
     images: np.ndarray
     labels: np.ndarray
+    sites: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -28,14 +32,17 @@ class ImageArrays:
 
     def subset(self, indices: np.ndarray) -> "ImageArrays":
         """Return the samples at ``indices`` (a copy)."""
-        return ImageArrays(images=self.images[indices], labels=self.labels[indices])
+        sites = self.sites[indices] if self.sites is not None else None
+        return ImageArrays(images=self.images[indices], labels=self.labels[indices], sites=sites)
 
     @staticmethod
     def concatenate(parts: "list[ImageArrays]") -> "ImageArrays":
         """Join several arrays (for example all sites' data, for the pooled baseline)."""
+        has_sites = all(p.sites is not None for p in parts)
         return ImageArrays(
             images=np.concatenate([p.images for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
+            sites=np.concatenate([p.sites for p in parts]) if has_sites else None,  # type: ignore[misc]
         )
 
 

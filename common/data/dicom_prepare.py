@@ -1,5 +1,6 @@
 """Turn a folder of DICOM files into preprocessed, labelled 2D images, ready to cache."""
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class PreparedImages:
     labels: list[int] = field(default_factory=list)
     series_keys: list[str] = field(default_factory=list)
     study_keys: list[str] = field(default_factory=list)
+    #: Unkeyed SHA-256 of each image's StudyInstanceUID, held in memory only, so the split by
+    #: study is the same whichever site key prepared the data. Never written anywhere.
+    split_keys: list[str] = field(default_factory=list)
     slice_indices: list[int] = field(default_factory=list)
 
 
@@ -89,6 +93,7 @@ def prepare_series(
             on_series(done, len(scan.series))
         key = pseudonymise(series.series_uid)
         study_key = pseudonymise(series.study_uid)
+        split_key = hashlib.sha256(series.study_uid.encode()).hexdigest()
         modality = series.modality
         report.series_per_modality[modality] = report.series_per_modality.get(modality, 0) + 1
         stats = report.intensity.setdefault(modality, IntensityStats())
@@ -128,6 +133,7 @@ def prepare_series(
                 prepared.labels.append(label)
                 prepared.series_keys.append(key)
                 prepared.study_keys.append(study_key)
+                prepared.split_keys.append(split_key)
                 prepared.slice_indices.append(slice_index - 1)
         if kept:  # one normalisation and one resampling call per series
             stack = normalise_intensity(np.stack(kept), config.window_for(modality))

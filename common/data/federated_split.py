@@ -24,12 +24,20 @@ def split_across_sites(
     """Partition train with ``scheme``, and val with the class proportions each site got in train.
 
     A site's validation data thus has the same label mix as its training data, as it would in a
-    hospital. The test split is not partitioned: it stays with the simulation as the held-out
-    global test set on which federated, pooled and local models are all compared.
+    hospital. With the ``site`` scheme the data's own sites are kept for train and val.
+    The test split is not partitioned: it stays with the simulation as the held-out global
+    test set on which federated, pooled and local models are all compared.
     """
-    train_parts = partition_indices(splits.train.labels, num_sites, scheme, seed)
-    counts = label_histogram(splits.train.labels, train_parts, splits.num_classes)
-    val_parts = _partition_like(splits.val.labels, counts, np.random.default_rng(seed + 1))
+    train_parts = partition_indices(
+        splits.train.labels, num_sites, scheme, seed, sites=splits.train.sites
+    )
+    if scheme.kind == "site":  # each hospital validates on its own data
+        val_parts = partition_indices(
+            splits.val.labels, num_sites, scheme, seed, sites=splits.val.sites
+        )
+    else:
+        counts = label_histogram(splits.train.labels, train_parts, splits.num_classes)
+        val_parts = _partition_like(splits.val.labels, counts, np.random.default_rng(seed + 1))
     return [
         SiteData(train=splits.train.subset(t), val=splits.val.subset(v))
         for t, v in zip(train_parts, val_parts, strict=True)

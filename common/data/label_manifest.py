@@ -31,8 +31,13 @@ class LabelManifest:
         return None if raw is None else self.class_names.index(raw)
 
 
-def read_label_manifest(path: Path) -> LabelManifest:
-    """Read a CSV with a ``label`` column and one key column of :data:`KEY_COLUMNS`."""
+def read_label_manifest(path: Path, class_order: tuple[str, ...] | None = None) -> LabelManifest:
+    """Read a CSV with a ``label`` column and one key column of :data:`KEY_COLUMNS`.
+
+    Class indices follow ``class_order`` when given (for a binary task, put the negative class
+    first: metrics such as recall refer to class 1); otherwise numbers in numeric order, then
+    names alphabetically.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "labels CSV not found")
@@ -61,6 +66,13 @@ def read_label_manifest(path: Path) -> LabelManifest:
         raise DataFormatError(path, f"{len(problems)} bad row(s): " + "; ".join(problems))
     if not labels:
         raise DataFormatError(path, "no labelled rows")
+    if class_order is not None:
+        unknown = sorted(set(labels.values()) - set(class_order))
+        if unknown:
+            raise DataFormatError(
+                path, f"label(s) {unknown} are not among the classes {list(class_order)}"
+            )
+        return LabelManifest(key_column=key_column, labels=labels, class_names=tuple(class_order))
     names = sorted(
         set(labels.values()), key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v)
     )

@@ -1,8 +1,11 @@
 """Open a dataset by path: a .npz file, a site cache folder, or images with labels.csv."""
 
+from dataclasses import replace
 from pathlib import Path
 
-from common.data.arrays import DatasetSplits
+import numpy as np
+
+from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.image_folder_reader import read_image_folder
 from common.data.npz_reader import read_npz
 from common.data.site_cache import DATASET_FILE
@@ -11,9 +14,48 @@ from common.errors import DataFormatError
 __all__ = ["load_dataset"]
 
 
+def _read_site_caches(root: Path, caches: list[Path]) -> DatasetSplits:
+    """Several hospitals' caches as one dataset whose samples remember their site."""
+    parts = [read_npz(cache / DATASET_FILE) for cache in caches]
+    for cache, part in zip(caches, parts, strict=True):
+        if part.class_names != parts[0].class_names:
+            raise DataFormatError(
+                cache,
+                f"classes {part.class_names} differ from {parts[0].class_names} of {caches[0]}",
+            )
+        if part.image_size != parts[0].image_size:
+            raise DataFormatError(
+                cache,
+                f"image size {part.image_size} differs from {parts[0].image_size} of {caches[0]}",
+            )
+
+    def joined(split: str) -> ImageArrays:
+        return ImageArrays.concatenate(
+            [
+                replace(getattr(part, split), sites=np.full(len(getattr(part, split)), k))
+                for k, part in enumerate(parts)
+            ]
+        )
+
+    return DatasetSplits(
+        train=joined("train"),
+        val=joined("val"),
+        test=joined("test"),
+        class_names=parts[0].class_names,
+        source=root,
+    )
+
+
 def load_dataset(path: Path, image_size: int = 64, seed: int = 0) -> DatasetSplits:
-    """Read ``path`` with the reader its form calls for."""
+    """Read ``path`` with the reader its form calls for.
+
+    A folder holding several site caches (``*/dataset.npz``, in name order) reads as one
+    multi-site dataset: the ``site`` partition then keeps each hospital's own data.
+    """
     path = Path(path)
+    caches = sorted(p.parent for p in path.glob(f"*/{DATASET_FILE}")) if path.is_dir() else []
+    if caches and not (path / DATASET_FILE).exists():
+        return _read_site_caches(path, caches)
     if path.is_file() and path.suffix == ".npz":
         return read_npz(path)
     if path.is_dir() and (path / DATASET_FILE).is_file():  # a site cache from medfed-site prepare

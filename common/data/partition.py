@@ -12,17 +12,21 @@ _MAX_TRIES = 1000
 
 @dataclass(frozen=True)
 class PartitionScheme:
-    """How samples are spread across sites: ``iid``, ``dirichlet:ALPHA`` or ``quantity:ALPHA``."""
+    """How samples are spread across sites.
 
-    kind: Literal["iid", "dirichlet", "quantity"]
+    ``iid``, ``dirichlet:ALPHA`` (label skew), ``quantity:ALPHA`` (size skew), or ``site``:
+    keep the sites the data already comes from (one cache per hospital).
+    """
+
+    kind: Literal["iid", "dirichlet", "quantity", "site"]
     alpha: float | None = None
 
     @classmethod
     def parse(cls, text: str) -> "PartitionScheme":
-        """Parse 'iid', 'dirichlet:0.5' or 'quantity:1.0'; ValueError naming ``text`` otherwise."""
+        """Parse 'iid', 'site', 'dirichlet:0.5' or 'quantity:1.0'; ValueError naming ``text``."""
         kind, _, alpha_text = text.strip().partition(":")
-        if kind == "iid" and not alpha_text:
-            return cls("iid")
+        if kind in ("iid", "site") and not alpha_text:
+            return cls(kind)  # type: ignore[arg-type]
         if kind in ("dirichlet", "quantity"):
             try:
                 alpha = float(alpha_text)
@@ -31,8 +35,8 @@ class PartitionScheme:
             if np.isfinite(alpha) and alpha > 0:
                 return cls(kind, alpha)  # type: ignore[arg-type]
         raise ValueError(
-            f"partition {text!r} is not one of 'iid', 'dirichlet:ALPHA', 'quantity:ALPHA' "
-            "with ALPHA a positive number"
+            f"partition {text!r} is not one of 'iid', 'site', 'dirichlet:ALPHA', "
+            "'quantity:ALPHA' with ALPHA a positive number"
         )
 
     def __str__(self) -> str:
@@ -45,9 +49,11 @@ def partition_indices(
     scheme: PartitionScheme,
     seed: int,
     min_per_site: int = 2,
+    sites: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Disjoint, sorted index arrays, one per site, covering every sample.
 
+    ``site``: the samples of site k (``sites == k``); needs ``sites`` with ``num_sites`` values.
     ``dirichlet``: each class is split across sites by proportions drawn from Dir(alpha)
     (Hsu et al., "Measuring the Effects of Non-Identical Data Distribution", arXiv:1909.06335).
     ``quantity``: site sizes follow one Dir(alpha) draw; samples are assigned at random.
@@ -56,6 +62,8 @@ def partition_indices(
     labels = np.asarray(labels)
     if num_sites < 1:
         raise ValueError(f"num_sites must be at least 1, got {num_sites}")
+    if scheme.kind == "site":
+        return _natural_sites(num_sites, sites)
     if len(labels) < num_sites * min_per_site:
         raise ValueError(
             f"{len(labels)} samples cannot give {num_sites} sites {min_per_site} samples each"
@@ -69,6 +77,15 @@ def partition_indices(
         f"partition {scheme} could not give each of {num_sites} sites {min_per_site} samples "
         f"in {_MAX_TRIES} draws; use fewer sites or a larger alpha"
     )
+
+
+def _natural_sites(num_sites: int, sites: np.ndarray | None) -> list[np.ndarray]:
+    if sites is None:
+        raise ValueError("partition 'site' needs multi-site data (a folder of site caches)")
+    found = int(sites.max()) + 1 if sites.size else 0
+    if found != num_sites:
+        raise ValueError(f"the data comes from {found} sites, but {num_sites} sites were asked for")
+    return [np.flatnonzero(sites == k).astype(np.int64) for k in range(num_sites)]
 
 
 def _split_by_proportions(indices: np.ndarray, proportions: np.ndarray) -> list[np.ndarray]:

@@ -40,7 +40,7 @@ def assign_splits(
 ) -> dict[str, str]:
     """Split by study, so no patient study has images in two splits (no leakage).
 
-    Studies are ordered by a seeded hash of their pseudonym; the first share goes to test, the
+    Studies are ordered by a seeded hash of their key; the first share goes to test, the
     next to val, the rest to train, each split getting at least one study.
     """
     studies = sorted(
@@ -74,10 +74,10 @@ def write_site_cache(
     if not prepared.labels:
         raise DataFormatError(out, "no labelled image to cache (check the labels CSV keys)")
     try:
-        split_of_study = assign_splits(prepared.study_keys, val_fraction, test_fraction, seed)
+        split_of_study = assign_splits(prepared.split_keys, val_fraction, test_fraction, seed)
     except ValueError as exc:
         raise DataFormatError(out, str(exc)) from None
-    splits = np.array([split_of_study[k] for k in prepared.study_keys])
+    splits = np.array([split_of_study[k] for k in prepared.split_keys])
     images = np.clip(np.stack(prepared.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     labels = np.asarray(prepared.labels, dtype=np.int64)
     arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names)}

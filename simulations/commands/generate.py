@@ -1,24 +1,53 @@
-"""`medfed-sim generate`: write the small generated dataset used by the default demo."""
+"""`medfed-sim generate`: write a demo dataset (no download)."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 
-from common.cli_support import configure_logging
+from common.cli_support import configure_logging, user_errors
+from common.errors import ConfigError
+from simulations.brain_lesions import write_brain_lesion_sites
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 __all__ = ["generate"]
 
+DATASETS = ("brain-mri", "lesions-2d")
+
 
 def generate(
-    out: Annotated[Path, typer.Option(help="Where to write the .npz file.")] = Path(
-        "data/synthetic-lesions.npz"
-    ),
-    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same images).")] = 0,
-    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 32,
+    out: Annotated[
+        Path, typer.Option(help="Output: a folder (brain-mri) or a .npz file (lesions-2d).")
+    ],
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="brain-mri: multi-site DICOM on real MNI152 anatomy; lesions-2d: small 2D images."
+        ),
+    ] = "brain-mri",
+    sites: Annotated[int, typer.Option(help="brain-mri: number of hospitals (1-4).")] = 3,
+    subjects: Annotated[
+        int, typer.Option(help="brain-mri: subjects (DICOM series) per hospital.")
+    ] = 10,
+    seed: Annotated[int, typer.Option(help="Generator seed (same seed, same data).")] = 0,
 ) -> None:
-    """Generate synthetic 'lesion present' images in the MedMNIST .npz layout (no download)."""
+    """Generate simulated data (lesions and scanner differences simulated; no real patient)."""
     configure_logging(False)
-    path = write_synthetic_lesions(out, seed=seed, image_size=image_size)
-    typer.echo(f"wrote {path}")
+    with user_errors():
+        if dataset == "lesions-2d":
+            path = write_synthetic_lesions(out, seed=seed)
+            typer.echo(f"wrote {path}")
+            return
+        if dataset != "brain-mri":
+            raise ConfigError("--dataset", f"{dataset!r} is not one of {list(DATASETS)}")
+        if not 1 <= sites <= 4:
+            raise ConfigError("--sites", f"{sites} is not in 1-4 (one simulated scanner each)")
+        with Progress() as progress:
+            task = progress.add_task("subjects", total=sites * subjects)
+            folders = write_brain_lesion_sites(
+                out, sites, subjects, seed,
+                on_subject=lambda done, total: progress.update(task, completed=done),
+            )  # fmt: skip
+    for folder in folders:
+        typer.echo(f"wrote {folder}: DICOM under dicom/, labels.csv, masks/")
