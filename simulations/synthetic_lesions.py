@@ -16,6 +16,7 @@ CLASS_NAMES = ("no-lesion", "lesion")
 
 
 def _images(count: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` images [N, size, size] uint8 and their labels [N, 1], half of them lesions."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     labels = rng.permutation(np.arange(count) % 2)
     images = np.empty((count, size, size), dtype=np.uint8)
@@ -39,7 +40,19 @@ def _images(count: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray
 def generate_synthetic_lesions(
     n_train: int = 3000, n_val: int = 300, n_test: int = 600, image_size: int = 32, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """The dataset in the MedMNIST .npz layout; the same seed gives the same images."""
+    """Generate the dataset in the MedMNIST .npz layout; the same seed gives the same images.
+
+    Args:
+        n_train: Number of training images.
+        n_val: Number of validation images.
+        n_test: Number of test images.
+        image_size: Images are ``image_size`` x ``image_size`` pixels.
+        seed: Seed of every random choice.
+
+    Returns:
+        ``{train,val,test}_images`` uint8 [N, H, W], ``{train,val,test}_labels`` uint8 [N, 1]
+        (1 = lesion, half of each split), and ``class_names`` ("no-lesion", "lesion").
+    """
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     for split, count in (("train", n_train), ("val", n_val), ("test", n_test)):
@@ -49,7 +62,15 @@ def generate_synthetic_lesions(
 
 
 def write_synthetic_lesions(path: Path, **kwargs: int) -> Path:
-    """Generate (see :func:`generate_synthetic_lesions`) and write to ``path``."""
+    """Generate the dataset and write it, compressed, to ``path`` (parent folders are created).
+
+    Args:
+        path: The .npz file to write.
+        **kwargs: Passed to :func:`generate_synthetic_lesions`.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **generate_synthetic_lesions(**kwargs))

@@ -56,7 +56,7 @@ def load_dataset(path: Path, image_size: int = 64, seed: int = 0) -> DatasetSpli
     caches = sorted(p.parent for p in path.glob(f"*/{DATASET_FILE}")) if path.is_dir() else []
     if caches and not (path / DATASET_FILE).exists():
         return _read_site_caches(path, caches)
-    if path.is_file() and path.suffix == ".npz":
+    if path.is_file() and path.suffix.lower() == ".npz":
         return read_npz(path)
     if path.is_dir() and (path / DATASET_FILE).is_file():  # a site cache from medfed-site prepare
         return read_npz(path / DATASET_FILE)

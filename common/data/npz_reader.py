@@ -15,56 +15,111 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 
+_REQUIRED_KEYS = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels"))
+
+
+def _member(path: Path, archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+    """One array of the archive; a damaged or pickled member becomes a DataFormatError."""
+    try:
+        return np.asarray(archive[key])
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataFormatError(path, f"{key} cannot be read ({exc})") from None
+
 
 def _to_images(path: Path, split: str, raw: np.ndarray) -> np.ndarray:
+    """Images [N, H, W] or [N, H, W, C], uint8 or floats in [0, 1], as float32 [N, C, H, W]."""
+    key = f"{split}_images"
     if raw.ndim == 3:  # [N, H, W] grayscale
         raw = raw[:, None]
     elif raw.ndim == 4:  # [N, H, W, C]
         raw = raw.transpose(0, 3, 1, 2)
     else:
         raise DataFormatError(
-            path, f"{split}_images must be [N, H, W] or [N, H, W, C], got shape {raw.shape}"
+            path, f"{key} must be [N, H, W] or [N, H, W, C], got shape {raw.shape}"
         )
     if raw.dtype == np.uint8:
         return raw.astype(np.float32) / 255.0
+    if not np.issubdtype(raw.dtype, np.floating):
+        raise DataFormatError(path, f"{key} must be uint8 or floats in [0, 1], got {raw.dtype}")
     images = raw.astype(np.float32)
-    if images.size and (images.min() < 0 or images.max() > 1):
-        raise DataFormatError(path, f"{split}_images must be uint8 or floats in [0, 1]")
+    if images.size and not (np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
+        raise DataFormatError(
+            path, f"{key} are floats but not all finite and in [0, 1]; store uint8 or rescale"
+        )
     return images
 
 
 def _to_labels(path: Path, split: str, raw: np.ndarray) -> np.ndarray:
-    labels = raw.reshape(raw.shape[0], -1) if raw.ndim > 1 else raw
-    if labels.ndim != 1 and labels.shape[1] != 1:
-        raise DataFormatError(path, f"{split}_labels must be [N] or [N, 1], got shape {raw.shape}")
-    labels = labels.reshape(-1)
+    """Labels [N] or [N, 1] of non-negative integers as int64 [N]."""
+    key = f"{split}_labels"
+    if raw.ndim not in (1, 2) or (raw.ndim == 2 and raw.shape[1] != 1):
+        raise DataFormatError(path, f"{key} must be [N] or [N, 1], got shape {raw.shape}")
+    labels = raw.reshape(-1)
     if not np.issubdtype(labels.dtype, np.integer):
-        raise DataFormatError(path, f"{split}_labels must be integers, got {labels.dtype}")
+        raise DataFormatError(path, f"{key} must be integers, got {labels.dtype}")
     if labels.size and labels.min() < 0:
-        raise DataFormatError(path, f"{split}_labels has a negative label {labels.min()}")
+        raise DataFormatError(path, f"{key} has a negative label {labels.min()}")
     return labels.astype(np.int64)
 
 
+def _class_names(path: Path, raw: np.ndarray | None, num_classes: int) -> tuple[str, ...]:
+    """The archive's ``class_names``, or "0".."K-1" when it has none."""
+    if raw is None:
+        return tuple(str(k) for k in range(num_classes))
+    if raw.ndim != 1:
+        raise DataFormatError(path, f"class_names must be a 1-D array, got shape {raw.shape}")
+    names = tuple(str(name) for name in raw)
+    if len(names) < num_classes:
+        raise DataFormatError(
+            path, f"{len(names)} class_names but labels go up to {num_classes - 1}"
+        )
+    if len(set(names)) != len(names):
+        raise DataFormatError(path, f"class_names has duplicates: {list(names)}")
+    return names
+
+
 def read_npz(path: Path) -> DatasetSplits:
-    """Read ``path``; every problem raises a DataFormatError naming the file and what is wrong."""
+    """Read a MedMNIST v2-style archive with its official train/val/test split.
+
+    The archive holds ``{train,val,test}_images`` (uint8 [N, H, W] grayscale or [N, H, W, C]
+    colour) and ``{train,val,test}_labels`` ([N] or [N, 1] integers), and optionally
+    ``class_names``; without it the classes are named "0".."K-1".
+
+    Args:
+        path: The .npz file.
+
+    Returns:
+        The splits, images float32 [N, C, H, W] scaled to [0, 1] and labels int64 [N].
+
+    Raises:
+        DataFormatError: The file is missing, not an .npz archive, lacks a key, or holds
+            arrays of the wrong shape, type or count; the message names the file and the
+            problem.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DataFormatError(path, "is a folder, not an .npz file")
     if not path.is_file():
         raise DataFormatError(path, "file not found")
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataFormatError(path, f"not a readable .npz archive ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a single .npy array
+        raise DataFormatError(
+            path, "not a readable .npz archive (it holds a single array, as a .npy file does)"
+        )
     with archive:
-        expected = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
-        missing = [key for key in expected if key not in archive.files]
+        missing = [key for key in _REQUIRED_KEYS if key not in archive.files]
         if missing:
             raise DataFormatError(
-                path, f"missing key(s) {missing}; a MedMNIST-style .npz needs {expected}"
+                path,
+                f"missing key(s) {missing}; a MedMNIST-style .npz needs {list(_REQUIRED_KEYS)}",
             )
         parts: dict[str, ImageArrays] = {}
         for split in SPLITS:
-            images = _to_images(path, split, archive[f"{split}_images"])
-            labels = _to_labels(path, split, archive[f"{split}_labels"])
+            images = _to_images(path, split, _member(path, archive, f"{split}_images"))
+            labels = _to_labels(path, split, _member(path, archive, f"{split}_labels"))
             if len(images) != len(labels):
                 raise DataFormatError(
                     path, f"{split}: {len(images)} images but {len(labels)} labels"
@@ -72,21 +127,14 @@ def read_npz(path: Path) -> DatasetSplits:
             if len(images) == 0:
                 raise DataFormatError(path, f"{split} split is empty")
             parts[split] = ImageArrays(images=images, labels=labels)
-        class_names = (
-            tuple(str(n) for n in archive["class_names"])
-            if "class_names" in archive.files
-            else None
+        raw_names = (
+            _member(path, archive, "class_names") if "class_names" in archive.files else None
         )
     shapes = {split: arrays.images.shape[1:] for split, arrays in parts.items()}
     if len(set(shapes.values())) != 1:
         raise DataFormatError(path, f"splits have different image shapes {shapes}")
     num_classes = 1 + max(int(arrays.labels.max()) for arrays in parts.values())
-    if class_names is None:
-        class_names = tuple(str(k) for k in range(num_classes))
-    elif len(class_names) < num_classes:
-        raise DataFormatError(
-            path, f"{len(class_names)} class_names but labels go up to {num_classes - 1}"
-        )
+    class_names = _class_names(path, raw_names, num_classes)
     logger.info("read %s: %s", path, ", ".join(f"{s} {len(a)}" for s, a in parts.items()))
     return DatasetSplits(
         train=parts["train"],

@@ -56,12 +56,16 @@ def partition_indices(
     ``site``: the samples of site k (``sites == k``); needs ``sites`` with ``num_sites`` values.
     ``dirichlet``: each class is split across sites by proportions drawn from Dir(alpha)
     (Hsu et al., "Measuring the Effects of Non-Identical Data Distribution", arXiv:1909.06335).
-    ``quantity``: site sizes follow one Dir(alpha) draw; samples are assigned at random.
-    Draws are repeated (a bounded number of times) until every site has ``min_per_site`` samples.
+    ``quantity``: each site gets ``min_per_site`` samples plus a share of the rest drawn from
+    Dir(alpha) over sites; samples are assigned at random, so label mixes stay close to global.
+    ``dirichlet`` draws are repeated (a bounded number of times) until every site has
+    ``min_per_site`` samples; a ValueError says when that fails.
     """
     labels = np.asarray(labels)
     if num_sites < 1:
         raise ValueError(f"num_sites must be at least 1, got {num_sites}")
+    if min_per_site < 0:
+        raise ValueError(f"min_per_site must not be negative, got {min_per_site}")
     if scheme.kind == "site":
         return _natural_sites(num_sites, sites)
     if len(labels) < num_sites * min_per_site:
@@ -70,7 +74,7 @@ def partition_indices(
         )
     rng = np.random.default_rng(seed)
     for _ in range(_MAX_TRIES):
-        parts = _draw(labels, num_sites, scheme, rng)
+        parts = _draw(labels, num_sites, scheme, min_per_site, rng)
         if min(len(p) for p in parts) >= min_per_site:
             return [np.sort(p).astype(np.int64) for p in parts]
     raise ValueError(
@@ -94,14 +98,24 @@ def _split_by_proportions(indices: np.ndarray, proportions: np.ndarray) -> list[
 
 
 def _draw(
-    labels: np.ndarray, num_sites: int, scheme: PartitionScheme, rng: np.random.Generator
+    labels: np.ndarray,
+    num_sites: int,
+    scheme: PartitionScheme,
+    min_per_site: int,
+    rng: np.random.Generator,
 ) -> list[np.ndarray]:
     shuffled = rng.permutation(len(labels))
     if scheme.kind == "iid":
         return list(np.array_split(shuffled, num_sites))
     alpha = float(scheme.alpha or 1.0)
     if scheme.kind == "quantity":
-        return _split_by_proportions(shuffled, rng.dirichlet(np.full(num_sites, alpha)))
+        # Each site gets min_per_site samples first and a Dir(alpha) share of the rest, so
+        # one draw always suffices, however small alpha is.
+        spare = len(labels) - num_sites * min_per_site
+        proportions = rng.dirichlet(np.full(num_sites, alpha))
+        bounds = np.minimum(np.floor(np.cumsum(proportions)[:-1] * spare), spare).astype(int)
+        sizes = min_per_site + np.diff(np.concatenate([[0], bounds, [spare]]))
+        return np.split(shuffled, np.cumsum(sizes)[:-1])
     parts: list[list[np.ndarray]] = [[] for _ in range(num_sites)]
     for cls in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == cls))

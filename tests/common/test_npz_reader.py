@@ -85,3 +85,57 @@ def test_not_an_npz_file(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(DataFormatError, match="absent.npz: file not found"):
         read_npz(tmp_path / "absent.npz")
+
+
+def test_class_names_array_is_used(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    arrays["class_names"] = np.array(["benign", "malignant", "normal"])
+    np.savez(tmp_path / "named.npz", **arrays)
+    assert read_npz(tmp_path / "named.npz").class_names == ("benign", "malignant", "normal")
+
+
+def test_empty_split_is_named(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    arrays["val_images"] = arrays["val_images"][:0]
+    arrays["val_labels"] = arrays["val_labels"][:0]
+    _expect_error(tmp_path, arrays, "val split is empty")
+
+
+def test_negative_labels_and_wrong_shapes_are_named(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    arrays["test_labels"] = arrays["test_labels"].astype(np.int16) - 1
+    _expect_error(tmp_path, arrays, "test_labels has a negative label -1")
+    arrays = _valid_arrays()
+    arrays["train_labels"] = np.zeros((20, 2), dtype=np.int64)  # one-hot, not supported
+    _expect_error(tmp_path, arrays, "train_labels must be [N] or [N, 1], got shape (20, 2)")
+    arrays = _valid_arrays()
+    arrays["train_images"] = arrays["train_images"].reshape(20, 144)
+    _expect_error(tmp_path, arrays, "train_images must be [N, H, W] or [N, H, W, C]")
+    arrays = _valid_arrays()
+    arrays["train_images"] = arrays["train_images"].astype(np.uint16) * 200
+    _expect_error(tmp_path, arrays, "train_images must be uint8 or floats in [0, 1], got uint16")
+
+
+def test_pickled_arrays_are_refused_not_loaded(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    arrays["val_labels"] = arrays["val_labels"].astype(object)
+    _expect_error(tmp_path, arrays, "val_labels cannot be read")
+
+
+def test_a_single_npy_array_named_npz(tmp_path: Path) -> None:
+    path = tmp_path / "single.npz"
+    with path.open("wb") as handle:
+        np.save(handle, np.zeros((4, 28, 28), dtype=np.uint8))
+    with pytest.raises(DataFormatError, match="single.npz: not a readable .npz archive"):
+        read_npz(path)
+
+
+def test_a_damaged_archive_member_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.npz"
+    np.savez(path, **_valid_arrays())
+    data = bytearray(path.read_bytes())
+    start = data.index(b"train_images.npy") + 200  # inside the member's stored bytes
+    data[start : start + 50] = bytes(50)
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataFormatError, match="damaged.npz: train_images cannot be read"):
+        read_npz(path)

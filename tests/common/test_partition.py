@@ -79,3 +79,23 @@ def test_bad_scheme_text_is_named_in_the_error(text: str) -> None:
 def test_scheme_text_round_trips() -> None:
     for text in ("iid", "dirichlet:0.5", "quantity:2"):
         assert str(PartitionScheme.parse(text)) == text
+
+
+def test_quantity_skew_gives_every_site_the_minimum_however_small_alpha() -> None:
+    labels = np.repeat(np.arange(2), 100)
+    for seed in range(20):
+        parts = partition_indices(labels, 20, PartitionScheme("quantity", 0.05), seed, 3)
+        assert min(len(p) for p in parts) >= 3
+        assert sum(len(p) for p in parts) == 200
+
+
+def test_label_histogram_counts_per_site() -> None:
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    hist = label_histogram(labels, [np.array([0, 2]), np.array([1, 3, 4, 5])], 4)
+    assert hist.tolist() == [[1, 1, 0, 0], [1, 0, 3, 0]]
+
+
+def test_hopeless_label_skew_fails_with_advice() -> None:
+    labels = np.repeat(np.arange(2), 20)  # 2 classes cannot fill 10 sites at alpha 0.01
+    with pytest.raises(ValueError, match="dirichlet:0.01 could not give each of 10 sites 3"):
+        partition_indices(labels, 10, PartitionScheme("dirichlet", 0.01), seed=0, min_per_site=3)

@@ -30,3 +30,22 @@ def test_lesion_images_have_a_brighter_spot() -> None:
         images.reshape(len(images), -1), 1
     )
     assert contrast[labels == 1].mean() > contrast[labels == 0].mean() + 10
+
+
+def test_some_lesions_are_faint_so_the_task_is_not_trivial() -> None:
+    arrays = generate_synthetic_lesions(n_train=400, n_val=2, n_test=2, seed=0)
+    images = arrays["train_images"].astype(float).reshape(400, -1)
+    labels = arrays["train_labels"].ravel()
+    contrast = images.max(1) - np.median(images, 1)
+    brightest_background = np.percentile(contrast[labels == 0], 95)
+    faint = np.mean(contrast[labels == 1] < brightest_background)
+    assert 0.02 < faint < 0.3  # a few lesions hide in the background's own variation
+
+
+def test_requested_sizes_and_layout() -> None:
+    arrays = generate_synthetic_lesions(n_train=10, n_val=4, n_test=6, image_size=24, seed=5)
+    assert arrays["train_images"].shape == (10, 24, 24)
+    assert arrays["train_images"].dtype == np.uint8
+    assert arrays["val_labels"].shape == (4, 1)
+    assert arrays["test_images"].shape == (6, 24, 24)
+    assert arrays["class_names"].tolist() == ["no-lesion", "lesion"]
