@@ -1,4 +1,4 @@
-"""Scan, decode and measure a site's DICOM folder, with progress bars (check and prepare)."""
+"""Scan, decode and measure a site's DICOM or NIfTI folder, with progress bars."""
 
 from pathlib import Path
 
@@ -8,11 +8,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, prepare_series
 from common.data.dicom_scan import scan_dicom_folder
 from common.data.label_manifest import LabelManifest
+from common.data.nifti_cases import find_nifti_cases, is_nifti_folder
+from common.data.nifti_prepare import prepare_nifti_cases
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
-from common.errors import DataFormatError
+from common.errors import ConfigError, DataFormatError
 
 __all__ = ["run_pipeline"]
+
+_COLUMNS = (
+    TextColumn("{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeElapsedColumn(),
+)
 
 
 def run_pipeline(
@@ -23,17 +32,26 @@ def run_pipeline(
     keep_pixels: bool,
     console: Console,
 ) -> tuple[PreparedImages, QualityReport]:
-    """Scan ``data`` then decode every series; progress is shown on ``console``."""
+    """Scan ``data`` then decode every series; progress is shown on ``console``.
+
+    A folder with ``dataset.json`` (Medical Segmentation Decathlon) or ``images/`` of NIfTI
+    files is read as NIfTI cases whose masks label the slices; anything else as DICOM.
+    """
     if not data.is_dir():
         raise DataFormatError(data, "not a folder")
     report = QualityReport()
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
+    if is_nifti_folder(data):
+        cases = find_nifti_cases(data)
+        with Progress(*_COLUMNS, console=console) as progress:
+            reading = progress.add_task("read NIfTI cases", total=len(cases))
+            prepared = prepare_nifti_cases(
+                cases, config, pseudonymise, report, keep_pixels=keep_pixels,
+                on_case=lambda done, total: progress.update(reading, completed=done),
+            )  # fmt: skip
+        return prepared, report
+    if manifest is None:
+        raise ConfigError("--labels", f"{data} holds DICOM files: give a labels CSV")
+    with Progress(*_COLUMNS, console=console) as progress:
         scanning = progress.add_task("scan headers", total=None)
         scan = scan_dicom_folder(
             data, on_file=lambda done, total: progress.update(scanning, completed=done, total=total)

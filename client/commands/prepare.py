@@ -12,6 +12,7 @@ from common.cli_support import configure_logging, user_errors
 from common.data.dicom_prepare import PreprocessingConfig
 from common.data.intensity import WINDOW_PRESETS
 from common.data.label_manifest import read_label_manifest
+from common.data.nifti_prepare import MASK_CLASSES
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.site_cache import KEY_FILE, write_site_cache
 from common.errors import ConfigError
@@ -25,9 +26,12 @@ def prepare(
     data: Annotated[Path, typer.Option(help="Folder of DICOM files (any depth, mixed studies).")],
     out: Annotated[Path, typer.Option(help="Cache folder to write (stays at the site).")],
     labels: Annotated[
-        Path,
-        typer.Option(help="CSV with 'label' and one of file, SeriesInstanceUID, StudyInstanceUID."),
-    ],
+        Path | None,
+        typer.Option(
+            help="DICOM: CSV with 'label' and one of file, SeriesInstanceUID, StudyInstanceUID. "
+            "NIfTI (MSD or images/ + masks/): not needed, masks label the slices."
+        ),
+    ] = None,
     classes: Annotated[
         str | None,
         typer.Option(
@@ -61,13 +65,14 @@ def prepare(
             window=window, ct_window=ct_window, target_spacing=spacing, size=size
         )
         order = tuple(c.strip() for c in classes.split(",")) if classes else None
-        manifest = read_label_manifest(labels, order)
+        manifest = read_label_manifest(labels, order) if labels is not None else None
         pseudonymise = SitePseudonymiser.from_key_file(out / KEY_FILE)
         prepared, quality = run_pipeline(
             data, config, manifest, pseudonymise, keep_pixels=True, console=console
         )
+        class_names = manifest.class_names if manifest is not None else MASK_CLASSES
         dataset = write_site_cache(
-            out, prepared, manifest.class_names, quality, val_fraction, test_fraction, seed
+            out, prepared, class_names, quality, val_fraction, test_fraction, seed
         )
     print_quality_report(quality, Console())
     typer.echo(f"cache written to {dataset.parent} ({len(prepared.labels)} images)")

@@ -1,0 +1,76 @@
+"""Turn NIfTI cases with masks into preprocessed 2D slices labelled by their masks."""
+
+import hashlib
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from common.data.dicom_prepare import PreparedImages, PreprocessingConfig
+from common.data.intensity import normalise_intensity
+from common.data.nifti_cases import NiftiCase, read_nifti_case
+from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import IntensityStats, QualityReport
+from common.data.resampling import resample_images
+
+__all__ = ["MASK_CLASSES", "prepare_nifti_cases"]
+
+logger = logging.getLogger(__name__)
+
+#: Slice classes derived from a mask: no foreground voxel, or at least ``min_voxels`` of them.
+MASK_CLASSES = ("no-lesion", "lesion")
+_MODALITY = "NIfTI"
+
+
+def prepare_nifti_cases(
+    cases: list[NiftiCase],
+    config: PreprocessingConfig,
+    pseudonymise: SitePseudonymiser,
+    report: QualityReport,
+    min_voxels: int = 1,
+    keep_pixels: bool = True,
+    on_case: Callable[[int, int], None] | None = None,
+) -> PreparedImages:
+    """Every axial slice of every case, labelled ``lesion`` when its mask has ``min_voxels``.
+
+    A case that cannot be read is listed in the report with the reason and skipped; a case
+    without a mask is counted as unlabelled.
+    """
+    prepared = PreparedImages()
+    report.files_seen = len(cases)
+    stats = report.intensity.setdefault(_MODALITY, IntensityStats())
+    for done, case in enumerate(cases, start=1):
+        if on_case is not None:
+            on_case(done, len(cases))
+        try:
+            volume, mask, spacing = read_nifti_case(case)
+        except Exception as exc:  # nibabel and MONAI raise many types on damaged files
+            report.skip(case.image.name, f"not readable as NIfTI ({type(exc).__name__})")
+            continue
+        report.series_per_modality[_MODALITY] = report.series_per_modality.get(_MODALITY, 0) + 1
+        report.images_per_modality[_MODALITY] = (
+            report.images_per_modality.get(_MODALITY, 0) + volume.shape[0]
+        )
+        stats.add(volume)
+        if mask is None:
+            report.unlabelled_images += volume.shape[0]
+            report.unlabelled_series += 1
+            continue
+        key = pseudonymise(case.case_id)
+        labels = ((mask > 0).reshape(mask.shape[0], -1).sum(axis=1) >= min_voxels).astype(int)
+        if keep_pixels:
+            stack = normalise_intensity(volume, config.window_for(_MODALITY))
+            prepared.images.extend(
+                resample_images(stack, spacing, config.target_spacing, config.size)
+            )
+        prepared.labels.extend(labels.tolist())
+        prepared.series_keys.extend([key] * len(labels))
+        prepared.study_keys.extend([key] * len(labels))
+        prepared.split_keys.extend(
+            [hashlib.sha256(case.case_id.encode()).hexdigest()] * len(labels)
+        )
+        prepared.slice_indices.extend(range(len(labels)))
+    counts = np.bincount(np.asarray(prepared.labels, dtype=np.int64), minlength=2)
+    report.class_counts = {name: int(c) for name, c in zip(MASK_CLASSES, counts, strict=True)}
+    logger.info("prepared %d slices from %d NIfTI cases", len(prepared.labels), len(cases))
+    return prepared

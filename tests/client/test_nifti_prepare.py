@@ -1,0 +1,69 @@
+"""`medfed-site prepare` on NIfTI: the Decathlon (MSD) layout and images/ + masks/."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from common.data.loading import load_dataset
+from common.data.nifti_cases import find_nifti_cases, read_nifti_case
+
+
+def _case(folder_image: Path, folder_mask: Path, name: str, lesion_slices: range) -> None:
+    rng = np.random.default_rng(len(name))
+    volume = rng.normal(100, 10, (40, 36, 8)).astype(np.float32)  # (x, y, z)
+    mask = np.zeros(volume.shape, dtype=np.uint8)
+    for z in lesion_slices:
+        mask[10:16, 12:18, z] = 1
+    affine = np.diag([0.9, 0.9, 3.0, 1.0])
+    folder_image.mkdir(parents=True, exist_ok=True)
+    folder_mask.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(volume + 50 * mask, affine), folder_image / f"{name}.nii.gz")
+    nib.save(nib.Nifti1Image(mask, affine), folder_mask / f"{name}.nii.gz")
+
+
+def _msd(root: Path) -> Path:
+    training = []
+    for i in range(4):
+        _case(root / "imagesTr", root / "labelsTr", f"case_{i:03d}", range(2, 2 + i + 1))
+        training.append(
+            {"image": f"./imagesTr/case_{i:03d}.nii.gz", "label": f"./labelsTr/case_{i:03d}.nii.gz"}
+        )
+    (root / "dataset.json").write_text(json.dumps({"name": "test", "training": training}))
+    return root
+
+
+def test_msd_cases_read_as_axial_slices_with_their_masks(tmp_path: Path) -> None:
+    cases = find_nifti_cases(_msd(tmp_path / "Task01"))
+    assert [c.case_id for c in cases] == ["case_000", "case_001", "case_002", "case_003"]
+    volume, mask, spacing = read_nifti_case(cases[2])
+    assert volume.shape == (8, 36, 40) and mask.shape == (8, 36, 40)
+    assert spacing == pytest.approx((0.9, 0.9))
+    assert [int(m.any()) for m in mask] == [0, 0, 1, 1, 1, 0, 0, 0]
+
+
+def test_prepare_labels_slices_from_masks(tmp_path: Path) -> None:
+    root = _msd(tmp_path / "Task01")
+    cache = tmp_path / "cache"
+    command = [sys.executable, "-c", "from client.cli import app; app()", "prepare",
+               "--data", str(root), "--out", str(cache), "--size", "32"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    splits = load_dataset(cache)
+    assert splits.class_names == ("no-lesion", "lesion")
+    total = np.concatenate([splits.train.labels, splits.val.labels, splits.test.labels])
+    assert len(total) == 32 and total.sum() == 1 + 2 + 3 + 4  # lesion slices per case
+    report = json.loads((cache / "qc_report.json").read_text())
+    assert report["series_per_modality"] == {"NIfTI": 4}
+
+
+def test_images_and_masks_folders_and_a_damaged_file(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    _case(root / "images", root / "masks", "a", range(1, 3))
+    (root / "images" / "broken.nii.gz").write_bytes(b"not gzip")
+    cases = find_nifti_cases(root)
+    assert [(c.case_id, c.mask is not None) for c in cases] == [("a", True), ("broken", False)]
