@@ -1,17 +1,14 @@
 """`medfed-site`: hospital IT's command line; this module only registers the commands."""
 
-import typer
-
 from client.commands.check import check
 from client.commands.prepare import prepare
+from common.cli_support import command_line_app
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    name="medfed-site",
-    help="Run a hospital's site node: check and prepare local images (nothing leaves the site).",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+app = command_line_app(
+    "medfed-site",
+    "Run a hospital's site node: check and prepare local images (nothing leaves the site).",
 )
 app.command("check")(check)
 app.command("prepare")(prepare)

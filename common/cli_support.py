@@ -11,7 +11,7 @@ from rich.logging import RichHandler
 from common.errors import ConfigError, DataFormatError, MedfedError, ModelNotPrivacyCompatibleError
 from common.exit_codes import ExitCode
 
-__all__ = ["configure_logging", "user_errors"]
+__all__ = ["command_line_app", "configure_logging", "user_errors"]
 
 _console = Console(stderr=True)
 
@@ -47,3 +47,10 @@ def user_errors() -> Iterator[None]:
             (code for kind, code in _EXIT_CODES.items() if isinstance(exc, kind)), ExitCode.FAILED
         )
         raise typer.Exit(int(code)) from None
+
+
+def command_line_app(name: str, help_text: str) -> typer.Typer:
+    """A Typer app as every medfed command line has it: help when called bare, plain tracebacks."""
+    return typer.Typer(
+        name=name, help=help_text, no_args_is_help=True, pretty_exceptions_enable=False
+    )
