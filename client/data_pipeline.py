@@ -12,7 +12,7 @@ from common.data.nifti_cases import find_nifti_cases, is_nifti_folder
 from common.data.nifti_prepare import prepare_nifti_cases
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
-from common.errors import ConfigError, DataFormatError
+from common.errors import DataFormatError
 
 __all__ = ["run_pipeline"]
 
@@ -49,8 +49,6 @@ def run_pipeline(
                 on_case=lambda done, total: progress.update(reading, completed=done),
             )  # fmt: skip
         return prepared, report
-    if manifest is None:
-        raise ConfigError("--labels", f"{data} holds DICOM files: give a labels CSV")
     with Progress(*_COLUMNS, console=console) as progress:
         scanning = progress.add_task("scan headers", total=None)
         scan = scan_dicom_folder(

@@ -12,6 +12,7 @@ from common.cli_support import configure_logging, user_errors
 from common.data.dicom_prepare import PreprocessingConfig
 from common.data.intensity import WINDOW_PRESETS
 from common.data.label_manifest import read_label_manifest
+from common.data.nifti_cases import is_nifti_folder
 from common.data.nifti_prepare import MASK_CLASSES
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.site_cache import KEY_FILE, write_site_cache
@@ -65,6 +66,8 @@ def prepare(
             window=window, ct_window=ct_window, target_spacing=spacing, size=size
         )
         order = tuple(c.strip() for c in classes.split(",")) if classes else None
+        if labels is None and not is_nifti_folder(data):
+            raise ConfigError("--labels", f"{data} is not a NIfTI folder: give a labels CSV")
         manifest = read_label_manifest(labels, order) if labels is not None else None
         pseudonymise = SitePseudonymiser.from_key_file(out / KEY_FILE)
         prepared, quality = run_pipeline(

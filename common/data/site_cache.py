@@ -12,12 +12,15 @@ import csv
 import hashlib
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.data.dicom_prepare import PreparedImages
-from common.data.quality import QualityReport
 from common.errors import DataFormatError
+
+if TYPE_CHECKING:  # the preprocessing stack (MONAI) is not needed to read a cache
+    from common.data.dicom_prepare import PreparedImages
+    from common.data.quality import QualityReport
 
 __all__ = [
     "DATASET_FILE",
@@ -63,9 +66,9 @@ def assign_splits(
 
 def write_site_cache(
     out: Path,
-    prepared: PreparedImages,
+    prepared: "PreparedImages",
     class_names: tuple[str, ...],
-    report: QualityReport,
+    report: "QualityReport",
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,

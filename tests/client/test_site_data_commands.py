@@ -73,6 +73,8 @@ def test_bad_labels_and_empty_folders_fail_clearly(hospital_export, tmp_path: Pa
         "prepare", "--data", str(export), "--out", str(tmp_path / "c"), "--labels", str(bad)
     )
     assert result.returncode == 3 and "bad.csv" in result.stderr and "label" in result.stderr
+    result = _site("prepare", "--data", str(export), "--out", str(tmp_path / "c"))
+    assert result.returncode == 2 and "give a labels CSV" in result.stderr
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("x")
