@@ -10,6 +10,7 @@ from flwr.simulation import run_simulation
 
 from client.client_app import create_client_app
 from common.config import JobConfig
+from common.data.arrays import DatasetSplits
 from server.server_app import create_server_app
 
 __all__ = ["run_flower_simulation"]
@@ -17,8 +18,13 @@ __all__ = ["run_flower_simulation"]
 logger = logging.getLogger(__name__)
 
 
-def run_flower_simulation(job: JobConfig, run_dir: Path, cpus_per_site: float = 1.0) -> None:
+def run_flower_simulation(
+    job: JobConfig, run_dir: Path, splits: DatasetSplits | None = None, cpus_per_site: float = 1.0
+) -> None:
     """Run ``job`` with ``job.num_sites`` simulated sites; metrics and model land in ``run_dir``.
+
+    ``splits``, the job's dataset when the caller has read it already, spares the ServerApp
+    (which runs in this process) a second read.
 
     Ray gets a short private temporary folder (its socket paths must stay under 107 bytes),
     removed afterwards; telemetry is switched off.
@@ -34,7 +40,7 @@ def run_flower_simulation(job: JobConfig, run_dir: Path, cpus_per_site: float = 
     }
     try:
         run_simulation(
-            server_app=create_server_app(job, run_dir),
+            server_app=create_server_app(job, run_dir, splits),
             client_app=create_client_app(job),
             num_supernodes=job.num_sites,
             backend_config=backend_config,  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ def run_simulation_job(job: JobConfig, run_dir: Path, baselines: list[str]) -> d
         job.num_sites,
         job.partition,
     )
-    run_flower_simulation(job, run_dir)
+    run_flower_simulation(job, run_dir, splits)
     results = {name: run_baseline(name, job, splits, sites) for name in baselines}
     (run_dir / "baselines.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     summary = summarise_run(run_dir, results)
