@@ -30,7 +30,11 @@ def create_server_app(
     def main(grid: Grid, context: Context) -> None:
         config = job if job is not None else JobConfig.from_flat(context.run_config)
         out = run_dir if run_dir is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        data = splits or load_dataset(config.data, image_size=config.image_size, seed=config.seed)
+        data = (
+            splits
+            if splits is not None
+            else load_dataset(config.data, image_size=config.image_size, seed=config.seed)
+        )
         task = TaskSpec(data.in_channels, data.num_classes, data.image_size)
         run_federated_job(grid, config, task, out, test_data=data.test)
 

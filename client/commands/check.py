@@ -14,6 +14,7 @@ from common.cli_support import configure_logging, user_errors
 from common.data.dicom_prepare import PreprocessingConfig
 from common.data.label_manifest import read_label_manifest
 from common.data.pseudonyms import SitePseudonymiser
+from common.errors import ConfigError
 
 __all__ = ["check"]
 
@@ -35,6 +36,10 @@ def check(
     with user_errors():
         manifest = read_label_manifest(labels) if labels is not None else None
         if key is not None:
+            if not key.is_file():  # check writes nothing: it must not create a site key
+                raise ConfigError(
+                    "--key", f"{key} is not a site key file (medfed-site prepare writes one)"
+                )
             pseudonymise = SitePseudonymiser.from_key_file(key)
         else:  # a throw-away key: the check names series, but nothing links them later
             pseudonymise = SitePseudonymiser(secrets.token_bytes(32))

@@ -54,6 +54,29 @@ class PreparedImages:
     split_keys: list[str] = field(default_factory=list)
     slice_indices: list[int] = field(default_factory=list)
 
+    def add_series(
+        self,
+        labels: list[int],
+        slice_indices: list[int],
+        series_key: str,
+        study_key: str,
+        split_key: str,
+        images: np.ndarray | None,
+    ) -> None:
+        """Append one series' labelled images (``images`` None when pixels are not kept)."""
+        self.labels.extend(labels)
+        self.slice_indices.extend(slice_indices)
+        self.series_keys.extend([series_key] * len(labels))
+        self.study_keys.extend([study_key] * len(labels))
+        self.split_keys.extend([split_key] * len(labels))
+        if images is not None:
+            self.images.extend(images)
+
+
+def split_key_of(study_id: str) -> str:
+    """Unkeyed SHA-256 of a study identifier: orders studies for the split, kept in memory."""
+    return hashlib.sha256(study_id.encode()).hexdigest()
+
 
 def _first_sentence(exc: Exception) -> str:
     """Short reason from a pixel decoding error (structural: sizes, syntaxes, never tag values)."""
@@ -91,15 +114,14 @@ def prepare_series(
     for done, series in enumerate(scan.series.values(), start=1):
         if on_series is not None:
             on_series(done, len(scan.series))
-        key = pseudonymise(series.series_uid)
-        study_key = pseudonymise(series.study_uid)
-        split_key = hashlib.sha256(series.study_uid.encode()).hexdigest()
         modality = series.modality
-        report.series_per_modality[modality] = report.series_per_modality.get(modality, 0) + 1
+        report.count_series(modality)
         stats = report.intensity.setdefault(modality, IntensityStats())
+        key = pseudonymise(series.series_uid)
         _check_spacing(series, key, report)
-        labelled_any = False
         slice_index = 0
+        labels: list[int] = []
+        slice_indices: list[int] = []
         kept: list[np.ndarray] = []
         for header in series.slices:
             relative = header.path.relative_to(scan.root)
@@ -120,36 +142,33 @@ def prepare_series(
                 continue
             for frame in frames:
                 stats.add(frame)
-                report.images_per_modality[modality] = (
-                    report.images_per_modality.get(modality, 0) + 1
-                )
+                report.count_images(modality, 1)
                 slice_index += 1
                 if label is None:
                     report.unlabelled_images += 1
                     continue
-                labelled_any = True
                 if keep_pixels:
                     kept.append(frame)
-                prepared.labels.append(label)
-                prepared.series_keys.append(key)
-                prepared.study_keys.append(study_key)
-                prepared.split_keys.append(split_key)
-                prepared.slice_indices.append(slice_index - 1)
+                labels.append(label)
+                slice_indices.append(slice_index - 1)
+        images = None
         if kept:  # one normalisation and one resampling call per series
             stack = normalise_intensity(np.stack(kept), config.window_for(modality))
-            resampled = resample_images(
+            images = resample_images(
                 stack, series.pixel_spacing, config.target_spacing, config.size
             )
-            prepared.images.extend(resampled)
-        if not labelled_any:
+        prepared.add_series(
+            labels,
+            slice_indices,
+            key,
+            pseudonymise(series.study_uid),
+            split_key_of(series.study_uid),
+            images,
+        )
+        if not labels:
             report.unlabelled_series += 1
     if manifest is not None:
-        counts = np.bincount(
-            np.asarray(prepared.labels, dtype=np.int64), minlength=len(manifest.class_names)
-        )
-        report.class_counts = {
-            name: int(c) for name, c in zip(manifest.class_names, counts, strict=True)
-        }
+        report.count_classes(prepared.labels, manifest.class_names)
     logger.info(
         "prepared %d labelled images from %d series", len(prepared.labels), len(scan.series)
     )

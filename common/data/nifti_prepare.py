@@ -1,12 +1,9 @@
 """Turn NIfTI cases with masks into preprocessed 2D slices labelled by their masks."""
 
-import hashlib
 import logging
 from collections.abc import Callable
 
-import numpy as np
-
-from common.data.dicom_prepare import PreparedImages, PreprocessingConfig
+from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, split_key_of
 from common.data.intensity import normalise_intensity
 from common.data.nifti_cases import NiftiCase, read_nifti_case
 from common.data.pseudonyms import SitePseudonymiser
@@ -47,30 +44,22 @@ def prepare_nifti_cases(
         except Exception as exc:  # nibabel and MONAI raise many types on damaged files
             report.skip(case.image.name, f"not readable as NIfTI ({type(exc).__name__})")
             continue
-        report.series_per_modality[_MODALITY] = report.series_per_modality.get(_MODALITY, 0) + 1
-        report.images_per_modality[_MODALITY] = (
-            report.images_per_modality.get(_MODALITY, 0) + volume.shape[0]
-        )
+        report.count_series(_MODALITY)
+        report.count_images(_MODALITY, volume.shape[0])
         stats.add(volume)
         if mask is None:
             report.unlabelled_images += volume.shape[0]
             report.unlabelled_series += 1
             continue
-        key = pseudonymise(case.case_id)
         labels = ((mask > 0).reshape(mask.shape[0], -1).sum(axis=1) >= min_voxels).astype(int)
+        images = None
         if keep_pixels:
             stack = normalise_intensity(volume, config.window_for(_MODALITY))
-            prepared.images.extend(
-                resample_images(stack, spacing, config.target_spacing, config.size)
-            )
-        prepared.labels.extend(labels.tolist())
-        prepared.series_keys.extend([key] * len(labels))
-        prepared.study_keys.extend([key] * len(labels))
-        prepared.split_keys.extend(
-            [hashlib.sha256(case.case_id.encode()).hexdigest()] * len(labels)
+            images = resample_images(stack, spacing, config.target_spacing, config.size)
+        key = pseudonymise(case.case_id)
+        prepared.add_series(
+            labels.tolist(), list(range(len(labels))), key, key, split_key_of(case.case_id), images
         )
-        prepared.slice_indices.extend(range(len(labels)))
-    counts = np.bincount(np.asarray(prepared.labels, dtype=np.int64), minlength=2)
-    report.class_counts = {name: int(c) for name, c in zip(MASK_CLASSES, counts, strict=True)}
+    report.count_classes(prepared.labels, MASK_CLASSES)
     logger.info("prepared %d slices from %d NIfTI cases", len(prepared.labels), len(cases))
     return prepared

@@ -60,6 +60,19 @@ class QualityReport:
     class_counts: dict[str, int] = field(default_factory=dict)
     split_counts: dict[str, int] = field(default_factory=dict)
 
+    def count_series(self, modality: str) -> None:
+        """One more series (or volume) of ``modality``."""
+        self.series_per_modality[modality] = self.series_per_modality.get(modality, 0) + 1
+
+    def count_images(self, modality: str, images: int) -> None:
+        """``images`` more 2D images of ``modality``."""
+        self.images_per_modality[modality] = self.images_per_modality.get(modality, 0) + images
+
+    def count_classes(self, labels: list[int], class_names: tuple[str, ...]) -> None:
+        """Labelled images per class name."""
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+        self.class_counts = {name: int(c) for name, c in zip(class_names, counts, strict=True)}
+
     def skip(self, path: str, reason: str) -> None:
         """Record a file that was not used."""
         self.skipped_files.append({"path": path, "reason": reason})

@@ -2,16 +2,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from identifying_values import SECRETS
 
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
-
-#: Identifying values written into the test hospital's DICOM headers: none may ever leave.
-SECRETS = {
-    "names": [f"Secretname^Patient{i}" for i in range(6)],
-    "ids": [f"MRN-99{i}4711" for i in range(6)],
-    "birth_date": "19450817",
-    "institution": "St Elsewhere Confidential Hospital",
-}
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SECRETS
+from identifying_values import SECRETS
 
 pytestmark = pytest.mark.e2e
 

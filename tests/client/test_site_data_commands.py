@@ -63,6 +63,9 @@ def test_check_reports_without_writing_a_cache(hospital_export, tmp_path: Path) 
     report = json.loads(report_path.read_text())
     assert report["images_per_modality"] == {"CT": 29}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "labels.csv", "qc.json"]
+    missing_key = _site("check", "--data", str(export), "--key", str(tmp_path / "site-key"))
+    assert missing_key.returncode == 2 and "site-key is not a site key file" in missing_key.stderr
+    assert not (tmp_path / "site-key").exists()
 
 
 def test_bad_labels_and_empty_folders_fail_clearly(hospital_export, tmp_path: Path) -> None:
