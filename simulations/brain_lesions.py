@@ -1,6 +1,6 @@
 """Realistic multi-site demo data: real brain anatomy, simulated lesions and scanners, as DICOM.
 
-Anatomy: the MNI152 T1 template and its grey/white-matter maps, shipped inside the nilearn
+Anatomy: the MNI152 T1 template and its white-matter map, shipped inside the nilearn
 wheel (no download). Lesions and site differences are simulated, seeded:
 - each subject is the template under a small random affine (pose and head size), with 1-4
   bright ellipsoid lesions (FLAIR-like white-matter hyperintensities) of varied size, shape and
@@ -56,16 +56,16 @@ SITE_SCANNERS = (
 )
 
 
-def _templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _templates() -> tuple[np.ndarray, np.ndarray]:
+    """The MNI152 T1 template and its white-matter probability map, 2 mm."""
     from nilearn.datasets import (  # imported here: nilearn takes seconds to import
-        load_mni152_gm_template,
         load_mni152_template,
         load_mni152_wm_template,
     )
 
     return tuple(  # type: ignore[return-value]
         np.asarray(loader(resolution=2).get_fdata(), dtype=np.float32)
-        for loader in (load_mni152_template, load_mni152_wm_template, load_mni152_gm_template)
+        for loader in (load_mni152_template, load_mni152_wm_template)
     )
 
 
@@ -115,12 +115,12 @@ def _bias_field(shape: tuple[int, ...], strength: float, rng: np.random.Generato
 
 
 def _subject(
-    templates: tuple[np.ndarray, np.ndarray, np.ndarray],
+    templates: tuple[np.ndarray, np.ndarray],
     scanner: ScannerSignature,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One subject's image (stored values) and lesion mask, both [z, y, x]."""
-    t1, wm, _ = templates
+    t1, wm = templates
     rotation, offset = _random_affine(t1.shape, rng)
     image = affine_transform(t1, rotation, offset, order=1)
     wm_moved = affine_transform(wm, rotation, offset, order=1)
