@@ -26,8 +26,7 @@ NON_IMAGE_MODALITIES = frozenset({"SEG", "RTDOSE", "RTSTRUCT", "RTPLAN", "SR", "
 # Only these header values are read; they stay at the site (see docs/privacy.md).
 _HEADER_TAGS = [
     "SeriesInstanceUID", "StudyInstanceUID", "Modality", "ImagePositionPatient",
-    "ImageOrientationPatient", "InstanceNumber", "PixelSpacing", "SliceThickness",
-    "SpacingBetweenSlices", "NumberOfFrames", "Rows", "Columns", "PatientID",
+    "ImageOrientationPatient", "InstanceNumber", "PixelSpacing", "Rows",
 ]  # fmt: skip
 
 
@@ -48,8 +47,6 @@ class SliceHeader:
     orientation: tuple[float, ...] | None
     instance_number: int | None
     pixel_spacing: tuple[float, float] | None
-    frames: int
-    shape: tuple[int, int]
 
 
 @dataclass
@@ -58,7 +55,6 @@ class SeriesFiles:
 
     series_uid: str
     study_uid: str
-    patient_id: str
     modality: str
     slices: list[SliceHeader] = field(default_factory=list)
 
@@ -124,8 +120,6 @@ def _slice_header(path: Path, ds: pydicom.Dataset) -> SliceHeader:
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
         instance_number=instance_number,
         pixel_spacing=spacing,  # type: ignore[arg-type]
-        frames=int(ds.get("NumberOfFrames") or 1),
-        shape=(int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)),
     )
 
 
@@ -180,7 +174,6 @@ def scan_dicom_folder(root: Path, on_file: Callable[[int, int], None] | None = N
                 SeriesFiles(
                     series_uid=uid,
                     study_uid=str(ds.get("StudyInstanceUID", uid)),
-                    patient_id=str(ds.get("PatientID", "")),
                     modality=str(ds.get("Modality", "OT")),
                 ),
             )
