@@ -2,6 +2,7 @@
 
 from client.commands.check import check
 from client.commands.prepare import prepare
+from client.commands.start import start
 from common.cli_support import command_line_app
 
 __all__ = ["app"]
@@ -12,3 +13,4 @@ app = command_line_app(
 )
 app.command("check")(check)
 app.command("prepare")(prepare)
+app.command("start")(start)

@@ -4,8 +4,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from common.config import JobConfig
+from pydantic import BaseModel
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
@@ -13,7 +12,7 @@ __all__ = ["load_checkpoint", "save_checkpoint"]
 def save_checkpoint(
     path: Path,
     state_dict: dict[str, torch.Tensor],
-    job: JobConfig,
+    job: BaseModel,
     round_number: int,
     in_channels: int,
     num_classes: int,

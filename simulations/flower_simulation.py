@@ -6,6 +6,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from client.client_app import create_client_app
@@ -13,7 +15,7 @@ from common.config import JobConfig
 from common.data.arrays import DatasetSplits
 from server.server_app import create_server_app
 
-__all__ = ["run_flower_simulation"]
+__all__ = ["run_apps_in_simulation", "run_flower_simulation"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,18 @@ def run_flower_simulation(
     Ray gets a short private temporary folder (its socket paths must stay under 107 bytes),
     removed afterwards; telemetry is switched off.
     """
+    run_apps_in_simulation(
+        create_server_app(job, run_dir, splits),
+        create_client_app(job),
+        job.num_sites,
+        cpus_per_site,
+    )
+
+
+def run_apps_in_simulation(
+    server_app: ServerApp, client_app: ClientApp, num_sites: int, cpus_per_site: float = 1.0
+) -> None:
+    """Run a ServerApp and ClientApp pair with ``num_sites`` simulated SuperNodes."""
     os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # no GPUs: keep Ray quiet
     ray_tmp = tempfile.mkdtemp(prefix="medfed-ray-")
@@ -40,9 +54,9 @@ def run_flower_simulation(
     }
     try:
         run_simulation(
-            server_app=create_server_app(job, run_dir, splits),
-            client_app=create_client_app(job),
-            num_supernodes=job.num_sites,
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=num_sites,
             backend_config=backend_config,  # type: ignore[arg-type]
         )
     finally:

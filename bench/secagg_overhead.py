@@ -1,0 +1,196 @@
+"""Benchmark: SecAgg+ round time over plain FedAvg at 3 and 10 sites, and upload per site.
+
+Everything runs for real on 127.0.0.1, in one run: `medfed-server provision/start`, then
+`medfed-site start` per site (TLS, site keys, DP-SGD), then for each site count a plain and
+a SecAgg+ job of the same model and data. Round time is the coordinator's `fit_seconds` (first
+message of the round to the new global model; evaluation excluded). Upload is what each site
+sent through the Fleet gateway (its traffic log, protobuf bodies before TLS) during the job,
+per round, over the model's float32 size.
+
+Usage: .venv/bin/python bench/secagg_overhead.py [--sites 3 10] [--rounds 2] [--out DIR]
+"""
+
+import argparse
+import csv
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from common.federation_job import FederationJob
+from common.models import build_model
+from server.coordinator import CoordinatorPaths, flwr_cli_json
+from simulations.synthetic_lesions import write_synthetic_lesions
+
+BIN = Path(sys.executable).parent
+JOB = """name = "{name}"
+rounds = {rounds}
+min_sites = {sites}
+image_size = 32
+[train]
+learning_rate = 0.003
+[privacy]
+target_epsilon = 8.0
+[secure_aggregation]
+enabled = {secure}
+"""
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(1.0)
+    raise TimeoutError(what)
+
+
+def _online(state: Path) -> int:
+    nodes = flwr_cli_json(CoordinatorPaths(state), "supernode", "list", "medfed")["nodes"]
+    return sum(node["status"] == "online" for node in nodes)
+
+
+def _upload_per_site_round(traffic: Path, start: float, end: float, rounds: int) -> float:
+    sent: dict[str, int] = defaultdict(int)
+    with traffic.open() as handle:
+        for row in csv.DictReader(handle):
+            if start <= float(row["time"]) <= end and row["site_key"] != "-":
+                sent[row["site_key"]] += int(row["bytes_up"])
+    return sum(sent.values()) / len(sent) / rounds
+
+
+def _job(root: Path, state: Path, sites: int, secure: bool, rounds: int) -> dict[str, float]:
+    name = f"{'secagg' if secure else 'plain'}-{sites}"
+    job_file = root / f"{name}.toml"
+    job_file.write_text(
+        JOB.format(name=name, rounds=rounds, sites=sites, secure=str(secure).lower())
+    )
+    start = time.time()
+    subprocess.run(
+        [str(BIN / "medfed-server"), "run", str(job_file), "--state", str(state)],
+        check=True,
+        capture_output=True,
+        timeout=3600,
+    )
+    end = time.time()
+    (run_dir,) = (state / "runs").glob(f"*-{name}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    fit = [metrics["federated"]["train"][str(r)]["fit_seconds"] for r in range(1, rounds + 1)]
+    upload = _upload_per_site_round(state / "logs" / "fleet-traffic.csv", start, end, rounds)
+    return {"fit_seconds": sum(fit) / len(fit), "upload_bytes": upload}
+
+
+def main() -> None:
+    """Run the benchmark and print a markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sites", type=int, nargs="+", default=[3, 10])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="keep logs here (default: temp)")
+    args = parser.parse_args()
+    root = args.out or Path(tempfile.mkdtemp(prefix="medfed-secagg-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    most = max(args.sites)
+    fleet, control = _port(), _port()
+    names = [f"site-{i:02d}" for i in range(most)]
+    spec = root / "federation.toml"
+    spec.write_text(
+        f'[coordinator]\naddress = "127.0.0.1"\nfleet-port = {fleet}\n'
+        + "".join(f'[[sites]]\nname = "{n}"\n' for n in names)
+    )
+    run = [str(BIN / "medfed-server"), "provision", "--federation", str(spec), "--out"]
+    subprocess.run([*run, str(root / "kits")], check=True, capture_output=True)
+    state = root / "state"
+    processes = [
+        subprocess.Popen(
+            [
+                str(BIN / "medfed-server"),
+                "start",
+                "--kits",
+                str(root / "kits"),
+                "--state",
+                str(state),
+                "--host",
+                "127.0.0.1",
+                "--fleet-port",
+                str(fleet),
+                "--control-port",
+                str(control),
+            ],  # fmt: skip
+            stdout=(root / "coordinator.out").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    model = build_model(FederationJob().model, 1, 2, (32, 32), dp_enabled=True)
+    model_bytes = 4 * sum(t.numel() for t in model.state_dict().values())
+    results: dict[tuple[int, bool], dict[str, float]] = {}
+    try:
+        _wait(lambda: (state / "coordinator.json").is_file(), 120, "coordinator")
+        started = 0
+        for sites in sorted(args.sites):
+            for index in range(started, sites):
+                data = write_synthetic_lesions(
+                    root / f"{names[index]}.npz", n_train=96, n_val=32, n_test=4, seed=index
+                )
+                processes.append(
+                    subprocess.Popen(
+                        [
+                            str(BIN / "medfed-site"),
+                            "start",
+                            "--kit",
+                            str(root / "kits" / "sites" / names[index]),
+                            "--data",
+                            str(data),
+                            "--port",
+                            str(_port()),
+                            "--logs",
+                            str(root / f"logs-{names[index]}"),
+                        ],  # fmt: skip
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            started = sites
+            _wait(lambda n=sites: _online(state) >= n, 300, f"{sites} online sites")
+            for secure in (False, True):
+                results[(sites, secure)] = _job(root, state, sites, secure, args.rounds)
+                print(f"{sites} sites, {'SecAgg+' if secure else 'plain'}: "
+                      f"{results[(sites, secure)]}", flush=True)  # fmt: skip
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in reversed(processes):
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if args.out is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+    print(f"\nmodel: {model_bytes / 4:.0f} float32 parameters = {model_bytes} bytes")
+    print("| sites | plain s/round | SecAgg+ s/round | ratio | upload/site/round plain | "
+          "SecAgg+ | over float32 model (plain / SecAgg+) |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for sites in sorted(args.sites):
+        plain, secure = results[(sites, False)], results[(sites, True)]
+        print(
+            f"| {sites} | {plain['fit_seconds']:.1f} | {secure['fit_seconds']:.1f} | "
+            f"{secure['fit_seconds'] / plain['fit_seconds']:.2f} | "
+            f"{plain['upload_bytes'] / 1e3:.0f} kB | {secure['upload_bytes'] / 1e3:.0f} kB | "
+            f"{plain['upload_bytes'] / model_bytes:.2f} / "
+            f"{secure['upload_bytes'] / model_bytes:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

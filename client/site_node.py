@@ -1,0 +1,110 @@
+"""Start this hospital's SuperNode from its startup kit: TLS to the coordinator, its own key.
+
+The site's limits (data path, privacy budget) go into the node config here, on the site's
+machine; the ClientApp reads them from there and a job cannot change them.
+"""
+
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from client.deployment_app import DATA_PATH, MAX_EPSILON, SITE_NAME
+from common.data.loading import load_dataset
+from common.errors import ConfigError
+from common.flower_processes import flower_command, flower_environment, start_logged
+
+__all__ = ["SiteKit", "start_site_node", "supernode_command"]
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+@dataclass(frozen=True)
+class SiteKit:
+    """A site's startup kit as written by `medfed-server provision`."""
+
+    root: Path
+    name: str
+    superlink: str
+    max_epsilon: float
+
+    @classmethod
+    def read(cls, root: Path) -> "SiteKit":
+        """Read and check ``root/site.toml`` and the key files beside it."""
+        settings = root / "site.toml"
+        try:
+            raw = tomllib.loads(settings.read_text(encoding="utf-8"))
+            kit = cls(
+                root=root,
+                name=str(raw["site"]["name"]),
+                superlink=str(raw["site"]["superlink"]),
+                max_epsilon=float(raw["limits"]["max-epsilon"]),
+            )
+        except FileNotFoundError:
+            raise ConfigError(str(settings), "not found: is --kit a site's startup kit?") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(settings), f"not valid TOML: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(
+                str(settings), f"needs [site] name, superlink and [limits] max-epsilon ({exc})"
+            ) from None
+        if kit.max_epsilon <= 0:
+            raise ConfigError(str(settings), f"max-epsilon = {kit.max_epsilon}: must be > 0")
+        for needed in ("ca.crt", "site.key"):
+            if not (root / needed).is_file():
+                raise ConfigError(str(root / needed), "missing from the startup kit")
+        return kit
+
+
+def _toml_string(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def supernode_command(
+    kit: SiteKit, data: Path, port: int, insecure: bool = False, superlink: str | None = None
+) -> list[str]:
+    """flower-supernode for this site: TLS with the kit's CA and key unless ``insecure``."""
+    address = superlink or kit.superlink
+    if insecure and not address.startswith(LOOPBACK_HOSTS):
+        raise ConfigError(
+            "--insecure", f"refused for {address}: only a coordinator on this machine (testing)"
+        )
+    node_config = " ".join(
+        [
+            f"{DATA_PATH}={_toml_string(str(data.resolve()))}",
+            f"{SITE_NAME}={_toml_string(kit.name)}",
+            f"{MAX_EPSILON}={kit.max_epsilon!r}",
+        ]
+    )
+    command = [
+        flower_command("flower-supernode"),
+        "--superlink",
+        address,
+        "--port",
+        str(port),
+        "--node-config",
+        node_config,
+    ]
+    if insecure:
+        return [*command, "--insecure"]
+    return [
+        *command,
+        "--root-certificates",
+        str((kit.root / "ca.crt").resolve()),
+        "--auth-supernode-private-key",
+        str((kit.root / "site.key").resolve()),
+    ]
+
+
+def start_site_node(
+    kit: SiteKit,
+    data: Path,
+    port: int,
+    log_file: Path,
+    insecure: bool = False,
+    superlink: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Check the cache reads, then start the SuperNode (its own process group)."""
+    load_dataset(data)  # fail here, with the path named, rather than in the first round
+    command = supernode_command(kit, data, port, insecure, superlink)
+    return start_logged(command, log_file, flower_environment(log_file.parent / "flwr-home"))

@@ -1,0 +1,98 @@
+"""`medfed-server start`: the coordinator's SuperLink, enrolled sites and Fleet gateway."""
+
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from common.cli_support import configure_logging, user_errors
+from common.flower_processes import stop_process
+from server.coordinator import (
+    CoordinatorPaths,
+    CoordinatorSettings,
+    enrol_sites,
+    launch_superlink,
+    write_flwr_config,
+    write_info,
+)
+from server.fleet_gateway import create_fleet_gateway
+from server.provisioning import KitPaths
+
+__all__ = ["start"]
+
+logger = logging.getLogger(__name__)
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def start(
+    kits: Annotated[Path, typer.Option(help="Folder written by `medfed-server provision`.")],
+    state: Annotated[
+        Path, typer.Option(help="Coordinator state: SuperLink database, logs, runs.")
+    ] = Path("coordinator-state"),
+    host: Annotated[str, typer.Option(help="Address the Fleet gateway listens on.")] = "0.0.0.0",
+    fleet_port: Annotated[
+        int, typer.Option(help="Port sites connect to (outbound for them).")
+    ] = 9092,
+    control_port: Annotated[
+        int, typer.Option(help="Loopback-only port of the SuperLink (Control API).")
+    ] = 9093,
+    insecure: Annotated[
+        bool, typer.Option(help="No TLS, no site authentication: local testing on 127.0.0.1 only.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+) -> None:
+    """Run the coordinator until interrupted (Ctrl-C or SIGTERM stops every process it started)."""
+    configure_logging(verbose)
+    settings = CoordinatorSettings(kits, state, host, fleet_port, control_port, insecure)
+    paths = CoordinatorPaths(state)
+    coordinator_kit = KitPaths(settings.kits).coordinator
+    with user_errors():
+        settings.check()
+        if insecure:
+            logger.warning(
+                "INSECURE: no TLS and no site authentication; any process on this machine can "
+                "join. Never use this with real data."
+            )
+        paths.state.mkdir(parents=True, exist_ok=True)
+        write_flwr_config(paths, control_port, None if insecure else coordinator_kit / "ca.crt")
+        superlink = launch_superlink(settings, paths)
+    try:
+        with user_errors():
+            if not insecure:
+                added = enrol_sites(paths, settings.kits)
+                logger.info("enrolled sites: %s", ", ".join(added) or "none new")
+            write_info(settings, paths, superlink.pid)
+        scheme = "http" if insecure else "https"
+        gateway = create_fleet_gateway(
+            f"{scheme}://127.0.0.1:{control_port}",
+            verify=False if insecure else str(coordinator_kit / "ca.crt"),
+            traffic_log=paths.logs / "fleet-traffic.csv",
+        )
+        logger.info(
+            "coordinator up: sites connect to %s:%d; Control API on 127.0.0.1:%d only",
+            host,
+            fleet_port,
+            control_port,
+        )
+        tls = (
+            {}
+            if insecure
+            else {
+                "ssl_certfile": str(coordinator_kit / "server.crt"),
+                "ssl_keyfile": str(coordinator_kit / "server.key"),
+            }
+        )
+        # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
+        # lets the `finally` below stop the SuperLink instead of dying with it still running.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        uvicorn.run(gateway, host=host, port=fleet_port, log_level="warning", **tls)
+    finally:
+        stop_process(superlink)
+        paths.info.unlink(missing_ok=True)
+        logger.info("coordinator stopped")

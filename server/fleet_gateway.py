@@ -1,0 +1,128 @@
+"""The only listener sites can reach: a TLS front that forwards the Fleet API and nothing else.
+
+Flower 1.41 serves the Fleet API (site nodes), the Control API (start runs, enrol nodes) and
+the Runtime API on one port, and the Control API has no authentication in the open-source
+build. medfed therefore binds the SuperLink to the coordinator's loopback interface and puts
+this gateway on the public address: it forwards ``POST /v1/fleet/<rpc>`` to the SuperLink
+over TLS and answers everything else with 403, so a site holding the CA and its key can
+train but cannot start runs, list runs or enrol nodes. SuperNode authentication is
+unaffected: the signature headers are forwarded as they are and checked by the SuperLink.
+"""
+
+import hashlib
+import logging
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+__all__ = ["FLEET_PATH", "PUBLIC_KEY_HEADER", "TrafficLog", "create_fleet_gateway"]
+
+logger = logging.getLogger(__name__)
+
+#: The header in which a SuperNode sends its public key (flwr.supercore.constant).
+PUBLIC_KEY_HEADER = "flwr-public-key"
+
+#: The paths forwarded: one Fleet RPC name, no dots, slashes or escapes.
+FLEET_PATH = re.compile(r"/v1/fleet/[a-z][a-z-]{0,63}")
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) and those httpx recomputes.
+_NOT_FORWARDED = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "content-encoding",
+}
+
+
+def _forwardable(headers: httpx.Headers | dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in headers.items() if key.lower() not in _NOT_FORWARDED}
+
+
+class TrafficLog:
+    """One CSV row per forwarded call: time, RPC, site key fingerprint, bytes up and down.
+
+    Sizes are of the HTTP bodies (the protobuf messages), before TLS.
+    """
+
+    HEADER = "time,rpc,site_key,bytes_up,bytes_down,status\n"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text(self.HEADER, encoding="utf-8")
+
+    def record(self, rpc: str, public_key: str, up: int, down: int, status: int) -> None:
+        """Append one call."""
+        site = hashlib.sha256(public_key.encode()).hexdigest()[:16] if public_key else "-"
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.3f},{rpc},{site},{up},{down},{status}\n")
+
+
+def create_fleet_gateway(
+    upstream: str,
+    verify: str | bool,
+    timeout_s: float = 300.0,
+    traffic_log: Path | None = None,
+) -> Starlette:
+    """An ASGI app forwarding the Fleet API to ``upstream`` (``https://127.0.0.1:PORT``).
+
+    ``verify`` is the CA certificate file the SuperLink's certificate must chain to; with
+    ``traffic_log`` every forwarded call's size is appended there (see :class:`TrafficLog`).
+    """
+    traffic = TrafficLog(traffic_log) if traffic_log is not None else None
+    context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+    client = httpx.AsyncClient(base_url=upstream, verify=context, timeout=timeout_s)
+
+    async def forward(request: Request) -> Response:
+        path = request.url.path
+        peer = request.client.host if request.client else "?"
+        if request.method != "POST" or not FLEET_PATH.fullmatch(path) or request.url.query:
+            logger.warning(
+                "refused %s %s from %s: not a Fleet API call", request.method, path, peer
+            )
+            return PlainTextResponse(
+                "medfed fleet gateway: only the Fleet API is served on this address\n",
+                status_code=403,
+            )
+        body = await request.body()
+        try:
+            reply = await client.post(
+                path, content=body, headers=_forwardable(dict(request.headers))
+            )
+        except httpx.HTTPError as exc:
+            logger.error("SuperLink unreachable for %s from %s: %s", path, peer, exc)
+            return PlainTextResponse("medfed fleet gateway: SuperLink unavailable\n", 502)
+        if traffic is not None:
+            key = request.headers.get(PUBLIC_KEY_HEADER, "")
+            rpc = path.rsplit("/", 1)[-1]
+            traffic.record(rpc, key, len(body), len(reply.content), reply.status_code)
+        return Response(
+            content=reply.content,
+            status_code=reply.status_code,
+            headers=_forwardable(reply.headers),
+        )
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+    return Starlette(routes=[Route("/{path:path}", forward, methods=methods)], lifespan=lifespan)

@@ -1,0 +1,357 @@
+"""A real federation on 127.0.0.1: provisioned kits, the coordinator, three site nodes.
+
+Every process is a real one (medfed-server start -> flower-superlink + Fleet gateway;
+medfed-site start -> flower-supernode -> SuperExec -> ClientApp), and every PID started
+here is stopped at the end of the module.
+"""
+
+import datetime
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from deployment_processes import (
+    BIN,
+    command_line,
+    descendants,
+    environment,
+    free_port,
+    kill,
+    listening_addresses,
+    stop_tree,
+    wait_until,
+)
+
+from common.checkpoint import load_checkpoint
+from common.federation_job import FederationJob
+from common.models import build_model
+from server.coordinator import CoordinatorPaths, flwr_cli_json
+from server.job_app import write_job_app
+from server.provisioning import KitPaths, issue_server_certificate
+from simulations.synthetic_lesions import write_synthetic_lesions
+
+pytestmark = pytest.mark.e2e
+
+SITES = ("hospital-a", "hospital-b", "hospital-c")
+JOB = """
+name = "{name}"
+rounds = {rounds}
+min_sites = {min_sites}
+image_size = 32
+seed = 3
+
+[train]
+batch_size = 32
+learning_rate = 0.003
+
+[privacy]
+enabled = true
+target_epsilon = 8.0
+
+[secure_aggregation]
+enabled = true
+timeout_s = 90.0
+"""
+
+
+@dataclass
+class Federation:
+    root: Path
+    kits: Path
+    state: Path
+    fleet_port: int
+    control_port: int
+    coordinator: subprocess.Popen
+    sites: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start_site(self, kit: Path, data: Path, name: str, *extra: str) -> subprocess.Popen:
+        logs = self.root / f"logs-{name}"
+        command = [
+            str(BIN / "medfed-site"), "start", "--kit", str(kit), "--data", str(data),
+            "--port", str(free_port()), "--logs", str(logs), *extra,
+        ]  # fmt: skip
+        return subprocess.Popen(
+            command,
+            stdout=(self.root / f"{name}.out").open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+        )
+
+    def online_nodes(self) -> int:
+        listing = flwr_cli_json(CoordinatorPaths(self.state), "supernode", "list", "medfed")
+        return sum(node["status"] == "online" for node in listing["nodes"])
+
+    def run_job(self, name: str, rounds: int, min_sites: int) -> subprocess.Popen:
+        job = self.root / f"{name}.toml"
+        job.write_text(JOB.format(name=name, rounds=rounds, min_sites=min_sites))
+        return subprocess.Popen(
+            [str(BIN / "medfed-server"), "run", str(job), "--state", str(self.state)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.root,
+        )
+
+    def run_dir(self, name: str) -> Path:
+        (found,) = (self.state / "runs").glob(f"*-{name}")
+        return found
+
+
+def _provision(root: Path, fleet_port: int, sites: tuple[str, ...], out: Path) -> None:
+    spec = root / f"{out.name}.toml"
+    body = f'[coordinator]\naddress = "127.0.0.1"\nfleet-port = {fleet_port}\n'
+    body += "".join(f'[[sites]]\nname = "{site}"\n' for site in sites)
+    spec.write_text(body)
+    subprocess.run(
+        [str(BIN / "medfed-server"), "provision", "--federation", str(spec), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("federation")
+    fleet_port, control_port = free_port(), free_port()
+    kits = root / "kits"
+    _provision(root, fleet_port, SITES, kits)
+    for index in range(len(SITES)):
+        write_synthetic_lesions(
+            root / f"site{index}.npz", n_train=96, n_val=32, n_test=8, seed=index
+        )
+    state = root / "state"
+    coordinator = subprocess.Popen(
+        [
+            str(BIN / "medfed-server"),
+            "start",
+            "--kits",
+            str(kits),
+            "--state",
+            str(state),
+            "--host",
+            "127.0.0.1",
+            "--fleet-port",
+            str(fleet_port),
+            "--control-port",
+            str(control_port),
+        ],  # fmt: skip
+        stdout=(root / "coordinator.out").open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+    fed = Federation(root, kits, state, fleet_port, control_port, coordinator)
+    try:
+        wait_until(lambda: (state / "coordinator.json").is_file(), 90, "the coordinator")
+        for index, site in enumerate(SITES):
+            fed.sites[site] = fed.start_site(kits / "sites" / site, root / f"site{index}.npz", site)
+        wait_until(lambda: fed.online_nodes() == len(SITES), 120, "three online site nodes")
+        yield fed
+    finally:
+        for process in fed.sites.values():
+            stop_tree(process)
+        stop_tree(coordinator)
+        assert coordinator.returncode is not None
+
+
+def test_every_flower_process_runs_without_telemetry_or_runtime_installs(
+    federation: Federation,
+) -> None:
+    started = [federation.coordinator.pid, *(p.pid for p in federation.sites.values())]
+    superlink = json.loads((federation.state / "coordinator.json").read_text())["superlink_pid"]
+    flower_pids = {
+        pid
+        for root in [*started, superlink]
+        for pid in descendants(root)
+        if "flower-" in command_line(pid) or "flwr" in command_line(pid)
+    }
+    names = {command_line(pid).split()[1].rsplit("/", 1)[-1] for pid in flower_pids}
+    assert {"flower-superlink", "flower-supernode", "flower-superexec"} <= names, names
+    for pid in flower_pids:
+        env = environment(pid)
+        assert env.get("FLWR_TELEMETRY_ENABLED") == "0", command_line(pid)
+        assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", command_line(pid)
+    assert "--disable-runtime-dependency-installation" in command_line(superlink)
+
+
+def test_control_api_is_on_loopback_only_and_refused_to_site_credentials(
+    federation: Federation,
+) -> None:
+    assert listening_addresses(federation.control_port) == {"127.0.0.1"}
+    # A site's view: its kit's CA and the address in its site.toml.
+    site_home = federation.root / "site-flwr-home"
+    site_home.mkdir(exist_ok=True)
+    ca = federation.kits / "sites" / "hospital-a" / "ca.crt"
+    (site_home / "config.toml").write_text(
+        '[superlink]\ndefault = "fed"\n\n[superlink.fed]\n'
+        f'address = "127.0.0.1:{federation.fleet_port}"\nroot-certificates = "{ca}"\n'
+    )
+    app = write_job_app(federation.root / "rogue-run", FederationJob(name="rogue"))
+    attempts = {
+        "list runs": ["ls", "fed"],
+        "register a node": [
+            "supernode", "register", str(federation.kits / "sites/hospital-a/site.key.pub"), "fed",
+        ],
+        "start a run": ["run", str(app), "fed"],
+    }  # fmt: skip
+    env = {"FLWR_HOME": str(site_home), "FLWR_TELEMETRY_ENABLED": "0", "PATH": str(BIN)}
+    for what, args in attempts.items():
+        result = subprocess.run(
+            [str(BIN / "flwr"), *args, "--format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        reply = json.loads(result.stdout)
+        assert reply["success"] is False, what
+        assert "403 Forbidden" in reply["error-message"], (what, reply)
+    # The coordinator, on its own machine, can.
+    coordinator = CoordinatorPaths(federation.state)
+    assert flwr_cli_json(coordinator, "ls", "medfed")["success"] is True
+
+
+def test_two_round_job_with_tls_site_auth_secagg_and_dp(federation: Federation) -> None:
+    run = federation.run_job("trial", rounds=2, min_sites=3)
+    output, _ = run.communicate(timeout=540)
+    assert run.returncode == 0, output[-4000:]
+    run_dir = federation.run_dir("trial")
+    log = (run_dir / "run.log").read_text()
+    assert "Secure aggregation completed" in log
+    assert log.count("[Stage 2] Received masked vectors from 3 clients") == 2  # one per round
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    train = [s for s in metrics["sites"] if s["phase"] == "train"]
+    assert {(s["round"], s["site"]) for s in train} == {(r, s) for r in (1, 2) for s in SITES}
+    assert len({s["node_id"] for s in train}) == 3
+    assert all(0 < s["epsilon"] <= 8.5 for s in train)
+    assert all(s["epsilon"] > t["epsilon"] for s in train for t in train
+               if s["site"] == t["site"] and s["round"] == 2 and t["round"] == 1)  # fmt: skip
+    assert set(metrics["federated"]["evaluate"]) == {"1", "2"}
+
+    checkpoint = load_checkpoint(run_dir / "global_model.pt")
+    assert checkpoint["round"] == 2
+    job = FederationJob.model_validate(checkpoint["job"])
+    torch.manual_seed(job.seed)
+    initial = build_model(job.model, 1, 2, (32, 32), dp_enabled=True).state_dict()
+    moved = [
+        float((checkpoint["state_dict"][name].float() - tensor.float()).abs().max())
+        for name, tensor in initial.items()
+    ]
+    assert max(moved) > 1e-4  # the sites' (securely summed) updates reached the global model
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+
+
+def _site_attempt(federation: Federation, kit: Path, name: str, *extra: str) -> str:
+    """Start a site node that should be refused; its log once it has exited."""
+    node = federation.start_site(kit, federation.root / "site0.npz", name, *extra)
+    try:
+        node.wait(timeout=120)
+    finally:
+        stop_tree(node)
+    assert node.returncode != 0
+    return (federation.root / f"logs-{name}" / "supernode.log").read_text()
+
+
+def test_a_key_that_was_not_provisioned_is_refused(federation: Federation) -> None:
+    rogue = federation.root / "rogue-kit"
+    shutil.copytree(federation.kits / "sites" / "hospital-a", rogue)
+    key = ec.generate_private_key(ec.SECP384R1())
+    (rogue / "site.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    log = _site_attempt(federation, rogue, "rogue")
+    assert "[code: 2004] Failed to activate SuperNode" in log
+
+
+def test_a_site_with_another_federations_ca_cannot_connect(federation: Federation) -> None:
+    other = federation.root / "other-kits"
+    _provision(federation.root, federation.fleet_port, ("hospital-a",), other)
+    log = _site_attempt(federation, other / "sites" / "hospital-a", "wrong-ca")
+    assert "CERTIFICATE_VERIFY_FAILED" in log
+
+
+def _expire(kits: KitPaths) -> None:
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    issue_server_certificate(
+        kits, "127.0.0.1", not_valid_before=past - datetime.timedelta(days=30), not_valid_after=past
+    )
+
+
+def _tamper(kits: KitPaths) -> None:
+    cert_file = kits.coordinator / "server.crt"
+    der = bytearray(x509.load_pem_x509_certificate(cert_file.read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    ))  # fmt: skip
+    der[-8] ^= 0x01  # inside the CA's signature: the certificate no longer verifies
+    cert = x509.load_der_x509_certificate(bytes(der))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize("damage", [_expire, _tamper], ids=["expired", "tampered"])
+def test_a_gateway_with_an_expired_or_tampered_certificate_is_refused(
+    federation: Federation, damage
+) -> None:
+    bad = federation.root / f"kits-{damage.__name__}"
+    shutil.copytree(federation.kits, bad)
+    damage(KitPaths(bad))
+    port = free_port()
+    gateway = subprocess.Popen(
+        [
+            str(BIN / "python"),
+            "-c",
+            "import sys, uvicorn; from server.fleet_gateway import create_fleet_gateway; "
+            "uvicorn.run(create_fleet_gateway(sys.argv[1], sys.argv[2]), host='127.0.0.1', "
+            "port=int(sys.argv[3]), ssl_certfile=sys.argv[4], ssl_keyfile=sys.argv[5])",
+            f"https://127.0.0.1:{federation.control_port}",
+            str(bad / "coordinator" / "ca.crt"),
+            str(port),
+            str(bad / "coordinator" / "server.crt"),
+            str(bad / "coordinator" / "server.key"),
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: "127.0.0.1" in listening_addresses(port), 30, "the gateway")
+        log = _site_attempt(
+            federation,
+            federation.kits / "sites" / "hospital-a",
+            f"cert-{damage.__name__}",
+            "--superlink",
+            f"127.0.0.1:{port}",
+        )
+    finally:
+        stop_tree(gateway)
+    assert "CERTIFICATE_VERIFY_FAILED" in log
+
+
+def test_secagg_round_completes_when_a_site_is_killed_mid_round(federation: Federation) -> None:
+    """Runs last: it kills hospital-c after the key shares went out, before its masked update."""
+    run = federation.run_job("dropout", rounds=1, min_sites=2)
+    assert run.stdout is not None
+    victim = federation.sites["hospital-c"]
+    lines = []
+    for line in run.stdout:
+        lines.append(line)
+        if "Received encrypted key shares from 3" in line:
+            kill(descendants(victim.pid))  # a crash: no goodbye to the SuperLink
+            break
+    output = "".join(lines) + run.communicate(timeout=540)[0]
+    assert victim.poll() is not None
+    assert run.returncode == 0, output[-4000:]
+    log = (federation.run_dir("dropout") / "run.log").read_text()
+    assert "Received masked vectors from 2 clients" in log
+    assert "Secure aggregation completed" in log
+    assert load_checkpoint(federation.run_dir("dropout") / "global_model.pt")["round"] == 1
