@@ -17,7 +17,7 @@ _console = Console(stderr=True)
 
 
 def configure_logging(verbose: bool) -> None:
-    """Medfed logs at INFO (DEBUG with --verbose); Flower and Ray only warnings unless verbose."""
+    """Medfed logs at INFO (DEBUG with --verbose); Flower, Ray, httpx warn only, unless verbose."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -25,7 +25,7 @@ def configure_logging(verbose: bool) -> None:
         handlers=[RichHandler(console=_console, show_path=False)],
         force=True,
     )
-    for noisy in ("flwr", "ray", "opacus"):
+    for noisy in ("flwr", "ray", "opacus", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
 
 

@@ -1,12 +1,12 @@
 """Typed, validated job configuration, parsed once from TOML, CLI flags or a Flower run config."""
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from common.config_files import read_toml, validate_model
 from common.data.partition import PartitionScheme
 from common.errors import ConfigError
 
@@ -149,16 +149,7 @@ _FLAT_KEYS: dict[str, tuple[str | None, str]] = {
 
 def validate_job_config(raw: Mapping[str, Any], source: str) -> JobConfig:
     """Validate a nested mapping into a JobConfig; errors name ``source``, the key and the value."""
-    try:
-        return JobConfig.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            value = err.get("input")
-            shown = "" if isinstance(value, dict) else f" = {value!r}"
-            problems.append(f"{where}{shown}: {err['msg']}")
-        raise ConfigError(source, "; ".join(problems)) from None
+    return validate_model(JobConfig, raw, source)
 
 
 def load_job_config(path: Path, overrides: Mapping[str, Any] | None = None) -> JobConfig:
@@ -166,12 +157,7 @@ def load_job_config(path: Path, overrides: Mapping[str, Any] | None = None) -> J
 
     Relative ``data`` paths are resolved against the TOML file's folder.
     """
-    try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), "file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    raw = read_toml(path)
     if "data" in raw and not Path(str(raw["data"])).is_absolute():
         raw["data"] = str((path.parent / str(raw["data"])).resolve())
     for key, value in (overrides or {}).items():

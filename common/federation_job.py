@@ -5,15 +5,14 @@ its own prepared cache, whose path comes from the site's node config and never f
 The task's shape is declared instead, because the coordinator never sees an image.
 """
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.config import JobConfig, ModelConfig, PrivacyConfig, TrainConfig
-from common.errors import ConfigError
+from common.config_files import read_toml, validate_model
 
 __all__ = ["RUN_DIR_KEY", "FederationJob", "SecureAggregationConfig", "load_federation_job"]
 
@@ -99,24 +98,9 @@ class FederationJob(_Section):
 
 
 def _validate(raw: Mapping[str, Any], source: str) -> FederationJob:
-    try:
-        return FederationJob.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            value = err.get("input")
-            shown = "" if isinstance(value, dict) else f" = {value!r}"
-            problems.append(f"{where}{shown}: {err['msg']}")
-        raise ConfigError(source, "; ".join(problems)) from None
+    return validate_model(FederationJob, raw, source)
 
 
 def load_federation_job(path: Path) -> FederationJob:
     """Read job.toml (top-level keys plus [train] [model] [privacy] [secure_aggregation])."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), "file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
-    return _validate(raw, str(path))
+    return _validate(read_toml(path), str(path))

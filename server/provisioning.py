@@ -13,7 +13,6 @@ that already hold a kit keep working.
 import datetime
 import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from common.errors import ConfigError
+from common.config_files import read_toml, validate_model
 from server.site_kit_readme import site_kit_readme
 
 __all__ = ["Federation", "KitPaths", "load_federation", "provision"]
@@ -62,21 +61,10 @@ class Federation(BaseModel):
 
 def load_federation(path: Path) -> Federation:
     """Read federation.toml: ``address``, optional ``name``/``fleet-port``, ``[[sites]] name``."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), "file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    raw = read_toml(path)
     coordinator = raw.get("coordinator", {})
     sites = [site.get("name") for site in raw.get("sites", []) if isinstance(site, dict)]
-    try:
-        return Federation.model_validate({**coordinator, "sites": tuple(sites)})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(str(path), problems) from None
+    return validate_model(Federation, {**coordinator, "sites": tuple(sites)}, str(path))
 
 
 @dataclass(frozen=True)

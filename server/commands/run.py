@@ -14,7 +14,13 @@ from common.cli_support import configure_logging, user_errors
 from common.errors import MedfedError
 from common.federation_job import load_federation_job
 from common.flower_processes import flower_command, flower_environment
-from server.coordinator import CONNECTION, CoordinatorPaths
+from server.commands.options import (
+    DEFAULT_STATE,
+    StateOption,
+    VerboseOption,
+    running_coordinator,
+)
+from server.coordinator import CONNECTION
 from server.deployment_app import CHECKPOINT_NAME
 from server.job_app import write_job_app
 
@@ -23,19 +29,15 @@ __all__ = ["run"]
 
 def run(
     job_file: Annotated[Path, typer.Argument(help="job.toml describing the training job.")],
-    state: Annotated[Path, typer.Option(help="The running coordinator's state folder.")] = Path(
-        "coordinator-state"
-    ),
-    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+    state: StateOption = DEFAULT_STATE,
+    verbose: VerboseOption = False,
 ) -> None:
     """Submit the job to the local SuperLink, stream its log, and check the final model."""
     configure_logging(verbose)
     console = Console()
-    paths = CoordinatorPaths(state)
     with user_errors():
         job = load_federation_job(job_file)
-        if not paths.info.is_file():
-            raise MedfedError(f"no coordinator running with state {state}: medfed-server start")
+        paths = running_coordinator(state)
         run_dir = paths.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job.name}"
         app_dir = write_job_app(run_dir, job)
         console.print(f"job {job.name}: {job.rounds} round(s), run folder {run_dir}")

@@ -10,6 +10,7 @@ import uvicorn
 
 from common.cli_support import configure_logging, user_errors
 from common.flower_processes import stop_process
+from server.commands.options import DEFAULT_STATE, StateOption, VerboseOption
 from server.coordinator import (
     CoordinatorPaths,
     CoordinatorSettings,
@@ -32,9 +33,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 def start(
     kits: Annotated[Path, typer.Option(help="Folder written by `medfed-server provision`.")],
-    state: Annotated[
-        Path, typer.Option(help="Coordinator state: SuperLink database, logs, runs.")
-    ] = Path("coordinator-state"),
+    state: StateOption = DEFAULT_STATE,
     host: Annotated[str, typer.Option(help="Address the Fleet gateway listens on.")] = "0.0.0.0",
     fleet_port: Annotated[
         int, typer.Option(help="Port sites connect to (outbound for them).")
@@ -45,7 +44,7 @@ def start(
     insecure: Annotated[
         bool, typer.Option(help="No TLS, no site authentication: local testing on 127.0.0.1 only.")
     ] = False,
-    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run the coordinator until interrupted (Ctrl-C or SIGTERM stops every process it started)."""
     configure_logging(verbose)

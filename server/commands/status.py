@@ -1,15 +1,17 @@
 """`medfed-server status`: enrolled and connected sites, runs, and the current round."""
 
 import json
-from pathlib import Path
-from typing import Annotated
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
 from common.cli_support import configure_logging, user_errors
-from common.errors import MedfedError
+from server.commands.options import (
+    DEFAULT_STATE,
+    StateOption,
+    VerboseOption,
+    running_coordinator,
+)
 from server.coordinator import CONNECTION, CoordinatorPaths, enrolled_sites, flwr_cli_json
 
 __all__ = ["status"]
@@ -25,18 +27,14 @@ def _latest_round(paths: CoordinatorPaths) -> str:
 
 
 def status(
-    state: Annotated[Path, typer.Option(help="The running coordinator's state folder.")] = Path(
-        "coordinator-state"
-    ),
-    verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
+    state: StateOption = DEFAULT_STATE,
+    verbose: VerboseOption = False,
 ) -> None:
     """Print the sites the SuperLink knows (and which are online) and the latest job's round."""
     configure_logging(verbose)
     console = Console()
-    paths = CoordinatorPaths(state)
     with user_errors():
-        if not paths.info.is_file():
-            raise MedfedError(f"no coordinator running with state {state}: medfed-server start")
+        paths = running_coordinator(state)
         info = json.loads(paths.info.read_text(encoding="utf-8"))
         nodes = flwr_cli_json(paths, "supernode", "list", CONNECTION)
     names = enrolled_sites(paths)
