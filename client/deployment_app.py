@@ -183,6 +183,7 @@ class SiteClient(NumPyClient):
             site_job,
             seed=self.seed_for_round(server_round),
             privacy_state=restore_privacy_state(self.context),
+            proximal_mu=self.job.proximal_mu if self.job.strategy == "fedprox" else 0.0,
         )
         delta = [
             tensor.detach().cpu().numpy().astype(np.float32) - np.asarray(glob, dtype=np.float32)

@@ -7,7 +7,7 @@ The task's shape is declared instead, because the coordinator never sees an imag
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +47,11 @@ class FederationJob(_Section):
     """One training job on the enrolled sites."""
 
     name: str = Field("medfed-job", pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    #: Segmentation on a real federation comes with the segmentation task (open issue).
+    task: Literal["classification"] = "classification"
+    #: FedProx (Li et al. 2020) adds a proximal term at the sites; the server averages alike.
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    proximal_mu: float = Field(0.01, ge=0)
     rounds: int = Field(3, ge=1, le=10_000)
     min_sites: int = Field(2, ge=1, le=1000)
     seed: int = 0
