@@ -1,6 +1,7 @@
 """`medfed-server`: the coordinator's command line; this module only registers the commands."""
 
 from common.cli_support import command_line_app
+from server.commands.enrol import enrol
 from server.commands.provision import provision_command
 from server.commands.run import run
 from server.commands.start import start
@@ -14,5 +15,6 @@ app = command_line_app(
 )
 app.command("provision")(provision_command)
 app.command("start")(start)
+app.command("enrol")(enrol)
 app.command("run")(run)
 app.command("status")(status)

@@ -54,6 +54,7 @@ def run(
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)
+                log.flush()  # the log is readable while the job runs
                 console.print(line.rstrip(), highlight=False, markup=False)
             code = process.wait()
         checkpoint = run_dir / CHECKPOINT_NAME

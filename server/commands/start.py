@@ -1,7 +1,10 @@
 """`medfed-server start`: the coordinator's SuperLink, enrolled sites and Fleet gateway."""
 
 import logging
+import os
 import signal
+import subprocess
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +32,23 @@ logger = logging.getLogger(__name__)
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
+
+
+def _stop_if_superlink_dies(superlink: subprocess.Popen[bytes], log: Path) -> threading.Event:
+    """Stop this process if the SuperLink exits on its own, rather than serve a dead gateway.
+
+    Set the returned event before stopping the SuperLink deliberately.
+    """
+    stopping = threading.Event()
+
+    def watch() -> None:
+        code = superlink.wait()
+        if not stopping.is_set():
+            logger.error("SuperLink exited (code %s); stopping. See %s", code, log)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="superlink-watch", daemon=True).start()
+    return stopping
 
 
 def start(
@@ -61,6 +81,7 @@ def start(
         paths.state.mkdir(parents=True, exist_ok=True)
         write_flwr_config(paths, control_port, None if insecure else coordinator_kit / "ca.crt")
         superlink = launch_superlink(settings, paths)
+    stopping: threading.Event | None = None
     try:
         with user_errors():
             if not insecure:
@@ -90,8 +111,11 @@ def start(
         # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
         # lets the `finally` below stop the SuperLink instead of dying with it still running.
         signal.signal(signal.SIGTERM, _exit_on_signal)
+        stopping = _stop_if_superlink_dies(superlink, paths.logs / "superlink.log")
         uvicorn.run(gateway, host=host, port=fleet_port, log_level="warning", **tls)
     finally:
+        if stopping is not None:
+            stopping.set()
         stop_process(superlink)
         paths.info.unlink(missing_ok=True)
         logger.info("coordinator stopped")

@@ -337,6 +337,28 @@ def test_a_gateway_with_an_expired_or_tampered_certificate_is_refused(
     assert "CERTIFICATE_VERIFY_FAILED" in log
 
 
+def test_a_site_provisioned_later_joins_after_enrol_and_old_kits_still_work(
+    federation: Federation,
+) -> None:
+    _provision(federation.root, federation.fleet_port, (*SITES, "hospital-d"), federation.kits)
+    enrol = subprocess.run(
+        [str(BIN / "medfed-server"), "enrol", "--kits", str(federation.kits),
+         "--state", str(federation.state)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert enrol.returncode == 0, enrol.stderr
+    assert "enrolled: hospital-d" in enrol.stdout
+    late = federation.start_site(
+        federation.kits / "sites" / "hospital-d", federation.root / "site0.npz", "hospital-d"
+    )
+    try:
+        wait_until(lambda: federation.online_nodes() == len(SITES) + 1, 120, "hospital-d online")
+    finally:
+        stop_tree(late)
+    wait_until(lambda: federation.online_nodes() == len(SITES), 120, "hospital-d offline")
+    assert all(process.poll() is None for process in federation.sites.values())
+
+
 def test_secagg_round_completes_when_a_site_is_killed_mid_round(federation: Federation) -> None:
     """Runs last: it kills hospital-c after the key shares went out, before its masked update."""
     run = federation.run_job("dropout", rounds=1, min_sites=2)
