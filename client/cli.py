@@ -2,6 +2,7 @@
 
 from client.commands.check import check
 from client.commands.prepare import prepare
+from client.commands.records import audit, privacy
 from client.commands.start import start
 from common.cli_support import command_line_app
 
@@ -14,3 +15,5 @@ app = command_line_app(
 app.command("check")(check)
 app.command("prepare")(prepare)
 app.command("start")(start)
+app.command("privacy")(privacy)
+app.command("audit")(audit)

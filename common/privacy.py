@@ -10,6 +10,7 @@ rounds the job plans, so the target epsilon is reached at the end of the job and
 """
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,13 @@ from torch.utils.data import DataLoader
 
 from common.config import PrivacyConfig
 
-__all__ = ["RDP_ORDERS", "PrivacyState", "SitePrivacyEngine", "calibrate_noise_multiplier"]
+__all__ = [
+    "RDP_ORDERS",
+    "PrivacyState",
+    "SitePrivacyEngine",
+    "calibrate_noise_multiplier",
+    "planned_round",
+]
 
 #: RDP orders searched when converting to (epsilon, delta): Opacus' defaults stop at 63, which
 #: leaves the bound loose (and warns) for small sites at epsilon >= 8; larger orders tighten it.
@@ -77,6 +84,28 @@ def calibrate_noise_multiplier(
             **_conversion_options(config),
         )
     )
+
+
+def planned_round(
+    config: PrivacyConfig,
+    num_samples: int,
+    batch_size: int,
+    local_epochs: int,
+    planned_epochs: int,
+    state: PrivacyState | None,
+) -> tuple[float, float, int]:
+    """(noise multiplier, sample rate, steps) the next round will account, before it runs.
+
+    Opacus' Poisson loader samples at 1 / (batches per epoch) and takes that many steps per
+    epoch; the noise is the job's (calibrated now on the first round, as the engine will).
+    """
+    batches = max(1, math.ceil(num_samples / batch_size))
+    noise = (
+        state.noise_multiplier
+        if state is not None
+        else calibrate_noise_multiplier(config, min(1.0, batch_size / num_samples), planned_epochs)
+    )
+    return noise, 1.0 / batches, local_epochs * batches
 
 
 class SitePrivacyEngine:

@@ -1,0 +1,80 @@
+"""A ClientApp mod that writes the site's audit trail: each job received, each message sent."""
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from flwr.app import Context, Message
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.common.serde import recorddict_to_proto
+
+from client.audit_log import AuditEntry, AuditLog
+from common import message_keys as keys
+
+__all__ = ["AUDIT_FILE", "STATE_DIR", "audit_mod"]
+
+#: Node config key naming the site's state folder (set by ``medfed-site start``).
+STATE_DIR = "state-dir"
+AUDIT_FILE = "audit-log.sqlite"
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _round(msg: Message) -> int:
+    group = msg.metadata.group_id
+    return int(group) if group.isdigit() else 0
+
+
+def _kind(msg: Message) -> str:
+    secagg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    stage = f"/secagg-{secagg[Key.STAGE]}" if secagg and Key.STAGE in secagg else ""
+    return f"{msg.metadata.message_type}{stage}"
+
+
+def _reported_epsilon(reply: Message) -> float | None:
+    if reply.has_error():
+        return None
+    for record in [*reply.content.metric_records.values(), *reply.content.config_records.values()]:
+        value = record.get(keys.EPSILON)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Log the run's config on its first message, then every reply (size, SHA-256, epsilon)."""
+    state_dir = context.node_config.get(STATE_DIR)
+    if state_dir is None:  # a simulated site keeps no audit trail
+        return call_next(msg, context)
+    log = AuditLog(Path(str(state_dir)) / AUDIT_FILE)
+    run_id = str(msg.metadata.run_id)
+    job = str(context.run_config.get("name", "?"))
+    if not log.has_job(run_id):
+        config = json.dumps(dict(context.run_config), sort_keys=True, default=str).encode()
+        log.append(
+            AuditEntry(
+                time.time(), "in", run_id, job, 0, "job-config", len(config),
+                sha256_hex(config), None, config.decode(),
+            )
+        )  # fmt: skip
+    kind = _kind(msg)  # before call_next: the SecAgg+ mod consumes the stage key
+    reply = call_next(msg, context)
+    if reply.has_error():
+        payload = reply.error.reason.encode()
+        detail = f"error: {reply.error.reason}"
+    else:
+        payload = recorddict_to_proto(reply.content).SerializeToString(deterministic=True)
+        detail = ""
+    log.append(
+        AuditEntry(
+            time.time(), "out", run_id, job,
+            _round(msg), kind, len(payload), sha256_hex(payload), _reported_epsilon(reply),
+            detail,
+        )
+    )  # fmt: skip
+    return reply
