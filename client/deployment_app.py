@@ -31,6 +31,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
     Key,
 )
 
+from client.audit_mod import STATE_DIR, audit_mod
+from client.privacy_ledger import LEDGER_FILE, PrivacyLedger, round_entries
 from client.privacy_state import restore_privacy_state, store_privacy_state
 from common import message_keys as keys
 from common.data.arrays import DatasetSplits
@@ -39,12 +41,14 @@ from common.errors import ConfigError
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
+from common.privacy import planned_round
 from common.tasks.classification import evaluate
 
 __all__ = [
     "DATA_PATH",
     "MAX_EPSILON",
     "SITE_NAME",
+    "STATE_DIR",
     "SiteClient",
     "SiteLimits",
     "app",
@@ -67,6 +71,8 @@ class SiteLimits:
     data: Path
     name: str
     max_epsilon: float
+    #: The site's own records (privacy ledger, audit trail); None keeps none (simulations).
+    state_dir: Path | None = None
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, object]) -> "SiteLimits":
@@ -76,6 +82,7 @@ class SiteLimits:
                 data=Path(str(node_config[DATA_PATH])),
                 name=str(node_config[SITE_NAME]),
                 max_epsilon=float(node_config[MAX_EPSILON]),  # type: ignore[arg-type]
+                state_dir=Path(str(node_config[STATE_DIR])) if STATE_DIR in node_config else None,
             )
         except (KeyError, TypeError, ValueError):
             raise ConfigError(
@@ -147,6 +154,11 @@ class SiteClient(NumPyClient):
                 f"{self.data.num_classes}",
             )
 
+    def _ledger(self) -> PrivacyLedger | None:
+        if self.limits.state_dir is None:
+            return None
+        return PrivacyLedger(self.limits.state_dir / LEDGER_FILE, self.limits.name)
+
     def _check_weight(self) -> None:
         secure = self.job.secure_aggregation
         if secure.enabled and len(self.data.train) > secure.max_weight:
@@ -177,12 +189,21 @@ class SiteClient(NumPyClient):
         server_round = int(config[keys.SERVER_ROUND])
         model = self._model(parameters)
         site_job = self.job.site_job(self.limits.data)
+        previous = restore_privacy_state(self.context)
+        ledger = self._ledger()
+        if ledger is not None:  # refuse before training if the site's budget cannot afford it
+            planned = planned_round(
+                self.job.privacy, len(self.data.train), self.job.train.batch_size,
+                self.job.train.local_epochs, self.job.rounds * self.job.train.local_epochs,
+                previous,
+            )  # fmt: skip
+            ledger.check([planned], self.job.privacy.target_delta, self.limits.max_epsilon)
         update = train_local_round(
             model,
             self.data.train,
             site_job,
             seed=self.seed_for_round(server_round),
-            privacy_state=restore_privacy_state(self.context),
+            privacy_state=previous,
             proximal_mu=self.job.proximal_mu if self.job.strategy == "fedprox" else 0.0,
         )
         delta = [
@@ -203,6 +224,14 @@ class SiteClient(NumPyClient):
             metrics[keys.EPSILON] = update.epsilon
             metrics[keys.DELTA] = self.job.privacy.target_delta
             metrics[keys.NOISE_MULTIPLIER] = update.privacy_state.noise_multiplier
+            if ledger is not None:
+                added = round_entries(
+                    previous.history if previous else [], update.privacy_state.history
+                )
+                metrics[keys.EPSILON_SITE_TOTAL] = ledger.record(
+                    self.job.name, str(self.context.run_id), server_round, added,
+                    self.job.privacy.target_delta, update.epsilon,
+                )  # fmt: skip
         logger.info("site %s round %d: %s", self.limits.name, server_round, metrics)
         return delta, update.num_examples, metrics
 
@@ -252,4 +281,4 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
 
 
 #: The ClientApp named in the generated deployment app's pyproject.
-app = ClientApp(client_fn=_client_fn, mods=[secure_aggregation_mod])
+app = ClientApp(client_fn=_client_fn, mods=[audit_mod, secure_aggregation_mod])

@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.deployment_app import DATA_PATH, MAX_EPSILON, SITE_NAME
+from client.deployment_app import DATA_PATH, MAX_EPSILON, SITE_NAME, STATE_DIR
 from common.data.loading import load_dataset
 from common.errors import ConfigError
 from common.flower_processes import flower_command, flower_environment, start_logged
@@ -61,7 +61,12 @@ def _toml_string(value: str) -> str:
 
 
 def supernode_command(
-    kit: SiteKit, data: Path, port: int, insecure: bool = False, superlink: str | None = None
+    kit: SiteKit,
+    data: Path,
+    port: int,
+    insecure: bool = False,
+    superlink: str | None = None,
+    state: Path = Path("site-state"),
 ) -> list[str]:
     """flower-supernode for this site: TLS with the kit's CA and key unless ``insecure``."""
     address = superlink or kit.superlink
@@ -74,6 +79,7 @@ def supernode_command(
             f"{DATA_PATH}={_toml_string(str(data.resolve()))}",
             f"{SITE_NAME}={_toml_string(kit.name)}",
             f"{MAX_EPSILON}={kit.max_epsilon!r}",
+            f"{STATE_DIR}={_toml_string(str(state.resolve()))}",
         ]
     )
     command = [
@@ -103,8 +109,10 @@ def start_site_node(
     log_file: Path,
     insecure: bool = False,
     superlink: str | None = None,
+    state: Path = Path("site-state"),
 ) -> subprocess.Popen[bytes]:
     """Check the cache reads, then start the SuperNode (its own process group)."""
     load_dataset(data)  # fail here, with the path named, rather than in the first round
-    command = supernode_command(kit, data, port, insecure, superlink)
+    state.mkdir(parents=True, exist_ok=True)
+    command = supernode_command(kit, data, port, insecure, superlink, state)
     return start_logged(command, log_file, flower_environment(log_file.parent / "flwr-home"))

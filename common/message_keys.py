@@ -4,6 +4,7 @@ __all__ = [
     "ARRAYS",
     "CONFIG",
     "EPSILON",
+    "EPSILON_SITE_TOTAL",
     "DELTA",
     "METRICS",
     "NOISE_MULTIPLIER",
@@ -37,6 +38,8 @@ STEPS = "steps"
 EPSILON = "epsilon"
 DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
+#: Epsilon spent on the site's data over every job so far (its privacy ledger).
+EPSILON_SITE_TOTAL = "epsilon-site-total"
 
 # Key of the site's own state kept across rounds in Flower's context.state.
 PRIVACY_STATE = "medfed-privacy-state"

@@ -103,7 +103,7 @@ def planned_round(
     noise = (
         state.noise_multiplier
         if state is not None
-        else calibrate_noise_multiplier(config, min(1.0, batch_size / num_samples), planned_epochs)
+        else calibrate_noise_multiplier(config, 1.0 / batches, planned_epochs)
     )
     return noise, 1.0 / batches, local_epochs * batches
 
@@ -132,7 +132,8 @@ class SitePrivacyEngine:
         if num_samples < 1:
             raise ValueError("a site needs at least one training sample for DP-SGD")
         self.config = config
-        sample_rate = min(1.0, batch_size / num_samples)
+        # Opacus' Poisson loader samples at 1 / (batches per epoch): calibrate for that rate.
+        sample_rate = 1.0 / max(1, math.ceil(num_samples / batch_size))
         if state is None:
             state = PrivacyState(
                 noise_multiplier=calibrate_noise_multiplier(config, sample_rate, planned_epochs),

@@ -21,6 +21,9 @@ def start(
     data: Annotated[Path, typer.Option(help="Cache written by `medfed-site prepare`.")],
     port: Annotated[int, typer.Option(help="Loopback port for the node's app runtime.")] = 9094,
     logs: Annotated[Path, typer.Option(help="Folder of the node's log files.")] = Path("site-logs"),
+    state: Annotated[
+        Path, typer.Option(help="The site's records: privacy ledger and audit trail.")
+    ] = Path("site-state"),
     insecure: Annotated[
         bool, typer.Option(help="No TLS or key: only with a coordinator on this machine.")
     ] = False,
@@ -35,7 +38,7 @@ def start(
         site = SiteKit.read(kit)
         if insecure:
             logger.warning("INSECURE: no TLS and no site key. Never use this with patient data.")
-        node = start_site_node(site, data, port, logs / "supernode.log", insecure, superlink)
+        node = start_site_node(site, data, port, logs / "supernode.log", insecure, superlink, state)
     logger.info(
         "site %s: node pid %d connecting to %s; budget epsilon <= %g; log %s",
         site.name,

@@ -30,6 +30,8 @@ from deployment_processes import (
     wait_until,
 )
 
+from client.audit_log import AuditLog
+from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
 from common.models import build_model
@@ -41,6 +43,8 @@ from simulations.synthetic_lesions import write_synthetic_lesions
 pytestmark = pytest.mark.e2e
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
+#: Each site's privacy budget (site.toml [limits] max-epsilon), over all jobs on its data.
+BUDGETS = {"hospital-a": 30.0, "hospital-b": 9.0, "hospital-c": 30.0}
 JOB = """
 name = "{name}"
 rounds = {rounds}
@@ -54,7 +58,7 @@ learning_rate = 0.003
 
 [privacy]
 enabled = true
-target_epsilon = 8.0
+target_epsilon = {epsilon}
 
 [secure_aggregation]
 enabled = true
@@ -76,7 +80,8 @@ class Federation:
         logs = self.root / f"logs-{name}"
         command = [
             str(BIN / "medfed-site"), "start", "--kit", str(kit), "--data", str(data),
-            "--port", str(free_port()), "--logs", str(logs), *extra,
+            "--port", str(free_port()), "--logs", str(logs),
+            "--state", str(self.root / f"state-{name}"), *extra,
         ]  # fmt: skip
         return subprocess.Popen(
             command,
@@ -89,9 +94,11 @@ class Federation:
         listing = flwr_cli_json(CoordinatorPaths(self.state), "supernode", "list", "medfed")
         return sum(node["status"] == "online" for node in listing["nodes"])
 
-    def run_job(self, name: str, rounds: int, min_sites: int) -> subprocess.Popen:
+    def run_job(
+        self, name: str, rounds: int, min_sites: int, epsilon: float = 8.0
+    ) -> subprocess.Popen:
         job = self.root / f"{name}.toml"
-        job.write_text(JOB.format(name=name, rounds=rounds, min_sites=min_sites))
+        job.write_text(JOB.format(name=name, rounds=rounds, min_sites=min_sites, epsilon=epsilon))
         return subprocess.Popen(
             [str(BIN / "medfed-server"), "run", str(job), "--state", str(self.state)],
             stdout=subprocess.PIPE,
@@ -123,6 +130,11 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     fleet_port, control_port = free_port(), free_port()
     kits = root / "kits"
     _provision(root, fleet_port, SITES, kits)
+    for site, budget in BUDGETS.items():  # what each hospital's privacy officer set
+        settings = kits / "sites" / site / "site.toml"
+        settings.write_text(
+            settings.read_text().replace("max-epsilon = 8.0", f"max-epsilon = {budget}")
+        )
     for index in range(len(SITES)):
         write_synthetic_lesions(
             root / f"site{index}.npz", n_train=96, n_val=32, n_test=8, seed=index
@@ -248,6 +260,33 @@ def test_two_round_job_with_tls_site_auth_secagg_and_dp(federation: Federation) 
     assert max(moved) > 1e-4  # the sites' (securely summed) updates reached the global model
     assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
 
+    # Each site recorded both rounds in its own ledger and every message in its audit trail.
+    for site in SITES:
+        ledger = PrivacyLedger(federation.root / f"state-{site}" / LEDGER_FILE, site)
+        assert [(row.job, row.round) for row in ledger.rows()] == [("trial", 1), ("trial", 2)]
+        assert ledger.spent(1e-5) <= 8.0 + 1e-6  # calibrated to the target, not above it
+        shown = _site_command("privacy", "--kit", str(federation.kits / "sites" / site),
+                              "--state", str(federation.root / f"state-{site}"))  # fmt: skip
+        assert shown.returncode == 0 and f"limit {BUDGETS[site]:g}" in shown.stdout
+        audit = _site_command("audit", "--state", str(federation.root / f"state-{site}"))
+        assert audit.returncode == 0 and "hash chain intact" in audit.stdout
+        entries = [e for _, e, _, _ in AuditLog(federation.root / f"state-{site}" /
+                                                "audit-log.sqlite").entries()]  # fmt: skip
+        assert entries[0].direction == "in" and entries[0].kind == "job-config"
+        sent = [e for e in entries if e.direction == "out"]
+        # per round: 4 SecAgg+ stages (train) and one evaluation
+        assert len(sent) == 10
+        assert sum(e.kind.startswith("train") for e in sent) == 8
+        masked = [e for e in sent if e.kind.endswith("collect_masked_vectors")]
+        assert len(masked) == 2 and all(e.epsilon is not None for e in masked)
+        assert all(e.bytes > 0 and len(e.sha256) == 64 for e in sent)
+
+
+def _site_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "medfed-site"), *args], capture_output=True, text=True, timeout=120
+    )
+
 
 def _site_attempt(federation: Federation, kit: Path, name: str, *extra: str) -> str:
     """Start a site node that should be refused; its log once it has exited."""
@@ -359,9 +398,26 @@ def test_a_site_provisioned_later_joins_after_enrol_and_old_kits_still_work(
     assert all(process.poll() is None for process in federation.sites.values())
 
 
+def test_a_site_refuses_a_round_beyond_its_budget_and_the_job_goes_on(
+    federation: Federation,
+) -> None:
+    # hospital-b spent 8 on "trial"; 6 more would take it past its 9 (a and c allow 30).
+    run = federation.run_job("greedy", rounds=1, min_sites=2, epsilon=6.0)
+    output, _ = run.communicate(timeout=540)
+    assert run.returncode == 0, output[-4000:]
+    metrics = json.loads((federation.run_dir("greedy") / "metrics.json").read_text())
+    trained = {s["site"] for s in metrics["sites"] if s["phase"] == "train"}
+    assert trained == {"hospital-a", "hospital-c"}
+    # Under SecAgg+ a refusal reaches the coordinator as an error reply with the site's reason.
+    refusals = [f["reason"] for f in metrics["failures"] if "refuses this round" in f["reason"]]
+    assert refusals and all("hospital-b" in r and "above its limit 9" in r for r in refusals)
+    ledger = PrivacyLedger(federation.root / "state-hospital-b" / LEDGER_FILE, "hospital-b")
+    assert {row.job for row in ledger.rows()} == {"trial"}  # the refused round spent nothing
+
+
 def test_secagg_round_completes_when_a_site_is_killed_mid_round(federation: Federation) -> None:
     """Runs last: it kills hospital-c after the key shares went out, before its masked update."""
-    run = federation.run_job("dropout", rounds=1, min_sites=2)
+    run = federation.run_job("dropout", rounds=1, min_sites=2, epsilon=1.0)
     assert run.stdout is not None
     victim = federation.sites["hospital-c"]
     lines = []
