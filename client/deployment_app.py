@@ -228,6 +228,7 @@ class SiteClient(NumPyClient):
                 added = round_entries(
                     previous.history if previous else [], update.privacy_state.history
                 )
+                metrics[keys.EPSILON_BUDGET] = self.limits.max_epsilon
                 metrics[keys.EPSILON_SITE_TOTAL] = ledger.record(
                     self.job.name, str(self.context.run_id), server_round, added,
                     self.job.privacy.target_delta, update.epsilon,

@@ -14,11 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.config import JobConfig, ModelConfig, PrivacyConfig, TrainConfig
 from common.config_files import read_toml, validate_model
 
-__all__ = ["RUN_DIR_KEY", "FederationJob", "SecureAggregationConfig", "load_federation_job"]
+__all__ = [
+    "RESUME_KEY",
+    "RUN_DIR_KEY",
+    "FederationJob",
+    "SecureAggregationConfig",
+    "load_federation_job",
+]
 
-#: Run config key naming the coordinator's run folder; set by ``medfed-server run``, not a
-#: property of the job (sites ignore it).
+#: Run config keys set by ``medfed-server run`` that are not properties of the job (sites
+#: ignore them): the coordinator's run folder, and whether to continue it from its checkpoint.
 RUN_DIR_KEY = "run_dir"
+RESUME_KEY = "resume"
 
 
 class _Section(BaseModel):
@@ -95,7 +102,7 @@ class FederationJob(_Section):
         """Rebuild from Flower's flattened run config (dotted keys)."""
         nested: dict[str, Any] = {}
         for key, value in flat.items():
-            if key == RUN_DIR_KEY:
+            if key in (RUN_DIR_KEY, RESUME_KEY):
                 continue
             section, _, field = key.rpartition(".")
             (nested.setdefault(section, {}) if section else nested)[field] = value

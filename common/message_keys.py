@@ -4,6 +4,7 @@ __all__ = [
     "ARRAYS",
     "CONFIG",
     "EPSILON",
+    "EPSILON_BUDGET",
     "EPSILON_SITE_TOTAL",
     "DELTA",
     "METRICS",
@@ -40,6 +41,8 @@ DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
 #: Epsilon spent on the site's data over every job so far (its privacy ledger).
 EPSILON_SITE_TOTAL = "epsilon-site-total"
+#: The site's own limit on that total (its max-epsilon).
+EPSILON_BUDGET = "epsilon-budget"
 
 # Key of the site's own state kept across rounds in Flower's context.state.
 PRIVACY_STATE = "medfed-privacy-state"

@@ -1,6 +1,7 @@
 """`medfed-server`: the coordinator's command line; this module only registers the commands."""
 
 from common.cli_support import command_line_app
+from server.commands.dashboard import dashboard
 from server.commands.enrol import enrol
 from server.commands.provision import provision_command
 from server.commands.run import run
@@ -18,3 +19,4 @@ app.command("start")(start)
 app.command("enrol")(enrol)
 app.command("run")(run)
 app.command("status")(status)
+app.command("dashboard")(dashboard)

@@ -6,6 +6,7 @@ alike. Sites send weight deltas; :class:`DeltaFedAvg` adds their (unmasked) aver
 global model, records each round's metrics and checkpoints the model after every round.
 """
 
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -29,13 +30,13 @@ from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from common import message_keys as keys
-from common.checkpoint import save_checkpoint
-from common.federation_job import RUN_DIR_KEY, FederationJob
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.federation_job import RESUME_KEY, RUN_DIR_KEY, FederationJob
 from common.models import build_model
 from server.metric_aggregation import aggregate_site_metrics
 from server.run_recorder import RunRecorder
 
-__all__ = ["CHECKPOINT_NAME", "FIT_SECONDS", "DeltaFedAvg", "app", "run_job"]
+__all__ = ["CHECKPOINT_NAME", "FIT_SECONDS", "DeltaFedAvg", "app", "run_job", "state_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,24 +72,35 @@ class DeltaFedAvg(FedAvg):
 
     Under SecAgg+ the mean arrives already unmasked as one vector; the strategy never sees
     a single site's delta. Metrics (loss, epsilon, counts) travel in clear and are recorded.
+    A round is complete once its evaluation is aggregated: only then is the global model
+    checkpointed, so a resumed job repeats no completed round and loses none.
+
+    ``completed_rounds`` (resuming) numbers this run's rounds after those already done.
     """
 
     def __init__(
-        self, job: FederationJob, model: torch.nn.Module, run_dir: Path, **kwargs: object
+        self,
+        job: FederationJob,
+        global_state: dict[str, torch.Tensor],
+        recorder: RunRecorder,
+        run_dir: Path,
+        completed_rounds: int = 0,
+        **kwargs: object,
     ) -> None:
         self.job = job
-        self.names = list(model.state_dict())
-        self.dtypes = [tensor.dtype for tensor in model.state_dict().values()]
-        self.global_arrays = [t.detach().cpu().numpy() for t in model.state_dict().values()]
+        self.names = list(global_state)
+        self.global_arrays = [t.detach().cpu().numpy() for t in global_state.values()]
         self.run_dir = run_dir
-        self.recorder = RunRecorder(run_dir, job.rounds)
+        self.recorder = recorder
+        self.completed_rounds = completed_rounds
         self._fit_started = time.monotonic()
+        self._fit_metrics: dict[str, Scalar] = {}
         super().__init__(
             initial_parameters=ndarrays_to_parameters(self.global_arrays),
             fit_metrics_aggregation_fn=_weighted,
             evaluate_metrics_aggregation_fn=_weighted,
-            on_fit_config_fn=lambda r: {keys.SERVER_ROUND: r},
-            on_evaluate_config_fn=lambda r: {keys.SERVER_ROUND: r},
+            on_fit_config_fn=lambda r: {keys.SERVER_ROUND: r + completed_rounds},
+            on_evaluate_config_fn=lambda r: {keys.SERVER_ROUND: r + completed_rounds},
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -99,14 +111,14 @@ class DeltaFedAvg(FedAvg):
         self._fit_started = time.monotonic()
         return super().configure_fit(server_round, parameters, client_manager)
 
-    def _record_failures(self, phase: str, server_round: int, failures: list[object]) -> None:
+    def _record_failures(self, phase: str, job_round: int, failures: list[object]) -> None:
         for failure in failures:
             if isinstance(failure, BaseException):
-                self.recorder.record_failure(phase, server_round, -1, repr(failure))
+                self.recorder.record_failure(phase, job_round, -1, repr(failure))
             else:
                 proxy, res = failure  # type: ignore[misc]
                 self.recorder.record_failure(
-                    phase, server_round, proxy.node_id, str(res.status.message)
+                    phase, job_round, proxy.node_id, str(res.status.message)
                 )
 
     def aggregate_fit(
@@ -115,14 +127,15 @@ class DeltaFedAvg(FedAvg):
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Average the deltas, apply them, checkpoint and record the round."""
+        """Average the deltas, apply them to the global model and record the sites' metrics."""
+        job_round = server_round + self.completed_rounds
         for proxy, res in results:
             site_metrics = {keys.NUM_EXAMPLES: res.num_examples, **res.metrics}
-            self.recorder.record_site("train", server_round, proxy.node_id, site_metrics)
-        self._record_failures("train", server_round, list(failures))
+            self.recorder.record_site("train", job_round, proxy.node_id, site_metrics)
+        self._record_failures("train", job_round, list(failures))
         aggregated, metrics = super().aggregate_fit(server_round, results, failures)
         if aggregated is None:
-            logger.warning("round %d: no update aggregated", server_round)
+            logger.warning("round %d: no update aggregated", job_round)
             return None, metrics
         deltas = parameters_to_ndarrays(aggregated)
         self.global_arrays = [
@@ -130,8 +143,8 @@ class DeltaFedAvg(FedAvg):
             for g, d in zip(self.global_arrays, deltas, strict=True)
         ]
         seconds = time.monotonic() - self._fit_started
-        self.recorder.record_federated("train", server_round, {**metrics, FIT_SECONDS: seconds})
-        self._checkpoint(server_round, dict(metrics))
+        self._fit_metrics = dict(metrics)
+        self.recorder.record_federated("train", job_round, {**metrics, FIT_SECONDS: seconds})
         return ndarrays_to_parameters(self.global_arrays), metrics
 
     def aggregate_evaluate(
@@ -140,32 +153,46 @@ class DeltaFedAvg(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        """Record each site's validation metrics and their weighted mean."""
+        """Record each site's validation metrics, then checkpoint the completed round."""
+        job_round = server_round + self.completed_rounds
         for proxy, res in results:
             site_metrics = {keys.NUM_EXAMPLES: res.num_examples, "loss": res.loss, **res.metrics}
-            self.recorder.record_site("evaluate", server_round, proxy.node_id, site_metrics)
-        self._record_failures("evaluate", server_round, list(failures))
+            self.recorder.record_site("evaluate", job_round, proxy.node_id, site_metrics)
+        self._record_failures("evaluate", job_round, list(failures))
         loss, metrics = super().aggregate_evaluate(server_round, results, failures)
         if loss is not None:
-            self.recorder.record_federated("evaluate", server_round, {"loss": loss, **metrics})
-        self.recorder.round_done(server_round)
+            self.recorder.record_federated("evaluate", job_round, {"loss": loss, **metrics})
+        self._checkpoint(job_round, {**self._fit_metrics, **metrics})
+        self.recorder.round_done(job_round)
         return loss, metrics
 
-    def _checkpoint(self, server_round: int, metrics: dict[str, Scalar]) -> None:
-        state = {
+    def global_state(self) -> dict[str, torch.Tensor]:
+        """The current global model as a state dict."""
+        return {
             name: torch.from_numpy(array.copy())
             for name, array in zip(self.names, self.global_arrays, strict=True)
         }
+
+    def _checkpoint(self, job_round: int, metrics: dict[str, Scalar]) -> None:
         save_checkpoint(
             self.run_dir / CHECKPOINT_NAME,
-            state,
+            self.global_state(),
             self.job,
-            server_round,
+            job_round,
             self.job.in_channels,
             self.job.num_classes,
             (self.job.image_size, self.job.image_size),
             {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         )
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names and float32 values (logged when a job resumes)."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _fit_workflow(job: FederationJob) -> SecAggPlusWorkflow | None:
@@ -184,30 +211,53 @@ def _fit_workflow(job: FederationJob) -> SecAggPlusWorkflow | None:
 def run_job(
     grid: Grid, context: Context, job: FederationJob | None = None, run_dir: Path | None = None
 ) -> DeltaFedAvg:
-    """Run ``job`` (default: Flower's run config) on the sites connected to ``grid``."""
+    """Run ``job`` (default: Flower's run config) on the sites connected to ``grid``.
+
+    With the run config's resume flag, the job continues from the run folder's checkpoint:
+    the global model of the last completed round, and the rounds after it.
+    """
     run_dir = run_dir or Path(str(context.run_config[RUN_DIR_KEY]))
     job = job or FederationJob.from_flat(context.run_config)
     torch.manual_seed(job.seed)
     size = (job.image_size, job.image_size)
     model = build_model(job.model, job.in_channels, job.num_classes, size, dp_enabled=True)
+    state, completed = model.state_dict(), 0
+    if bool(context.run_config.get(RESUME_KEY, False)):
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        state, completed = checkpoint["state_dict"], int(checkpoint["round"])
+        logger.info(
+            "job %s resumes after round %d/%d from global model %s",
+            job.name, completed, job.rounds, state_digest(state),
+        )  # fmt: skip
+        recorder = RunRecorder.resume(run_dir, job.rounds, completed)
+    else:
+        recorder = RunRecorder(run_dir, job.rounds)
     strategy = DeltaFedAvg(
         job,
-        model,
+        state,
+        recorder,
         run_dir,
+        completed,
         fraction_fit=1.0,
         fraction_evaluate=1.0,
         min_fit_clients=job.min_sites,
         min_evaluate_clients=job.min_sites,
         min_available_clients=job.min_sites,
     )
-    legacy = LegacyContext(
-        context=context, config=ServerConfig(num_rounds=job.rounds), strategy=strategy
-    )
+    remaining = job.rounds - completed
     mode = "SecAgg+" if job.secure_aggregation.enabled else "plain FedAvg"
     logger.info(
-        "job %s: %d rounds, at least %d sites, %s", job.name, job.rounds, job.min_sites, mode
+        "job %s: %d round(s) to run, at least %d sites, %s",
+        job.name,
+        remaining,
+        job.min_sites,
+        mode,
     )
-    DefaultWorkflow(fit_workflow=_fit_workflow(job))(grid, legacy)
+    if remaining > 0:
+        legacy = LegacyContext(
+            context=context, config=ServerConfig(num_rounds=remaining), strategy=strategy
+        )
+        DefaultWorkflow(fit_workflow=_fit_workflow(job))(grid, legacy)
     strategy.recorder.write()
     logger.info("job %s finished; global model in %s", job.name, run_dir / CHECKPOINT_NAME)
     return strategy

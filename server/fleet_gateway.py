@@ -24,7 +24,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-__all__ = ["FLEET_PATH", "PUBLIC_KEY_HEADER", "TrafficLog", "create_fleet_gateway"]
+__all__ = [
+    "FLEET_PATH",
+    "PUBLIC_KEY_HEADER",
+    "TrafficLog",
+    "create_fleet_gateway",
+    "site_key_fingerprint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,11 @@ def _forwardable(headers: httpx.Headers | dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in headers.items() if key.lower() not in _NOT_FORWARDED}
 
 
+def site_key_fingerprint(public_key_header: str) -> str:
+    """Short, stable name of a site key as it travels in the Fleet header (base64 of PEM)."""
+    return hashlib.sha256(public_key_header.encode()).hexdigest()[:16]
+
+
 class TrafficLog:
     """One CSV row per forwarded call: time, RPC, site key fingerprint, bytes up and down.
 
@@ -70,7 +81,7 @@ class TrafficLog:
 
     def record(self, rpc: str, public_key: str, up: int, down: int, status: int) -> None:
         """Append one call."""
-        site = hashlib.sha256(public_key.encode()).hexdigest()[:16] if public_key else "-"
+        site = site_key_fingerprint(public_key) if public_key else "-"
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(f"{time.time():.3f},{rpc},{site},{up},{down},{status}\n")
 

@@ -9,7 +9,9 @@ from common import message_keys as keys
 __all__ = ["aggregate_site_metrics"]
 
 # Per-site facts that make no sense averaged.
-_NOT_AVERAGED = {keys.SITE_ID, keys.DELTA, keys.NOISE_MULTIPLIER}
+_NOT_AVERAGED = {keys.SITE_ID, keys.DELTA, keys.NOISE_MULTIPLIER, keys.EPSILON_BUDGET}
+# Privacy is reported for the worst-off site, never averaged.
+_MAXIMISED = {keys.EPSILON, keys.EPSILON_SITE_TOTAL}
 
 
 def aggregate_site_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -29,7 +31,7 @@ def aggregate_site_metrics(records: list[RecordDict], weight_key: str) -> Metric
             if key == weight_key or key in _NOT_AVERAGED or isinstance(value, list):
                 continue
             value = float(value)
-            if key == keys.EPSILON:
+            if key in _MAXIMISED:
                 aggregated[key] = max(float(aggregated.get(key, 0.0)), value)  # type: ignore[arg-type]
             elif math.isfinite(value) and weight > 0:
                 sums[key] = sums.get(key, 0.0) + weight * value

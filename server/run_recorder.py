@@ -38,6 +38,24 @@ class RunRecorder:
         self.sites: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
 
+    @classmethod
+    def resume(cls, run_dir: Path, num_rounds: int, completed_rounds: int) -> "RunRecorder":
+        """Continue the records in ``run_dir`` after ``completed_rounds``.
+
+        Whatever was recorded of a later, interrupted round is dropped: that round runs again.
+        """
+        recorder = cls(run_dir, num_rounds)
+        saved = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+        def kept(rounds: dict[str, dict[str, float]]) -> dict[int, dict[str, float]]:
+            return {int(r): m for r, m in rounds.items() if int(r) <= completed_rounds}
+
+        recorder.global_rounds = kept(saved["global"])
+        recorder.federated = {phase: kept(rounds) for phase, rounds in saved["federated"].items()}
+        recorder.sites = [s for s in saved["sites"] if s["round"] <= completed_rounds]
+        recorder.failures = [f for f in saved["failures"] if f["round"] <= completed_rounds]
+        return recorder
+
     def record_site(
         self, phase: str, server_round: int, node_id: int, metrics: dict[str, Any]
     ) -> None:

@@ -2,6 +2,7 @@
 
 from common.cli_support import command_line_app
 from simulations.commands.generate import generate
+from simulations.commands.report import report
 from simulations.commands.run import run
 
 __all__ = ["app"]
@@ -12,3 +13,4 @@ app = command_line_app(
 )
 app.command("run")(run)
 app.command("generate")(generate)
+app.command("report")(report)

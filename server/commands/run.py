@@ -1,4 +1,7 @@
-"""`medfed-server run job.toml`: launch a training job on the federation and stream its progress."""
+"""`medfed-server run job.toml`: launch a training job on the federation and stream its progress.
+
+`medfed-server run --resume RUN_DIR` continues an interrupted job from its last completed round.
+"""
 
 import json
 import subprocess
@@ -11,8 +14,8 @@ from rich.console import Console
 
 from common.checkpoint import load_checkpoint
 from common.cli_support import configure_logging, user_errors
-from common.errors import MedfedError
-from common.federation_job import load_federation_job
+from common.errors import ConfigError, MedfedError
+from common.federation_job import FederationJob, load_federation_job
 from common.flower_processes import flower_command, flower_environment
 from server.commands.options import (
     DEFAULT_STATE,
@@ -20,15 +23,56 @@ from server.commands.options import (
     VerboseOption,
     running_coordinator,
 )
-from server.coordinator import CONNECTION
+from server.coordinator import CONNECTION, CoordinatorPaths
 from server.deployment_app import CHECKPOINT_NAME
-from server.job_app import write_job_app
+from server.job_app import JOB_FILE, write_job_app
 
 __all__ = ["run"]
 
 
+def _completed_rounds(run_dir: Path) -> int:
+    checkpoint = run_dir / CHECKPOINT_NAME
+    return int(load_checkpoint(checkpoint)["round"]) if checkpoint.is_file() else 0
+
+
+def _stream(app_dir: Path, paths: CoordinatorPaths, log_file: Path, console: Console) -> int:
+    """`flwr run` the app against the coordinator's SuperLink, echoing and logging its output."""
+    command = [flower_command("flwr"), "run", str(app_dir), CONNECTION, "--stream"]
+    with log_file.open("a", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            command,
+            env=flower_environment(paths.flwr_home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=app_dir.parent,
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            log.flush()  # the log is readable while the job runs
+            console.print(line.rstrip(), highlight=False, markup=False)
+        return process.wait()
+
+
+def _resumable(run_dir: Path) -> FederationJob:
+    if not (run_dir / JOB_FILE).is_file():
+        raise ConfigError(str(run_dir), f"not a job's run folder (no {JOB_FILE})")
+    if _completed_rounds(run_dir) == 0:
+        raise ConfigError(
+            str(run_dir), "no completed round to resume from: run the job again instead"
+        )
+    return load_federation_job(run_dir / JOB_FILE)
+
+
 def run(
-    job_file: Annotated[Path, typer.Argument(help="job.toml describing the training job.")],
+    job_file: Annotated[
+        Path | None, typer.Argument(help="job.toml describing the training job.")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Continue this run folder's job after its last completed round."),
+    ] = None,
     state: StateOption = DEFAULT_STATE,
     verbose: VerboseOption = False,
 ) -> None:
@@ -36,36 +80,31 @@ def run(
     configure_logging(verbose)
     console = Console()
     with user_errors():
-        job = load_federation_job(job_file)
-        paths = running_coordinator(state)
-        run_dir = paths.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job.name}"
-        app_dir = write_job_app(run_dir, job)
-        console.print(f"job {job.name}: {job.rounds} round(s), run folder {run_dir}")
-        command = [flower_command("flwr"), "run", str(app_dir), CONNECTION, "--stream"]
-        with (run_dir / "run.log").open("w", encoding="utf-8") as log:
-            process = subprocess.Popen(
-                command,
-                env=flower_environment(paths.flwr_home),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                cwd=run_dir,
-            )
-            assert process.stdout is not None
-            for line in process.stdout:
-                log.write(line)
-                log.flush()  # the log is readable while the job runs
-                console.print(line.rstrip(), highlight=False, markup=False)
-            code = process.wait()
-        checkpoint = run_dir / CHECKPOINT_NAME
-        done = load_checkpoint(checkpoint)["round"] if checkpoint.is_file() else 0
+        if (job_file is None) == (resume is None):
+            raise ConfigError("medfed-server run", "give a job.toml or --resume RUN_DIR")
+        if resume is not None:
+            run_dir = resume.resolve()
+            job = _resumable(run_dir)
+            paths = running_coordinator(state)
+            done = _completed_rounds(run_dir)
+            console.print(f"job {job.name}: resuming after round {done}/{job.rounds}")
+        else:
+            assert job_file is not None
+            job = load_federation_job(job_file)
+            paths = running_coordinator(state)
+            run_dir = paths.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job.name}"
+            console.print(f"job {job.name}: {job.rounds} round(s), run folder {run_dir}")
+        app_dir = write_job_app(run_dir, job, resume=resume is not None)
+        code = _stream(app_dir, paths, run_dir / "run.log", console)
+        done = _completed_rounds(run_dir)
         if code != 0 or done != job.rounds:
             raise MedfedError(
-                f"job {job.name} ended after {done}/{job.rounds} round(s) (flwr exit {code}); "
-                f"see {run_dir / 'run.log'}"
+                f"job {job.name} stopped after {done}/{job.rounds} round(s) (flwr exit {code}); "
+                f"see {run_dir / 'run.log'}; continue it with "
+                f"`medfed-server run --resume {run_dir}`"
             )
         metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
         last = metrics["federated"]["evaluate"].get(str(job.rounds), {})
         shown = ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float))
         console.print(f"job {job.name} done: {done} rounds; site validation {shown}")
-        console.print(f"global model: {checkpoint}")
+        console.print(f"global model: {run_dir / CHECKPOINT_NAME}")

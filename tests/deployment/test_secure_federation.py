@@ -7,6 +7,7 @@ here is stopped at the end of the module.
 
 import datetime
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
 from common.models import build_model
 from server.coordinator import CoordinatorPaths, flwr_cli_json
+from server.deployment_app import state_digest
 from server.job_app import write_job_app
 from server.provisioning import KitPaths, issue_server_certificate
 from simulations.synthetic_lesions import write_synthetic_lesions
@@ -282,6 +284,53 @@ def test_two_round_job_with_tls_site_auth_secagg_and_dp(federation: Federation) 
         assert all(e.bytes > 0 and len(e.sha256) == 64 for e in sent)
 
 
+def _chromium() -> str:
+    found = shutil.which("chromium")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is not installed: .ci/run installs it")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def test_the_dashboard_shows_the_runs_rounds_sites_and_privacy_in_chromium(
+    federation: Federation,
+) -> None:
+    chromium = _chromium()
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "medfed-server"), "dashboard", "--kits", str(federation.kits),
+         "--state", str(federation.state), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/runs/{federation.run_dir('trial').name}"
+    browser = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={federation.root / 'chromium-profile'}",
+    ]  # fmt: skip
+    screenshot = federation.root / "dashboard.png"
+    try:
+        wait_until(lambda: "127.0.0.1" in listening_addresses(port), 60, "the dashboard")
+        dom = subprocess.run(
+            [*browser, "--dump-dom", url], capture_output=True, text=True, timeout=120
+        ).stdout
+        subprocess.run(
+            [*browser, f"--screenshot={screenshot}", "--window-size=1200,1500", url],
+            capture_output=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        stop_tree(server)
+    print(f"dashboard screenshot: {screenshot}")
+    assert "round 2 of 2 completed" in dom
+    for site in SITES:
+        assert site in dom
+    assert dom.count("online") >= len(SITES)  # the live table of connected sites
+    assert "Privacy spent per site" in dom and f"{SITES[1]} budget" in dom
+    assert dom.count("<svg") == 4 and "bytes sent to the coordinator" in dom
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _site_command(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "medfed-site"), *args], capture_output=True, text=True, timeout=120
@@ -374,6 +423,38 @@ def test_a_gateway_with_an_expired_or_tampered_certificate_is_refused(
     finally:
         stop_tree(gateway)
     assert "CERTIFICATE_VERIFY_FAILED" in log
+
+
+def test_a_job_resumes_after_its_server_app_is_killed(federation: Federation) -> None:
+    run = federation.run_job("resumable", rounds=3, min_sites=3, epsilon=1.0)
+    assert run.stdout is not None
+    for line in run.stdout:
+        if "round 1/3" in line:  # round 1 evaluated and checkpointed; round 2 starts now
+            break
+    superlink = json.loads((federation.state / "coordinator.json").read_text())["superlink_pid"]
+    server_apps = [p for p in descendants(superlink) if "flwr-serverapp" in command_line(p)]
+    assert server_apps
+    kill(server_apps)  # the coordinator's job process dies mid-job
+    stop_tree(run)
+    run_dir = federation.run_dir("resumable")
+    interrupted = load_checkpoint(run_dir / "global_model.pt")
+    assert interrupted["round"] == 1
+
+    resumed = subprocess.run(
+        [str(BIN / "medfed-server"), "run", "--resume", str(run_dir),
+         "--state", str(federation.state)],
+        capture_output=True, text=True, timeout=540,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    digest = state_digest(interrupted["state_dict"])
+    assert (
+        f"resumes after round 1/3 from global model {digest}" in (run_dir / "run.log").read_text()
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["federated"]["evaluate"]) == {"1", "2", "3"}
+    trained = sorted((s["round"], s["site"]) for s in metrics["sites"] if s["phase"] == "train")
+    assert trained == sorted((r, s) for r in (1, 2, 3) for s in SITES)  # no round lost or twice
+    assert load_checkpoint(run_dir / "global_model.pt")["round"] == 3
 
 
 def test_a_site_provisioned_later_joins_after_enrol_and_old_kits_still_work(
