@@ -41,7 +41,7 @@ from common.errors import ConfigError
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
-from common.privacy import planned_round
+from common.privacy import PrivacyState, planned_round
 from common.tasks.classification import evaluate
 
 __all__ = [
@@ -159,6 +159,29 @@ class SiteClient(NumPyClient):
             return None
         return PrivacyLedger(self.limits.state_dir / LEDGER_FILE, self.limits.name)
 
+    def _refuse_beyond_budget(self, ledger: PrivacyLedger, previous: PrivacyState | None) -> None:
+        """Raise before training if this round would take the site past its epsilon budget."""
+        planned = planned_round(
+            self.job.privacy, len(self.data.train), self.job.train.batch_size,
+            self.job.train.local_epochs, self.job.rounds * self.job.train.local_epochs, previous,
+        )  # fmt: skip
+        ledger.check([planned], self.job.privacy.target_delta, self.limits.max_epsilon)
+
+    def _record_spending(
+        self,
+        ledger: PrivacyLedger,
+        server_round: int,
+        previous: PrivacyState | None,
+        after: PrivacyState,
+        job_epsilon: float,
+    ) -> float:
+        """Append the round's accounting to the ledger; the site's total epsilon after it."""
+        added = round_entries(previous.history if previous else [], after.history)
+        return ledger.record(
+            self.job.name, str(self.context.run_id), server_round, added,
+            self.job.privacy.target_delta, job_epsilon,
+        )  # fmt: skip
+
     def _check_weight(self) -> None:
         secure = self.job.secure_aggregation
         if secure.enabled and len(self.data.train) > secure.max_weight:
@@ -191,13 +214,8 @@ class SiteClient(NumPyClient):
         site_job = self.job.site_job(self.limits.data)
         previous = restore_privacy_state(self.context)
         ledger = self._ledger()
-        if ledger is not None:  # refuse before training if the site's budget cannot afford it
-            planned = planned_round(
-                self.job.privacy, len(self.data.train), self.job.train.batch_size,
-                self.job.train.local_epochs, self.job.rounds * self.job.train.local_epochs,
-                previous,
-            )  # fmt: skip
-            ledger.check([planned], self.job.privacy.target_delta, self.limits.max_epsilon)
+        if ledger is not None:
+            self._refuse_beyond_budget(ledger, previous)
         update = train_local_round(
             model,
             self.data.train,
@@ -225,14 +243,10 @@ class SiteClient(NumPyClient):
             metrics[keys.DELTA] = self.job.privacy.target_delta
             metrics[keys.NOISE_MULTIPLIER] = update.privacy_state.noise_multiplier
             if ledger is not None:
-                added = round_entries(
-                    previous.history if previous else [], update.privacy_state.history
-                )
                 metrics[keys.EPSILON_BUDGET] = self.limits.max_epsilon
-                metrics[keys.EPSILON_SITE_TOTAL] = ledger.record(
-                    self.job.name, str(self.context.run_id), server_round, added,
-                    self.job.privacy.target_delta, update.epsilon,
-                )  # fmt: skip
+                metrics[keys.EPSILON_SITE_TOTAL] = self._record_spending(
+                    ledger, server_round, previous, update.privacy_state, update.epsilon
+                )
         logger.info("site %s round %d: %s", self.limits.name, server_round, metrics)
         return delta, update.num_examples, metrics
 
