@@ -9,11 +9,10 @@ and the epsilon the site reported.
 
 import hashlib
 import json
-import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from client.sqlite_store import SqliteStore
 
 __all__ = ["AuditEntry", "AuditLog", "ChainReport"]
 
@@ -72,23 +71,15 @@ class ChainReport:
     problem: str = ""
 
 
-class AuditLog:
+class AuditLog(SqliteStore):
     """Append-only, hash-chained audit trail of one site in ``path`` (SQLite)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connection() as db:
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30.0)) as db, db:
-            yield db
+        super().__init__(path, _SCHEMA)
 
     def append(self, entry: AuditEntry) -> str:
         """Add ``entry`` after the current head, atomically; returns its hash."""
-        with self._connection() as db:
+        with self.connection() as db:
             db.execute("BEGIN IMMEDIATE")  # one writer at a time extends the chain
             head = db.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
             prev_hash = head[0] if head else GENESIS
@@ -103,7 +94,7 @@ class AuditLog:
 
     def entries(self) -> list[tuple[int, AuditEntry, str, str]]:
         """(id, entry, previous hash, hash) of every entry, oldest first."""
-        with self._connection() as db:
+        with self.connection() as db:
             rows = db.execute(
                 "SELECT id, recorded_at, direction, run_id, job, round, kind, bytes, sha256,"
                 " epsilon, detail, prev_hash, hash FROM audit ORDER BY id"
@@ -112,7 +103,7 @@ class AuditLog:
 
     def has_job(self, run_id: str) -> bool:
         """Whether the inbound config of run ``run_id`` is logged already."""
-        with self._connection() as db:
+        with self.connection() as db:
             found = db.execute(
                 "SELECT 1 FROM audit WHERE run_id = ? AND direction = 'in' LIMIT 1", (run_id,)
             ).fetchone()
@@ -131,7 +122,7 @@ class AuditLog:
             if entry.digest(prev_hash) != digest:
                 return ChainReport(count, False, f"entry {entry_id}: content was modified")
             expected_prev, expected_id = digest, expected_id + 1
-        with self._connection() as db:
+        with self.connection() as db:
             issued = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'audit'").fetchone()
         last = int(issued[0]) if issued else 0
         if last != expected_id - 1:

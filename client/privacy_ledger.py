@@ -8,15 +8,14 @@ accountant (composition across different noise levels and sample rates is exact 
 then converted to (epsilon, delta).
 """
 
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from opacus.accountants import RDPAccountant
 
+from client.sqlite_store import SqliteStore
 from common.errors import MedfedError
 from common.privacy import RDP_ORDERS
 
@@ -100,24 +99,16 @@ def composed_epsilon(entries: Iterable[AccountingEntry], delta: float) -> float:
     return float(accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
 
 
-class PrivacyLedger:
+class PrivacyLedger(SqliteStore):
     """Append-only record of the site's DP rounds in ``path`` (SQLite)."""
 
     def __init__(self, path: Path, site: str) -> None:
-        self.path = path
+        super().__init__(path, _SCHEMA)
         self.site = site
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connection() as db:
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30.0)) as db, db:
-            yield db
 
     def rows(self) -> list[LedgerRow]:
         """Every entry for this site, oldest first."""
-        with self._connection() as db:
+        with self.connection() as db:
             found = db.execute(
                 "SELECT recorded_at, job, run_id, round, noise_multiplier, sample_rate, steps,"
                 " delta, epsilon_job, epsilon_total FROM rounds WHERE site = ? ORDER BY id",
@@ -160,7 +151,7 @@ class PrivacyLedger:
         entries = list(entries)
         total = composed_epsilon([*self.history(), *entries], delta)
         now = time.time()
-        with self._connection() as db:
+        with self.connection() as db:
             db.executemany(
                 "INSERT INTO rounds (recorded_at, site, job, run_id, round, noise_multiplier,"
                 " sample_rate, steps, delta, epsilon_job, epsilon_total)"

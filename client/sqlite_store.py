@@ -1,0 +1,29 @@
+"""An SQLite file with a schema, opened per use: the site's ledger and audit trail build on it.
+
+Each ``with store.connection()`` is one transaction (committed on success, rolled back on
+error), so a crash never leaves half a record; a fresh connection per use lets Flower's
+per-message ClientApp processes share the file safely.
+"""
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+__all__ = ["SqliteStore"]
+
+
+class SqliteStore:
+    """Creates ``path`` with ``schema`` (idempotent DDL) and hands out transactions."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connection() as db:
+            db.executescript(schema)
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """One transaction on the file."""
+        with closing(sqlite3.connect(self.path, timeout=30.0)) as db, db:
+            yield db
