@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from client.sqlite_store import SqliteStore
+from client.sqlite_store import SqliteStore, append_only
 
 __all__ = ["AuditEntry", "AuditLog", "ChainReport"]
 
@@ -34,11 +34,7 @@ CREATE TABLE IF NOT EXISTS audit (
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-"""
+""" + append_only("audit", "the audit log")
 
 
 @dataclass(frozen=True)

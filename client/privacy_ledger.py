@@ -15,7 +15,7 @@ from pathlib import Path
 
 from opacus.accountants import RDPAccountant
 
-from client.sqlite_store import SqliteStore
+from client.sqlite_store import SqliteStore, append_only
 from common.errors import MedfedError
 from common.privacy import RDP_ORDERS
 
@@ -50,11 +50,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     epsilon_job REAL NOT NULL,
     epsilon_total REAL NOT NULL
 );
-CREATE TRIGGER IF NOT EXISTS rounds_no_update BEFORE UPDATE ON rounds
-BEGIN SELECT RAISE(ABORT, 'the privacy ledger is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS rounds_no_delete BEFORE DELETE ON rounds
-BEGIN SELECT RAISE(ABORT, 'the privacy ledger is append-only'); END;
-"""
+""" + append_only("rounds", "the privacy ledger")
 
 
 class BudgetExceededError(MedfedError):

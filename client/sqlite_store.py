@@ -10,7 +10,16 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "append_only"]
+
+
+def append_only(table: str, what: str) -> str:
+    """DDL of triggers that refuse UPDATE and DELETE on ``table`` (``what`` names it in errors)."""
+    return "".join(
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{verb.lower()} BEFORE {verb} ON {table}\n"
+        f"BEGIN SELECT RAISE(ABORT, '{what} is append-only'); END;\n"
+        for verb in ("UPDATE", "DELETE")
+    )
 
 
 class SqliteStore:
