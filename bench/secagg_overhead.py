@@ -24,7 +24,7 @@ from pathlib import Path
 
 from common.federation_job import FederationJob
 from common.models import build_model
-from server.coordinator import CoordinatorPaths, flwr_cli_json
+from server.coordinator import CoordinatorPaths, online_sites
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 BIN = Path(sys.executable).parent
@@ -54,11 +54,6 @@ def _wait(condition, timeout_s: float, what: str) -> None:
             return
         time.sleep(1.0)
     raise TimeoutError(what)
-
-
-def _online(state: Path) -> int:
-    nodes = flwr_cli_json(CoordinatorPaths(state), "supernode", "list", "medfed")["nodes"]
-    return sum(node["status"] == "online" for node in nodes)
 
 
 def _upload_per_site_round(
@@ -174,7 +169,11 @@ def main() -> None:
                     )
                 )
             started = sites
-            _wait(lambda n=sites: _online(state) >= n, 300, f"{sites} online sites")
+            _wait(
+                lambda n=sites: online_sites(CoordinatorPaths(state)) >= n,
+                300,
+                f"{sites} online sites",
+            )
             for secure in (False, True):
                 results[(sites, secure)] = _job(root, state, sites, secure, args.rounds)
                 print(f"{sites} sites, {'SecAgg+' if secure else 'plain'}: "

@@ -31,6 +31,8 @@ __all__ = [
     "CoordinatorPaths",
     "CoordinatorSettings",
     "enrol_sites",
+    "enrolled_sites",
+    "online_sites",
     "launch_superlink",
     "write_flwr_config",
 ]
@@ -203,6 +205,12 @@ def flwr_cli_json(paths: CoordinatorPaths, *args: str) -> dict[str, Any]:
     if not reply.get("success", False):
         raise MedfedError(f"flwr {' '.join(args[:2])}: {reply.get('error-message', reply)}")
     return reply
+
+
+def online_sites(paths: CoordinatorPaths) -> int:
+    """How many site nodes the SuperLink sees online now."""
+    nodes = flwr_cli_json(paths, "supernode", "list", CONNECTION)["nodes"]
+    return sum(node.get("status") == "online" for node in nodes)
 
 
 def enrolled_sites(paths: CoordinatorPaths) -> dict[str, str]:

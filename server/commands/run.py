@@ -23,7 +23,7 @@ from server.commands.options import (
     VerboseOption,
     running_coordinator,
 )
-from server.coordinator import CONNECTION, CoordinatorPaths
+from server.coordinator import CONNECTION, CoordinatorPaths, online_sites
 from server.deployment_app import CHECKPOINT_NAME
 from server.job_app import JOB_FILE, write_job_app
 
@@ -94,6 +94,12 @@ def run(
             paths = running_coordinator(state)
             run_dir = paths.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job.name}"
             console.print(f"job {job.name}: {job.rounds} round(s), run folder {run_dir}")
+        online = online_sites(paths)
+        if online < job.min_sites:
+            console.print(
+                f"{online} of the {job.min_sites} sites this job needs are online: it starts "
+                "when enough connect (`medfed-server status` lists them)"
+            )
         app_dir = write_job_app(run_dir, job, resume=resume is not None)
         code = _stream(app_dir, paths, run_dir / "run.log", console)
         done = _completed_rounds(run_dir)

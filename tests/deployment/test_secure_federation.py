@@ -36,7 +36,7 @@ from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
 from common.models import build_model
-from server.coordinator import CoordinatorPaths, flwr_cli_json
+from server.coordinator import CoordinatorPaths, flwr_cli_json, online_sites
 from server.deployment_app import state_digest
 from server.job_app import write_job_app
 from server.provisioning import KitPaths, issue_server_certificate
@@ -93,8 +93,7 @@ class Federation:
         )
 
     def online_nodes(self) -> int:
-        listing = flwr_cli_json(CoordinatorPaths(self.state), "supernode", "list", "medfed")
-        return sum(node["status"] == "online" for node in listing["nodes"])
+        return online_sites(CoordinatorPaths(self.state))
 
     def run_job(
         self, name: str, rounds: int, min_sites: int, epsilon: float = 8.0
