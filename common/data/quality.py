@@ -20,10 +20,10 @@ class IntensityStats:
 
     def add(self, values: np.ndarray) -> None:
         """Accumulate one image."""
-        flat = values.astype(np.float64).ravel()
+        flat = np.ravel(values)  # no copy: one pass each, sums accumulated in float64
         self.count += flat.size
-        self.total += float(flat.sum())
-        self.total_sq += float((flat**2).sum())
+        self.total += float(flat.sum(dtype=np.float64))
+        self.total_sq += float(np.dot(flat, flat))
         self.minimum = min(self.minimum, float(flat.min()))
         self.maximum = max(self.maximum, float(flat.max()))
 
