@@ -118,6 +118,10 @@ def main() -> None:
     )
     run = [str(BIN / "medfed-server"), "provision", "--federation", str(spec), "--out"]
     subprocess.run([*run, str(root / "kits")], check=True, capture_output=True)
+    for settings in (root / "kits" / "sites").glob("*/site.toml"):  # room for all four jobs
+        settings.write_text(
+            settings.read_text().replace("max-epsilon = 8.0", "max-epsilon = 100.0")
+        )
     state = root / "state"
     processes = [
         subprocess.Popen(
@@ -163,6 +167,8 @@ def main() -> None:
                             str(_port()),
                             "--logs",
                             str(root / f"logs-{names[index]}"),
+                            "--state",
+                            str(root / f"state-{names[index]}"),
                         ],  # fmt: skip
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.STDOUT,

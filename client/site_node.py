@@ -9,7 +9,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.deployment_app import DATA_PATH, MAX_EPSILON, SITE_NAME, STATE_DIR
+from client.site_limits import DATA_PATH, MAX_EPSILON, SITE_NAME, STATE_DIR
 from common.data.loading import load_dataset
 from common.errors import ConfigError
 from common.flower_processes import flower_command, flower_environment, start_logged

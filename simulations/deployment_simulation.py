@@ -12,7 +12,9 @@ from flwr.client import Client
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from client.deployment_app import SiteClient, SiteLimits, secret_seed, secure_aggregation_mod
+from client.deployment_app import secure_aggregation_mod
+from client.site_client import SiteClient, secret_seed
+from client.site_limits import SiteLimits
 from common.federation_job import FederationJob
 from server.deployment_app import run_job
 from simulations.flower_simulation import run_apps_in_simulation

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from client.deployment_app import DATA_PATH, MAX_EPSILON, SITE_NAME, SiteLimits
+from client.site_limits import DATA_PATH, MAX_EPSILON, SITE_NAME, SiteLimits
 from client.site_node import SiteKit, supernode_command
 from common.config import PrivacyConfig
 from common.errors import ConfigError
