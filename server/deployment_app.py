@@ -33,6 +33,7 @@ from common import message_keys as keys
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.federation_job import RESUME_KEY, RUN_DIR_KEY, FederationJob
 from common.models import build_model
+from server.federated_job import CHECKPOINT_NAME
 from server.metric_aggregation import aggregate_site_metrics
 from server.run_recorder import RunRecorder
 
@@ -40,7 +41,6 @@ __all__ = ["CHECKPOINT_NAME", "FIT_SECONDS", "DeltaFedAvg", "app", "run_job", "s
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "global_model.pt"
 #: Recorded per round: seconds from sending the round's first message to the new global model.
 FIT_SECONDS = "fit_seconds"
 
