@@ -4,13 +4,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.config_files import read_toml, validate_model
 from common.data.partition import PartitionScheme
 from common.errors import ConfigError
 
 __all__ = [
+    "CLASSIFICATION_MODELS",
+    "SEGMENTATION_MODELS",
+    "TASKS",
     "JobConfig",
     "ModelConfig",
     "PrivacyConfig",
@@ -34,10 +37,16 @@ class TrainConfig(_Frozen):
     optimizer: Literal["adam", "sgd"] = "adam"
 
 
+#: The networks of each task (common.models builds them).
+CLASSIFICATION_MODELS = ("cnn", "resnet18", "densenet121")
+SEGMENTATION_MODELS = ("basicunet", "unet")
+TASKS = ("classification", "segmentation")
+
+
 class ModelConfig(_Frozen):
     """Which network to build; see common.models for the choices."""
 
-    name: Literal["cnn", "resnet18", "densenet121"] = "cnn"
+    name: Literal["cnn", "resnet18", "densenet121", "basicunet", "unet"] = "cnn"
     norm: Literal["group", "instance", "batch"] = "group"
 
 
@@ -63,6 +72,7 @@ class JobConfig(_Frozen):
     """Everything one federated training job needs, shared by server, sites and simulations."""
 
     data: Path
+    task: Literal["classification", "segmentation"] = "classification"
     num_sites: int = Field(3, ge=1, le=1000)
     rounds: int = Field(3, ge=1, le=10_000)
     partition: str = "iid"
@@ -78,6 +88,25 @@ class JobConfig(_Frozen):
     def _partition_parses(cls, value: str) -> str:
         return str(PartitionScheme.parse(value))
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_fits_task(cls, raw: Any) -> Any:
+        """Default each task to its own network; refuse a network of the other task."""
+        if not isinstance(raw, Mapping):
+            return raw
+        task = raw.get("task", "classification")
+        model = raw.get("model")
+        model = model.model_dump() if isinstance(model, BaseModel) else dict(model or {})
+        allowed = SEGMENTATION_MODELS if task == "segmentation" else CLASSIFICATION_MODELS
+        if "name" not in model:
+            model = {"norm": "instance", **model} if task == "segmentation" else model
+            return {**raw, "model": {**model, "name": allowed[0]}}
+        if task in TASKS and model["name"] not in allowed:
+            raise ValueError(
+                f"model {model['name']!r} is not a {task} network; choose from {list(allowed)}"
+            )
+        return raw
+
     @property
     def partition_scheme(self) -> PartitionScheme:
         """The parsed site partitioning scheme."""
@@ -87,6 +116,7 @@ class JobConfig(_Frozen):
         """Flatten to the dash-separated keys of a Flower run config."""
         return {
             "data": str(self.data),
+            "task": self.task,
             "num-sites": self.num_sites,
             "num-server-rounds": self.rounds,
             "partition": self.partition,
@@ -125,6 +155,7 @@ class JobConfig(_Frozen):
 
 _FLAT_KEYS: dict[str, tuple[str | None, str]] = {
     "data": (None, "data"),
+    "task": (None, "task"),
     "num-sites": (None, "num_sites"),
     "num-server-rounds": (None, "rounds"),
     "partition": (None, "partition"),

@@ -2,7 +2,7 @@
 
 import logging
 
-from monai.networks.nets import Classifier, DenseNet121, ResNet
+from monai.networks.nets import BasicUNet, Classifier, DenseNet121, ResNet, UNet
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -67,6 +67,35 @@ def build_model(
             out_channels=num_classes,
             act=act,
             norm=_norm(config.norm, 8),
+        )
+    elif config.name == "basicunet":
+        # Upsampling by interpolation then convolution: every trainable layer is a Conv2d or a
+        # norm that Opacus computes per-sample gradients for with its fast hooks.
+        model = BasicUNet(
+            spatial_dims=len(image_size),
+            in_channels=in_channels,
+            out_channels=num_classes,
+            features=(16, 16, 32, 64, 128, 16),
+            act=("leakyrelu", {"negative_slope": 0.1, "inplace": False}),
+            norm=_norm(config.norm, 8)
+            if config.norm != "instance"
+            else ("instance", {"affine": True}),
+            upsample="nontrainable",
+        )
+    elif config.name == "unet":
+        # MONAI's residual UNet: transposed convolutions upsample (Opacus trains those through
+        # its slower functorch path).
+        model = UNet(
+            spatial_dims=len(image_size),
+            in_channels=in_channels,
+            out_channels=num_classes,
+            channels=(16, 32, 64, 128),
+            strides=(2, 2, 2),
+            num_res_units=1,
+            act=act,
+            norm=_norm(config.norm, 8)
+            if config.norm != "instance"
+            else ("instance", {"affine": True}),
         )
     else:  # pragma: no cover - ModelConfig validation forbids other names
         raise ValueError(f"unknown model {config.name!r}")

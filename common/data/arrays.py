@@ -5,7 +5,10 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DatasetSplits", "ImageArrays"]
+__all__ = ["DEFAULT_SEGMENT_NAMES", "DatasetSplits", "ImageArrays"]
+
+#: Mask classes when the data does not name them: background and one foreground class.
+DEFAULT_SEGMENT_NAMES = ("background", "lesion")
 
 
 @dataclass(frozen=True)
@@ -13,11 +16,15 @@ class ImageArrays:
     """Images float32 [N, C, H, W] in [0, 1], integer labels [N], optional site ids [N].
 
     ``sites`` is set for data that is multi-site already (one cache per hospital).
+    ``masks`` (uint8 [N, H, W], class index per pixel, 0 = background) is set for
+    segmentation data; ``labels`` then says whether a slice holds any foreground, which keeps
+    partitioning and class balance reports working for both tasks.
     """
 
     images: np.ndarray
     labels: np.ndarray
     sites: np.ndarray | None = None
+    masks: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -26,23 +33,32 @@ class ImageArrays:
             raise ValueError(
                 f"labels shape {self.labels.shape} does not match {self.images.shape[0]} images"
             )
+        expected = (self.images.shape[0], *self.images.shape[2:])
+        if self.masks is not None and self.masks.shape != expected:
+            raise ValueError(f"masks must be [N, H, W] = {expected}, got {self.masks.shape}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, indices: np.ndarray) -> "ImageArrays":
         """Return the samples at ``indices`` (a copy)."""
-        sites = self.sites[indices] if self.sites is not None else None
-        return ImageArrays(images=self.images[indices], labels=self.labels[indices], sites=sites)
+        return ImageArrays(
+            images=self.images[indices],
+            labels=self.labels[indices],
+            sites=self.sites[indices] if self.sites is not None else None,
+            masks=self.masks[indices] if self.masks is not None else None,
+        )
 
     @staticmethod
     def concatenate(parts: "list[ImageArrays]") -> "ImageArrays":
         """Join several arrays (for example all sites' data, for the pooled baseline)."""
         has_sites = all(p.sites is not None for p in parts)
+        has_masks = all(p.masks is not None for p in parts)
         return ImageArrays(
             images=np.concatenate([p.images for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
             sites=np.concatenate([p.sites for p in parts]) if has_sites else None,  # type: ignore[misc]
+            masks=np.concatenate([p.masks for p in parts]) if has_masks else None,  # type: ignore[misc]
         )
 
 
@@ -55,6 +71,19 @@ class DatasetSplits:
     test: ImageArrays
     class_names: tuple[str, ...]
     source: Path
+    #: Names of the mask values 0..K-1 of segmentation data (0 is the background).
+    segment_names: tuple[str, ...] | None = None
+
+    @property
+    def has_masks(self) -> bool:
+        """True when every split carries segmentation masks."""
+        return all(part.masks is not None for part in (self.train, self.val, self.test))
+
+    def output_classes(self, task: str) -> int:
+        """Output channels of the model for ``task``: image classes, or mask classes."""
+        if task == "segmentation":
+            return len(self.segment_names or DEFAULT_SEGMENT_NAMES)
+        return self.num_classes
 
     @property
     def num_classes(self) -> int:
