@@ -111,6 +111,11 @@ def prepare_series(
     report.files_seen = scan.files_seen
     for problem in scan.problems:
         report.skip(problem.path.as_posix(), problem.reason)
+    for path in scan.segmentations:
+        report.skip(
+            path.relative_to(scan.root).as_posix(),
+            "DICOM SEG: its masks are read only when preparing a segmentation task",
+        )
     for done, series in enumerate(scan.series.values(), start=1):
         if on_series is not None:
             on_series(done, len(scan.series))

@@ -26,7 +26,7 @@ NON_IMAGE_MODALITIES = frozenset({"SEG", "RTDOSE", "RTSTRUCT", "RTPLAN", "SR", "
 # Only these header values are read; they stay at the site (see docs/privacy.md).
 _HEADER_TAGS = [
     "SeriesInstanceUID", "StudyInstanceUID", "Modality", "ImagePositionPatient",
-    "ImageOrientationPatient", "InstanceNumber", "PixelSpacing", "Rows",
+    "ImageOrientationPatient", "InstanceNumber", "PixelSpacing", "Rows", "SOPInstanceUID",
 ]  # fmt: skip
 
 
@@ -47,6 +47,8 @@ class SliceHeader:
     orientation: tuple[float, ...] | None
     instance_number: int | None
     pixel_spacing: tuple[float, float] | None
+    #: Kept in memory to match DICOM SEG frames to their source image; never written out.
+    sop_instance_uid: str = ""
 
 
 @dataclass
@@ -81,6 +83,8 @@ class DicomScan:
     series: dict[str, SeriesFiles]
     problems: list[FileProblem]
     files_seen: int
+    #: DICOM SEG objects (Modality SEG): segmentation masks of the image series.
+    segmentations: list[Path] = field(default_factory=list)
 
 
 def _normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
@@ -120,6 +124,7 @@ def _slice_header(path: Path, ds: pydicom.Dataset) -> SliceHeader:
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
         instance_number=instance_number,
         pixel_spacing=spacing,  # type: ignore[arg-type]
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
     )
 
 
@@ -143,6 +148,7 @@ def scan_dicom_folder(root: Path, on_file: Callable[[int, int], None] | None = N
     files = sorted(p for p in root.rglob("*") if p.is_file())
     series: dict[str, SeriesFiles] = {}
     problems: list[FileProblem] = []
+    segmentations: list[Path] = []
     for done, path in enumerate(files, start=1):
         if on_file is not None:
             on_file(done, len(files))
@@ -150,6 +156,8 @@ def scan_dicom_folder(root: Path, on_file: Callable[[int, int], None] | None = N
         relative = path.relative_to(root)
         if ds is None:
             problems.append(FileProblem(relative, reason or "unreadable"))
+        elif str(ds.get("Modality", "")) == "SEG":
+            segmentations.append(path)
         elif not ds.get("Rows"):
             problems.append(FileProblem(relative, "DICOM file without an image (no Rows element)"))
         elif not ds.get("SeriesInstanceUID"):
@@ -181,4 +189,10 @@ def scan_dicom_folder(root: Path, on_file: Callable[[int, int], None] | None = N
     for entry in series.values():
         _order(entry)
     logger.info("scanned %d files: %d series, %d skipped", len(files), len(series), len(problems))
-    return DicomScan(root=root, series=series, problems=problems, files_seen=len(files))
+    return DicomScan(
+        root=root,
+        series=series,
+        problems=problems,
+        files_seen=len(files),
+        segmentations=segmentations,
+    )

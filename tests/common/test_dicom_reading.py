@@ -46,7 +46,8 @@ def test_pydicom_sample_files_each_get_a_clear_outcome() -> None:
     )
     assert "badVR.dcm" in reasons  # bad value representation: listed, not a crash
     used = {h.path.name for s in scan.series.values() for h in s.slices}
-    assert scan.files_seen == len(used) + len(scan.problems)  # nothing vanishes
+    # nothing vanishes: every file is an image, a segmentation object or a listed problem
+    assert scan.files_seen == len(used) + len(scan.segmentations) + len(scan.problems)
 
 
 def test_truncated_pixel_data_raises_for_that_file_only() -> None:
