@@ -1,0 +1,88 @@
+"""Map model-size outputs back onto the source images, and DICOM geometry as a NIfTI affine."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import ResizeWithPadOrCrop, Zoom
+
+from common.data.dicom_scan import SliceHeader
+
+__all__ = ["dicom_affine", "to_source_size"]
+
+#: DICOM patient coordinates are LPS; NIfTI world coordinates are RAS.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _zoomed_shape(source: tuple[int, int], zoom: tuple[float, float]) -> tuple[int, int]:
+    """The size MONAI's Zoom (as used by ``resample_images``) gives a source image."""
+    zoomed = Zoom(zoom=zoom, keep_size=False, mode="nearest")(np.zeros((1, *source), np.float32))
+    return int(zoomed.shape[1]), int(zoomed.shape[2])
+
+
+def _undo_pad_or_crop(arrays: np.ndarray, zoomed: tuple[int, int]) -> np.ndarray:
+    """Invert the centre crop or pad of ``resample_images``: [N, s, s] -> [N, *zoomed].
+
+    The crop/pad offsets are read off MONAI's own transform by passing pixel indices through
+    it, so the inverse matches it exactly; pixels cropped away forward come back as zeros.
+    """
+    size = arrays.shape[1:]
+    index = np.arange(1, zoomed[0] * zoomed[1] + 1, dtype=np.int64).reshape(1, *zoomed)
+    placed = np.asarray(ResizeWithPadOrCrop(spatial_size=size)(index))[0]
+    kept = placed > 0
+    out = np.zeros((arrays.shape[0], zoomed[0] * zoomed[1]), dtype=arrays.dtype)
+    out[:, placed[kept] - 1] = arrays[:, kept]
+    return out.reshape(arrays.shape[0], *zoomed)
+
+
+def to_source_size(
+    arrays: np.ndarray,
+    source: tuple[int, int],
+    spacing: tuple[float, float] | None,
+    target_spacing: float | None,
+    nearest: bool,
+) -> np.ndarray:
+    """Resample model-size maps [N, s, s] back to the source images' [N, rows, cols].
+
+    The inverse of :func:`common.data.resampling.resample_images`: without physical spacing a
+    plain resize; with ``spacing`` and ``target_spacing`` the centre crop/pad is undone, then
+    the zoom. ``nearest`` keeps class labels intact (masks); otherwise bilinear (heat maps).
+    """
+    if spacing is not None and target_spacing is not None:
+        zoom = (spacing[0] / target_spacing, spacing[1] / target_spacing)
+        arrays = _undo_pad_or_crop(arrays, _zoomed_shape(source, zoom))
+    tensor = torch.from_numpy(np.ascontiguousarray(arrays, dtype=np.float32))[:, None]
+    mode = "nearest-exact" if nearest else "bilinear"
+    resized = F.interpolate(
+        tensor, size=source, mode=mode, align_corners=None if nearest else False
+    )[:, 0].numpy()
+    return np.rint(resized).astype(arrays.dtype) if nearest else resized
+
+
+def dicom_affine(slices: Sequence[SliceHeader]) -> np.ndarray | None:
+    """NIfTI (RAS) affine of a slice stack indexed (column, row, slice), or None if unknown.
+
+    Built from the first slice's position and orientation, the pixel spacing and the step
+    between the first and last slice positions (the slice normal, 1 mm, for a single slice).
+    """
+    first, last = slices[0], slices[-1]
+    if first.orientation is None or first.position is None or first.pixel_spacing is None:
+        return None
+    row_cosine = np.asarray(first.orientation[:3], dtype=np.float64)
+    column_cosine = np.asarray(first.orientation[3:], dtype=np.float64)
+    row_spacing, column_spacing = first.pixel_spacing
+    origin = np.asarray(first.position, dtype=np.float64)
+    if len(slices) > 1 and last.position is not None:
+        step = (np.asarray(last.position, dtype=np.float64) - origin) / (len(slices) - 1)
+    else:
+        step = np.cross(row_cosine, column_cosine)
+    if not np.any(step):
+        step = np.cross(row_cosine, column_cosine)
+    affine = np.eye(4)
+    # Column index i moves along the row direction, row index j along the column direction.
+    affine[:3, 0] = row_cosine * column_spacing
+    affine[:3, 1] = column_cosine * row_spacing
+    affine[:3, 2] = step
+    affine[:3, 3] = origin
+    return _LPS_TO_RAS @ affine

@@ -1,0 +1,92 @@
+"""Load a checkpoint written by medfed training and rebuild its network for inference."""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from common.checkpoint import load_checkpoint
+from common.config import JobConfig
+from common.config_files import validate_model
+from common.data.arrays import DEFAULT_SEGMENT_NAMES
+from common.errors import DataFormatError
+from common.models import build_model
+
+__all__ = ["TrainedModel", "load_trained_model", "output_names"]
+
+_REQUIRED = ("state_dict", "job", "in_channels", "num_classes", "image_size")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A network in eval mode with what inference needs to know about it."""
+
+    network: nn.Module
+    task: str
+    model_name: str
+    in_channels: int
+    #: Side of the square images the network was trained on (pixels).
+    size: int
+    #: Classification: image classes. Segmentation: mask classes, 0 = background.
+    output_names: tuple[str, ...]
+    round_number: int
+
+
+def output_names(payload: dict[str, Any], task: str, num_classes: int) -> tuple[str, ...]:
+    """The checkpoint's ``class_names`` when it has one per output, else default names.
+
+    Classification defaults to "0".."K-1"; segmentation to background + lesion (two classes)
+    or background + "1".."K-1".
+    """
+    names = tuple(str(n) for n in payload.get("class_names") or ())
+    if len(names) == num_classes:
+        return names
+    if task == "segmentation":
+        if num_classes == len(DEFAULT_SEGMENT_NAMES):
+            return DEFAULT_SEGMENT_NAMES
+        return ("background", *(str(k) for k in range(1, num_classes)))
+    return tuple(str(k) for k in range(num_classes))
+
+
+def load_trained_model(path: Path) -> TrainedModel:
+    """Read ``path`` (see :func:`common.checkpoint.save_checkpoint`) and rebuild its network.
+
+    Raises:
+        DataFormatError: The file is missing, is not a medfed checkpoint, or its weights do not
+            fit the network its job describes.
+        ConfigError: The checkpoint's job configuration is invalid.
+    """
+    if not path.is_file():
+        raise DataFormatError(path, "checkpoint file not found")
+    try:
+        payload = load_checkpoint(path)
+    except Exception as exc:  # torch.load raises many types on foreign or damaged files
+        raise DataFormatError(path, f"not a medfed checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or any(key not in payload for key in _REQUIRED):
+        raise DataFormatError(path, f"not a medfed checkpoint (needs keys {list(_REQUIRED)})")
+    job = validate_model(JobConfig, payload["job"], f"{path} (job)")
+    height, width = (int(v) for v in payload["image_size"])
+    if height != width:
+        raise DataFormatError(path, f"image size {height}x{width} is not square")
+    in_channels, num_classes = int(payload["in_channels"]), int(payload["num_classes"])
+    if in_channels != 1:
+        raise DataFormatError(
+            path, f"the network takes {in_channels} channels; predict reads grayscale images"
+        )
+    network = build_model(job.model, in_channels, num_classes, (height, width), dp_enabled=False)
+    try:
+        network.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        reason = str(exc).splitlines()[0]
+        raise DataFormatError(path, f"weights do not fit a {job.model.name} ({reason})") from None
+    network.eval()
+    return TrainedModel(
+        network=network,
+        task=job.task,
+        model_name=job.model.name,
+        in_channels=in_channels,
+        size=height,
+        output_names=output_names(payload, job.task, num_classes),
+        round_number=int(payload.get("round", 0)),
+    )

@@ -1,0 +1,270 @@
+"""``medfed predict``: run a trained model over a site's images and write what it predicts."""
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from client.inference.dicom_seg import SegWriteError, write_dicom_seg
+from client.inference.geometry import to_source_size
+from client.inference.inputs import PreparedInput, read_input
+from client.inference.model import TrainedModel, load_trained_model
+from client.inference.overlays import heat_overlay, mask_overlay, write_png
+from client.inference.saliency import Saliency
+from client.inference.sources import Skipped, find_sources
+from client.inference.writers import PredictionsCsv, write_nifti_mask
+from common.data.dicom_prepare import PreprocessingConfig
+from common.errors import DataFormatError
+
+__all__ = ["PredictOptions", "run_predict"]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_NAME = "summary.json"
+CSV_NAME = "predictions.csv"
+_COLUMNS = (
+    TextColumn("{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeElapsedColumn(),
+)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """What ``medfed predict`` was asked to do."""
+
+    model: Path
+    input: Path
+    out: Path
+    #: As ``medfed-site prepare``'s --window, --ct-window and --spacing: they must match.
+    window: str = "auto"
+    ct_window: str = "soft-tissue"
+    spacing: float | None = None
+    batch_size: int = 32
+    saliency: bool = True
+
+
+class _Stems:
+    """Distinct, file-system-safe output names derived from input paths."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        base = re.sub(r"(\.nii\.gz|\.nii|\.dcm|\.png|\.jpe?g)$", "", name, flags=re.IGNORECASE)
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", base.replace("/", "__")).strip("._") or "input"
+        stem, number = base, 2
+        while stem in self._used:
+            stem, number = f"{base}_{number}", number + 1
+        self._used.add(stem)
+        return stem
+
+
+def _probabilities(model: TrainedModel, batch: np.ndarray, batch_size: int) -> np.ndarray:
+    """Softmax over the network's outputs: [N, K] or [N, K, size, size]."""
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(batch), batch_size):
+            logits = model.network(torch.from_numpy(batch[start : start + batch_size]))
+            parts.append(torch.softmax(logits, dim=1).numpy())
+    return np.concatenate(parts)
+
+
+class _Predictor:
+    """Writes one input's outputs; keeps what is shared across inputs (CSV, Grad-CAM hooks)."""
+
+    def __init__(self, model: TrainedModel, options: PredictOptions) -> None:
+        self.model = model
+        self.options = options
+        self.stems = _Stems()
+        self.csv: PredictionsCsv | None = None
+        self.saliency: Saliency | None = None
+        if model.task == "classification":
+            self.csv = PredictionsCsv(options.out / CSV_NAME, model.output_names)
+            if options.saliency:
+                self.saliency = Saliency(model.network, model.in_channels, model.size)
+
+    def _png_paths(self, folder: str, stem: str, count: int) -> list[Path]:
+        base = self.options.out / folder
+        if count == 1:
+            return [base / f"{stem}.png"]
+        return [base / stem / f"slice-{i:04d}.png" for i in range(count)]
+
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.options.out).as_posix()
+
+    def classify(self, item: PreparedInput, stem: str) -> dict[str, Any]:
+        """CSV rows and Grad-CAM overlays of one input; returns its summary entry."""
+        probs = _probabilities(self.model, item.batch, self.options.batch_size)
+        predicted = probs.argmax(axis=1)
+        assert self.csv is not None
+        self.csv.add(item.image_files, range(len(probs)), item.image_frames, probs)
+        counts = np.bincount(predicted, minlength=len(self.model.output_names))
+        entry: dict[str, Any] = {
+            "predicted": {n: int(c) for n, c in zip(self.model.output_names, counts, strict=True)}
+        }
+        if self.saliency is not None:
+            maps = self.saliency(item.batch, predicted)
+            heat = to_source_size(
+                maps, item.display.shape[1:], item.spacing, self.options.spacing, nearest=False
+            )
+            paths = self._png_paths("saliency", stem, len(heat))
+            for image, heat_map, path in zip(item.display, heat, paths, strict=True):
+                write_png(heat_overlay(image, heat_map), path)
+            entry["saliency_overlays"] = [self._relative(p) for p in paths]
+        return entry
+
+    def segment(self, item: PreparedInput, stem: str) -> dict[str, Any]:
+        """NIfTI mask, DICOM SEG (DICOM input) and overlays of one input; its summary entry."""
+        probs = _probabilities(self.model, item.batch, self.options.batch_size)
+        small = probs.argmax(axis=1).astype(np.uint8)
+        masks = to_source_size(
+            small, item.display.shape[1:], item.spacing, self.options.spacing, nearest=True
+        )
+        names = self.model.output_names
+        pixels = np.bincount(masks.ravel(), minlength=len(names))
+        entry: dict[str, Any] = {
+            "foreground_pixels": {n: int(c) for n, c in zip(names[1:], pixels[1:], strict=True)},
+            "slices_with_foreground": int((masks.reshape(len(masks), -1) > 0).any(axis=1).sum()),
+        }
+        nifti = write_nifti_mask(masks, item.affine, self.options.out / "masks" / f"{stem}.nii.gz")
+        entry["mask_nifti"] = self._relative(nifti)
+        if item.affine is None:
+            entry.setdefault("notes", []).append("geometry unknown: the NIfTI mask has 1 mm voxels")
+        if item.source.kind == "dicom":
+            try:
+                seg = write_dicom_seg(
+                    item.dicom_files,
+                    masks,
+                    names,
+                    self.options.out / "dicom_seg" / f"{stem}.dcm",
+                    algorithm_name=f"medfed {self.model.model_name}",
+                    algorithm_version=f"{_package_version()} round {self.model.round_number}",
+                )
+                entry["dicom_seg"] = self._relative(seg)
+            except SegWriteError as exc:
+                entry.setdefault("notes", []).append(f"DICOM SEG not written: {exc}")
+        if not pixels[1:].any():
+            entry.setdefault("notes", []).append(
+                "no foreground predicted: the mask is empty (the DICOM SEG, if any, holds an "
+                "empty frame per source image)"
+            )
+        paths = self._png_paths("overlays", stem, len(masks))
+        for image, mask, path in zip(item.display, masks, paths, strict=True):
+            write_png(mask_overlay(image, mask), path)
+        entry["overlays"] = [self._relative(p) for p in paths]
+        return entry
+
+    def __call__(self, item: PreparedInput) -> dict[str, Any]:
+        stem = self.stems(item.source.name)
+        entry: dict[str, Any] = {
+            "input": item.source.name,
+            "kind": item.source.kind,
+            "images": len(item.batch),
+        }
+        run = self.classify if self.model.task == "classification" else self.segment
+        entry.update(run(item, stem))
+        return entry
+
+    def close(self) -> None:
+        """Close predictions.csv."""
+        if self.csv is not None:
+            self.csv.close()
+
+
+def _package_version() -> str:
+    try:
+        return version("medfed")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _write_summary(
+    options: PredictOptions,
+    model: TrainedModel,
+    entries: list[dict[str, Any]],
+    skipped: list[Skipped],
+) -> Path:
+    """summary.json: the model, the preprocessing, what was written per input, what was skipped."""
+    summary = {
+        "checkpoint": str(options.model),
+        "task": model.task,
+        "network": model.model_name,
+        "round": model.round_number,
+        "image_size": model.size,
+        "outputs": list(model.output_names),
+        "preprocessing": {
+            "window": options.window,
+            "ct_window": options.ct_window,
+            "spacing_mm": options.spacing,
+        },
+        "predictions_csv": CSV_NAME if model.task == "classification" else None,
+        "inputs": entries,
+        "skipped": [{"input": s.input, "reason": s.reason} for s in skipped],
+    }
+    path = options.out / SUMMARY_NAME
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def run_predict(options: PredictOptions, console: Console) -> dict[str, Any]:
+    """Predict on every input under ``options.input``; returns what summary.json holds.
+
+    Inputs that cannot be read are skipped and listed; the others are still predicted.
+
+    Raises:
+        DataFormatError: The checkpoint cannot be used, a single input file cannot be read, or
+            nothing under the input folder can be (summary.json lists why).
+        ConfigError: The checkpoint's job configuration is invalid.
+    """
+    model = load_trained_model(options.model)
+    config = PreprocessingConfig(
+        window=options.window,
+        ct_window=options.ct_window,
+        target_spacing=options.spacing,
+        size=model.size,
+    )
+    options.out.mkdir(parents=True, exist_ok=True)
+    single_file = options.input.is_file()
+    entries: list[dict[str, Any]] = []
+    predictor = _Predictor(model, options)
+    try:
+        with Progress(*_COLUMNS, console=console, transient=True) as progress:
+            scanning = progress.add_task("scan inputs", total=None)
+            found = find_sources(
+                options.input,
+                exclude=options.out,
+                on_file=lambda done, total: progress.update(scanning, completed=done, total=total),
+            )
+            skipped = list(found.skipped)
+            predicting = progress.add_task("predict", total=len(found.sources))
+            for source in found.sources:
+                try:
+                    item = read_input(source, found.root, config)
+                except DataFormatError as exc:
+                    if single_file:
+                        raise
+                    skipped.append(Skipped(source.name, exc.reason))
+                else:
+                    skipped += item.skipped
+                    entries.append(predictor(item))
+                progress.advance(predicting)
+    finally:
+        predictor.close()
+    summary_path = _write_summary(options, model, entries, skipped)
+    if not entries:
+        raise DataFormatError(
+            options.input,
+            f"no readable image among the inputs ({len(skipped)} skipped; see {summary_path})",
+        )
+    logger.info("predicted %d inputs, skipped %d files", len(entries), len(skipped))
+    return json.loads(summary_path.read_text(encoding="utf-8"))
