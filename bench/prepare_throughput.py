@@ -25,7 +25,7 @@ from common.data.loading import load_dataset
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
 from common.data.site_cache import write_site_cache
-from common.tasks.classification import make_loader
+from common.tasks.training import make_loader
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
 
 
@@ -72,7 +72,7 @@ def main() -> None:
 
         start = time.perf_counter()
         splits = load_dataset(Path(scratch) / "cache")
-        for _ in make_loader(splits.train, 32, shuffle=True, seed=0):
+        for _ in make_loader(splits.train.images, splits.train.labels, 32, shuffle=True, seed=0):
             pass
         cached_epoch = time.perf_counter() - start
         # An uncached epoch must decode and preprocess the same images again.

@@ -8,12 +8,12 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client.privacy_state import restore_privacy_state, store_privacy_state
-from client.site_data import load_site_data
+from client.site_data import load_site_data, output_names
 from common import message_keys as keys
 from common.config import JobConfig
 from common.local_training import train_local_round
 from common.models import build_model
-from common.tasks.classification import evaluate
+from common.tasks.registry import task_for
 
 __all__ = ["app", "create_client_app"]
 
@@ -75,7 +75,7 @@ def create_client_app(job: JobConfig | None = None) -> ClientApp:
         site_id, data = load_site_data(config, context.node_config)
         model = _model_with_global_weights(config, msg, data.val.images.shape[1:])
         if len(data.val) > 0:
-            results = evaluate(model, data.val)
+            results = task_for(config.task).evaluate(model, data.val, output_names(config))
             results[keys.EVAL_LOSS] = results.pop("loss")
         else:
             results = {keys.EVAL_LOSS: math.nan}

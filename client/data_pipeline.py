@@ -5,10 +5,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from common.data.arrays import DEFAULT_SEGMENT_NAMES
 from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, prepare_series
 from common.data.dicom_scan import scan_dicom_folder
+from common.data.dicom_seg import read_segmentations
 from common.data.label_manifest import LabelManifest
-from common.data.nifti_cases import find_nifti_cases, is_nifti_folder
+from common.data.nifti_cases import find_nifti_cases, is_nifti_folder, segment_names_of
 from common.data.nifti_prepare import prepare_nifti_cases
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
@@ -31,11 +33,15 @@ def run_pipeline(
     pseudonymise: SitePseudonymiser,
     keep_pixels: bool,
     console: Console,
+    segmentation: bool = False,
+    segment_names: tuple[str, ...] | None = None,
 ) -> tuple[PreparedImages, QualityReport]:
     """Scan ``data`` then decode every series; progress is shown on ``console``.
 
     A folder with ``dataset.json`` (Medical Segmentation Decathlon) or ``images/`` of NIfTI
-    files is read as NIfTI cases whose masks label the slices; anything else as DICOM.
+    files is read as NIfTI cases whose masks label the slices; anything else as DICOM. With
+    ``segmentation`` DICOM images are labelled by the DICOM SEG objects found among the files
+    (classes ``segment_names``, background first; by default the SEG labels found, sorted).
     """
     if not data.is_dir():
         raise DataFormatError(data, "not a folder")
@@ -47,6 +53,7 @@ def run_pipeline(
             prepared = prepare_nifti_cases(
                 cases, config, pseudonymise, report, keep_pixels=keep_pixels,
                 on_case=lambda done, total: progress.update(reading, completed=done),
+                segment_names=segment_names or segment_names_of(data) or DEFAULT_SEGMENT_NAMES,
             )  # fmt: skip
         return prepared, report
     with Progress(*_COLUMNS, console=console) as progress:
@@ -54,6 +61,13 @@ def run_pipeline(
         scan = scan_dicom_folder(
             data, on_file=lambda done, total: progress.update(scanning, completed=done, total=total)
         )
+        masks = None
+        if segmentation:
+            if not scan.segmentations:
+                raise DataFormatError(
+                    data, f"no DICOM SEG object among {scan.files_seen} files to take masks from"
+                )
+            masks = read_segmentations(scan.segmentations, data, report, segment_names)
         decoding = progress.add_task("decode series", total=len(scan.series))
         prepared = prepare_series(
             scan,
@@ -63,6 +77,7 @@ def run_pipeline(
             report,
             keep_pixels=keep_pixels,
             on_series=lambda done, total: progress.update(decoding, completed=done),
+            segmentations=masks,
         )
         progress.update(decoding, completed=len(scan.series))
     if not scan.series:

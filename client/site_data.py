@@ -9,8 +9,9 @@ from common.data.arrays import DatasetSplits
 from common.data.federated_split import SiteData, split_across_sites
 from common.data.loading import load_dataset
 from common.errors import ConfigError
+from common.tasks.registry import task_for
 
-__all__ = ["load_site_data", "site_index"]
+__all__ = ["load_site_data", "output_names", "site_index"]
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
@@ -42,6 +43,11 @@ def site_index(node_config: Mapping[str, object]) -> tuple[int, int]:
             "node config", f"{PARTITION_ID}={partition_id} not in [0, {num_partitions})"
         )
     return partition_id, num_partitions
+
+
+def output_names(job: JobConfig) -> tuple[str, ...]:
+    """Names of the model's output classes (image classes, or mask classes for segmentation)."""
+    return task_for(job.task).output_names(_dataset(job.data, job.image_size, job.seed))
 
 
 def load_site_data(job: JobConfig, node_config: Mapping[str, object]) -> tuple[int, SiteData]:

@@ -18,6 +18,7 @@ def save_checkpoint(
     num_classes: int,
     image_size: tuple[int, int],
     metrics: dict[str, float] | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> Path:
     """Write atomically (temporary file, then rename) so a crash never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,6 +30,8 @@ def save_checkpoint(
         "num_classes": num_classes,
         "image_size": list(image_size),
         "metrics": metrics or {},
+        # Names of the outputs: image classes, or mask classes (0 = background) for segmentation.
+        "class_names": list(class_names or ()),
     }
     partial = path.with_suffix(path.suffix + ".partial")
     torch.save(payload, partial)

@@ -9,7 +9,8 @@ from torch import nn
 from common.config import JobConfig
 from common.data.arrays import ImageArrays
 from common.privacy import PrivacyState, SitePrivacyEngine
-from common.tasks.classification import make_loader, train_epochs
+from common.tasks.registry import task_for
+from common.tasks.training import make_loader, train_epochs
 
 __all__ = ["LocalUpdate", "train_local_round"]
 
@@ -48,7 +49,10 @@ def train_local_round(
     """
     torch.manual_seed(seed)
     model.train()
-    loader = make_loader(data, job.train.batch_size, shuffle=True, seed=seed)
+    task = task_for(job.task)
+    loader = make_loader(
+        data.images, task.targets(data), job.train.batch_size, shuffle=True, seed=seed
+    )
     optimizer = _optimizer(model, job)
     engine: SitePrivacyEngine | None = None
     trained: nn.Module = model
@@ -66,7 +70,9 @@ def train_local_round(
                 state=privacy_state,
             )
             trained, optimizer, loader = engine.make_private(model, optimizer, loader)
-        stats = train_epochs(trained, loader, optimizer, job.train.local_epochs, proximal_mu)
+        stats = train_epochs(
+            trained, loader, optimizer, job.train.local_epochs, task.criterion(), proximal_mu
+        )
     if engine is not None:
         engine.release(trained)
     # GradSampleModule wraps the model; `model` itself holds the trained weights either way.

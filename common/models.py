@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from common.config import ModelConfig
-from common.errors import ModelNotPrivacyCompatibleError
+from common.errors import ConfigError, ModelNotPrivacyCompatibleError
 
 __all__ = ["build_model", "check_privacy_compatible", "count_parameters"]
 
@@ -68,7 +68,35 @@ def build_model(
             act=act,
             norm=_norm(config.norm, 8),
         )
-    elif config.name == "basicunet":
+    elif config.name in _DOWNSAMPLING:
+        model = _segmentation_network(config, in_channels, num_classes, image_size)
+    else:  # pragma: no cover - ModelConfig validation forbids other names
+        raise ValueError(f"unknown model {config.name!r}")
+    if dp_enabled:
+        check_privacy_compatible(model, config.name)
+    logger.info(
+        "built %s (%s norm): %d parameters", config.name, config.norm, count_parameters(model)
+    )
+    return model
+
+
+#: How often each segmentation network halves the image: sides must divide by 2**n.
+_DOWNSAMPLING = {"basicunet": 4, "unet": 3}
+
+
+def _segmentation_network(
+    config: ModelConfig, in_channels: int, num_classes: int, image_size: tuple[int, ...]
+) -> nn.Module:
+    """A MONAI U-Net; refuses image sizes its encoder cannot halve down to 2 x 2 pixels."""
+    factor = 2 ** _DOWNSAMPLING[config.name]
+    if any(side % factor or side < 2 * factor for side in image_size):
+        raise ConfigError(
+            "model",
+            f"{config.name} needs image sides that are multiples of {factor} and at least "
+            f"{2 * factor}, got {tuple(image_size)}: prepare the data with a matching --size",
+        )
+    norm = _norm(config.norm, 8) if config.norm != "instance" else ("instance", {"affine": True})
+    if config.name == "basicunet":
         # Upsampling by interpolation then convolution: every trainable layer is a Conv2d or a
         # norm that Opacus computes per-sample gradients for with its fast hooks.
         model = BasicUNet(
@@ -77,12 +105,10 @@ def build_model(
             out_channels=num_classes,
             features=(16, 16, 32, 64, 128, 16),
             act=("leakyrelu", {"negative_slope": 0.1, "inplace": False}),
-            norm=_norm(config.norm, 8)
-            if config.norm != "instance"
-            else ("instance", {"affine": True}),
+            norm=norm,
             upsample="nontrainable",
         )
-    elif config.name == "unet":
+    else:
         # MONAI's residual UNet: transposed convolutions upsample (Opacus trains those through
         # its slower functorch path).
         model = UNet(
@@ -92,18 +118,9 @@ def build_model(
             channels=(16, 32, 64, 128),
             strides=(2, 2, 2),
             num_res_units=1,
-            act=act,
-            norm=_norm(config.norm, 8)
-            if config.norm != "instance"
-            else ("instance", {"affine": True}),
+            act=("relu", {"inplace": False}),
+            norm=norm,
         )
-    else:  # pragma: no cover - ModelConfig validation forbids other names
-        raise ValueError(f"unknown model {config.name!r}")
-    if dp_enabled:
-        check_privacy_compatible(model, config.name)
-    logger.info(
-        "built %s (%s norm): %d parameters", config.name, config.norm, count_parameters(model)
-    )
     return model
 
 

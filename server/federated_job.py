@@ -14,7 +14,7 @@ from common.checkpoint import save_checkpoint
 from common.config import JobConfig
 from common.data.arrays import ImageArrays
 from common.models import build_model
-from common.tasks.classification import evaluate
+from common.tasks.registry import task_for
 from server.run_recorder import RunRecorder
 from server.strategies import build_strategy
 
@@ -27,11 +27,16 @@ CHECKPOINT_NAME = "global_model.pt"
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Shape of the classification task, needed to build the shared model."""
+    """Shape of the task's data and outputs, needed to build the shared model."""
 
     in_channels: int
-    num_classes: int
+    output_names: tuple[str, ...]
     image_size: tuple[int, int]
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels: image classes, or mask classes for segmentation."""
+        return len(self.output_names)
 
 
 def run_federated_job(
@@ -63,12 +68,13 @@ def run_federated_job(
             task.num_classes,
             task.image_size,
             metrics,
+            task.output_names,
         )
 
     def evaluate_centrally(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         assert test_data is not None
         model.load_state_dict(arrays.to_torch_state_dict())
-        metrics = evaluate(model, test_data)
+        metrics = task_for(job.task).evaluate(model, test_data, task.output_names)
         recorder.record_global(server_round, metrics)
         save(server_round, arrays, metrics)
         recorder.round_done(server_round)

@@ -11,7 +11,7 @@ __all__ = ["RunRecorder"]
 
 logger = logging.getLogger(__name__)
 
-_SUMMARY_KEYS = ("roc_auc", "accuracy", "balanced_accuracy", "f1")
+_SUMMARY_KEYS = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "dice", "iou", "hd95")
 
 
 def _clean(value: Any) -> Any:

@@ -19,7 +19,16 @@ from server.run_charts import Series, line_chart
 __all__ = ["LiveStatus", "render_run_page", "write_report"]
 
 REPORT_FILE = "report.html"
-_HEADLINE = ("roc_auc", "accuracy", "balanced_accuracy", "f1", "loss")
+#: Round-table columns of each task, the headline metric first.
+_COLUMNS = (
+    ("roc_auc", "accuracy", "balanced_accuracy", "f1", "loss"),
+    ("dice", "iou", "hd95", "loss"),
+)
+
+
+def _columns(rounds: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The columns of the task whose headline metric the rounds report."""
+    return next((c for c in _COLUMNS if any(c[0] in r for r in rounds)), ("loss",))
 
 
 @dataclass
@@ -75,9 +84,10 @@ def _round_table(metrics: dict[str, Any]) -> str:
     evaluated = metrics["federated"].get("evaluate", {})
     tested = metrics.get("global", {})
     rows = []
+    columns = _columns([*evaluated.values(), *tested.values()])
     for r in sorted({*evaluated, *tested}, key=int):
         source = tested.get(r) or evaluated.get(r) or {}
-        shown = [f"{source[k]:.3f}" if isinstance(source.get(k), float) else "" for k in _HEADLINE]
+        shown = [f"{source[k]:.3f}" if isinstance(source.get(k), float) else "" for k in columns]
         epsilons = [
             s[keys.EPSILON] for s in metrics["sites"]
             if s["round"] == int(r) and keys.EPSILON in s
@@ -85,7 +95,7 @@ def _round_table(metrics: dict[str, Any]) -> str:
         rows.append([r, *shown, f"{max(epsilons):.2f}" if epsilons else ""])
     label = "global model on the test set" if tested else "sites' validation (weighted mean)"
     return f"<h2>Rounds ({label})</h2>" + _table(
-        ["round", *_HEADLINE, "epsilon (max over sites)"], rows
+        ["round", *columns, "epsilon (max over sites)"], rows
     )
 
 
@@ -122,7 +132,7 @@ def render_run_page(run_dir: Path, live: LiveStatus | None = None, refresh_s: in
     done = max((int(r) for r in metrics["federated"].get("evaluate", {})), default=0)
     planned = _planned_rounds(run_dir)
     names = sorted({_site_label(s) for s in sites})
-    headline = "roc_auc" if any("roc_auc" in s for s in sites) else "loss"
+    headline = _columns(sites)[0]
     charts = [
         line_chart(
             "Global model",

@@ -9,6 +9,7 @@ from flwr.serverapp import Grid, ServerApp
 from common.config import JobConfig
 from common.data.arrays import DatasetSplits
 from common.data.loading import load_dataset
+from common.tasks.registry import task_for
 from server.federated_job import TaskSpec, run_federated_job
 
 __all__ = ["app", "create_server_app"]
@@ -35,7 +36,8 @@ def create_server_app(
             if splits is not None
             else load_dataset(config.data, image_size=config.image_size, seed=config.seed)
         )
-        task = TaskSpec(data.in_channels, data.num_classes, data.image_size)
+        names = task_for(config.task).output_names(data)
+        task = TaskSpec(data.in_channels, names, data.image_size)
         run_federated_job(grid, config, task, out, test_data=data.test)
 
     return app

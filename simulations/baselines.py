@@ -12,7 +12,7 @@ from common.data.federated_split import SiteData
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState
-from common.tasks.classification import evaluate
+from common.tasks.registry import task_for
 
 __all__ = ["BASELINES", "run_baseline"]
 
@@ -31,8 +31,10 @@ def _train_alone(
     Returns per-round metrics on the global test set.
     """
     torch.manual_seed(job.seed)
+    task = task_for(job.task)
+    names = task.output_names(splits)
     model = build_model(
-        job.model, splits.in_channels, splits.num_classes, splits.image_size, job.privacy.enabled
+        job.model, splits.in_channels, len(names), splits.image_size, job.privacy.enabled
     )
     privacy: PrivacyState | None = None
     history = []
@@ -41,18 +43,19 @@ def _train_alone(
             model, train, job, seed=seed * 1_009 + server_round, privacy_state=privacy
         )
         privacy = update.privacy_state
-        metrics = evaluate(model, splits.test)
+        metrics = task.evaluate(model, splits.test, names)
         row: dict[str, Any] = {"round": server_round, "train-loss": update.loss, **metrics}
         if update.epsilon is not None:
             row["epsilon"] = update.epsilon
         history.append(row)
         logger.info(
-            "%s baseline round %d/%d: roc_auc=%.3f accuracy=%.3f",
+            "%s baseline round %d/%d: %s=%.3f loss=%.3f",
             label,
             server_round,
             job.rounds,
-            metrics["roc_auc"],
-            metrics["accuracy"],
+            task.headline,
+            metrics[task.headline],
+            metrics["loss"],
         )
     return history
 

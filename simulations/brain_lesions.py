@@ -3,14 +3,15 @@
 Anatomy: the MNI152 T1 template and its white-matter map, shipped inside the nilearn
 wheel (no download). Lesions and site differences are simulated, seeded:
 - each subject is the template under a small random affine (pose and head size), with 1-4
-  bright ellipsoid lesions (FLAIR-like white-matter hyperintensities) of varied size, shape and
+  dark ellipsoid lesions (T1-hypointense white-matter lesions) of varied size, shape and
   contrast;
 - each site has its own scanner signature: bias field, contrast (gamma), noise level,
   in-plane resolution, and vendor tags.
 Each subject is written as one DICOM MR series (one file per axial slice) under
-``OUT/site-K/dicom/subject-J/``, with ``OUT/site-K/labels.csv`` labelling each slice (by file
-path under ``dicom/``) ``lesion`` or ``no-lesion``, and the lesion mask as NIfTI
-(``OUT/site-K/masks/subject-J.nii.gz``).
+``OUT/site-K/dicom/subject-J/``, with its lesion mask as a DICOM SEG object beside it
+(``seg.dcm``, on the image grid, referencing every slice), ``OUT/site-K/labels.csv`` labelling
+each slice (by file path under ``dicom/``) ``lesion`` or ``no-lesion``, and the mask also as
+NIfTI at the template's 2 mm grid (``OUT/site-K/masks/subject-J.nii.gz``).
 The lesions and site shifts are simulated; the result says nothing about clinical accuracy.
 """
 
@@ -25,6 +26,7 @@ from pydicom.uid import generate_uid
 from scipy.ndimage import affine_transform, gaussian_filter, zoom
 
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
+from simulations.seg_writer import write_simulated_lesion_seg
 
 __all__ = ["SITE_SCANNERS", "ScannerSignature", "write_brain_lesion_sites"]
 
@@ -125,8 +127,10 @@ def _subject(
     image = affine_transform(t1, rotation, offset, order=1)
     wm_moved = affine_transform(wm, rotation, offset, order=1)
     lesion = _lesions(wm_moved, rng)
-    contrast = rng.uniform(0.4, 0.9)
-    image = image + lesion * contrast * gaussian_filter(lesion.astype(np.float32), 0.7)
+    # T1-hypointense lesions: white matter darkened by 30-60%, soft-edged inside the mask. (Bright
+    # lesions on this T1 anatomy would saturate with the white matter under percentile scaling.)
+    contrast = rng.uniform(0.3, 0.6)
+    image = image * (1.0 - lesion * contrast * gaussian_filter(lesion.astype(np.float32), 0.7))
     image = image * _bias_field(image.shape, scanner.bias_strength, rng)
     image = np.clip(image, 0, None) ** scanner.gamma
     image = image + np.abs(rng.normal(0, scanner.noise, image.shape))  # Rician-like floor
@@ -136,6 +140,15 @@ def _subject(
     factor = 2.0 / scanner.pixel_spacing_mm
     volume = zoom(volume, (1, factor, factor), order=1)
     return volume * 1000.0, mask
+
+
+def _on_image_grid(mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray:
+    """The 2 mm lesion mask resampled (nearest) onto the site's image grid."""
+    factors = [out / size for out, size in zip(image_shape, mask.shape, strict=True)]
+    grid = zoom(mask.astype(np.uint8), factors, order=0)
+    if grid.shape != image_shape:  # zoom rounds sizes the same way for both; guard anyway
+        raise ValueError(f"mask grid {grid.shape} differs from image {image_shape}")
+    return grid
 
 
 def write_brain_lesion_sites(
@@ -168,11 +181,18 @@ def write_brain_lesion_sites(
                 # UIDs derived from the seed: the same seed writes the same files
                 study_uid=generate_uid(entropy_srcs=[f"{seed}-{site}-{subject}-study"]),
                 series_uid=generate_uid(entropy_srcs=[f"{seed}-{site}-{subject}-series"]),
+                frame_of_reference_uid=generate_uid(entropy_srcs=[f"{seed}-{site}-{subject}-for"]),
             )
             spacing = (2.0, scanner.pixel_spacing_mm, scanner.pixel_spacing_mm)
             folder = site_dir / "dicom" / f"subject-{subject:02d}"
             paths = write_dicom_series(
                 volume, spacing, folder, identity, shuffle_names_seed=subject
+            )
+            write_simulated_lesion_seg(
+                paths,
+                _on_image_grid(mask, volume.shape),
+                folder / "seg.dcm",
+                f"{seed}-{site}-{subject}",
             )
             for path, slice_mask in zip(paths, mask, strict=True):
                 present = int(slice_mask.sum()) >= MIN_LESION_VOXELS

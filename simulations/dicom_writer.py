@@ -20,12 +20,16 @@ class SeriesIdentity:
     patient_name: str = "Anonymous^Simulated"
     patient_id: str = "SIM-0000"
     patient_birth_date: str = "19700101"
+    patient_sex: str = "O"
+    accession_number: str = "SIMACC0001"
     institution: str = "Simulated Hospital"
     manufacturer: str = "SimulatedVendor"
     model_name: str = "SimScanner 1"
     study_date: str = field(default_factory=lambda: dt.date(2024, 1, 1).strftime("%Y%m%d"))
     study_uid: str = field(default_factory=generate_uid)
     series_uid: str = field(default_factory=generate_uid)
+    #: One frame of reference per series: its slices share a patient coordinate system.
+    frame_of_reference_uid: str = field(default_factory=generate_uid)
     modality: str = "MR"
 
 
@@ -61,13 +65,18 @@ def write_dicom_series(
         ds.PatientName = identity.patient_name
         ds.PatientID = identity.patient_id
         ds.PatientBirthDate = identity.patient_birth_date
+        ds.PatientSex = identity.patient_sex
+        ds.AccessionNumber = identity.accession_number
+        ds.ReferringPhysicianName = ""
+        ds.StudyID = "1"
+        ds.StudyTime = ds.SeriesTime = "120000"
         ds.InstitutionName = identity.institution
         ds.Manufacturer = identity.manufacturer
         ds.ManufacturerModelName = identity.model_name
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = identity.study_date
         ds.StudyInstanceUID = identity.study_uid
         ds.SeriesInstanceUID = identity.series_uid
-        ds.FrameOfReferenceUID = generate_uid()
+        ds.FrameOfReferenceUID = identity.frame_of_reference_uid
         ds.Modality = identity.modality
         ds.SeriesNumber = 1
         ds.InstanceNumber = index + 1

@@ -8,7 +8,9 @@ from typing import Any
 from common.config import JobConfig
 from common.data.federated_split import split_across_sites
 from common.data.loading import load_dataset
+from common.errors import DataFormatError
 from common.models import build_model
+from common.tasks.registry import task_for
 from simulations.baselines import run_baseline
 from simulations.flower_simulation import run_flower_simulation
 from simulations.summary import summarise_run
@@ -27,9 +29,17 @@ def run_simulation_job(job: JobConfig, run_dir: Path, baselines: list[str]) -> d
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(job.model_dump_json(indent=2), encoding="utf-8")
     splits = load_dataset(job.data, image_size=job.image_size, seed=job.seed)
+    task = task_for(job.task)
+    if task.name == "segmentation" and not splits.has_masks:
+        raise DataFormatError(
+            job.data,
+            "has no segmentation masks: prepare NIfTI/MSD data or DICOM with DICOM SEG objects, "
+            "or run the classification task",
+        )
     # Fail fast, before Ray starts, on a model DP-SGD cannot train.
+    output_names = task.output_names(splits)
     build_model(
-        job.model, splits.in_channels, splits.num_classes, splits.image_size, job.privacy.enabled
+        job.model, splits.in_channels, len(output_names), splits.image_size, job.privacy.enabled
     )
     sites = split_across_sites(splits, job.num_sites, job.partition_scheme, job.seed)
     _write_site_table(run_dir, splits.class_names, sites)
@@ -46,7 +56,7 @@ def run_simulation_job(job: JobConfig, run_dir: Path, baselines: list[str]) -> d
     run_flower_simulation(job, run_dir, splits)
     results = {name: run_baseline(name, job, splits, sites) for name in baselines}
     (run_dir / "baselines.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    summary = summarise_run(run_dir, results)
+    summary = summarise_run(run_dir, results, task.metric_names)
     logger.info("run folder: %s", run_dir)
     return summary
 

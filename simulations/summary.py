@@ -14,7 +14,11 @@ def _final(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return rounds[-1] if rounds else {}
 
 
-def summarise_run(run_dir: Path, baselines: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def summarise_run(
+    run_dir: Path,
+    baselines: dict[str, dict[str, Any]],
+    metric_names: tuple[str, ...] = CLASSIFICATION_METRICS,
+) -> dict[str, Any]:
     """Final test metrics per approach; written to summary.json and summary.md in ``run_dir``."""
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     global_rounds = metrics["global"]
@@ -31,11 +35,11 @@ def summarise_run(run_dir: Path, baselines: dict[str, dict[str, Any]]) -> dict[s
             rows[f"local site {site_id}"] = final
         rows["local (mean of sites)"] = {
             key: _nanmean([final.get(key) for final in per_site.values()])
-            for key in (*CLASSIFICATION_METRICS, "epsilon")
+            for key in (*metric_names, "epsilon")
         }
-    summary = {"rounds": int(last_round), "test_metrics": rows}
+    summary = {"rounds": int(last_round), "metric_names": list(metric_names), "test_metrics": rows}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    (run_dir / "summary.md").write_text(summary_table(rows) + "\n", encoding="utf-8")
+    (run_dir / "summary.md").write_text(summary_table(rows, metric_names) + "\n", encoding="utf-8")
     return summary
 
 
@@ -44,9 +48,11 @@ def _nanmean(values: list[Any]) -> float | None:
     return sum(finite) / len(finite) if finite else None
 
 
-def summary_table(rows: dict[str, dict[str, Any]]) -> str:
+def summary_table(
+    rows: dict[str, dict[str, Any]], metric_names: tuple[str, ...] = CLASSIFICATION_METRICS
+) -> str:
     """A Markdown table: one row per approach, one column per metric (test set)."""
-    columns = [*CLASSIFICATION_METRICS, "epsilon"]
+    columns = [*metric_names, "epsilon"]
     lines = [
         "| model | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),

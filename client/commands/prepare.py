@@ -9,11 +9,12 @@ from rich.console import Console
 from client.data_pipeline import run_pipeline
 from client.qc_table import print_quality_report
 from common.cli_support import configure_logging, user_errors
+from common.config import TASKS
+from common.data.arrays import MASK_CLASSES
 from common.data.dicom_prepare import PreprocessingConfig
 from common.data.intensity import WINDOW_PRESETS
 from common.data.label_manifest import read_label_manifest
 from common.data.nifti_cases import is_nifti_folder
-from common.data.nifti_prepare import MASK_CLASSES
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.site_cache import KEY_FILE, write_site_cache
 from common.errors import ConfigError
@@ -30,7 +31,22 @@ def prepare(
         Path | None,
         typer.Option(
             help="DICOM: CSV with 'label' and one of file, SeriesInstanceUID, StudyInstanceUID. "
-            "NIfTI (MSD or images/ + masks/): not needed, masks label the slices."
+            "NIfTI (MSD or images/ + masks/) or --task segmentation: not needed, masks label "
+            "the slices."
+        ),
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="classification (labels CSV) or segmentation (masks from the DICOM SEG objects "
+            "among the files, or NIfTI masks) kept beside each image."
+        ),
+    ] = "classification",
+    segments: Annotated[
+        str | None,
+        typer.Option(
+            help="Segmentation: mask classes in order, background first (e.g. "
+            "background,lesion); every site must use the same. [default: SEG labels, sorted]"
         ),
     ] = None,
     classes: Annotated[
@@ -65,14 +81,23 @@ def prepare(
         config = PreprocessingConfig(
             window=window, ct_window=ct_window, target_spacing=spacing, size=size
         )
+        if task not in TASKS:
+            raise ConfigError("--task", f"{task!r} is not one of {list(TASKS)}")
+        segmentation = task == "segmentation"
         order = tuple(c.strip() for c in classes.split(",")) if classes else None
-        if labels is None and not is_nifti_folder(data):
+        if labels is None and not segmentation and not is_nifti_folder(data):
             raise ConfigError("--labels", f"{data} is not a NIfTI folder: give a labels CSV")
+        if segmentation and labels is not None:
+            raise ConfigError("--labels", "segmentation takes its labels from the masks")
         manifest = read_label_manifest(labels, order) if labels is not None else None
+        segment_names = tuple(s.strip() for s in segments.split(",")) if segments else None
+        if segment_names is not None and len(segment_names) < 2:
+            raise ConfigError("--segments", "name the background and at least one class")
         pseudonymise = SitePseudonymiser.from_key_file(out / KEY_FILE)
         prepared, quality = run_pipeline(
-            data, config, manifest, pseudonymise, keep_pixels=True, console=console
-        )
+            data, config, manifest, pseudonymise, keep_pixels=True, console=console,
+            segmentation=segmentation, segment_names=segment_names,
+        )  # fmt: skip
         class_names = manifest.class_names if manifest is not None else MASK_CLASSES
         dataset = write_site_cache(
             out, prepared, class_names, quality, val_fraction, test_fraction, seed

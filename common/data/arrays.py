@@ -5,10 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DEFAULT_SEGMENT_NAMES", "DatasetSplits", "ImageArrays"]
+__all__ = ["DEFAULT_SEGMENT_NAMES", "MASK_CLASSES", "DatasetSplits", "ImageArrays"]
 
 #: Mask classes when the data does not name them: background and one foreground class.
 DEFAULT_SEGMENT_NAMES = ("background", "lesion")
+#: Image classes of segmentation data: does the slice's mask hold any foreground?
+MASK_CLASSES = ("no-lesion", "lesion")
 
 
 @dataclass(frozen=True)

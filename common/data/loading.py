@@ -23,6 +23,12 @@ def _read_site_caches(root: Path, caches: list[Path]) -> DatasetSplits:
                 cache,
                 f"classes {part.class_names} differ from {parts[0].class_names} of {caches[0]}",
             )
+        if part.segment_names != parts[0].segment_names:
+            raise DataFormatError(
+                cache,
+                f"mask classes {part.segment_names} differ from {parts[0].segment_names} "
+                f"of {caches[0]}",
+            )
         if part.image_size != parts[0].image_size:
             raise DataFormatError(
                 cache,
@@ -43,6 +49,7 @@ def _read_site_caches(root: Path, caches: list[Path]) -> DatasetSplits:
         test=joined("test"),
         class_names=parts[0].class_names,
         source=root,
+        segment_names=parts[0].segment_names,
     )
 
 

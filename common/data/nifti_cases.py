@@ -9,7 +9,13 @@ from monai.transforms import LoadImage
 
 from common.errors import DataFormatError
 
-__all__ = ["NiftiCase", "find_nifti_cases", "is_nifti_folder", "read_nifti_case"]
+__all__ = [
+    "NiftiCase",
+    "find_nifti_cases",
+    "is_nifti_folder",
+    "read_nifti_case",
+    "segment_names_of",
+]
 
 _SUFFIXES = (".nii.gz", ".nii")
 
@@ -68,6 +74,21 @@ def find_nifti_cases(root: Path) -> list[NiftiCase]:
     if missing:
         raise DataFormatError(root, f"listed files not found: {missing}")
     return cases
+
+
+def segment_names_of(root: Path) -> tuple[str, ...] | None:
+    """Mask value names from an MSD ``dataset.json`` ("labels": {"0": "background", ...})."""
+    manifest = Path(root) / "dataset.json"
+    if not manifest.is_file():
+        return None
+    try:
+        labels = json.loads(manifest.read_text(encoding="utf-8")).get("labels")
+        names = {int(value): str(name) for value, name in labels.items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return None
+    if sorted(names) != list(range(len(names))) or len(names) < 2:
+        raise DataFormatError(manifest, f"'labels' must name the values 0..K-1, got {labels}")
+    return tuple(names[k] for k in range(len(names)))
 
 
 def read_nifti_case(case: NiftiCase) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:

@@ -3,19 +3,18 @@
 import logging
 from collections.abc import Callable
 
+from common.data.arrays import DEFAULT_SEGMENT_NAMES, MASK_CLASSES
 from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, split_key_of
 from common.data.intensity import normalise_intensity
 from common.data.nifti_cases import NiftiCase, read_nifti_case
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
-from common.data.resampling import resample_images
+from common.data.resampling import resample_images, resample_masks
 
-__all__ = ["MASK_CLASSES", "prepare_nifti_cases"]
+__all__ = ["prepare_nifti_cases"]
 
 logger = logging.getLogger(__name__)
 
-#: Slice classes derived from a mask: no foreground voxel, or at least ``min_voxels`` of them.
-MASK_CLASSES = ("no-lesion", "lesion")
 _MODALITY = "NIfTI"
 
 
@@ -27,13 +26,17 @@ def prepare_nifti_cases(
     min_voxels: int = 1,
     keep_pixels: bool = True,
     on_case: Callable[[int, int], None] | None = None,
+    segment_names: tuple[str, ...] = DEFAULT_SEGMENT_NAMES,
 ) -> PreparedImages:
     """Every axial slice of every case, labelled ``lesion`` when its mask has ``min_voxels``.
+
+    The resampled mask is kept beside each slice (segmentation data); ``segment_names`` names
+    its values.
 
     A case that cannot be read is listed in the report with the reason and skipped; a case
     without a mask is counted as unlabelled.
     """
-    prepared = PreparedImages()
+    prepared = PreparedImages(segment_names=segment_names)
     report.files_seen = len(cases)
     stats = report.intensity.setdefault(_MODALITY, IntensityStats())
     for done, case in enumerate(cases, start=1):
@@ -52,13 +55,20 @@ def prepare_nifti_cases(
             report.unlabelled_series += 1
             continue
         labels = ((mask > 0).reshape(mask.shape[0], -1).sum(axis=1) >= min_voxels).astype(int)
-        images = None
+        images = masks = None
         if keep_pixels:
             stack = normalise_intensity(volume, config.window_for(_MODALITY))
             images = resample_images(stack, spacing, config.target_spacing, config.size)
+            masks = resample_masks(mask, spacing, config.target_spacing, config.size)
         key = pseudonymise(case.case_id)
         prepared.add_series(
-            labels.tolist(), list(range(len(labels))), key, key, split_key_of(case.case_id), images
+            labels.tolist(),
+            list(range(len(labels))),
+            key,
+            key,
+            split_key_of(case.case_id),
+            images,
+            masks,
         )
     report.count_classes(prepared.labels, MASK_CLASSES)
     logger.info("prepared %d slices from %d NIfTI cases", len(prepared.labels), len(cases))

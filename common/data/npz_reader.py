@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.arrays import DatasetSplits, ImageArrays
+from common.data.arrays import DEFAULT_SEGMENT_NAMES, DatasetSplits, ImageArrays
 from common.errors import DataFormatError
 
 __all__ = ["SPLITS", "read_npz"]
@@ -62,6 +62,40 @@ def _to_labels(path: Path, split: str, raw: np.ndarray) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def _to_masks(path: Path, split: str, raw: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Masks [N, H, W] of class indices (one per image pixel) as uint8."""
+    key = f"{split}_masks"
+    expected = (images.shape[0], *images.shape[2:])
+    if raw.shape != expected:
+        raise DataFormatError(path, f"{key} must be [N, H, W] = {expected}, got {raw.shape}")
+    if not np.issubdtype(raw.dtype, np.integer) or (
+        raw.size and (raw.min() < 0 or raw.max() > 255)
+    ):
+        raise DataFormatError(path, f"{key} must hold integer class indices 0-255, got {raw.dtype}")
+    return raw.astype(np.uint8)
+
+
+def _segment_names(
+    path: Path, archive: np.lib.npyio.NpzFile, masks: list[np.ndarray]
+) -> tuple[str, ...] | None:
+    """The archive's ``segment_names`` (mask classes, background first), checked against masks."""
+    if not masks:
+        if "segment_names" in archive.files:
+            raise DataFormatError(path, "segment_names without {train,val,test}_masks")
+        return None
+    names = (
+        tuple(str(n) for n in _member(path, archive, "segment_names"))
+        if "segment_names" in archive.files
+        else DEFAULT_SEGMENT_NAMES
+    )
+    highest = max(int(m.max()) for m in masks if m.size)
+    if highest >= len(names) or len(names) < 2:
+        raise DataFormatError(
+            path, f"masks hold class {highest} but segment_names has only {list(names)}"
+        )
+    return names
+
+
 def _class_names(path: Path, raw: np.ndarray | None, num_classes: int) -> tuple[str, ...]:
     """The archive's ``class_names``, or "0".."K-1" when it has none."""
     if raw is None:
@@ -83,7 +117,8 @@ def read_npz(path: Path) -> DatasetSplits:
 
     The archive holds ``{train,val,test}_images`` (uint8 [N, H, W] grayscale or [N, H, W, C]
     colour) and ``{train,val,test}_labels`` ([N] or [N, 1] integers), and optionally
-    ``class_names``; without it the classes are named "0".."K-1".
+    ``class_names``; without it the classes are named "0".."K-1". Segmentation data adds
+    ``{train,val,test}_masks`` (integer class per pixel [N, H, W]) and ``segment_names``.
 
     Args:
         path: The .npz file.
@@ -116,6 +151,9 @@ def read_npz(path: Path) -> DatasetSplits:
                 path,
                 f"missing key(s) {missing}; a MedMNIST-style .npz needs {list(_REQUIRED_KEYS)}",
             )
+        with_masks = [f"{split}_masks" in archive.files for split in SPLITS]
+        if any(with_masks) and not all(with_masks):
+            raise DataFormatError(path, "masks must be given for all of train, val and test")
         parts: dict[str, ImageArrays] = {}
         for split in SPLITS:
             images = _to_images(path, split, _member(path, archive, f"{split}_images"))
@@ -126,7 +164,15 @@ def read_npz(path: Path) -> DatasetSplits:
                 )
             if len(images) == 0:
                 raise DataFormatError(path, f"{split} split is empty")
-            parts[split] = ImageArrays(images=images, labels=labels)
+            masks = (
+                _to_masks(path, split, _member(path, archive, f"{split}_masks"), images)
+                if all(with_masks)
+                else None
+            )
+            parts[split] = ImageArrays(images=images, labels=labels, masks=masks)
+        segment_names = _segment_names(
+            path, archive, [p.masks for p in parts.values() if p.masks is not None]
+        )
         raw_names = (
             _member(path, archive, "class_names") if "class_names" in archive.files else None
         )
@@ -142,4 +188,5 @@ def read_npz(path: Path) -> DatasetSplits:
         test=parts["test"],
         class_names=class_names,
         source=path,
+        segment_names=segment_names,
     )

@@ -55,6 +55,7 @@ class QualityReport:
     intensity: dict[str, IntensityStats] = field(default_factory=dict)
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     inconsistent_spacing: list[dict[str, Any]] = field(default_factory=list)
+    segmentation_objects: int = 0
     unlabelled_images: int = 0
     unlabelled_series: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)
@@ -85,6 +86,7 @@ class QualityReport:
             "series_per_modality": self.series_per_modality,
             "images_per_modality": self.images_per_modality,
             "intensity_per_modality": {m: s.as_dict() for m, s in self.intensity.items()},
+            "segmentation_objects": self.segmentation_objects,
             "skipped_files": self.skipped_files,
             "inconsistent_spacing": self.inconsistent_spacing,
             "unlabelled": {"images": self.unlabelled_images, "series": self.unlabelled_series},

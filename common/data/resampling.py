@@ -3,7 +3,7 @@
 import numpy as np
 from monai.transforms import Resize, ResizeWithPadOrCrop, Zoom
 
-__all__ = ["resample_images"]
+__all__ = ["resample_images", "resample_masks"]
 
 
 def resample_images(
@@ -11,6 +11,7 @@ def resample_images(
     spacing: tuple[float, float] | None,
     target_spacing: float | None,
     size: int,
+    mode: str = "bilinear",
 ) -> np.ndarray:
     """[N, H, W] -> [N, size, size], all N images in one call (e.g. the slices of a series).
 
@@ -21,8 +22,19 @@ def resample_images(
     channel_first = images.astype(np.float32, copy=False)
     if spacing is not None and target_spacing is not None:
         zoom = (spacing[0] / target_spacing, spacing[1] / target_spacing)
-        zoomed = Zoom(zoom=zoom, keep_size=False, mode="bilinear")(channel_first)
+        zoomed = Zoom(zoom=zoom, keep_size=False, mode=mode)(channel_first)
         out = ResizeWithPadOrCrop(spatial_size=(size, size))(zoomed)
     else:
-        out = Resize(spatial_size=(size, size), mode="bilinear")(channel_first)
+        out = Resize(spatial_size=(size, size), mode=mode)(channel_first)
     return np.asarray(out, dtype=np.float32)
+
+
+def resample_masks(
+    masks: np.ndarray,
+    spacing: tuple[float, float] | None,
+    target_spacing: float | None,
+    size: int,
+) -> np.ndarray:
+    """Label maps [N, H, W] on the same grid as :func:`resample_images` (nearest neighbour)."""
+    resampled = resample_images(masks, spacing, target_spacing, size, mode="nearest")
+    return np.rint(resampled).astype(np.uint8)

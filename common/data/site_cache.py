@@ -1,7 +1,8 @@
 """The site's cache of preprocessed images: written once by `medfed-site prepare`, read every epoch.
 
 Layout of a cache folder (it stays at the site):
-    dataset.npz    images and labels in the MedMNIST layout (read by common.data.npz_reader)
+    dataset.npz    images and labels in the MedMNIST layout (read by common.data.npz_reader),
+                   and for segmentation data the masks ({split}_masks) and segment_names
     manifest.csv   per image: split, label, series and study pseudonyms, slice index
     qc_report.json the quality report of the data it was built from
     .site-key      the secret key of the pseudonyms (mode 0600)
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.data.arrays import DEFAULT_SEGMENT_NAMES
 from common.errors import DataFormatError
 
 if TYPE_CHECKING:  # the preprocessing stack (MONAI) is not needed to read a cache
@@ -84,10 +86,17 @@ def write_site_cache(
     images = np.clip(np.stack(prepared.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     labels = np.asarray(prepared.labels, dtype=np.int64)
     arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names)}
+    masks = np.stack(prepared.masks) if prepared.masks else None
+    if masks is not None:
+        if len(masks) != len(labels):
+            raise DataFormatError(out, f"{len(masks)} masks for {len(labels)} images")
+        arrays["segment_names"] = np.array(prepared.segment_names or DEFAULT_SEGMENT_NAMES)
     for split in _SPLITS:
         chosen = splits == split
         arrays[f"{split}_images"] = images[chosen]
         arrays[f"{split}_labels"] = labels[chosen]
+        if masks is not None:
+            arrays[f"{split}_masks"] = masks[chosen]
         report.split_counts[split] = int(chosen.sum())
     out.mkdir(parents=True, exist_ok=True)
     dataset = out / DATASET_FILE

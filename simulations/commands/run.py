@@ -18,6 +18,7 @@ __all__ = ["run"]
 # CLI option name -> dotted JobConfig key. Options left unset keep the config file's value.
 _OVERRIDES = {
     "data": "data",
+    "task": "task",
     "sites": "num_sites",
     "rounds": "rounds",
     "partition": "partition",
@@ -68,6 +69,13 @@ def run(
     config: Annotated[
         Path | None, typer.Option(help="Job TOML file; command-line options override it.")
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="classification (one label per image) or segmentation (a mask per image: "
+            "needs data with masks). [default: classification]"
+        ),
+    ] = None,
     sites: Annotated[
         int | None, typer.Option(help="Number of simulated hospitals. [default: 3]")
     ] = None,
@@ -91,7 +99,11 @@ def run(
     lr: Annotated[float | None, typer.Option(help="Local learning rate. [default: 0.001]")] = None,
     optimizer: Annotated[str | None, typer.Option(help="adam or sgd. [default: adam]")] = None,
     model: Annotated[
-        str | None, typer.Option(help="cnn, resnet18 or densenet121 (MONAI). [default: cnn]")
+        str | None,
+        typer.Option(
+            help="classification: cnn, resnet18 or densenet121; segmentation: basicunet or unet "
+            "(MONAI). [default: cnn / basicunet]"
+        ),
     ] = None,
     norm: Annotated[
         str | None,
@@ -142,5 +154,5 @@ def run(
         run_dir = out or Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")
         summary = run_simulation_job(job, run_dir.resolve(), chosen)
     typer.echo(f"\nTest-set results after {summary['rounds']} rounds:\n")
-    typer.echo(summary_table(summary["test_metrics"]))
+    typer.echo(summary_table(summary["test_metrics"], tuple(summary["metric_names"])))
     typer.echo(f"\nRun folder: {run_dir}")
