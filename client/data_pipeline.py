@@ -1,12 +1,16 @@
-"""Scan, decode and measure a site's DICOM or NIfTI folder, with progress bars."""
+"""Read, decode and measure a site's DICOM or NIfTI folder, with progress bars."""
 
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, prepare_series
-from common.data.dicom_scan import scan_dicom_folder
+from common.data.dicom_prepare import (
+    PreparedImages,
+    PreprocessingConfig,
+    prepare_series,
+    read_dicom_folder,
+)
 from common.data.label_manifest import LabelManifest
 from common.data.nifti_cases import find_nifti_cases, is_nifti_folder
 from common.data.nifti_prepare import prepare_nifti_cases
@@ -32,7 +36,7 @@ def run_pipeline(
     keep_pixels: bool,
     console: Console,
 ) -> tuple[PreparedImages, QualityReport]:
-    """Scan ``data`` then decode every series; progress is shown on ``console``.
+    """Read and decode every file of ``data`` once, then resample each series; with progress.
 
     A folder with ``dataset.json`` (Medical Segmentation Decathlon) or ``images/`` of NIfTI
     files is read as NIfTI cases whose masks label the slices; anything else as DICOM.
@@ -50,11 +54,14 @@ def run_pipeline(
             )  # fmt: skip
         return prepared, report
     with Progress(*_COLUMNS, console=console) as progress:
-        scanning = progress.add_task("scan headers", total=None)
-        scan = scan_dicom_folder(
-            data, on_file=lambda done, total: progress.update(scanning, completed=done, total=total)
+        reading = progress.add_task("read and decode files", total=None)
+        scan = read_dicom_folder(
+            data,
+            config,
+            keep_pixels=keep_pixels,
+            on_file=lambda done, total: progress.update(reading, completed=done, total=total),
         )
-        decoding = progress.add_task("decode series", total=len(scan.series))
+        decoding = progress.add_task("normalise and resample series", total=len(scan.series))
         prepared = prepare_series(
             scan,
             config,

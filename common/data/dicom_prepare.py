@@ -1,21 +1,29 @@
-"""Turn a folder of DICOM files into preprocessed, labelled 2D images, ready to cache."""
+"""Turn a folder of DICOM files into preprocessed, labelled 2D images, ready to cache.
+
+One pass reads every file (:func:`read_dicom_folder`): header facts, decoded intensity
+statistics and the pixels that resampling reads (see common.data.resample_taps). Once the walk
+has ended and each series is complete and ordered, :func:`prepare_series` windows and resamples
+each series from those taps. Memory: ``16 * size**2`` bytes per image until the end of the walk
+(64 KiB at the default 64x64), whatever the images' resolution.
+"""
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from common.data.dicom_pixels import decode_frames
-from common.data.dicom_scan import DicomScan, SeriesFiles
-from common.data.intensity import normalise_intensity
+from common.data.dicom_image import DecodedImage, ImageReducer
+from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
+from common.data.intensity import scale_to_unit, window_range
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
-from common.data.resampling import resample_images
 
-__all__ = ["PreparedImages", "PreprocessingConfig", "prepare_series"]
+__all__ = ["PreparedImages", "PreprocessingConfig", "prepare_series", "read_dicom_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,18 +86,36 @@ def split_key_of(study_id: str) -> str:
     return hashlib.sha256(study_id.encode()).hexdigest()
 
 
-def _first_sentence(exc: Exception) -> str:
-    """Short reason from a pixel decoding error (structural: sizes, syntaxes, never tag values)."""
-    text = str(exc).split(" - ")[0].split("\n")[0].strip()
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
-
-
 def _check_spacing(series: SeriesFiles, key: str, report: QualityReport) -> None:
     gaps = series.slice_gaps()
     if gaps.size >= 2 and (gaps.max() - gaps.min()) > _GAP_TOLERANCE * max(abs(gaps.mean()), 1e-6):
         report.inconsistent_spacing.append(
             {"series": key, "min_gap_mm": float(gaps.min()), "max_gap_mm": float(gaps.max())}
         )
+
+
+def read_dicom_folder(
+    root: Path,
+    config: PreprocessingConfig,
+    keep_pixels: bool = True,
+    on_file: Callable[[int, int], None] | None = None,
+) -> DicomScan:
+    """Read and decode every file under ``root`` once, for :func:`prepare_series`."""
+    reducer = ImageReducer(config.target_spacing, config.size, keep_pixels)
+    return scan_dicom_folder(root, on_file=on_file, read_image=reducer)
+
+
+def _normalise_and_resample(images: list[DecodedImage], window: str) -> np.ndarray:
+    """[N, size, size] in [0, 1] from the taps of one series' images (in slice order)."""
+    low, high = window_range(
+        window,
+        np.concatenate([i.taps.ravel() for i in images]) if window == "percentile" else None,  # type: ignore[union-attr]
+    )
+    parts = []
+    for plan, group in itertools.groupby(images, key=lambda i: i.plan):
+        taps = np.concatenate([i.taps for i in group])  # type: ignore[misc]
+        parts.append(plan.combine(scale_to_unit(taps, low, high)))  # type: ignore[union-attr]
+    return np.concatenate(parts)
 
 
 def prepare_series(
@@ -101,11 +127,12 @@ def prepare_series(
     keep_pixels: bool = True,
     on_series: Callable[[int, int], None] | None = None,
 ) -> PreparedImages:
-    """Decode, normalise and resample every image of every series; record quality facts.
+    """Normalise and resample every labelled image of every series; record quality facts.
 
-    An image that cannot be decoded (truncated, unsupported compression) is listed in the
-    report with the reason and skipped; the rest of its series is still used. With
-    ``keep_pixels=False`` (``medfed-site check``) images are decoded and measured, not kept.
+    ``scan`` comes from :func:`read_dicom_folder` (same ``config`` and ``keep_pixels``), so
+    files whose pixels could not be decoded are already among its problems, with the reason.
+    An image whose size differs from the first of its series is listed and skipped. With
+    ``keep_pixels=False`` (``medfed-site check``) images are measured, not kept.
     """
     prepared = PreparedImages()
     report.files_seen = scan.files_seen
@@ -127,41 +154,33 @@ def prepare_series(
         slice_index = 0
         labels: list[int] = []
         slice_indices: list[int] = []
-        kept: list[np.ndarray] = []
+        kept: list[DecodedImage] = []
+        reference: tuple[int, int] | None = None
         for header in series.slices:
+            image = header.image
+            if image is None:
+                raise ValueError("prepare_series needs a scan from read_dicom_folder")
             relative = header.path.relative_to(scan.root)
-            try:
-                frames = decode_frames(header.path)
-            except Exception as exc:  # pydicom and its plugins raise many types
-                report.skip(
-                    relative.as_posix(), f"pixel data not decodable: {_first_sentence(exc)}"
-                )
+            reference = reference or image.shape
+            if image.shape != reference:
+                report.skip(relative.as_posix(), "image size differs from the rest of its series")
                 continue
+            stats.merge(image.stats)
+            report.count_images(modality, image.frames)
             label = (
                 manifest.label_for(relative, series.series_uid, series.study_uid)
                 if manifest is not None
                 else None
             )
-            if kept and frames.shape[1:] != kept[0].shape:
-                report.skip(relative.as_posix(), "image size differs from the rest of its series")
+            first, slice_index = slice_index, slice_index + image.frames
+            if label is None:
+                report.unlabelled_images += image.frames
                 continue
-            for frame in frames:
-                stats.add(frame)
-                report.count_images(modality, 1)
-                slice_index += 1
-                if label is None:
-                    report.unlabelled_images += 1
-                    continue
-                if keep_pixels:
-                    kept.append(frame)
-                labels.append(label)
-                slice_indices.append(slice_index - 1)
-        images = None
-        if kept:  # one normalisation and one resampling call per series
-            stack = normalise_intensity(np.stack(kept), config.window_for(modality))
-            images = resample_images(
-                stack, series.pixel_spacing, config.target_spacing, config.size
-            )
+            if keep_pixels:
+                kept.append(image)
+            labels.extend([label] * image.frames)
+            slice_indices.extend(range(first, slice_index))
+        images = _normalise_and_resample(kept, config.window_for(modality)) if kept else None
         prepared.add_series(
             labels,
             slice_indices,
