@@ -69,7 +69,7 @@ class PreparedImages:
         series_key: str,
         study_key: str,
         split_key: str,
-        images: np.ndarray | None,
+        images: list[np.ndarray] | np.ndarray | None,
     ) -> None:
         """Append one series' labelled images (``images`` None when pixels are not kept)."""
         self.labels.extend(labels)
@@ -105,17 +105,21 @@ def read_dicom_folder(
     return scan_dicom_folder(root, on_file=on_file, read_image=reducer)
 
 
-def _normalise_and_resample(images: list[DecodedImage], window: str) -> np.ndarray:
-    """[N, size, size] in [0, 1] from the taps of one series' images (in slice order)."""
-    low, high = window_range(
-        window,
-        np.concatenate([i.taps.ravel() for i in images]) if window == "percentile" else None,  # type: ignore[union-attr]
-    )
-    parts = []
+def _normalise_and_resample(images: list[DecodedImage], window: str) -> list[np.ndarray]:
+    """Images [size, size] in [0, 1] from the taps of one series' files (in slice order).
+
+    Files resampled the same way (usually the whole series) are windowed and combined in one
+    array, in place: one copy of their taps, no temporaries.
+    """
+    values = None
+    if window == "percentile":
+        values = np.concatenate([i.taps.ravel() for i in images])  # type: ignore[union-attr]
+    low, high = window_range(window, values)
+    out: list[np.ndarray] = []
     for plan, group in itertools.groupby(images, key=lambda i: i.plan):
         taps = np.concatenate([i.taps for i in group])  # type: ignore[misc]
-        parts.append(plan.combine(scale_to_unit(taps, low, high)))  # type: ignore[union-attr]
-    return np.concatenate(parts)
+        out.extend(plan.combine(scale_to_unit(taps, low, high)))  # type: ignore[union-attr]
+    return out
 
 
 def prepare_series(

@@ -29,6 +29,15 @@ class IntensityStats:
         self.minimum = min(self.minimum, float(flat.min()))
         self.maximum = max(self.maximum, float(flat.max()))
 
+    def add_sampled(self, sample: np.ndarray, minimum: float, maximum: float) -> None:
+        """Accumulate an image through a regular subsample (mean, std) and its exact extremes."""
+        flat = np.ravel(sample)
+        self.count += flat.size
+        self.total += float(flat.sum())
+        self.total_sq += float(np.dot(flat, flat))
+        self.minimum = min(self.minimum, minimum)
+        self.maximum = max(self.maximum, maximum)
+
     def merge(self, other: "IntensityStats") -> None:
         """Add the images ``other`` has accumulated."""
         self.count += other.count

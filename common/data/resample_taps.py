@@ -57,18 +57,29 @@ class ResamplePlan:
 
     def gather(self, frames: np.ndarray) -> np.ndarray:
         """[F, H, W] -> taps [F, 4, h, w], the pixels resampling reads (one gather per frame)."""
-        return frames.reshape(frames.shape[0], -1)[:, self.flat]
+        return np.take(frames.reshape(frames.shape[0], -1), self.flat, axis=1)  # 2x [:, flat]
 
     def combine(self, taps: np.ndarray) -> np.ndarray:
-        """Taps [F, 4, h, w] (windowed or not) -> resampled images [F, size, size], float32."""
-        wy0, wy1 = self.rows.w_low[:, None], self.rows.w_high[:, None]
-        wx0, wx1 = self.cols.w_low, self.cols.w_high
-        top = wx0 * taps[:, 0] + wx1 * taps[:, 1]
-        bottom = wx0 * taps[:, 2] + wx1 * taps[:, 3]
-        out = wy0 * top + wy1 * bottom
-        if self.rows.pad != (0, 0) or self.cols.pad != (0, 0):
-            out = np.pad(out, ((0, 0), self.rows.pad, self.cols.pad))
-        return out.astype(np.float32, copy=False)
+        """Float32 taps [F, 4, h, w] (windowed or not) -> images [F, size, size].
+
+        Works in place: ``taps`` is overwritten (no temporary arrays).
+        """
+        taps[:, 0] *= self.cols.w_low
+        taps[:, 1] *= self.cols.w_high
+        taps[:, 2] *= self.cols.w_low
+        taps[:, 3] *= self.cols.w_high
+        taps[:, 0] += taps[:, 1]
+        taps[:, 2] += taps[:, 3]
+        taps[:, 0] *= self.rows.w_low[:, None]
+        taps[:, 2] *= self.rows.w_high[:, None]
+        taps[:, 0] += taps[:, 2]
+        (top, bottom), (left, right) = self.rows.pad, self.cols.pad
+        if top == bottom == left == right == 0:
+            return taps[:, 0].copy()
+        height, width = taps.shape[2] + top + bottom, taps.shape[3] + left + right
+        out = np.zeros((taps.shape[0], height, width), dtype=np.float32)
+        out[:, top : height - bottom, left : width - right] = taps[:, 0]  # np.pad costs ~20 us
+        return out
 
 
 @lru_cache(maxsize=64)

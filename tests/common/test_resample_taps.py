@@ -23,6 +23,7 @@ def test_taps_resample_as_monai_does(shape, spacing, target, size) -> None:
     assert taps.shape == (3, 4, *plan.flat.shape[1:])
     expected = resample_images(images, spacing, target, size)
     assert np.allclose(plan.combine(taps), expected, atol=1e-4)
+    assert resample_images(images, spacing, target, size).shape == (3, size, size)
 
 
 def test_windowing_the_taps_equals_windowing_before_resampling() -> None:
