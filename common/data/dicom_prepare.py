@@ -164,15 +164,17 @@ def prepare_series(
             image = header.image
             if image is None:
                 raise ValueError("prepare_series needs a scan from read_dicom_folder")
-            relative = header.path.relative_to(scan.root)
             reference = reference or image.shape
             if image.shape != reference:
-                report.skip(relative.as_posix(), "image size differs from the rest of its series")
+                relative = header.path.relative_to(scan.root).as_posix()
+                report.skip(relative, "image size differs from the rest of its series")
                 continue
             stats.merge(image.stats)
             report.count_images(modality, image.frames)
             label = (
-                manifest.label_for(relative, series.series_uid, series.study_uid)
+                manifest.label_for(
+                    header.path.relative_to(scan.root), series.series_uid, series.study_uid
+                )
                 if manifest is not None
                 else None
             )

@@ -144,11 +144,11 @@ def _slice_header(path: Path, ds: pydicom.Dataset, read_image: ImageReader | Non
     )
 
 
-def _not_an_image(ds: pydicom.Dataset, modality: str) -> str | None:
+def _not_an_image(ds: pydicom.Dataset, modality: str, series_uid: str) -> str | None:
     """Why a readable DICOM file is no image to train on, or None when it is one."""
     if not ds.get("Rows"):
         return "DICOM file without an image (no Rows element)"
-    if not text(ds, _SERIES_UID):
+    if not series_uid:
         return "image without a SeriesInstanceUID"
     if modality in NON_IMAGE_MODALITIES:
         return f"modality {modality} is not an image series for training"
@@ -186,32 +186,27 @@ def scan_dicom_folder(
         if on_file is not None:
             on_file(done, len(files))
         ds, reason = _read(path, whole=read_image is not None)
-        relative = path.relative_to(root)
-        modality = text(ds, _MODALITY) if ds is not None else ""
         if ds is None:
-            problems.append(FileProblem(relative, reason or "unreadable"))
+            problems.append(FileProblem(path.relative_to(root), reason or "unreadable"))
             continue
+        modality = text(ds, _MODALITY)
         if modality == "SEG":
             segmentations.append(path)
             continue
-        reason = _not_an_image(ds, modality)
+        uid = text(ds, _SERIES_UID)
+        reason = _not_an_image(ds, modality, uid)
         if reason is None:
             try:
                 header = _slice_header(path, ds, read_image)
             except Exception as exc:  # pydicom and its plugins raise many types
                 reason = decode_error_reason(exc)
         if reason is not None:
-            problems.append(FileProblem(relative, reason))
+            problems.append(FileProblem(path.relative_to(root), reason))
             continue
-        uid = text(ds, _SERIES_UID)
-        entry = series.setdefault(
-            uid,
-            SeriesFiles(
-                series_uid=uid,
-                study_uid=text(ds, _STUDY_UID) or uid,
-                modality=modality or "OT",
-            ),
-        )
+        entry = series.get(uid)
+        if entry is None:
+            study = text(ds, _STUDY_UID) or uid
+            entry = series[uid] = SeriesFiles(uid, study, modality or "OT")
         entry.slices.append(header)
     for entry in series.values():
         _order(entry)
