@@ -5,7 +5,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from common.data.dicom_pixels import decode_frames
+from common.data.dicom_image import file_stats
+from common.data.dicom_pixels import StoredFrames, decode_frames
 from common.data.dicom_prepare import PreprocessingConfig, prepare_series, read_dicom_folder
 from common.data.dicom_scan import scan_dicom_folder
 from common.data.intensity import normalise_intensity
@@ -133,3 +134,14 @@ def test_resampling_keeps_physical_size() -> None:
     out = resample_images(image[None], (0.5, 0.5), 1.0, 32)[0]  # 1 mm pixels, padded to 32
     assert out.shape == (32, 32)
     assert (out > 0.5).sum() == pytest.approx(100, abs=12)  # 10 mm x 10 mm = ~100 pixels
+
+
+def test_units_of_a_pixel_subset_match_the_whole_frame_even_inverted() -> None:
+    stored = np.random.default_rng(0).integers(0, 4000, (2, 16, 16)).astype(np.uint16)
+    frames = StoredFrames(stored, slope=-2.0, intercept=100.0, lut_source=None, invert=True)
+    whole = stored.astype(np.float32) * -2.0 + 100.0
+    whole = whole.max() - whole  # MONOCHROME1: higher means brighter
+    assert np.array_equal(frames.units(), whole)
+    assert np.array_equal(frames.units(stored[:, 2:5, 7:9]), whole[:, 2:5, 7:9])
+    stats = file_stats(frames)
+    assert (stats.minimum, stats.maximum) == (whole.min(), whole.max())
