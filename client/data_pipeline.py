@@ -1,4 +1,4 @@
-"""Scan, decode and measure a site's DICOM or NIfTI folder, with progress bars."""
+"""Read, decode and measure a site's DICOM or NIfTI folder, with progress bars."""
 
 from pathlib import Path
 
@@ -6,8 +6,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common.data.arrays import DEFAULT_SEGMENT_NAMES
-from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, prepare_series
-from common.data.dicom_scan import scan_dicom_folder
+from common.data.dicom_prepare import (
+    PreparedImages,
+    PreprocessingConfig,
+    prepare_series,
+    read_dicom_folder,
+)
 from common.data.dicom_seg import read_segmentations
 from common.data.label_manifest import LabelManifest
 from common.data.nifti_cases import find_nifti_cases, is_nifti_folder, segment_names_of
@@ -36,7 +40,7 @@ def run_pipeline(
     segmentation: bool = False,
     segment_names: tuple[str, ...] | None = None,
 ) -> tuple[PreparedImages, QualityReport]:
-    """Scan ``data`` then decode every series; progress is shown on ``console``.
+    """Read and decode every file of ``data`` once, then resample each series; with progress.
 
     A folder with ``dataset.json`` (Medical Segmentation Decathlon) or ``images/`` of NIfTI
     files is read as NIfTI cases whose masks label the slices; anything else as DICOM. With
@@ -57,9 +61,12 @@ def run_pipeline(
             )  # fmt: skip
         return prepared, report
     with Progress(*_COLUMNS, console=console) as progress:
-        scanning = progress.add_task("scan headers", total=None)
-        scan = scan_dicom_folder(
-            data, on_file=lambda done, total: progress.update(scanning, completed=done, total=total)
+        reading = progress.add_task("read and decode files", total=None)
+        scan = read_dicom_folder(
+            data,
+            config,
+            keep_pixels=keep_pixels,
+            on_file=lambda done, total: progress.update(reading, completed=done, total=total),
         )
         masks = None
         if segmentation:
@@ -68,7 +75,7 @@ def run_pipeline(
                     data, f"no DICOM SEG object among {scan.files_seen} files to take masks from"
                 )
             masks = read_segmentations(scan.segmentations, data, report, segment_names)
-        decoding = progress.add_task("decode series", total=len(scan.series))
+        decoding = progress.add_task("normalise and resample series", total=len(scan.series))
         prepared = prepare_series(
             scan,
             config,

@@ -1,42 +1,117 @@
 """Decode one DICOM file's pixels into modality units (Hounsfield units for CT)."""
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_rescale
+from pydicom.pixels import apply_rescale, pixel_array
 
-__all__ = ["decode_frames"]
+from common.data.dicom_values import strings
+
+__all__ = [
+    "StoredFrames",
+    "decode_error_reason",
+    "decode_frames",
+    "decode_stored",
+    "frames_from_dataset",
+]
+
+_RESCALE_INTERCEPT, _RESCALE_SLOPE = 0x00281052, 0x00281053
 
 
-def _modality_units(pixels: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
-    """Apply the modality LUT in float32 (pydicom's apply_rescale computes in float64)."""
-    if "ModalityLUTSequence" in ds:
-        return np.asarray(apply_rescale(pixels, ds), dtype=np.float32)
-    values = pixels.astype(np.float32)
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    if slope != 1.0:
-        values *= np.float32(slope)
-    if intercept != 0.0:
-        values += np.float32(intercept)
-    return values
+def _rescale(ds: pydicom.Dataset, tag: int, default: float) -> float:
+    values = strings(ds, tag)
+    try:
+        return float(values[0]) if values else default
+    except ValueError:
+        raise ValueError("RescaleSlope or RescaleIntercept is not a number") from None
+
+
+@dataclass(frozen=True)
+class StoredFrames:
+    """A file's frames [F, H, W] as stored, and how to turn any of them into modality units.
+
+    Keeping the stored values lets a caller convert only the pixels it uses (float32 work on a
+    full 512x512 frame costs more than the decoding of an uncompressed one).
+    """
+
+    values: np.ndarray
+    slope: float
+    intercept: float
+    #: The dataset when its Modality LUT Sequence applies instead of slope and intercept.
+    lut_source: pydicom.Dataset | None
+    #: MONOCHROME1: inverted so that higher always means brighter.
+    invert: bool
+
+    @property
+    def linear(self) -> bool:
+        """True when modality units are monotonic in the stored values (no LUT)."""
+        return self.lut_source is None
+
+    def units(self, values: np.ndarray | None = None) -> np.ndarray:
+        """Modality units (float32) of ``values``, a subset of the stored values (default all)."""
+        stored = self.values if values is None else values
+        units = self._modality_lut(stored)
+        return self._brightest - units if self.invert else units
+
+    def _modality_lut(self, stored: np.ndarray) -> np.ndarray:
+        """Apply the modality LUT in float32 (pydicom's apply_rescale computes in float64)."""
+        if self.lut_source is not None:
+            return np.asarray(apply_rescale(stored, self.lut_source), dtype=np.float32)
+        values = stored.astype(np.float32)
+        if self.slope != 1.0:
+            values *= np.float32(self.slope)
+        if self.intercept != 0.0:
+            values += np.float32(self.intercept)
+        return values
+
+    @cached_property
+    def _brightest(self) -> np.float32:
+        """The largest modality value of all frames (what MONOCHROME1 is inverted against)."""
+        if self.linear:
+            ends = self._modality_lut(np.array([self.values.min(), self.values.max()]))
+        else:
+            ends = self._modality_lut(self.values)
+        return np.float32(ends.max())
+
+
+def decode_stored(ds: pydicom.Dataset) -> StoredFrames:
+    """Decode the pixel data of a fully read dataset; raises on truncated or undecodable data.
+
+    Compressed transfer syntaxes (JPEG, JPEG-LS, JPEG 2000, RLE) decode through the pylibjpeg
+    plugins. Colour images are averaged to one channel; a single frame gets a frame axis.
+    """
+    pixels = pixel_array(ds)  # as ds.pixel_array, without its cache bookkeeping (~40 us)
+    if int(ds.get("SamplesPerPixel", 1)) > 1:
+        pixels = pixels.mean(axis=-1, dtype=np.float32)
+    if int(ds.get("NumberOfFrames") or 1) == 1:
+        pixels = pixels[None]
+    return StoredFrames(
+        values=pixels,
+        slope=_rescale(ds, _RESCALE_SLOPE, 1.0) or 1.0,
+        intercept=_rescale(ds, _RESCALE_INTERCEPT, 0.0),
+        lut_source=ds if "ModalityLUTSequence" in ds else None,
+        invert=ds.get("PhotometricInterpretation") == "MONOCHROME1",
+    )
+
+
+def frames_from_dataset(ds: pydicom.Dataset) -> np.ndarray:
+    """Frames [F, H, W] as float32 modality units (after RescaleSlope/Intercept or the LUT).
+
+    MONOCHROME1 is inverted so that higher always means brighter. Raises on truncated or
+    undecodable pixel data.
+    """
+    return decode_stored(ds).units()
 
 
 def decode_frames(path: str | object) -> np.ndarray:
-    """Frames [F, H, W] as float32 after the modality LUT (RescaleSlope/Intercept).
+    """Read ``path`` and return :func:`frames_from_dataset` of it."""
+    return frames_from_dataset(pydicom.dcmread(path))
 
-    Compressed transfer syntaxes (JPEG, JPEG-LS, JPEG 2000, RLE) decode through the pylibjpeg
-    plugins. MONOCHROME1 is inverted so that higher always means brighter; colour images are
-    averaged to one channel. Raises on truncated or undecodable pixel data.
-    """
-    ds = pydicom.dcmread(path)
-    pixels = ds.pixel_array
-    samples = int(ds.get("SamplesPerPixel", 1))
-    frames = int(ds.get("NumberOfFrames") or 1)
-    if samples > 1:
-        pixels = pixels.mean(axis=-1)
-    if frames == 1:
-        pixels = pixels[None]
-    values = _modality_units(pixels, ds)
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
-        values = values.max() - values
-    return values
+
+def decode_error_reason(exc: Exception) -> str:
+    """Short reason from a pixel decoding error (structural: sizes, syntaxes, never tag values)."""
+    text = str(exc).split(" - ")[0].split("\n")[0].strip()
+    detail = f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+    return f"pixel data not decodable: {detail}"

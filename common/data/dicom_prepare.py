@@ -1,23 +1,32 @@
-"""Turn a folder of DICOM files into preprocessed, labelled 2D images, ready to cache."""
+"""Turn a folder of DICOM files into preprocessed, labelled 2D images, ready to cache.
+
+One pass reads every file (:func:`read_dicom_folder`): header facts, decoded intensity
+statistics and the pixels that resampling reads (see common.data.resample_taps). Once the walk
+has ended and each series is complete and ordered, :func:`prepare_series` windows and resamples
+each series from those taps. Memory: ``16 * size**2`` bytes per image until the end of the walk
+(64 KiB at the default 64x64), whatever the images' resolution.
+"""
 
 import hashlib
+import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from common.data.arrays import MASK_CLASSES
-from common.data.dicom_pixels import decode_frames
-from common.data.dicom_scan import DicomScan, SeriesFiles
+from common.data.dicom_image import DecodedImage, ImageReducer
+from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
 from common.data.dicom_seg import SegmentationMasks
-from common.data.intensity import normalise_intensity
+from common.data.intensity import scale_to_unit, window_range
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
-from common.data.resampling import resample_images, resample_masks
+from common.data.resampling import resample_masks
 
-__all__ = ["PreparedImages", "PreprocessingConfig", "prepare_series"]
+__all__ = ["PreparedImages", "PreprocessingConfig", "prepare_series", "read_dicom_folder"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +75,7 @@ class PreparedImages:
         series_key: str,
         study_key: str,
         split_key: str,
-        images: np.ndarray | None,
+        images: list[np.ndarray] | np.ndarray | None,
         masks: np.ndarray | None = None,
     ) -> None:
         """Append one series' labelled images (``images`` None when pixels are not kept)."""
@@ -86,18 +95,40 @@ def split_key_of(study_id: str) -> str:
     return hashlib.sha256(study_id.encode()).hexdigest()
 
 
-def _first_sentence(exc: Exception) -> str:
-    """Short reason from a pixel decoding error (structural: sizes, syntaxes, never tag values)."""
-    text = str(exc).split(" - ")[0].split("\n")[0].strip()
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
-
-
 def _check_spacing(series: SeriesFiles, key: str, report: QualityReport) -> None:
     gaps = series.slice_gaps()
     if gaps.size >= 2 and (gaps.max() - gaps.min()) > _GAP_TOLERANCE * max(abs(gaps.mean()), 1e-6):
         report.inconsistent_spacing.append(
             {"series": key, "min_gap_mm": float(gaps.min()), "max_gap_mm": float(gaps.max())}
         )
+
+
+def read_dicom_folder(
+    root: Path,
+    config: PreprocessingConfig,
+    keep_pixels: bool = True,
+    on_file: Callable[[int, int], None] | None = None,
+) -> DicomScan:
+    """Read and decode every file under ``root`` once, for :func:`prepare_series`."""
+    reducer = ImageReducer(config.target_spacing, config.size, keep_pixels)
+    return scan_dicom_folder(root, on_file=on_file, read_image=reducer)
+
+
+def _normalise_and_resample(images: list[DecodedImage], window: str) -> list[np.ndarray]:
+    """Images [size, size] in [0, 1] from the taps of one series' files (in slice order).
+
+    Files resampled the same way (usually the whole series) are windowed and combined in one
+    array, in place: one copy of their taps, no temporaries.
+    """
+    values = None
+    if window == "percentile":
+        values = np.concatenate([i.taps.ravel() for i in images])  # type: ignore[union-attr]
+    low, high = window_range(window, values)
+    out: list[np.ndarray] = []
+    for plan, group in itertools.groupby(images, key=lambda i: i.plan):
+        taps = np.concatenate([i.taps for i in group])  # type: ignore[misc]
+        out.extend(plan.combine(scale_to_unit(taps, low, high)))  # type: ignore[union-attr]
+    return out
 
 
 def prepare_series(
@@ -110,14 +141,15 @@ def prepare_series(
     on_series: Callable[[int, int], None] | None = None,
     segmentations: SegmentationMasks | None = None,
 ) -> PreparedImages:
-    """Decode, normalise and resample every image of every series; record quality facts.
+    """Normalise and resample every labelled image of every series; record quality facts.
 
-    An image that cannot be decoded (truncated, unsupported compression) is listed in the
-    report with the reason and skipped; the rest of its series is still used. With
-    ``keep_pixels=False`` (``medfed-site check``) images are decoded and measured, not kept.
-    With ``segmentations`` (the site's DICOM SEG masks) an image is labelled by its mask:
-    the mask is kept beside it and the label says whether it holds any foreground; images no
-    SEG object covers are unlabelled.
+    ``scan`` comes from :func:`read_dicom_folder` (same ``config`` and ``keep_pixels``), so
+    files whose pixels could not be decoded are already among its problems, with the reason.
+    An image whose size differs from the first of its series is listed and skipped. With
+    ``keep_pixels=False`` (``medfed-site check``) images are measured, not kept.
+    With ``segmentations`` (the site's DICOM SEG masks) an image is labelled by its mask: the
+    mask is resampled onto the image's output grid and kept beside it, and the label says
+    whether it holds any foreground; images no SEG object covers are unlabelled.
     """
     prepared = PreparedImages()
     report.files_seen = scan.files_seen
@@ -142,52 +174,49 @@ def prepare_series(
         slice_index = 0
         labels: list[int] = []
         slice_indices: list[int] = []
-        kept: list[np.ndarray] = []
+        kept: list[DecodedImage] = []
         kept_masks: list[np.ndarray] = []
+        reference: tuple[int, int] | None = None
         for header in series.slices:
-            relative = header.path.relative_to(scan.root)
-            try:
-                frames = decode_frames(header.path)
-            except Exception as exc:  # pydicom and its plugins raise many types
-                report.skip(
-                    relative.as_posix(), f"pixel data not decodable: {_first_sentence(exc)}"
-                )
-                continue
-            label = (
-                manifest.label_for(relative, series.series_uid, series.study_uid)
-                if manifest is not None
-                else None
-            )
-            if kept and frames.shape[1:] != kept[0].shape:
-                report.skip(relative.as_posix(), "image size differs from the rest of its series")
+            image = header.image
+            if image is None:
+                raise ValueError("prepare_series needs a scan from read_dicom_folder")
+            reference = reference or image.shape
+            if image.shape != reference:
+                relative = header.path.relative_to(scan.root).as_posix()
+                report.skip(relative, "image size differs from the rest of its series")
                 continue
             mask = None
             if segmentations is not None:
                 mask = segmentations.by_source.get(header.sop_instance_uid)
-                if mask is not None and (len(frames) != 1 or mask.shape != frames.shape[1:]):
-                    report.skip(relative.as_posix(), "DICOM SEG mask does not fit this image")
+                if mask is not None and (image.frames != 1 or mask.shape != image.shape):
+                    relative = header.path.relative_to(scan.root).as_posix()
+                    report.skip(relative, "DICOM SEG mask does not fit this image")
                     continue
-                label = None if mask is None else int(mask.any())
-            for frame in frames:
-                stats.add(frame)
-                report.count_images(modality, 1)
-                slice_index += 1
-                if label is None:
-                    report.unlabelled_images += 1
-                    continue
-                if keep_pixels:
-                    kept.append(frame)
-                    if mask is not None:
-                        kept_masks.append(mask)
-                labels.append(label)
-                slice_indices.append(slice_index - 1)
-        images = masks = None
-        if kept:  # one normalisation and one resampling call per series
-            stack = normalise_intensity(np.stack(kept), config.window_for(modality))
-            images = resample_images(
-                stack, series.pixel_spacing, config.target_spacing, config.size
+            stats.merge(image.stats)
+            report.count_images(modality, image.frames)
+            label = (
+                manifest.label_for(
+                    header.path.relative_to(scan.root), series.series_uid, series.study_uid
+                )
+                if manifest is not None
+                else None
             )
-        if kept_masks:
+            if segmentations is not None:
+                label = None if mask is None else int(mask.any())
+            first, slice_index = slice_index, slice_index + image.frames
+            if label is None:
+                report.unlabelled_images += image.frames
+                continue
+            if keep_pixels:
+                kept.append(image)
+                if mask is not None:
+                    kept_masks.append(mask)
+            labels.extend([label] * image.frames)
+            slice_indices.extend(range(first, slice_index))
+        images = _normalise_and_resample(kept, config.window_for(modality)) if kept else None
+        masks = None
+        if kept_masks:  # nearest neighbour onto the grid the images were resampled to
             masks = resample_masks(
                 np.stack(kept_masks), series.pixel_spacing, config.target_spacing, config.size
             )

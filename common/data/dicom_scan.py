@@ -1,18 +1,31 @@
-"""Walk a folder of DICOM files (any depth, mixed studies) and group them into ordered series."""
+"""Walk a folder of DICOM files (any depth, mixed studies) and group them into ordered series.
+
+Each file is read once. Without ``read_image`` only the few header elements below are parsed
+(grouping and ordering); with it the whole file is read and its pixels decoded in the same
+pass, so ``prepare`` never opens a file twice.
+"""
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from common.data.dicom_pixels import decode_error_reason
+from common.data.dicom_values import floats, strings, text
+
+if TYPE_CHECKING:
+    from common.data.dicom_image import DecodedImage
+
 __all__ = [
     "NON_IMAGE_MODALITIES",
     "DicomScan",
     "FileProblem",
+    "ImageReader",
     "SeriesFiles",
     "SliceHeader",
     "scan_dicom_folder",
@@ -23,11 +36,16 @@ logger = logging.getLogger(__name__)
 #: Modalities whose pixel data are not images to train on (masks, dose grids, reports).
 NON_IMAGE_MODALITIES = frozenset({"SEG", "RTDOSE", "RTSTRUCT", "RTPLAN", "SR", "PR", "KO", "REG"})
 
-# Only these header values are read; they stay at the site (see docs/privacy.md).
+# Only these header values are used; they stay at the site (see docs/privacy.md).
 _HEADER_TAGS = [
     "SeriesInstanceUID", "StudyInstanceUID", "Modality", "ImagePositionPatient",
     "ImageOrientationPatient", "InstanceNumber", "PixelSpacing", "Rows", "SOPInstanceUID",
 ]  # fmt: skip
+_SERIES_UID, _STUDY_UID, _MODALITY, _SOP_UID = 0x0020000E, 0x0020000D, 0x00080060, 0x00080018
+_POSITION, _ORIENTATION, _INSTANCE, _SPACING = 0x00200032, 0x00200037, 0x00200013, 0x00280030
+
+#: Decodes a fully read image file, given its in-plane spacing (see common.data.dicom_image).
+ImageReader = Callable[[pydicom.Dataset, tuple[float, float] | None], "DecodedImage"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,8 @@ class SliceHeader:
     pixel_spacing: tuple[float, float] | None
     #: Kept in memory to match DICOM SEG frames to their source image; never written out.
     sop_instance_uid: str = ""
+    #: The decoded image when the folder was scanned with a ``read_image``; else None.
+    image: "DecodedImage | None" = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -94,16 +114,10 @@ def _normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
     return np.cross(row, col)
 
 
-def _floats(value: object, count: int) -> tuple[float, ...] | None:
+def _read(path: Path, whole: bool) -> tuple[pydicom.Dataset | None, str | None]:
     try:
-        numbers = tuple(float(v) for v in value)  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        return None
-    return numbers if len(numbers) == count else None
-
-
-def _read_header(path: Path) -> tuple[pydicom.Dataset | None, str | None]:
-    try:
+        if whole:
+            return pydicom.dcmread(path), None
         return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS), None
     except InvalidDicomError:
         return None, "not a DICOM file (no DICM preamble or file meta)"
@@ -111,21 +125,34 @@ def _read_header(path: Path) -> tuple[pydicom.Dataset | None, str | None]:
         return None, f"unreadable DICOM header ({type(exc).__name__})"
 
 
-def _slice_header(path: Path, ds: pydicom.Dataset) -> SliceHeader:
-    instance = ds.get("InstanceNumber")
+def _slice_header(path: Path, ds: pydicom.Dataset, read_image: ImageReader | None) -> SliceHeader:
+    """Header facts of an image file, and its decoded image when ``read_image`` is given."""
+    instance = strings(ds, _INSTANCE)
     try:
-        instance_number = int(instance) if instance not in (None, "") else None
-    except (TypeError, ValueError):
+        instance_number = int(instance[0]) if instance else None
+    except ValueError:
         instance_number = None
-    spacing = _floats(ds.get("PixelSpacing"), 2)
+    spacing = floats(ds, _SPACING, 2)
     return SliceHeader(
         path=path,
-        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+        position=floats(ds, _POSITION, 3),  # type: ignore[arg-type]
+        orientation=floats(ds, _ORIENTATION, 6),
         instance_number=instance_number,
         pixel_spacing=spacing,  # type: ignore[arg-type]
-        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        sop_instance_uid=text(ds, _SOP_UID),
+        image=read_image(ds, spacing) if read_image is not None else None,  # type: ignore[arg-type]
     )
+
+
+def _not_an_image(ds: pydicom.Dataset, modality: str, series_uid: str) -> str | None:
+    """Why a readable DICOM file is no image to train on, or None when it is one."""
+    if not ds.get("Rows"):
+        return "DICOM file without an image (no Rows element)"
+    if not series_uid:
+        return "image without a SeriesInstanceUID"
+    if modality in NON_IMAGE_MODALITIES:
+        return f"modality {modality} is not an image series for training"
+    return None
 
 
 def _order(series: SeriesFiles) -> None:
@@ -137,12 +164,18 @@ def _order(series: SeriesFiles) -> None:
         series.slices.sort(key=lambda s: (s.instance_number is None, s.instance_number or 0))
 
 
-def scan_dicom_folder(root: Path, on_file: Callable[[int, int], None] | None = None) -> DicomScan:
-    """Read the header of every file under ``root`` and group image files into series.
+def scan_dicom_folder(
+    root: Path,
+    on_file: Callable[[int, int], None] | None = None,
+    read_image: ImageReader | None = None,
+) -> DicomScan:
+    """Read every file under ``root`` once and group the image files into ordered series.
 
-    Files that are not DICOM, have a damaged header, or hold no image (reports, plans) are
-    listed in ``problems`` with the reason; nothing is dropped silently. ``on_file(done, total)``
-    reports progress.
+    Files that are not DICOM, have a damaged header, hold no image (reports, plans) or, with
+    ``read_image``, pixel data that cannot be decoded (truncated, unsupported compression) are
+    listed in ``problems`` with the reason; DICOM SEG objects go to ``segmentations``; nothing
+    is dropped silently. ``read_image`` decodes each image file while it is in memory and its
+    result is kept as ``SliceHeader.image``. ``on_file(done, total)`` reports progress.
     """
     root = Path(root)
     files = sorted(p for p in root.rglob("*") if p.is_file())
@@ -152,40 +185,29 @@ def scan_dicom_folder(root: Path, on_file: Callable[[int, int], None] | None = N
     for done, path in enumerate(files, start=1):
         if on_file is not None:
             on_file(done, len(files))
-        ds, reason = _read_header(path)
-        relative = path.relative_to(root)
+        ds, reason = _read(path, whole=read_image is not None)
         if ds is None:
-            problems.append(FileProblem(relative, reason or "unreadable"))
-        elif str(ds.get("Modality", "")) == "SEG":
+            problems.append(FileProblem(path.relative_to(root), reason or "unreadable"))
+            continue
+        modality = text(ds, _MODALITY)
+        if modality == "SEG":
             segmentations.append(path)
-        elif not ds.get("Rows"):
-            problems.append(FileProblem(relative, "DICOM file without an image (no Rows element)"))
-        elif not ds.get("SeriesInstanceUID"):
-            problems.append(FileProblem(relative, "image without a SeriesInstanceUID"))
-        elif str(ds.get("Modality", "")) in NON_IMAGE_MODALITIES:
-            problems.append(
-                FileProblem(relative, f"modality {ds.Modality} is not an image series for training")
-            )
-        else:
+            continue
+        uid = text(ds, _SERIES_UID)
+        reason = _not_an_image(ds, modality, uid)
+        if reason is None:
             try:
-                header = _slice_header(path, ds)
-            except (TypeError, ValueError) as exc:
-                problems.append(
-                    FileProblem(
-                        relative, f"invalid value in an image header element ({type(exc).__name__})"
-                    )
-                )
-                continue
-            uid = str(ds.SeriesInstanceUID)
-            entry = series.setdefault(
-                uid,
-                SeriesFiles(
-                    series_uid=uid,
-                    study_uid=str(ds.get("StudyInstanceUID", uid)),
-                    modality=str(ds.get("Modality", "OT")),
-                ),
-            )
-            entry.slices.append(header)
+                header = _slice_header(path, ds, read_image)
+            except Exception as exc:  # pydicom and its plugins raise many types
+                reason = decode_error_reason(exc)
+        if reason is not None:
+            problems.append(FileProblem(path.relative_to(root), reason))
+            continue
+        entry = series.get(uid)
+        if entry is None:
+            study = text(ds, _STUDY_UID) or uid
+            entry = series[uid] = SeriesFiles(uid, study, modality or "OT")
+        entry.slices.append(header)
     for entry in series.values():
         _order(entry)
     logger.info("scanned %d files: %d series, %d skipped", len(files), len(series), len(problems))

@@ -1,9 +1,8 @@
-"""Intensity normalisation to [0, 1]: CT windowing presets or percentile scaling (MONAI)."""
+"""Intensity normalisation to [0, 1]: CT windowing presets or percentile scaling."""
 
 import numpy as np
-from monai.transforms import ScaleIntensityRange, ScaleIntensityRangePercentiles
 
-__all__ = ["WINDOW_PRESETS", "normalise_intensity"]
+__all__ = ["WINDOW_PRESETS", "normalise_intensity", "scale_to_unit", "window_range"]
 
 #: (level, width) in Hounsfield units, the usual radiology presets.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -14,6 +13,43 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "bone": (400.0, 1800.0),
 }
 
+#: Percentiles mapped to 0 and 1 by ``percentile`` scaling.
+_PERCENTILES = (0.5, 99.5)
+
+
+def window_range(window: str, values: np.ndarray | None = None) -> tuple[float, float]:
+    """The intensities mapped to 0 and 1: a preset's bounds, or percentiles of ``values``.
+
+    Args:
+        window: ``percentile`` or a name of :data:`WINDOW_PRESETS`.
+        values: the intensities the percentiles are taken over (needed for ``percentile``).
+
+    Raises:
+        ValueError: for an unknown window, or ``percentile`` without values.
+    """
+    if window == "percentile":
+        if values is None or values.size == 0:
+            raise ValueError("percentile scaling needs the images' values")
+        low, high = np.percentile(values, _PERCENTILES)
+        return float(low), float(high)
+    if window in WINDOW_PRESETS:
+        level, width = WINDOW_PRESETS[window]
+        return level - width / 2, level + width / 2
+    choices = ["percentile", *WINDOW_PRESETS]
+    raise ValueError(f"unknown window {window!r}; choose from {choices}")
+
+
+def scale_to_unit(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``(values - low) / (high - low)`` clipped to [0, 1], in place on a float32 array.
+
+    As MONAI's ``ScaleIntensityRange`` (clip=True) without its tensor round trip; like it,
+    ``low == high`` only subtracts ``low`` before clipping.
+    """
+    values -= np.float32(low)
+    if high != low:
+        values *= np.float32(1.0 / (high - low))
+    return np.clip(values, 0.0, 1.0, out=values)
+
 
 def normalise_intensity(images: np.ndarray, window: str) -> np.ndarray:
     """Scale [N, H, W] (or [H, W]) to [0, 1] with a preset window or ``percentile`` scaling.
@@ -21,16 +57,5 @@ def normalise_intensity(images: np.ndarray, window: str) -> np.ndarray:
     Windows suit CT in Hounsfield units; percentile scaling (0.5th-99.5th, over all the images
     given at once, e.g. a whole series) suits MR, X-ray and anything without absolute units.
     """
-    if window == "percentile":
-        scaler = ScaleIntensityRangePercentiles(
-            lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True
-        )
-    elif window in WINDOW_PRESETS:
-        level, width = WINDOW_PRESETS[window]
-        scaler = ScaleIntensityRange(
-            a_min=level - width / 2, a_max=level + width / 2, b_min=0.0, b_max=1.0, clip=True
-        )
-    else:
-        choices = ["percentile", *WINDOW_PRESETS]
-        raise ValueError(f"unknown window {window!r}; choose from {choices}")
-    return np.asarray(scaler(images.astype(np.float32, copy=False)), dtype=np.float32)
+    scaled = np.array(images, dtype=np.float32)  # a copy: the caller's array is left as is
+    return scale_to_unit(scaled, *window_range(window, scaled))

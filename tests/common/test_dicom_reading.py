@@ -1,12 +1,18 @@
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from common.data.dicom_pixels import decode_frames
+from common.data.dicom_image import file_stats
+from common.data.dicom_pixels import StoredFrames, decode_frames
+from common.data.dicom_prepare import PreprocessingConfig, prepare_series, read_dicom_folder
 from common.data.dicom_scan import scan_dicom_folder
 from common.data.intensity import normalise_intensity
+from common.data.label_manifest import LabelManifest
+from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import QualityReport
 from common.data.resampling import resample_images
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
 
@@ -50,6 +56,48 @@ def test_pydicom_sample_files_each_get_a_clear_outcome() -> None:
     assert scan.files_seen == len(used) + len(scan.segmentations) + len(scan.problems)
 
 
+def test_one_pass_read_accounts_for_every_file_and_names_undecodable_ones() -> None:
+    scan = read_dicom_folder(PYDICOM_FILES, PreprocessingConfig())
+    reasons = {p.path.as_posix(): p.reason for p in scan.problems}
+    assert "less than expected" in reasons["MR_truncated.dcm"]
+    assert reasons["MR_truncated.dcm"].startswith("pixel data not decodable")
+    used = [h for s in scan.series.values() for h in s.slices]
+    assert all(h.image is not None and h.sop_instance_uid for h in used)
+    assert scan.files_seen == len(used) + len(scan.segmentations) + len(scan.problems)
+
+
+def test_prepare_reads_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ct = SeriesIdentity(modality="CT")
+    write_dicom_series(
+        np.full((4, 16, 16), 1000.0), (1, 1, 1), tmp_path, ct, rescale=(1.0, -1024.0)
+    )
+    opened: list[str] = []
+    real_dcmread = pydicom.dcmread
+    monkeypatch.setattr(
+        pydicom, "dcmread", lambda path, **kw: opened.append(str(path)) or real_dcmread(path, **kw)
+    )
+    config = PreprocessingConfig(size=8)
+    scan = read_dicom_folder(tmp_path, config)
+    manifest = LabelManifest("SeriesInstanceUID", {ct.series_uid: "a"}, ("a",))
+    prepared = prepare_series(scan, config, manifest, SitePseudonymiser(b"k" * 32), QualityReport())
+    assert sorted(opened) == sorted(str(p) for p in tmp_path.rglob("*.dcm"))
+    assert len(prepared.images) == 4 and prepared.images[0].shape == (8, 8)
+    assert np.allclose(prepared.images, 0.34)  # -24 HU in the soft-tissue window (-160, 240)
+
+
+def test_an_image_of_another_size_is_listed_when_checking_too(tmp_path: Path) -> None:
+    identity = SeriesIdentity()
+    write_dicom_series(np.full((3, 8, 8), 50.0), (1, 1, 1), tmp_path / "a", identity)
+    write_dicom_series(np.full((1, 6, 6), 50.0), (1, 1, 1), tmp_path / "b", identity)
+    report = QualityReport()
+    scan = read_dicom_folder(tmp_path, PreprocessingConfig(), keep_pixels=False)
+    prepare_series(scan, PreprocessingConfig(), None, SitePseudonymiser(b"k" * 32), report, False)
+    assert [f["reason"] for f in report.skipped_files] == [
+        "image size differs from the rest of its series"
+    ]
+    assert report.images_per_modality == {"MR": 3}
+
+
 def test_truncated_pixel_data_raises_for_that_file_only() -> None:
     with pytest.raises(ValueError, match="less than expected"):
         decode_frames(PYDICOM_FILES / "MR_truncated.dcm")
@@ -86,3 +134,14 @@ def test_resampling_keeps_physical_size() -> None:
     out = resample_images(image[None], (0.5, 0.5), 1.0, 32)[0]  # 1 mm pixels, padded to 32
     assert out.shape == (32, 32)
     assert (out > 0.5).sum() == pytest.approx(100, abs=12)  # 10 mm x 10 mm = ~100 pixels
+
+
+def test_units_of_a_pixel_subset_match_the_whole_frame_even_inverted() -> None:
+    stored = np.random.default_rng(0).integers(0, 4000, (2, 16, 16)).astype(np.uint16)
+    frames = StoredFrames(stored, slope=-2.0, intercept=100.0, lut_source=None, invert=True)
+    whole = stored.astype(np.float32) * -2.0 + 100.0
+    whole = whole.max() - whole  # MONOCHROME1: higher means brighter
+    assert np.array_equal(frames.units(), whole)
+    assert np.array_equal(frames.units(stored[:, 2:5, 7:9]), whole[:, 2:5, 7:9])
+    stats = file_stats(frames)
+    assert (stats.minimum, stats.maximum) == (whole.min(), whole.max())
