@@ -1,7 +1,9 @@
 """Benchmark: one local epoch with DP-SGD over one without, on the same data, in one run.
 
-Usage: .venv/bin/python bench/dp_overhead.py [--data PATH] [--model cnn] [--repeats 3]
+Usage: .venv/bin/python bench/dp_overhead.py [--data PATH] [--task classification]
+       [--model cnn] [--norm group] [--batch-size 32] [--repeats 3]
 Prints seconds per epoch for each setting and the DP / no-DP ratio (median of the repeats).
+Segmentation: --task segmentation --model basicunet|unet --data CACHE_WITH_MASKS.
 """
 
 import argparse
@@ -15,18 +17,19 @@ from common.config import JobConfig
 from common.data.loading import load_dataset
 from common.local_training import train_local_round
 from common.models import build_model
+from common.tasks.registry import task_for
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 
 def _epoch_seconds(job: JobConfig, data_path: Path, repeats: int) -> float:
     splits = load_dataset(data_path)
+    outputs = len(task_for(job.task).output_names(splits))
     times = []
     for repeat in range(repeats):
         torch.manual_seed(repeat)
         model = build_model(
-            job.model, splits.in_channels, splits.num_classes, splits.image_size,
-            job.privacy.enabled,
-        )  # fmt: skip
+            job.model, splits.in_channels, outputs, splits.image_size, job.privacy.enabled
+        )
         start = time.perf_counter()
         train_local_round(model, splits.train, job, seed=repeat, privacy_state=None)
         times.append(time.perf_counter() - start)
@@ -37,17 +40,30 @@ def main() -> None:
     """Run the benchmark and print the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)
-    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--task", default="classification")
+    parser.add_argument("--model", default=None, help="default: the task's default network")
+    parser.add_argument("--norm", default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     data = args.data or write_synthetic_lesions(Path("data/synthetic-lesions.npz"))
     seconds = {}
     for dp in (False, True):
+        model = {k: v for k, v in (("name", args.model), ("norm", args.norm)) if v}
         job = JobConfig.model_validate(
-            {"data": data, "model": {"name": args.model}, "privacy": {"enabled": dp}}
+            {
+                "data": data,
+                "task": args.task,
+                "model": model,
+                "train": {"batch_size": args.batch_size},
+                "privacy": {"enabled": dp},
+            }
         )
         seconds[dp] = _epoch_seconds(job, data, args.repeats)
-    print(f"data={data} model={args.model} threads={torch.get_num_threads()}")
+    print(
+        f"data={data} task={job.task} model={job.model.name} norm={job.model.norm} "
+        f"batch={args.batch_size} threads={torch.get_num_threads()}"
+    )
     print(f"no DP: {seconds[False]:.2f} s/epoch   DP-SGD: {seconds[True]:.2f} s/epoch")
     print(f"DP / no-DP epoch time ratio: {seconds[True] / seconds[False]:.2f}")
 

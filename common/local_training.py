@@ -8,6 +8,7 @@ from torch import nn
 
 from common.config import JobConfig
 from common.data.arrays import ImageArrays
+from common.models import grad_sample_mode
 from common.privacy import PrivacyState, SitePrivacyEngine
 from common.tasks.registry import task_for
 from common.tasks.training import make_loader, train_epochs
@@ -69,7 +70,9 @@ def train_local_round(
                 planned_epochs=job.rounds * job.train.local_epochs,
                 state=privacy_state,
             )
-            trained, optimizer, loader = engine.make_private(model, optimizer, loader)
+            trained, optimizer, loader = engine.make_private(
+                model, optimizer, loader, grad_sample_mode(job.model.name)
+            )
         stats = train_epochs(
             trained, loader, optimizer, job.train.local_epochs, task.criterion(), proximal_mu
         )

@@ -10,7 +10,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from common.config import ModelConfig
 from common.errors import ConfigError, ModelNotPrivacyCompatibleError
 
-__all__ = ["build_model", "check_privacy_compatible", "count_parameters"]
+__all__ = ["build_model", "check_privacy_compatible", "count_parameters", "grad_sample_mode"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,10 @@ def _segmentation_network(
             f"{config.name} needs image sides that are multiples of {factor} and at least "
             f"{2 * factor}, got {tuple(image_size)}: prepare the data with a matching --size",
         )
-    norm = _norm(config.norm, 8) if config.norm != "instance" else ("instance", {"affine": True})
+    # Instance norm without affine parameters: nothing for DP-SGD to compute per sample in the
+    # norm layers (with affine=True Opacus re-runs each norm per sample), and fewer weights to
+    # noise; the convolution after it rescales freely. Measured in docs/results.md.
+    norm = _norm(config.norm, 8) if config.norm != "instance" else ("instance", {"affine": False})
     if config.name == "basicunet":
         # Upsampling by interpolation then convolution: every trainable layer is a Conv2d or a
         # norm that Opacus computes per-sample gradients for with its fast hooks.
@@ -122,6 +125,17 @@ def _segmentation_network(
             norm=norm,
         )
     return model
+
+
+def grad_sample_mode(model_name: str) -> str:
+    """How Opacus should compute per-sample gradients for ``model_name``.
+
+    The U-Nets train faster under "functorch" (vmapped convolution backward, one batched
+    mkldnn call per layer) than under the per-layer "hooks" (unfold + bmm), 1.65x against
+    2.3x of a non-private epoch in one measured run (docs/results.md); the classifiers keep
+    the hooks they were measured with.
+    """
+    return "functorch" if model_name in _DOWNSAMPLING else "hooks"
 
 
 def check_privacy_compatible(model: nn.Module, name: str) -> None:

@@ -149,9 +149,18 @@ class SitePrivacyEngine:
         return self._state.noise_multiplier
 
     def make_private(
-        self, model: nn.Module, optimizer: Optimizer, loader: DataLoader
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        loader: DataLoader,
+        grad_sample_mode: str = "hooks",
     ) -> tuple[nn.Module, Optimizer, DataLoader]:
-        """Wrap model, optimizer and loader for DP-SGD with Poisson sampling."""
+        """Wrap model, optimizer and loader for DP-SGD with Poisson sampling.
+
+        ``grad_sample_mode`` is how Opacus computes per-sample gradients: "hooks" (its
+        per-layer formulas) or "functorch" (vmap over torch.func; faster for the U-Nets, see
+        common.models.grad_sample_mode).
+        """
         private_model, private_optimizer, private_loader = self._engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -159,6 +168,7 @@ class SitePrivacyEngine:
             noise_multiplier=self._state.noise_multiplier,
             max_grad_norm=self.config.max_grad_norm,
             poisson_sampling=True,
+            grad_sample_mode=grad_sample_mode,
         )
         return private_model, private_optimizer, private_loader
 

@@ -104,13 +104,6 @@ def _volume(slices: int, rows: int, cols: int, blob_slices: range, seed: int) ->
 def _series(folder: Path, volume: np.ndarray, modality: str = "MR", seed: int | None = None):
     identity = SeriesIdentity(patient_name=SECRET_NAME, modality=modality)
     paths = write_dicom_series(volume, (3.0, 0.8, 0.8), folder, identity, shuffle_names_seed=seed)
-    # The simulator gives every slice its own FrameOfReferenceUID; a real series shares one
-    # (and highdicom requires that of a SEG's source images).
-    shared = pydicom.dcmread(paths[0]).FrameOfReferenceUID
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        ds.FrameOfReferenceUID = shared
-        ds.save_as(path, enforce_file_format=True)
     return identity, paths
 
 
