@@ -7,10 +7,12 @@ TORCH  := torch==2.13.0
 BRAIN  := data/brain-mri
 CACHE  := data/brain-mri-cache
 RUN    := runs/demo
+SEGCACHE := data/brain-mri-seg-cache
+SEGRUN   := runs/demo-segmentation
 
 export FLWR_TELEMETRY_ENABLED := 0
 
-.PHONY: simulate test lint format clean
+.PHONY: simulate simulate-segmentation test lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +45,20 @@ $(CACHE)/.prepared: $(BRAIN)/.generated
 simulate: $(CACHE)/.prepared
 	$(BIN)/medfed-sim run --data $(CACHE) --sites 3 --partition site --rounds 5 --lr 0.003 \
 		--dp-epsilon 8 --baseline pooled --baseline local --out $(RUN)
+
+# The same hospitals' DICOM, with the lesion masks taken from the DICOM SEG object of each series.
+$(SEGCACHE)/.prepared: $(BRAIN)/.generated
+	for site in 0 1 2; do \
+		$(BIN)/medfed-site prepare --data $(BRAIN)/site-$$site/dicom --task segmentation \
+			--out $(SEGCACHE)/site-$$site --spacing 3.0 --size 64 || exit 1; \
+	done
+	touch $@
+
+## simulate-segmentation: federated lesion segmentation across the 3 hospitals, DP at epsilon 8.
+simulate-segmentation: $(SEGCACHE)/.prepared
+	$(BIN)/medfed-sim run --data $(SEGCACHE) --task segmentation --sites 3 --partition site \
+		--rounds 8 --local-epochs 2 --lr 0.003 --dp-epsilon 8 \
+		--baseline pooled --baseline local --out $(SEGRUN)
 
 ## test: lint, then the whole test suite.
 test: $(VENV)/.installed-dev

@@ -6,7 +6,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
-from PIL import Image, ImageOps
 from pydicom.errors import InvalidDicomError
 
 from client.inference.geometry import dicom_affine
@@ -14,6 +13,7 @@ from client.inference.sources import Skipped, Source
 from common.data.dicom_pixels import decode_frames
 from common.data.dicom_prepare import PreprocessingConfig
 from common.data.dicom_scan import SeriesFiles, SliceHeader
+from common.data.image_folder_reader import picture_in_unit_range, read_picture
 from common.data.intensity import normalise_intensity
 from common.data.nifti_cases import NiftiCase, read_nifti_case
 from common.data.resampling import resample_images
@@ -21,8 +21,6 @@ from common.errors import DataFormatError
 
 __all__ = ["PreparedInput", "read_input"]
 
-#: Pillow modes of 16-bit pictures, scaled by 65535 as common.data.image_folder_reader does.
-_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 _NIFTI_MODALITY = "NIfTI"  # what medfed-site prepare calls NIfTI volumes (window 'auto')
 
 
@@ -147,35 +145,16 @@ def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> Prep
 def _picture_pixels(path: Path) -> tuple[np.ndarray, bool]:
     """Grayscale pixels as float32 and whether they are 16-bit (else 8-bit)."""
     try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            if image.mode in _SIXTEEN_BIT_MODES:
-                pixels = np.asarray(image, dtype=np.float32)
-                if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
-                    raise ValueError(f"{image.mode} pixel values outside 0..65535")
-                return pixels, True
-            if image.mode == "F":
-                raise ValueError("floating-point images are not supported; save 8- or 16-bit")
-            return np.asarray(image.convert("L"), dtype=np.float32), False
+        return read_picture(path)
     except Exception as exc:  # Pillow raises many types on damaged files
         raise DataFormatError(path, f"not a readable picture ({_short_reason(exc)})") from None
 
 
 def _read_picture(source: Source, root: Path, config: PreprocessingConfig) -> PreparedInput:
     pixels, sixteen_bit = _picture_pixels(source.files[0])
-    if config.window == "auto":
-        # As common.data.image_folder_reader prepares pictures for training: scaled by the bit
-        # depth, resized with Pillow's bilinear filter.
-        scale = 65535.0 if sixteen_bit else 255.0
-        display = pixels / scale
-        picture = (
-            Image.fromarray(display.astype(np.float32))
-            if sixteen_bit
-            else Image.fromarray(pixels.astype(np.uint8))
-        )
-        resized = picture.resize((config.size, config.size), Image.Resampling.BILINEAR)
-        model_size = np.asarray(resized, dtype=np.float32)
-        model_size = np.clip(model_size if sixteen_bit else model_size / scale, 0.0, 1.0)[None]
+    if config.window == "auto":  # as the image-folder reader prepares pictures for training
+        display = pixels / (65535.0 if sixteen_bit else 255.0)
+        model_size = picture_in_unit_range(pixels, sixteen_bit, config.size)[None]
     else:
         display = normalise_intensity(pixels, config.window)
         model_size = resample_images(display[None], None, None, config.size)

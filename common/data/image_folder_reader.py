@@ -71,31 +71,44 @@ def _read_rows(csv_path: Path) -> list[_Row]:
     return rows
 
 
-def _load_image(path: Path, image_size: int) -> np.ndarray:
-    """A grayscale ``image_size`` x ``image_size`` float32 image in [0, 1].
-
-    8-bit images are scaled by 255; 16-bit ones (common for X-rays) by 65535, so their
-    full depth is kept instead of being clipped to 8 bits.
+def read_picture(path: Path) -> tuple[np.ndarray, bool]:
+    """A PNG/JPEG's grayscale stored values (float32 [H, W]) and whether it is 16-bit.
 
     Raises:
         FileNotFoundError: The file does not exist.
         Exception: One of ``_DECODE_ERRORS`` when the file cannot be decoded or its pixel
             values do not fit its bit depth.
     """
-    size = (image_size, image_size)
     with Image.open(path) as opened:
         image = ImageOps.exif_transpose(opened)
         if image.mode in _SIXTEEN_BIT_MODES:
-            pixels = np.asarray(image, dtype=np.float64)
+            pixels = np.asarray(image, dtype=np.float32)
             if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
                 raise ValueError(f"{image.mode} pixel values outside 0..65535")
-            scaled = Image.fromarray((pixels / 65535.0).astype(np.float32))  # mode "F"
-            resized = scaled.resize(size, Image.Resampling.BILINEAR)
-            return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+            return pixels, True
         if image.mode == "F":
             raise ValueError("floating-point images are not supported; save 8- or 16-bit")
-        gray = image.convert("L").resize(size, Image.Resampling.BILINEAR)
-        return np.asarray(gray, dtype=np.float32) / 255.0
+        return np.asarray(image.convert("L"), dtype=np.float32), False
+
+
+def picture_in_unit_range(pixels: np.ndarray, sixteen_bit: bool, image_size: int) -> np.ndarray:
+    """A picture as training sees it: ``image_size`` x ``image_size`` float32 in [0, 1].
+
+    8-bit images are scaled by 255; 16-bit ones (common for X-rays) by 65535, so their
+    full depth is kept instead of being clipped to 8 bits; resized with Pillow's bilinear filter.
+    """
+    size = (image_size, image_size)
+    if sixteen_bit:
+        scaled = Image.fromarray((pixels / 65535.0).astype(np.float32))  # mode "F"
+        resized = scaled.resize(size, Image.Resampling.BILINEAR)
+        return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    gray = Image.fromarray(pixels.astype(np.uint8)).resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.float32) / 255.0
+
+
+def _load_image(path: Path, image_size: int) -> np.ndarray:
+    """A grayscale ``image_size`` x ``image_size`` float32 image in [0, 1]."""
+    return picture_in_unit_range(*read_picture(path), image_size)
 
 
 def _stratified_split(

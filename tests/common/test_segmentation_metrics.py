@@ -85,13 +85,13 @@ def test_segmentation_networks_train_under_dp_sgd(name: str) -> None:
             "task": "segmentation",
             "rounds": 1,
             "model": {"name": name, "norm": "instance"},
-            "train": {"batch_size": 16, "learning_rate": 0.01, "local_epochs": 3},
+            "train": {"batch_size": 16, "learning_rate": 0.01, "local_epochs": 2},
             "privacy": {"enabled": True, "target_epsilon": 50.0, "target_delta": 1e-3},
         }
     )
     torch.manual_seed(0)
     model = build_model(job.model, 1, 2, (32, 32), dp_enabled=True)
-    data = _blobs(96, seed=1)
+    data = _blobs(64, seed=1)
     before = evaluate(model, data, NAMES)
     update = train_local_round(model, data, job, seed=0, privacy_state=None)
     after = evaluate(model, data, NAMES)
