@@ -57,7 +57,7 @@ $(SEGCACHE)/.prepared: $(BRAIN)/.generated
 ## simulate-segmentation: federated lesion segmentation across the 3 hospitals, DP at epsilon 8.
 simulate-segmentation: $(SEGCACHE)/.prepared
 	$(BIN)/medfed-sim run --data $(SEGCACHE) --task segmentation --sites 3 --partition site \
-		--rounds 8 --local-epochs 2 --lr 0.003 --dp-epsilon 8 \
+		--rounds 8 --local-epochs 2 --batch-size 64 --lr 0.003 --dp-epsilon 8 \
 		--baseline pooled --baseline local --out $(SEGRUN)
 
 ## test: lint, then the whole test suite.
