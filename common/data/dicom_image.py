@@ -5,15 +5,18 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from common.data.dicom_pixels import StoredFrames, decode_stored
+from common.data.dicom_pixels import LinearUnits, StoredFrames, decode_stored
 from common.data.quality import IntensityStats
 from common.data.resample_taps import ResamplePlan, plan_resampling
 
 __all__ = ["DecodedImage", "ImageReducer", "file_stats"]
 
 #: Mean and standard deviation are taken over every ``_STRIDE``-th row and column (1/4 of the
-#: pixels: no float copy of whole frames); minimum and maximum over every pixel.
+#: pixels); minimum and maximum over every pixel.
 _STRIDE = 2
+
+#: Units of taps that are already float32 modality units (files with a Modality LUT).
+_AS_IS = LinearUnits(1.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -21,27 +24,42 @@ class DecodedImage:
     """A decoded file: frame size and count, intensity statistics, and resampling taps.
 
     The full-resolution pixels are not kept: ``taps`` holds only the pixels that resampling to
-    the output size reads (``16 * size**2`` bytes per frame, 64 KiB at 64x64).
+    the output size reads, in the stored integer type (``8 * size**2`` bytes per 16-bit frame,
+    32 KiB at 64x64); ``units`` turns them into modality units once the series is complete.
     """
 
     shape: tuple[int, int]
     frames: int
     #: Statistics of the frames in modality units (before normalisation).
     stats: IntensityStats
-    #: Taps [F, 4, h, w] in modality units for ``plan``; None when pixels are not kept.
+    #: Taps [F, 4, h, w] for ``plan``, as stored (float32 units with a LUT); None when pixels
+    #: are not kept.
     taps: np.ndarray | None = None
     plan: ResamplePlan | None = None
+    units: LinearUnits = _AS_IS
 
 
 def file_stats(frames: StoredFrames) -> IntensityStats:
-    """Intensity statistics of a file's frames in modality units (see ``_STRIDE``)."""
+    """Intensity statistics of a file's frames in modality units (see ``_STRIDE``).
+
+    For linear units the sums are taken over the stored values (float32, as one float copy of
+    the sample) and mapped to units; min and max are the units of the stored extremes.
+    """
     stats = IntensityStats()
-    sample = frames.units(frames.values[:, ::_STRIDE, ::_STRIDE])
-    if frames.linear:  # monotonic: the extremes are those of the stored values
-        ends = frames.units(np.array([frames.values.min(), frames.values.max()]))
-    else:
-        ends = frames.units()
-    stats.add_sampled(sample, float(ends.min()), float(ends.max()))
+    if not frames.linear:
+        units = frames.units()
+        stats.add_sampled(units[:, ::_STRIDE, ::_STRIDE], float(units.min()), float(units.max()))
+        return stats
+    # float32: numpy's float64 dot goes to a threaded BLAS here (0.7 ms a call, float32: 2 us)
+    flat = frames.values[:, ::_STRIDE, ::_STRIDE].astype(np.float32).ravel()
+    total, total_sq = frames.linear_units.moments(
+        flat.size, float(flat.sum()), float(np.dot(flat, flat))
+    )
+    ends = frames.extremes
+    if frames.invert:  # MONOCHROME1: brightest - units
+        ends = frames.linear_units.brightest - ends
+    low, high = sorted((float(ends[0]), float(ends[1])))
+    stats.add_moments(flat.size, total, total_sq, low, high)
     return stats
 
 
@@ -64,5 +82,7 @@ class ImageReducer:
         if not self.keep_pixels:
             return DecodedImage((height, width), count, stats)
         plan = plan_resampling((height, width), pixel_spacing, self.target_spacing, self.size)
-        taps = frames.units(plan.gather(frames.values))  # only these pixels become float32
-        return DecodedImage((height, width), count, stats, taps, plan)
+        taps = plan.gather(frames.values)  # stored integers: converted per series
+        if not frames.linear:
+            return DecodedImage((height, width), count, stats, frames.units(taps), plan)
+        return DecodedImage((height, width), count, stats, taps, plan, frames.linear_units)

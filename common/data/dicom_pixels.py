@@ -10,6 +10,7 @@ from pydicom.pixels import apply_rescale, pixel_array
 from common.data.dicom_values import strings
 
 __all__ = [
+    "LinearUnits",
     "StoredFrames",
     "decode_error_reason",
     "decode_frames",
@@ -26,6 +27,43 @@ def _rescale(ds: pydicom.Dataset, tag: int, default: float) -> float:
         return float(values[0]) if values else default
     except ValueError:
         raise ValueError("RescaleSlope or RescaleIntercept is not a number") from None
+
+
+@dataclass(frozen=True)
+class LinearUnits:
+    """Modality units of stored values as ``slope * stored + intercept``, inverted if asked.
+
+    Applied in float32 in a fixed order, so units are the same whenever they are computed
+    (at read time or once per series).
+    """
+
+    slope: float
+    intercept: float
+    #: MONOCHROME1: units are ``brightest - units`` (higher always means brighter).
+    brightest: np.float32 | None = None
+
+    def to_units(self, stored: np.ndarray) -> np.ndarray:
+        """Float32 modality units of ``stored`` (a new array)."""
+        return self.apply(stored.astype(np.float32))
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """Turn float32 stored values into modality units in place; returns ``values``."""
+        if self.slope != 1.0:
+            values *= np.float32(self.slope)
+        if self.intercept != 0.0:
+            values += np.float32(self.intercept)
+        if self.brightest is not None:
+            np.subtract(self.brightest, values, out=values)
+        return values
+
+    def moments(self, count: int, total: float, total_sq: float) -> tuple[float, float]:
+        """Sum and sum of squares in units of ``count`` stored values with these sums."""
+        scale, offset = self.slope, self.intercept
+        if self.brightest is not None:  # brightest - (a s + b) = -a s + (brightest - b)
+            scale, offset = -scale, float(self.brightest) - offset
+        units_total = scale * total + offset * count
+        units_sq = scale * scale * total_sq + 2 * scale * offset * total + offset * offset * count
+        return units_total, units_sq
 
 
 @dataclass(frozen=True)
@@ -52,28 +90,31 @@ class StoredFrames:
     def units(self, values: np.ndarray | None = None) -> np.ndarray:
         """Modality units (float32) of ``values``, a subset of the stored values (default all)."""
         stored = self.values if values is None else values
-        units = self._modality_lut(stored)
+        if self.linear:
+            return self.linear_units.to_units(stored)
+        units = np.asarray(apply_rescale(stored, self.lut_source), dtype=np.float32)
         return self._brightest - units if self.invert else units
 
-    def _modality_lut(self, stored: np.ndarray) -> np.ndarray:
-        """Apply the modality LUT in float32 (pydicom's apply_rescale computes in float64)."""
-        if self.lut_source is not None:
-            return np.asarray(apply_rescale(stored, self.lut_source), dtype=np.float32)
-        values = stored.astype(np.float32)
-        if self.slope != 1.0:
-            values *= np.float32(self.slope)
-        if self.intercept != 0.0:
-            values += np.float32(self.intercept)
-        return values
+    @cached_property
+    def extremes(self) -> np.ndarray:
+        """Float32 modality units (before inversion) of the smallest and largest stored value."""
+        ends = np.array([self.values.min(), self.values.max()])
+        return LinearUnits(self.slope, self.intercept).to_units(ends)
+
+    @cached_property
+    def linear_units(self) -> LinearUnits:
+        """The slope, intercept and inversion of linear frames (see :attr:`linear`)."""
+        if not self.linear:
+            raise ValueError("frames with a Modality LUT Sequence have no linear units")
+        return LinearUnits(self.slope, self.intercept, self._brightest if self.invert else None)
 
     @cached_property
     def _brightest(self) -> np.float32:
         """The largest modality value of all frames (what MONOCHROME1 is inverted against)."""
         if self.linear:
-            ends = self._modality_lut(np.array([self.values.min(), self.values.max()]))
-        else:
-            ends = self._modality_lut(self.values)
-        return np.float32(ends.max())
+            return np.float32(self.extremes.max())
+        units = apply_rescale(self.values, self.lut_source)
+        return np.float32(np.asarray(units, dtype=np.float32).max())
 
 
 def decode_stored(ds: pydicom.Dataset) -> StoredFrames:

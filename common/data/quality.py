@@ -38,6 +38,16 @@ class IntensityStats:
         self.minimum = min(self.minimum, minimum)
         self.maximum = max(self.maximum, maximum)
 
+    def add_moments(
+        self, count: int, total: float, total_sq: float, minimum: float, maximum: float
+    ) -> None:
+        """Accumulate a sample's size, sum and sum of squares, and an image's exact extremes."""
+        self.count += count
+        self.total += total
+        self.total_sq += total_sq
+        self.minimum = min(self.minimum, minimum)
+        self.maximum = max(self.maximum, maximum)
+
     def merge(self, other: "IntensityStats") -> None:
         """Add the images ``other`` has accumulated."""
         self.count += other.count

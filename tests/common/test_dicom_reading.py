@@ -5,14 +5,15 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from common.data.dicom_image import file_stats
-from common.data.dicom_pixels import StoredFrames, decode_frames
+from common.data.dicom_image import ImageReducer, file_stats
+from common.data.dicom_pixels import StoredFrames, decode_frames, frames_from_dataset
 from common.data.dicom_prepare import PreprocessingConfig, prepare_series, read_dicom_folder
 from common.data.dicom_scan import scan_dicom_folder
 from common.data.intensity import normalise_intensity
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
+from common.data.resample_taps import plan_resampling
 from common.data.resampling import resample_images
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
 
@@ -145,3 +146,26 @@ def test_units_of_a_pixel_subset_match_the_whole_frame_even_inverted() -> None:
     assert np.array_equal(frames.units(stored[:, 2:5, 7:9]), whole[:, 2:5, 7:9])
     stats = file_stats(frames)
     assert (stats.minimum, stats.maximum) == (whole.min(), whole.max())
+
+
+def test_taps_kept_as_stored_integers_give_the_units_of_the_whole_frame(tmp_path: Path) -> None:
+    volume = np.random.default_rng(2).integers(0, 4000, (2, 40, 30))
+    paths = write_dicom_series(volume, (1, 1, 1), tmp_path, SeriesIdentity(), (0.5, -1024.0))
+    inverted = pydicom.dcmread(paths[1])
+    inverted.PhotometricInterpretation = "MONOCHROME1"
+    plan = plan_resampling((40, 30), None, None, 16)
+    for ds in (pydicom.dcmread(paths[0]), inverted):
+        image = ImageReducer(None, 16)(ds, None)
+        assert image.taps is not None and image.taps.dtype == np.uint16  # half of float32
+        units = image.units.apply(image.taps.astype(np.float32))
+        assert np.array_equal(units, plan.gather(frames_from_dataset(ds)))
+
+
+def test_statistics_from_stored_values_match_the_units() -> None:
+    stored = np.random.default_rng(3).integers(0, 4000, (3, 32, 32)).astype(np.int16)
+    frames = StoredFrames(stored, slope=-2.0, intercept=100.0, lut_source=None, invert=True)
+    sample = frames.units()[:, ::2, ::2].astype(np.float64)
+    stats = file_stats(frames).as_dict()
+    assert stats["mean"] == pytest.approx(sample.mean(), rel=1e-6)
+    assert stats["std"] == pytest.approx(sample.std(), rel=1e-5)
+    assert (stats["min"], stats["max"]) == (frames.units().min(), frames.units().max())
