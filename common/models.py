@@ -130,12 +130,12 @@ def _segmentation_network(
 def grad_sample_mode(model_name: str) -> str:
     """How Opacus should compute per-sample gradients for ``model_name``.
 
-    The U-Nets train faster under "functorch" (vmapped convolution backward, one batched
-    mkldnn call per layer) than under the per-layer "hooks" (unfold + bmm), 1.65x against
-    2.3x of a non-private epoch in one measured run (docs/results.md); the classifiers keep
-    the hooks they were measured with.
+    BasicUNet trains faster under "functorch" (the convolution backward vmapped into one
+    batched mkldnn call per layer) than under Opacus' per-layer "hooks" (unfold + bmm): in a
+    micro-benchmark 10.0 against 12.2 ms per image (no DP 6.5), whole epochs in
+    docs/results.md. The other networks keep the hooks they were measured with.
     """
-    return "functorch" if model_name in _DOWNSAMPLING else "hooks"
+    return "functorch" if model_name == "basicunet" else "hooks"
 
 
 def check_privacy_compatible(model: nn.Module, name: str) -> None:
