@@ -8,12 +8,10 @@ import typer
 from rich.console import Console
 
 from common.cli_support import command_line_app, configure_logging, user_errors
-from common.data.intensity import WINDOW_PRESETS
-from common.errors import ConfigError
+from common.data.dicom_prepare import WINDOW_CHOICES, check_preprocessing_options
 
 __all__ = ["app"]
 
-_WINDOWS = ["auto", "percentile", *WINDOW_PRESETS]
 
 app = command_line_app(
     "medfed",
@@ -40,7 +38,7 @@ def predict(
     window: Annotated[
         str,
         typer.Option(
-            help=f"Intensity normalisation: {', '.join(_WINDOWS)}. Must match what "
+            help=f"Intensity normalisation: {', '.join(WINDOW_CHOICES)}. Must match what "
             "`medfed-site prepare` used for the training data."
         ),
     ] = "auto",
@@ -67,11 +65,7 @@ def predict(
     logging.getLogger("highdicom").setLevel(logging.DEBUG if verbose else logging.WARNING)
     console = Console(stderr=True)
     with user_errors():
-        for name, value in (("--window", window), ("--ct-window", ct_window)):
-            if value not in _WINDOWS:
-                raise ConfigError(name, f"{value!r} is not one of {_WINDOWS}")
-        if spacing is not None and spacing <= 0:
-            raise ConfigError("--spacing", f"{spacing} must be a positive number of mm")
+        check_preprocessing_options(window, ct_window, spacing)
         options = PredictOptions(
             model=model,
             input=input_path,

@@ -11,8 +11,11 @@ from client.qc_table import print_quality_report
 from common.cli_support import configure_logging, user_errors
 from common.config import TASKS
 from common.data.arrays import MASK_CLASSES
-from common.data.dicom_prepare import PreprocessingConfig
-from common.data.intensity import WINDOW_PRESETS
+from common.data.dicom_prepare import (
+    WINDOW_CHOICES,
+    PreprocessingConfig,
+    check_preprocessing_options,
+)
 from common.data.label_manifest import read_label_manifest
 from common.data.nifti_cases import is_nifti_folder
 from common.data.pseudonyms import SitePseudonymiser
@@ -20,8 +23,6 @@ from common.data.site_cache import KEY_FILE, write_site_cache
 from common.errors import ConfigError
 
 __all__ = ["prepare"]
-
-_WINDOWS = ["auto", "percentile", *WINDOW_PRESETS]
 
 
 def prepare(
@@ -56,7 +57,7 @@ def prepare(
         ),
     ] = None,
     window: Annotated[
-        str, typer.Option(help=f"Intensity normalisation: {', '.join(_WINDOWS)}.")
+        str, typer.Option(help=f"Intensity normalisation: {', '.join(WINDOW_CHOICES)}.")
     ] = "auto",
     ct_window: Annotated[
         str, typer.Option(help="Window used for CT when --window auto.")
@@ -75,9 +76,7 @@ def prepare(
     configure_logging(verbose)
     console = Console(stderr=True)
     with user_errors():
-        for name, value in (("--window", window), ("--ct-window", ct_window)):
-            if value not in _WINDOWS:
-                raise ConfigError(name, f"{value!r} is not one of {_WINDOWS}")
+        check_preprocessing_options(window, ct_window, spacing)
         config = PreprocessingConfig(
             window=window, ct_window=ct_window, target_spacing=spacing, size=size
         )

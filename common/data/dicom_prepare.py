@@ -20,13 +20,24 @@ from common.data.arrays import MASK_CLASSES
 from common.data.dicom_image import DecodedImage, ImageReducer
 from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
 from common.data.dicom_seg import SegmentationMasks
-from common.data.intensity import scale_to_unit, window_range
+from common.data.intensity import WINDOW_PRESETS, scale_to_unit, window_range
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
 from common.data.resampling import resample_masks
+from common.errors import ConfigError
 
-__all__ = ["PreparedImages", "PreprocessingConfig", "prepare_series", "read_dicom_folder"]
+__all__ = [
+    "WINDOW_CHOICES",
+    "PreparedImages",
+    "PreprocessingConfig",
+    "check_preprocessing_options",
+    "prepare_series",
+    "read_dicom_folder",
+]
+
+#: Every value a ``--window`` option takes ('auto' picks one per modality).
+WINDOW_CHOICES = ["auto", "percentile", *WINDOW_PRESETS]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +61,15 @@ class PreprocessingConfig:
         if self.window != "auto":
             return self.window
         return self.ct_window if modality == "CT" else "percentile"
+
+
+def check_preprocessing_options(window: str, ct_window: str, spacing: float | None) -> None:
+    """Refuse, naming the option, a window that is not in WINDOW_CHOICES or a spacing <= 0."""
+    for name, value in (("--window", window), ("--ct-window", ct_window)):
+        if value not in WINDOW_CHOICES:
+            raise ConfigError(name, f"{value!r} is not one of {WINDOW_CHOICES}")
+    if spacing is not None and spacing <= 0:
+        raise ConfigError("--spacing", f"{spacing} must be a positive number of mm")
 
 
 @dataclass
