@@ -11,10 +11,6 @@ from common.data.resample_taps import ResamplePlan, plan_resampling
 
 __all__ = ["DecodedImage", "ImageReducer", "file_stats"]
 
-#: Mean and standard deviation are taken over every ``_STRIDE``-th row and column (1/4 of the
-#: pixels); minimum and maximum over every pixel.
-_STRIDE = 2
-
 #: Units of taps that are already float32 modality units (files with a Modality LUT).
 _AS_IS = LinearUnits(1.0, 0.0)
 
@@ -39,27 +35,25 @@ class DecodedImage:
     units: LinearUnits = _AS_IS
 
 
-def file_stats(frames: StoredFrames) -> IntensityStats:
-    """Intensity statistics of a file's frames in modality units (see ``_STRIDE``).
+def file_stats(frames: StoredFrames, sample: np.ndarray) -> IntensityStats:
+    """Intensity statistics of a file's frames in modality units.
 
-    For linear units the sums are taken over the stored values (float32, as one float copy of
-    the sample) and mapped to units; min and max are the units of the stored extremes.
+    Mean and standard deviation are taken over ``sample``, stored values of the frames (the
+    resampling taps: the pixels the cached images are made of, already in cache and contiguous;
+    a separate sample of the frame cost ~25 us a file); minimum and maximum over every pixel.
+    For linear units the sums are taken over stored values (float32) and mapped to units.
     """
     stats = IntensityStats()
     if not frames.linear:
         units = frames.units()
-        stats.add_sampled(units[:, ::_STRIDE, ::_STRIDE], float(units.min()), float(units.max()))
+        stats.add_sampled(frames.units(sample), float(units.min()), float(units.max()))
         return stats
+    flat = sample.astype(np.float32).ravel()
     # float32: numpy's float64 dot goes to a threaded BLAS here (0.7 ms a call, float32: 2 us)
-    flat = frames.values[:, ::_STRIDE, ::_STRIDE].astype(np.float32).ravel()
     total, total_sq = frames.linear_units.moments(
         flat.size, float(flat.sum()), float(np.dot(flat, flat))
     )
-    ends = frames.extremes
-    if frames.invert:  # MONOCHROME1: brightest - units
-        ends = frames.linear_units.brightest - ends
-    low, high = sorted((float(ends[0]), float(ends[1])))
-    stats.add_moments(flat.size, total, total_sq, low, high)
+    stats.add_moments(flat.size, total, total_sq, *frames.unit_range)
     return stats
 
 
@@ -78,11 +72,11 @@ class ImageReducer:
         """Decode ``ds`` (raises on truncated or undecodable pixel data)."""
         frames = decode_stored(ds)
         count, height, width = frames.values.shape
-        stats = file_stats(frames)
-        if not self.keep_pixels:
-            return DecodedImage((height, width), count, stats)
         plan = plan_resampling((height, width), pixel_spacing, self.target_spacing, self.size)
         taps = plan.gather(frames.values)  # stored integers: converted per series
+        stats = file_stats(frames, taps)
+        if not self.keep_pixels:
+            return DecodedImage((height, width), count, stats)
         if not frames.linear:
             return DecodedImage((height, width), count, stats, frames.units(taps), plan)
         return DecodedImage((height, width), count, stats, taps, plan, frames.linear_units)

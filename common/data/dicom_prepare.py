@@ -20,7 +20,12 @@ from common.data.arrays import MASK_CLASSES
 from common.data.dicom_image import DecodedImage, ImageReducer
 from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
 from common.data.dicom_seg import SegmentationMasks
-from common.data.intensity import WINDOW_PRESETS, scale_to_unit, window_range
+from common.data.intensity import (
+    PERCENTILES,
+    WINDOW_PRESETS,
+    integer_percentiles,
+    window_range,
+)
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
@@ -134,37 +139,56 @@ def read_dicom_folder(
     return scan_dicom_folder(root, on_file=on_file, read_image=reducer)
 
 
-def _units(images: list[DecodedImage]) -> np.ndarray:
-    """Float32 modality-unit taps [F, 4, h, w] of files resampled the same way, in order.
+def _window_bounds(images: list[DecodedImage], window: str) -> tuple[float, float]:
+    """The modality values one series' window maps to 0 and 1.
 
-    One float32 array for them all; each run of files with the same units (usually the whole
-    series) is converted in place at once.
+    Percentiles are taken over the series' taps. When its files share one linear mapping of
+    integer stored values (the usual case) they are counted on the stored values and mapped to
+    units (a linear map keeps order statistics and their interpolation); otherwise over the
+    taps converted to units.
+    """
+    if window != "percentile":
+        return window_range(window)
+    taps = [i.taps for i in images]
+    units = {i.units for i in images}
+    if len(units) == 1 and all(t.dtype.kind in "iu" for t in taps):  # type: ignore[union-attr]
+        stored = integer_percentiles(np.concatenate([t.ravel() for t in taps]), PERCENTILES)
+        (mapping,) = units
+        low, high = sorted(float(mapping.of(v)) for v in stored)
+        return low, high
+    values = np.concatenate([i.units.to_units(i.taps).ravel() for i in images])  # type: ignore[arg-type]
+    return window_range(window, values)
+
+
+def _scaled_taps(images: list[DecodedImage], low: float, high: float) -> np.ndarray:
+    """Taps [F, 4, h, w] of files resampled the same way, windowed to [0, 1] (float32).
+
+    Stored value -> unit -> window is one affine map per run of files with the same units
+    (usually the whole series), applied in place on one float32 copy, then one clip.
     """
     taps = np.concatenate([i.taps for i in images], dtype=np.float32)  # type: ignore[misc]
+    width = high - low
     start = 0
     for units, run in itertools.groupby(images, key=lambda i: i.units):
         frames = sum(i.frames for i in run)
-        units.apply(taps[start : start + frames])
+        scale, offset = units.affine
+        if width != 0:  # as scale_to_unit: low == high only subtracts low
+            scale, offset = scale / width, (offset - low) / width
+        else:
+            offset -= low
+        part = taps[start : start + frames]
+        part *= np.float32(scale)
+        part += np.float32(offset)
         start += frames
-    return taps
+    return np.clip(taps, 0.0, 1.0, out=taps)
 
 
 def _normalise_and_resample(images: list[DecodedImage], window: str) -> list[np.ndarray]:
-    """Images [size, size] in [0, 1] from the taps of one series' files (in slice order).
-
-    Files resampled the same way (usually the whole series) are windowed and combined in one
-    array, in place: one float32 copy of their taps, no temporaries.
-    """
-    groups = [
-        (plan, _units(list(group))) for plan, group in itertools.groupby(images, lambda i: i.plan)
-    ]
-    values = None
-    if window == "percentile":
-        values = np.concatenate([taps.ravel() for _, taps in groups])
-    low, high = window_range(window, values)
+    """Images [size, size] in [0, 1] from the taps of one series' files (in slice order)."""
+    low, high = _window_bounds(images, window)
     out: list[np.ndarray] = []
-    for plan, taps in groups:
-        out.extend(plan.combine(scale_to_unit(taps, low, high)))  # type: ignore[union-attr]
+    for plan, group in itertools.groupby(images, lambda i: i.plan):
+        out.extend(plan.combine(_scaled_taps(list(group), low, high)))  # type: ignore[union-attr]
     return out
 
 
@@ -214,6 +238,9 @@ def prepare_series(
         kept: list[DecodedImage] = []
         kept_masks: list[np.ndarray] = []
         reference: tuple[int, int] | None = None
+        series_label = None  # one lookup per series unless labels are per file (Path is slow)
+        if manifest is not None and not manifest.keyed_by_file:
+            series_label = manifest.series_label(series.series_uid, series.study_uid)
         for header in series.slices:
             image = header.image
             if image is None:
@@ -232,15 +259,14 @@ def prepare_series(
                     continue
             stats.merge(image.stats)
             report.count_images(modality, image.frames)
-            label = (
-                manifest.label_for(
-                    header.path.relative_to(scan.root), series.series_uid, series.study_uid
-                )
-                if manifest is not None
-                else None
-            )
             if segmentations is not None:
                 label = None if mask is None else int(mask.any())
+            elif manifest is not None and manifest.keyed_by_file:
+                label = manifest.label_for(
+                    header.path.relative_to(scan.root), series.series_uid, series.study_uid
+                )
+            else:
+                label = series_label
             first, slice_index = slice_index, slice_index + image.frames
             if label is None:
                 report.unlabelled_images += image.frames

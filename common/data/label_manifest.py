@@ -20,14 +20,24 @@ class LabelManifest:
     labels: dict[str, str]
     class_names: tuple[str, ...]
 
+    @property
+    def keyed_by_file(self) -> bool:
+        """True when files of one series may have different labels."""
+        return self.key_column == "file"
+
     def label_for(self, relative_path: Path, series_uid: str, study_uid: str) -> int | None:
         """Class index for one file, or None when the manifest does not label it."""
-        if self.key_column == "file":
+        if self.keyed_by_file:
             raw = self.labels.get(relative_path.as_posix(), self.labels.get(relative_path.name))
-        elif self.key_column == "SeriesInstanceUID":
-            raw = self.labels.get(series_uid)
-        else:
-            raw = self.labels.get(study_uid)
+            return None if raw is None else self.class_names.index(raw)
+        return self.series_label(series_uid, study_uid)
+
+    def series_label(self, series_uid: str, study_uid: str) -> int | None:
+        """Class index of every file of a series (manifests keyed by series or study UID)."""
+        if self.keyed_by_file:
+            raise ValueError("a manifest keyed by file name labels files, not series")
+        key = series_uid if self.key_column == "SeriesInstanceUID" else study_uid
+        raw = self.labels.get(key)
         return None if raw is None else self.class_names.index(raw)
 
 

@@ -54,6 +54,8 @@ class ResamplePlan:
     #: Flat pixel indices [4, h, w] of the taps: (row low, col low), (low, high), (high, low),
     #: (high, high).
     flat: np.ndarray
+    #: Float32 weight [4, h, w] of each tap: row weight times column weight.
+    weights: np.ndarray
 
     def gather(self, frames: np.ndarray) -> np.ndarray:
         """[F, H, W] -> taps [F, 4, h, w], the pixels resampling reads (one gather per frame)."""
@@ -62,23 +64,13 @@ class ResamplePlan:
     def combine(self, taps: np.ndarray) -> np.ndarray:
         """Float32 taps [F, 4, h, w] (windowed or not) -> images [F, size, size].
 
-        Works in place: ``taps`` is overwritten (no temporary arrays).
+        One weighted sum over the taps (a single pass; strided per-tap updates took 7x longer).
         """
-        taps[:, 0] *= self.cols.w_low
-        taps[:, 1] *= self.cols.w_high
-        taps[:, 2] *= self.cols.w_low
-        taps[:, 3] *= self.cols.w_high
-        taps[:, 0] += taps[:, 1]
-        taps[:, 2] += taps[:, 3]
-        taps[:, 0] *= self.rows.w_low[:, None]
-        taps[:, 2] *= self.rows.w_high[:, None]
-        taps[:, 0] += taps[:, 2]
         (top, bottom), (left, right) = self.rows.pad, self.cols.pad
-        if top == bottom == left == right == 0:
-            return taps[:, 0].copy()
         height, width = taps.shape[2] + top + bottom, taps.shape[3] + left + right
         out = np.zeros((taps.shape[0], height, width), dtype=np.float32)
-        out[:, top : height - bottom, left : width - right] = taps[:, 0]  # np.pad costs ~20 us
+        inner = out[:, top : height - bottom, left : width - right]  # np.pad costs ~20 us
+        np.einsum("fkhw,khw->fhw", taps, self.weights, out=inner)
         return out
 
 
@@ -111,4 +103,11 @@ def plan_resampling(
             for c in (cols.low, cols.high)
         ]
     )
-    return ResamplePlan(rows, cols, flat)
+    weights = np.stack(
+        [
+            r[:, None] * c[None, :]
+            for r in (rows.w_low, rows.w_high)
+            for c in (cols.w_low, cols.w_high)
+        ]
+    )
+    return ResamplePlan(rows, cols, flat, weights.astype(np.float32))

@@ -9,7 +9,7 @@ from common.data.dicom_image import ImageReducer, file_stats
 from common.data.dicom_pixels import StoredFrames, decode_frames, frames_from_dataset
 from common.data.dicom_prepare import PreprocessingConfig, prepare_series, read_dicom_folder
 from common.data.dicom_scan import scan_dicom_folder
-from common.data.intensity import normalise_intensity
+from common.data.intensity import integer_percentiles, normalise_intensity
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
@@ -144,7 +144,7 @@ def test_units_of_a_pixel_subset_match_the_whole_frame_even_inverted() -> None:
     whole = whole.max() - whole  # MONOCHROME1: higher means brighter
     assert np.array_equal(frames.units(), whole)
     assert np.array_equal(frames.units(stored[:, 2:5, 7:9]), whole[:, 2:5, 7:9])
-    stats = file_stats(frames)
+    stats = file_stats(frames, stored[:, ::3])  # extremes over every pixel, not the sample
     assert (stats.minimum, stats.maximum) == (whole.min(), whole.max())
 
 
@@ -164,8 +164,58 @@ def test_taps_kept_as_stored_integers_give_the_units_of_the_whole_frame(tmp_path
 def test_statistics_from_stored_values_match_the_units() -> None:
     stored = np.random.default_rng(3).integers(0, 4000, (3, 32, 32)).astype(np.int16)
     frames = StoredFrames(stored, slope=-2.0, intercept=100.0, lut_source=None, invert=True)
-    sample = frames.units()[:, ::2, ::2].astype(np.float64)
-    stats = file_stats(frames).as_dict()
+    taps = plan_resampling((32, 32), None, None, 8).gather(stored)  # the sample prepare uses
+    sample = frames.units(taps).astype(np.float64)
+    stats = file_stats(frames, taps).as_dict()
     assert stats["mean"] == pytest.approx(sample.mean(), rel=1e-6)
     assert stats["std"] == pytest.approx(sample.std(), rel=1e-5)
     assert (stats["min"], stats["max"]) == (frames.units().min(), frames.units().max())
+
+
+@pytest.mark.parametrize(
+    ("modality", "rescale", "window"),
+    [("CT", (1.0, -1024.0), "soft-tissue"), ("MR", (0.5, 10.0), "percentile")],
+)
+def test_prepared_images_equal_windowing_then_monai_resampling(
+    tmp_path: Path, modality: str, rescale: tuple[float, float], window: str
+) -> None:
+    """The one-pass prepare (taps, fused window, histogram percentiles) against the plain path:
+    decode whole frames to units, window them, resample with MONAI."""
+    volume = np.random.default_rng(4).integers(0, 2400, (5, 40, 30))
+    identity = SeriesIdentity(modality=modality)
+    write_dicom_series(volume, (2.0, 0.8, 0.8), tmp_path, identity, rescale, shuffle_names_seed=1)
+    config = PreprocessingConfig(target_spacing=1.0, size=32)
+    scan = read_dicom_folder(tmp_path, config)
+    manifest = LabelManifest("SeriesInstanceUID", {identity.series_uid: "a"}, ("a",))
+    prepared = prepare_series(scan, config, manifest, SitePseudonymiser(b"k" * 32), QualityReport())
+
+    (series,) = scan.series.values()
+    units = np.concatenate([decode_frames(s.path) for s in series.slices])
+    if window == "percentile":  # over the pixels resampling reads, as documented
+        taps = plan_resampling((40, 30), (0.8, 0.8), 1.0, 32).gather(units)
+        low, high = np.percentile(taps, (0.5, 99.5))
+        windowed = np.clip((units - low) / (high - low), 0, 1)
+    else:
+        windowed = normalise_intensity(units, window)
+    expected = resample_images(windowed.astype(np.float32), (0.8, 0.8), 1.0, 32)
+    assert config.window_for(modality) == window
+    assert np.ptp(expected) > 0.5  # a real image, not a constant
+    assert np.allclose(np.stack(prepared.images), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "low", "high", "size"),
+    [
+        (np.uint16, 0, 4000, 655_360),  # a series of MR taps
+        (np.int16, -1024, 3000, 1001),  # signed CT values
+        (np.uint16, 60_000, 60_100, 7),  # far from 0: counted from the minimum
+        (np.uint8, 0, 256, 2),
+        (np.int32, 0, 1 << 24, 5000),  # wider than a histogram: np.percentile itself
+        (np.uint16, 5, 6, 1),
+    ],
+)
+def test_integer_percentiles_equal_numpys(dtype, low: int, high: int, size: int) -> None:
+    values = np.random.default_rng(size).integers(low, high, size).astype(dtype)
+    percentiles = (0.0, 0.5, 37.3, 50.0, 99.5, 100.0)
+    expected = np.percentile(values, percentiles)
+    assert integer_percentiles(values, percentiles) == pytest.approx(expected, rel=1e-12)
