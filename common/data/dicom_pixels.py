@@ -115,17 +115,6 @@ class StoredFrames:
         return self._brightest - units if self.invert else units
 
     @cached_property
-    def unit_range(self) -> tuple[float, float]:
-        """Lowest and highest modality value of linear frames (after any inversion)."""
-        low, high = (float(self.linear_units.of(v)) for v in self._stored_ends)
-        return (low, high) if low <= high else (high, low)
-
-    @cached_property
-    def _stored_ends(self) -> tuple[float, float]:
-        """The smallest and largest stored value."""
-        return self.values.min(), self.values.max()
-
-    @cached_property
     def linear_units(self) -> LinearUnits:
         """The slope, intercept and inversion of linear frames (see :attr:`linear`)."""
         if not self.linear:
@@ -137,7 +126,7 @@ class StoredFrames:
         """The largest modality value of all frames (what MONOCHROME1 is inverted against)."""
         if self.linear:
             as_stored = LinearUnits(self.slope, self.intercept)
-            return max(as_stored.of(v) for v in self._stored_ends)
+            return max(as_stored.of(v) for v in (self.values.min(), self.values.max()))
         units = apply_rescale(self.values, self.lut_source)
         return np.float32(np.asarray(units, dtype=np.float32).max())
 

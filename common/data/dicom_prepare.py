@@ -10,26 +10,23 @@ image (32 KiB at the default 64x64), whatever the images' resolution.
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from common.data.arrays import MASK_CLASSES
-from common.data.dicom_image import DecodedImage, ImageReducer
+from common.data.dicom_image import DecodedImage, ImageReducer, stored_stats
+from common.data.dicom_pixels import LinearUnits
 from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
 from common.data.dicom_seg import SegmentationMasks
-from common.data.intensity import (
-    PERCENTILES,
-    WINDOW_PRESETS,
-    integer_percentiles,
-    window_range,
-)
+from common.data.intensity import PERCENTILES, WINDOW_PRESETS, window_range
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
 from common.data.resampling import resample_masks
+from common.data.value_histogram import ValueHistogram
 from common.errors import ConfigError
 
 __all__ = [
@@ -139,56 +136,98 @@ def read_dicom_folder(
     return scan_dicom_folder(root, on_file=on_file, read_image=reducer)
 
 
-def _window_bounds(images: list[DecodedImage], window: str) -> tuple[float, float]:
-    """The modality values one series' window maps to 0 and 1.
+def _window_bounds(
+    images: list[DecodedImage], window: str
+) -> tuple[float, float, IntensityStats | None]:
+    """The values one series' window maps to 0 and 1, and its taps' statistics if counted.
 
-    Percentiles are taken over the series' taps. When its files share one linear mapping of
-    integer stored values (the usual case) they are counted on the stored values and mapped to
-    units (a linear map keeps order statistics and their interpolation); otherwise over the
-    taps converted to units.
+    The statistics come for free with a histogram (else None: :func:`_scaled_taps` measures
+    them). Percentiles are taken over the series' taps. When its files share one linear mapping of
+    integer stored values (the usual case) the stored values are counted in a histogram, whose
+    percentiles and moments map to units (a linear map keeps order statistics and their
+    interpolation); otherwise np.percentile runs over the taps converted to units.
     """
     if window != "percentile":
-        return window_range(window)
-    taps = [i.taps for i in images]
+        return (*window_range(window), None)
     units = {i.units for i in images}
-    if len(units) == 1 and all(t.dtype.kind in "iu" for t in taps):  # type: ignore[union-attr]
-        stored = integer_percentiles(np.concatenate([t.ravel() for t in taps]), PERCENTILES)
-        (mapping,) = units
-        low, high = sorted(float(mapping.of(v)) for v in stored)
-        return low, high
-    values = np.concatenate([i.units.to_units(i.taps).ravel() for i in images])  # type: ignore[arg-type]
-    return window_range(window, values)
+    histogram = None
+    if len(units) == 1:
+        histogram = ValueHistogram.of(np.concatenate([i.taps.ravel() for i in images]))  # type: ignore[union-attr]
+    if histogram is None:
+        values = np.concatenate([i.units.to_units(i.taps).ravel() for i in images])  # type: ignore[arg-type]
+        return (*window_range(window, values), None)
+    (mapping,) = units
+    low, high = sorted(float(mapping.of(v)) for v in histogram.percentiles(PERCENTILES))
+    count, total, total_sq, minimum, maximum = histogram.moments()
+    stats = IntensityStats()
+    ends = sorted(float(mapping.of(v)) for v in (minimum, maximum))
+    stats.add_moments(count, *mapping.moments(count, total, total_sq), *ends)
+    return low, high, stats
 
 
-def _scaled_taps(images: list[DecodedImage], low: float, high: float) -> np.ndarray:
+def _runs(images: list[DecodedImage]) -> Iterator[tuple[LinearUnits, int]]:
+    """(units, frame count) of each run of consecutive files with the same units."""
+    for units, run in itertools.groupby(images, key=lambda i: i.units):
+        yield units, sum(i.frames for i in run)
+
+
+def _scaled_taps(
+    images: list[DecodedImage], low: float, high: float, stats: IntensityStats | None
+) -> np.ndarray:
     """Taps [F, 4, h, w] of files resampled the same way, windowed to [0, 1] (float32).
 
     Stored value -> unit -> window is one affine map per run of files with the same units
-    (usually the whole series), applied in place on one float32 copy, then one clip.
+    (usually the whole series), applied in place on one float32 copy, then one clip. With
+    ``stats`` the QC statistics of the taps are added to it from that copy, before windowing.
     """
     taps = np.concatenate([i.taps for i in images], dtype=np.float32)  # type: ignore[misc]
     width = high - low
     start = 0
-    for units, run in itertools.groupby(images, key=lambda i: i.units):
-        frames = sum(i.frames for i in run)
+    for units, frames in _runs(images):
+        part = taps[start : start + frames]
+        if stats is not None:
+            stats.merge(stored_stats(part, units))
         scale, offset = units.affine
         if width != 0:  # as scale_to_unit: low == high only subtracts low
             scale, offset = scale / width, (offset - low) / width
         else:
             offset -= low
-        part = taps[start : start + frames]
         part *= np.float32(scale)
         part += np.float32(offset)
         start += frames
     return np.clip(taps, 0.0, 1.0, out=taps)
 
 
-def _normalise_and_resample(images: list[DecodedImage], window: str) -> list[np.ndarray]:
-    """Images [size, size] in [0, 1] from the taps of one series' files (in slice order)."""
-    low, high = _window_bounds(images, window)
+def _taps_stats(images: list[DecodedImage]) -> IntensityStats:
+    """QC statistics of images that are measured but not windowed (e.g. unlabelled)."""
+    stats = IntensityStats()
+    for image in images:
+        if image.stats is not None:  # measured as read (pixels not kept)
+            stats.merge(image.stats)
+    kept = [i for i in images if i.stats is None]
+    if kept:
+        taps = np.concatenate([i.taps.reshape(i.frames, -1) for i in kept], dtype=np.float32)  # type: ignore[union-attr]
+        start = 0
+        for units, frames in _runs(kept):
+            stats.merge(stored_stats(taps[start : start + frames], units))
+            start += frames
+    return stats
+
+
+def _normalise_and_resample(
+    images: list[DecodedImage], window: str, stats: IntensityStats
+) -> list[np.ndarray]:
+    """Images [size, size] in [0, 1] from the taps of one series' files (in slice order).
+
+    Adds the QC statistics of their taps to ``stats``.
+    """
+    low, high, measured = _window_bounds(images, window)
+    if measured is not None:
+        stats.merge(measured)
     out: list[np.ndarray] = []
     for plan, group in itertools.groupby(images, lambda i: i.plan):
-        out.extend(plan.combine(_scaled_taps(list(group), low, high)))  # type: ignore[union-attr]
+        scaled = _scaled_taps(list(group), low, high, stats if measured is None else None)
+        out.extend(plan.combine(scaled))  # type: ignore[union-attr]
     return out
 
 
@@ -236,6 +275,7 @@ def prepare_series(
         labels: list[int] = []
         slice_indices: list[int] = []
         kept: list[DecodedImage] = []
+        unwindowed: list[DecodedImage] = []  # measured for QC but not kept (unlabelled, check)
         kept_masks: list[np.ndarray] = []
         reference: tuple[int, int] | None = None
         series_label = None  # one lookup per series unless labels are per file (Path is slow)
@@ -257,7 +297,6 @@ def prepare_series(
                     relative = header.path.relative_to(scan.root).as_posix()
                     report.skip(relative, "DICOM SEG mask does not fit this image")
                     continue
-            stats.merge(image.stats)
             report.count_images(modality, image.frames)
             if segmentations is not None:
                 label = None if mask is None else int(mask.any())
@@ -268,6 +307,8 @@ def prepare_series(
             else:
                 label = series_label
             first, slice_index = slice_index, slice_index + image.frames
+            if label is None or not keep_pixels:
+                unwindowed.append(image)
             if label is None:
                 report.unlabelled_images += image.frames
                 continue
@@ -277,7 +318,8 @@ def prepare_series(
                     kept_masks.append(mask)
             labels.extend([label] * image.frames)
             slice_indices.extend(range(first, slice_index))
-        images = _normalise_and_resample(kept, config.window_for(modality)) if kept else None
+        stats.merge(_taps_stats(unwindowed))
+        images = _normalise_and_resample(kept, config.window_for(modality), stats) if kept else None
         masks = None
         if kept_masks:  # nearest neighbour onto the grid the images were resampled to
             masks = resample_masks(

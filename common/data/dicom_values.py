@@ -35,10 +35,19 @@ def text(ds: pydicom.Dataset, tag: int) -> str:
 
 def floats(ds: pydicom.Dataset, tag: int, count: int | None = None) -> tuple[float, ...] | None:
     """The values as floats; None when absent, not numbers, or not ``count`` of them."""
-    try:
-        numbers = tuple(float(v) for v in strings(ds, tag))
-    except ValueError:
-        return None
+    element = ds.get_item(tag)
+    raw = None if element is None else element.value
+    numbers = None
+    if isinstance(raw, bytes):  # float() reads backslash-separated, space-padded ASCII as is
+        try:
+            numbers = tuple(map(float, raw.split(b"\\")))
+        except ValueError:  # empty, NUL-padded or not numbers: the careful path below
+            numbers = None
+    if numbers is None:
+        try:
+            numbers = tuple(float(v) for v in strings(ds, tag))
+        except ValueError:
+            return None
     if not numbers or (count is not None and len(numbers) != count):
         return None
     return numbers

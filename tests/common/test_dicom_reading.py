@@ -5,16 +5,17 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from common.data.dicom_image import ImageReducer, file_stats
+from common.data.dicom_image import ImageReducer, stored_stats
 from common.data.dicom_pixels import StoredFrames, decode_frames, frames_from_dataset
 from common.data.dicom_prepare import PreprocessingConfig, prepare_series, read_dicom_folder
 from common.data.dicom_scan import scan_dicom_folder
-from common.data.intensity import integer_percentiles, normalise_intensity
+from common.data.intensity import normalise_intensity
 from common.data.label_manifest import LabelManifest
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
 from common.data.resample_taps import plan_resampling
 from common.data.resampling import resample_images
+from common.data.value_histogram import ValueHistogram
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
 
 PYDICOM_FILES = Path(get_testdata_file("CT_small.dcm")).parent
@@ -144,7 +145,7 @@ def test_units_of_a_pixel_subset_match_the_whole_frame_even_inverted() -> None:
     whole = whole.max() - whole  # MONOCHROME1: higher means brighter
     assert np.array_equal(frames.units(), whole)
     assert np.array_equal(frames.units(stored[:, 2:5, 7:9]), whole[:, 2:5, 7:9])
-    stats = file_stats(frames, stored[:, ::3])  # extremes over every pixel, not the sample
+    stats = stored_stats(stored.astype(np.float32), frames.linear_units)
     assert (stats.minimum, stats.maximum) == (whole.min(), whole.max())
 
 
@@ -164,12 +165,12 @@ def test_taps_kept_as_stored_integers_give_the_units_of_the_whole_frame(tmp_path
 def test_statistics_from_stored_values_match_the_units() -> None:
     stored = np.random.default_rng(3).integers(0, 4000, (3, 32, 32)).astype(np.int16)
     frames = StoredFrames(stored, slope=-2.0, intercept=100.0, lut_source=None, invert=True)
-    taps = plan_resampling((32, 32), None, None, 8).gather(stored)  # the sample prepare uses
+    taps = plan_resampling((32, 32), None, None, 8).gather(stored)  # what prepare measures
     sample = frames.units(taps).astype(np.float64)
-    stats = file_stats(frames, taps).as_dict()
+    stats = stored_stats(taps.astype(np.float32), frames.linear_units).as_dict()
     assert stats["mean"] == pytest.approx(sample.mean(), rel=1e-6)
     assert stats["std"] == pytest.approx(sample.std(), rel=1e-5)
-    assert (stats["min"], stats["max"]) == (frames.units().min(), frames.units().max())
+    assert (stats["min"], stats["max"]) == (sample.min(), sample.max())
 
 
 @pytest.mark.parametrize(
@@ -210,12 +211,51 @@ def test_prepared_images_equal_windowing_then_monai_resampling(
         (np.int16, -1024, 3000, 1001),  # signed CT values
         (np.uint16, 60_000, 60_100, 7),  # far from 0: counted from the minimum
         (np.uint8, 0, 256, 2),
-        (np.int32, 0, 1 << 24, 5000),  # wider than a histogram: np.percentile itself
+        (np.int8, -100, 100, 300),
+        (np.int16, -32768, -30000, 300),  # differences that only fit 16 bits unsigned
+        (np.uint16, 0, 65536, 500),  # wider than 2**15: numpy's bincount
+        (np.int32, -5, 5, 50),
         (np.uint16, 5, 6, 1),
     ],
 )
-def test_integer_percentiles_equal_numpys(dtype, low: int, high: int, size: int) -> None:
+def test_value_histogram_percentiles_and_moments_equal_numpys(dtype, low, high, size) -> None:
     values = np.random.default_rng(size).integers(low, high, size).astype(dtype)
+    histogram = ValueHistogram.of(values)
+    assert histogram is not None
     percentiles = (0.0, 0.5, 37.3, 50.0, 99.5, 100.0)
     expected = np.percentile(values, percentiles)
-    assert integer_percentiles(values, percentiles) == pytest.approx(expected, rel=1e-12)
+    assert histogram.percentiles(percentiles) == pytest.approx(expected, rel=1e-12)
+    exact = values.astype(np.float64)
+    count, total, total_sq, minimum, maximum = histogram.moments()
+    assert (count, minimum, maximum) == (size, exact.min(), exact.max())
+    assert (total, total_sq) == (exact.sum(), (exact**2).sum())
+
+
+def test_value_histogram_leaves_floats_and_wide_ranges_to_numpy() -> None:
+    assert ValueHistogram.of(np.array([0.5, 1.5], dtype=np.float32)) is None
+    assert ValueHistogram.of(np.array([0, 1 << 24], dtype=np.int32)) is None
+
+
+def test_prepare_and_check_report_the_same_intensity_statistics(tmp_path: Path) -> None:
+    """Statistics come per series from the kept taps (prepare) or per file (check); unlabelled
+    images count in both."""
+    rng = np.random.default_rng(5)
+    labelled, unlabelled = SeriesIdentity(modality="CT"), SeriesIdentity(modality="CT")
+    for identity, rescale in ((labelled, (1.0, -1024.0)), (unlabelled, (2.0, -2048.0))):
+        volume = rng.integers(0, 3000, (3, 24, 24))
+        write_dicom_series(volume, (1, 1, 1), tmp_path / identity.series_uid, identity, rescale)
+    manifest = LabelManifest("SeriesInstanceUID", {labelled.series_uid: "a"}, ("a",))
+    config = PreprocessingConfig(size=8)
+    reports = []
+    for keep_pixels in (True, False):
+        report = QualityReport()
+        scan = read_dicom_folder(tmp_path, config, keep_pixels=keep_pixels)
+        key = SitePseudonymiser(b"k" * 32)
+        prepare_series(scan, config, manifest, key, report, keep_pixels=keep_pixels)
+        reports.append(report.intensity["CT"].as_dict())
+    prepared, checked = reports
+    assert prepared == pytest.approx(checked, rel=1e-6)
+    units = np.concatenate([decode_frames(p) for p in sorted(tmp_path.rglob("*.dcm"))])
+    taps = plan_resampling((24, 24), None, None, 8).gather(units).astype(np.float64)
+    assert prepared["mean"] == pytest.approx(taps.mean(), rel=1e-6)  # both series counted
+    assert (prepared["min"], prepared["max"]) == (taps.min(), taps.max())

@@ -251,9 +251,9 @@ def test_one_pass_read_decodes_the_good_files_and_lists_the_rest(site_export: Pa
         image = used[relative].image
         assert image is not None and image.taps is not None
         assert (image.frames, image.shape) == (frames, (rows, columns)), relative
-    # the Modality LUT file is measured in LUT units (0..65535), not stored ones (-2048..2047)
-    lut_stats = used["ot/lut/mlut_18.dcm"].image.stats  # type: ignore[union-attr]
-    assert (lut_stats.minimum, lut_stats.maximum) == (0.0, 65535.0)
+    # the Modality LUT file's taps are LUT units (0..65535), not stored ones (-2048..2047)
+    lut_taps = used["ot/lut/mlut_18.dcm"].image.taps  # type: ignore[union-attr]
+    assert lut_taps.dtype == np.float32 and (lut_taps.min(), lut_taps.max()) == (0.0, 65535.0)
     assert scan.files_seen == len(used) + len(scan.segmentations) + len(scan.problems) == 9
 
 
