@@ -1,8 +1,8 @@
 """Turn a folder of DICOM files into preprocessed, labelled 2D images, ready to cache.
 
-One pass reads every file (:func:`read_dicom_folder`): header facts, decoded intensity
-statistics and the pixels that resampling reads (see common.data.resample_taps). Once the walk
-has ended and each series is complete and ordered, :func:`prepare_series` windows and resamples
+One pass reads every file (:func:`read_dicom_folder`): header facts and the pixels that
+resampling reads (see common.data.resample_taps). Once the walk has ended and each series is
+complete and ordered, :func:`prepare_series` measures (QC statistics), windows and resamples
 each series from those taps. Memory until the end of the walk: ``8 * size**2`` bytes per 16-bit
 image (32 KiB at the default 64x64), whatever the images' resolution.
 """

@@ -4,10 +4,10 @@
 Windowing is per pixel, so only the pixels that bilinear interpolation reads need it: at most
 four per output pixel (a 256x256 slice resized to 64x64 reads 16,384 of its 65,536 pixels).
 A :class:`ResamplePlan` gathers those taps from each decoded slice at read time, so a slice
-costs ``4 * size * size`` float32 in memory whatever its resolution, and combines them once the
-series' window is known. The result equals ``resample_images`` (torch ``interpolate``,
-``align_corners=False``, no anti-aliasing, then MONAI's centre crop or symmetric zero pad) to
-float32 rounding; tests/common/test_resample_taps.py checks it against MONAI.
+costs ``4 * size * size`` stored values in memory whatever its resolution, and combines them
+(one weighted sum) once the series' window is known. The result equals ``resample_images``
+(torch ``interpolate``, ``align_corners=False``, no anti-aliasing, then MONAI's centre crop or
+symmetric zero pad) to float32 rounding; tests/common/test_resample_taps.py checks it against MONAI.
 """
 
 import math
