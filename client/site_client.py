@@ -28,7 +28,7 @@ from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState, planned_round
-from common.tasks.classification import evaluate
+from common.tasks.registry import task_for
 
 __all__ = ["SiteClient", "secret_seed"]
 
@@ -74,14 +74,19 @@ class SiteClient(NumPyClient):
         self._check_weight()
 
     def _check_task_shape(self) -> None:
-        if self.data.in_channels != self.job.in_channels or (
-            self.data.num_classes != self.job.num_classes
-        ):
+        if self.job.task == "segmentation" and not self.data.has_masks:
             raise ConfigError(
                 f"job {self.job.name}",
-                f"declares {self.job.in_channels} channel(s) and {self.job.num_classes} classes; "
-                f"site {self.limits.name}'s cache has {self.data.in_channels} and "
-                f"{self.data.num_classes}",
+                f"is a segmentation job; site {self.limits.name}'s cache has no masks "
+                "(prepare it with medfed-site prepare --task segmentation)",
+            )
+        classes = self.data.output_classes(self.job.task)
+        if self.data.in_channels != self.job.in_channels or classes != self.job.num_classes:
+            kind = "mask classes" if self.job.task == "segmentation" else "classes"
+            raise ConfigError(
+                f"job {self.job.name}",
+                f"declares {self.job.in_channels} channel(s) and {self.job.num_classes} {kind}; "
+                f"site {self.limits.name}'s cache has {self.data.in_channels} and {classes}",
             )
 
     def _ledger(self) -> PrivacyLedger | None:
@@ -186,6 +191,8 @@ class SiteClient(NumPyClient):
         """The global model on this site's validation split."""
         if len(self.data.val) == 0:
             return math.nan, 0, {"site": self.limits.name}
-        results = evaluate(self._model(parameters), self.data.val)
+        task = task_for(self.job.task)
+        model = self._model(parameters)
+        results = task.evaluate(model, self.data.val, task.output_names(self.data))
         loss = results.pop("loss")
         return loss, len(self.data.val), {**results, "site": self.limits.name}

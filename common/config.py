@@ -20,6 +20,7 @@ __all__ = [
     "StrategyConfig",
     "TrainConfig",
     "load_job_config",
+    "model_fits_task",
     "validate_job_config",
 ]
 
@@ -68,6 +69,27 @@ class StrategyConfig(_Frozen):
     server_learning_rate: float = Field(0.01, gt=0)
 
 
+def model_fits_task(raw: Any) -> Any:
+    """Raw job settings with each task defaulted to its own network; refuses the other task's.
+
+    For a pydantic ``model_validator(mode="before")`` of any job with ``task`` and ``model``.
+    """
+    if not isinstance(raw, Mapping):
+        return raw
+    task = raw.get("task", "classification")
+    model = raw.get("model")
+    model = model.model_dump() if isinstance(model, BaseModel) else dict(model or {})
+    allowed = SEGMENTATION_MODELS if task == "segmentation" else CLASSIFICATION_MODELS
+    if "name" not in model:
+        model = {"norm": "instance", **model} if task == "segmentation" else model
+        return {**raw, "model": {**model, "name": allowed[0]}}
+    if task in TASKS and model["name"] not in allowed:
+        raise ValueError(
+            f"model {model['name']!r} is not a {task} network; choose from {list(allowed)}"
+        )
+    return raw
+
+
 class JobConfig(_Frozen):
     """Everything one federated training job needs, shared by server, sites and simulations."""
 
@@ -91,21 +113,7 @@ class JobConfig(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _model_fits_task(cls, raw: Any) -> Any:
-        """Default each task to its own network; refuse a network of the other task."""
-        if not isinstance(raw, Mapping):
-            return raw
-        task = raw.get("task", "classification")
-        model = raw.get("model")
-        model = model.model_dump() if isinstance(model, BaseModel) else dict(model or {})
-        allowed = SEGMENTATION_MODELS if task == "segmentation" else CLASSIFICATION_MODELS
-        if "name" not in model:
-            model = {"norm": "instance", **model} if task == "segmentation" else model
-            return {**raw, "model": {**model, "name": allowed[0]}}
-        if task in TASKS and model["name"] not in allowed:
-            raise ValueError(
-                f"model {model['name']!r} is not a {task} network; choose from {list(allowed)}"
-            )
-        return raw
+        return model_fits_task(raw)
 
     @property
     def partition_scheme(self) -> PartitionScheme:

@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.config import JobConfig, ModelConfig, PrivacyConfig, TrainConfig
+from common.config import JobConfig, ModelConfig, PrivacyConfig, TrainConfig, model_fits_task
 from common.config_files import read_toml, validate_model
 
 __all__ = [
@@ -54,8 +54,9 @@ class FederationJob(_Section):
     """One training job on the enrolled sites."""
 
     name: str = Field("medfed-job", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    #: Segmentation on a real federation comes with the segmentation task (open issue).
-    task: Literal["classification"] = "classification"
+    #: classification (num_classes = image classes) or segmentation (num_classes = mask
+    #: classes, background included); each defaults to its own network.
+    task: Literal["classification", "segmentation"] = "classification"
     #: FedProx (Li et al. 2020) adds a proximal term at the sites; the server averages alike.
     strategy: Literal["fedavg", "fedprox"] = "fedavg"
     proximal_mu: float = Field(0.01, ge=0)
@@ -70,10 +71,16 @@ class FederationJob(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _model_fits_task(cls, raw: Any) -> Any:
+        return model_fits_task(raw)
+
     def site_job(self, data: Path) -> JobConfig:
         """The local-training view of this job for a site whose prepared cache is ``data``."""
         return JobConfig(
             data=data,
+            task=self.task,
             num_sites=1,
             rounds=self.rounds,
             seed=self.seed,
