@@ -171,6 +171,14 @@ def _runs(images: list[DecodedImage]) -> Iterator[tuple[LinearUnits, int]]:
         yield units, sum(i.frames for i in run)
 
 
+def _measure_runs(stats: IntensityStats, taps: np.ndarray, images: list[DecodedImage]) -> None:
+    """Add the QC statistics of float32 stored ``taps`` (frames of ``images``, in order)."""
+    start = 0
+    for units, frames in _runs(images):
+        stats.merge(stored_stats(taps[start : start + frames], units))
+        start += frames
+
+
 def _scaled_taps(
     images: list[DecodedImage], low: float, high: float, stats: IntensityStats | None
 ) -> np.ndarray:
@@ -181,12 +189,12 @@ def _scaled_taps(
     ``stats`` the QC statistics of the taps are added to it from that copy, before windowing.
     """
     taps = np.concatenate([i.taps for i in images], dtype=np.float32)  # type: ignore[misc]
+    if stats is not None:
+        _measure_runs(stats, taps, images)
     width = high - low
     start = 0
     for units, frames in _runs(images):
         part = taps[start : start + frames]
-        if stats is not None:
-            stats.merge(stored_stats(part, units))
         scale, offset = units.affine
         if width != 0:  # as scale_to_unit: low == high only subtracts low
             scale, offset = scale / width, (offset - low) / width
@@ -207,10 +215,7 @@ def _taps_stats(images: list[DecodedImage]) -> IntensityStats:
     kept = [i for i in images if i.stats is None]
     if kept:
         taps = np.concatenate([i.taps.reshape(i.frames, -1) for i in kept], dtype=np.float32)  # type: ignore[union-attr]
-        start = 0
-        for units, frames in _runs(kept):
-            stats.merge(stored_stats(taps[start : start + frames], units))
-            start += frames
+        _measure_runs(stats, taps, kept)
     return stats
 
 

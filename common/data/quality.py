@@ -29,19 +29,10 @@ class IntensityStats:
         self.minimum = min(self.minimum, float(flat.min()))
         self.maximum = max(self.maximum, float(flat.max()))
 
-    def add_sampled(self, sample: np.ndarray, minimum: float, maximum: float) -> None:
-        """Accumulate an image through a regular subsample (mean, std) and its exact extremes."""
-        flat = np.ravel(sample)
-        self.count += flat.size
-        self.total += float(flat.sum())
-        self.total_sq += float(np.dot(flat, flat))
-        self.minimum = min(self.minimum, minimum)
-        self.maximum = max(self.maximum, maximum)
-
     def add_moments(
         self, count: int, total: float, total_sq: float, minimum: float, maximum: float
     ) -> None:
-        """Accumulate a sample's size, sum and sum of squares, and an image's exact extremes."""
+        """Accumulate values given by their count, sum, sum of squares, minimum and maximum."""
         self.count += count
         self.total += total
         self.total_sq += total_sq
