@@ -13,15 +13,15 @@ from pathlib import Path
 
 import torch
 
-from common.config import JobConfig
 from common.data.loading import load_dataset
+from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.tasks.registry import task_for
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 
-def _epoch_seconds(job: JobConfig, data_path: Path, repeats: int) -> float:
+def _epoch_seconds(job: FederationJob, data_path: Path, repeats: int) -> float:
     splits = load_dataset(data_path)
     outputs = len(task_for(job.task).output_names(splits))
     times = []
@@ -50,9 +50,8 @@ def main() -> None:
     seconds = {}
     for dp in (False, True):
         model = {k: v for k, v in (("name", args.model), ("norm", args.norm)) if v}
-        job = JobConfig.model_validate(
+        job = FederationJob.model_validate(
             {
-                "data": data,
                 "task": args.task,
                 "model": model,
                 "train": {"batch_size": args.batch_size},

@@ -3,20 +3,17 @@
 import hashlib
 import json
 import time
-from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
-from flwr.common.serde import recorddict_to_proto
 
 from client.audit_log import AuditEntry, AuditLog
+from client.flower_internals import RECORD_KEY_CONFIGS, Key, recorddict_to_proto
+from client.site_context import site_state_dir
 from common import message_keys as keys
 
-__all__ = ["AUDIT_FILE", "STATE_DIR", "audit_mod"]
+__all__ = ["AUDIT_FILE", "audit_mod"]
 
-#: Node config key naming the site's state folder (set by ``medfed-site start``).
-STATE_DIR = "state-dir"
 AUDIT_FILE = "audit-log.sqlite"
 
 
@@ -48,10 +45,10 @@ def _reported_epsilon(reply: Message) -> float | None:
 
 def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Log the run's config on its first message, then every reply (size, SHA-256, epsilon)."""
-    state_dir = context.node_config.get(STATE_DIR)
-    if state_dir is None:  # a simulated site keeps no audit trail
+    state_dir = site_state_dir(context)
+    if state_dir is None:  # a site started without a state folder keeps no audit trail
         return call_next(msg, context)
-    log = AuditLog(Path(str(state_dir)) / AUDIT_FILE)
+    log = AuditLog(state_dir / AUDIT_FILE)
     run_id = str(msg.metadata.run_id)
     job = str(context.run_config.get("name", "?"))
     if not log.has_job(run_id):

@@ -1,89 +1,68 @@
-"""Flower ClientApp of a hospital site: wiring only (read config, call common, build the reply)."""
+"""The site's ClientApp, the same on Flower's Simulation Engine and on a real federation.
 
-import logging
-import math
+A legacy-API app because flwr 1.41 runs SecAgg+ only on that path (NumPyClient + its mod).
+Flower starts a fresh process for every message, and three of SecAgg+'s four messages per
+round only exchange keys: this module stays light (no torch) and imports the training
+client only when a message needs it, which saves each of those processes ~4 s of imports.
+"""
 
-import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from typing import cast
+
+import numpy as np
+from flwr.app import Context, Message
+from flwr.client import Client
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 
-from client.privacy_state import restore_privacy_state, store_privacy_state
-from client.site_data import load_site_data, output_names
-from common import message_keys as keys
-from common.config import JobConfig
-from common.local_training import train_local_round
-from common.models import build_model
-from common.tasks.registry import task_for
+from client.audit_mod import audit_mod
+from client.flower_internals import (
+    RECORD_KEY_CONFIGS,
+    RECORD_KEY_STATE,
+    Key,
+    bytes_to_ndarray,
+    ndarray_to_bytes,
+    secaggplus_mod,
+)
 
-__all__ = ["app", "create_client_app"]
-
-logger = logging.getLogger(__name__)
-
-
-def _job(fixed: JobConfig | None, context: Context) -> JobConfig:
-    return fixed if fixed is not None else JobConfig.from_flat(context.run_config)
+__all__ = ["app", "secure_aggregation_mod"]
 
 
-def _model_with_global_weights(
-    job: JobConfig, msg: Message, data_shape: tuple[int, ...]
-) -> torch.nn.Module:
-    in_channels, height, width = data_shape
-    num_classes = int(msg.content[keys.CONFIG][keys.NUM_CLASSES])
-    model = build_model(job.model, in_channels, num_classes, (height, width), job.privacy.enabled)
-    model.load_state_dict(msg.content[keys.ARRAYS].to_torch_state_dict())
-    return model
+def _client_fn(context: Context) -> Client:
+    from client.site_client import SiteClient  # noqa: PLC0415 (torch only where training runs)
+
+    return SiteClient(context).to_client()
 
 
-def create_client_app(job: JobConfig | None = None) -> ClientApp:
-    """ClientApp for ``job``; with None the job is read from Flower's run config."""
-    app = ClientApp()
+def _narrow_masked_vectors(reply: Message, context: Context) -> None:
+    """Send masked vectors as uint32 instead of int64: half the upload, the same sum.
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        config = _job(job, context)
-        site_id, data = load_site_data(config, context.node_config)
-        server_round = int(msg.content[keys.CONFIG][keys.SERVER_ROUND])
-        model = _model_with_global_weights(config, msg, data.train.images.shape[1:])
-        update = train_local_round(
-            model,
-            data.train,
-            config,
-            seed=config.seed * 100_003 + server_round * 1_009 + site_id,
-            privacy_state=restore_privacy_state(context),
-            proximal_mu=float(msg.content[keys.CONFIG].get(keys.PROXIMAL_MU, 0.0)),
-        )
-        metrics: dict[str, int | float] = {
-            keys.NUM_EXAMPLES: update.num_examples,
-            keys.SITE_ID: site_id,
-            keys.TRAIN_LOSS: update.loss,
-            keys.STEPS: update.steps,
-        }
-        if update.privacy_state is not None and update.epsilon is not None:
-            store_privacy_state(context, update.privacy_state)
-            metrics[keys.EPSILON] = update.epsilon
-            metrics[keys.DELTA] = config.privacy.target_delta
-            metrics[keys.NOISE_MULTIPLIER] = update.privacy_state.noise_multiplier
-        logger.info("site %d round %d: %s", site_id, server_round, metrics)
-        content = RecordDict(
-            {keys.ARRAYS: ArrayRecord(update.state_dict), keys.METRICS: MetricRecord(metrics)}
-        )
-        return Message(content=content, reply_to=msg)
-
-    @app.evaluate()
-    def evaluate_global_model(msg: Message, context: Context) -> Message:
-        config = _job(job, context)
-        site_id, data = load_site_data(config, context.node_config)
-        model = _model_with_global_weights(config, msg, data.val.images.shape[1:])
-        if len(data.val) > 0:
-            results = task_for(config.task).evaluate(model, data.val, output_names(config))
-            results[keys.EVAL_LOSS] = results.pop("loss")
-        else:
-            results = {keys.EVAL_LOSS: math.nan}
-        metrics = {keys.NUM_EXAMPLES: len(data.val), keys.SITE_ID: site_id, **results}
-        return Message(content=RecordDict({keys.METRICS: MetricRecord(metrics)}), reply_to=msg)
-
-    return app
+    Masked entries lie in [0, mod_range) with mod_range a power of two <= 2**32. The server
+    adds them and reduces modulo mod_range; a uint32 sum wraps modulo 2**32, a multiple of
+    mod_range, so every residue and therefore the unmasked aggregate is unchanged.
+    """
+    if reply.has_error():
+        return
+    configs = reply.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is None or Key.MASKED_PARAMETERS not in configs:
+        return
+    state = context.state.config_records[RECORD_KEY_STATE]
+    mod_range = int(cast(int, state[Key.MOD_RANGE]))
+    if mod_range > 2**32 or mod_range & (mod_range - 1):
+        return
+    masked = cast(list[bytes], configs[Key.MASKED_PARAMETERS])
+    configs[Key.MASKED_PARAMETERS] = [
+        ndarray_to_bytes(bytes_to_ndarray(vector).astype(np.uint32)) for vector in masked
+    ]
 
 
-#: The ClientApp named in pyproject.toml, configured by Flower's run config.
-app = create_client_app()
+def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Apply SecAgg+ to the rounds the coordinator runs with it; plain rounds pass through."""
+    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return call_next(msg, context)
+    reply = secaggplus_mod(msg, context, call_next)
+    _narrow_masked_vectors(reply, context)
+    return reply
+
+
+#: The ClientApp named in pyproject.toml and in every job's app folder.
+app = ClientApp(client_fn=_client_fn, mods=[audit_mod, secure_aggregation_mod])

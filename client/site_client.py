@@ -1,8 +1,9 @@
-"""The site's training client on a real federation: DP-SGD on its cache, deltas, its ledger.
+"""The site's training client: DP-SGD on its own data, weight deltas out, its privacy ledger.
 
 Sites send the weight *delta* (local minus global), which stays well inside SecAgg+'s
 clipping range; the coordinator adds the unmasked average back. The site decides what it
-trains on and how much privacy it spends (:class:`~client.site_limits.SiteLimits`).
+trains on and how much privacy it spends (:class:`~client.site_limits.SiteLimits`), on a real
+federation and in a simulation alike.
 """
 
 import logging
@@ -19,18 +20,20 @@ from flwr.client import NumPyClient
 
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger, round_entries
 from client.privacy_state import restore_privacy_state, store_privacy_state
+from client.site_context import simulated_site, site_limits
 from client.site_limits import SiteLimits
 from common import message_keys as keys
 from common.data.arrays import DatasetSplits
 from common.data.loading import load_dataset
-from common.errors import ConfigError
+from common.errors import ConfigError, MedfedError
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState, planned_round
+from common.simulation_environment import SimulationEnvironment
 from common.tasks.registry import task_for
 
-__all__ = ["SiteClient", "secret_seed"]
+__all__ = ["SiteClient", "SiteDroppedOut", "secret_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,13 @@ logger = logging.getLogger(__name__)
 @lru_cache(maxsize=2)
 def _site_data(path: Path, image_size: int, seed: int) -> DatasetSplits:
     return load_dataset(path, image_size=image_size, seed=seed)
+
+
+def _drop_round(simulated: tuple[int, SimulationEnvironment] | None) -> int | None:
+    if simulated is None:
+        return None
+    index, environment = simulated
+    return environment.drops().get(index)
 
 
 def secret_seed(_server_round: int) -> int:
@@ -49,29 +59,48 @@ def secret_seed(_server_round: int) -> int:
     return secrets.randbits(63)
 
 
-class SiteClient(NumPyClient):
-    """Trains the shared model on this site's cache; replies with a delta and aggregate metrics.
+class SiteDroppedOut(MedfedError):
+    """A simulated site scripted to stop answering from a given round (drop-out studies)."""
 
-    The job comes from Flower's run config and the limits from the node config unless given
-    (simulations). ``seed_for_round`` seeds local training; keep the default
-    (:func:`secret_seed`) anywhere privacy matters. Tests pass a fixed one to compare runs.
+
+def _simulated_seeds(job_seed: int, site: int) -> Callable[[int], int]:
+    return lambda server_round: job_seed * 100_003 + server_round * 1_009 + site
+
+
+class SiteClient(NumPyClient):
+    """Trains the shared model on this site's data; replies with a delta and aggregate metrics.
+
+    The job comes from Flower's run config and the limits from the site's own node config
+    (see :mod:`client.site_context`) unless given. ``seed_for_round`` seeds local training;
+    keep the default (:func:`secret_seed`) anywhere privacy matters. A simulation may fix it
+    (``fixed_seeds``) to compare runs.
     """
 
     def __init__(
         self,
         context: Context,
-        seed_for_round: Callable[[int], int] = secret_seed,
+        seed_for_round: Callable[[int], int] | None = None,
         job: FederationJob | None = None,
         limits: SiteLimits | None = None,
     ) -> None:
         self.context = context
-        self.seed_for_round = seed_for_round
         self.job = job or FederationJob.from_flat(context.run_config)
-        self.limits = limits or SiteLimits.from_node_config(context.node_config)
+        self.limits = limits or site_limits(context)
         self.limits.check(self.job)
+        simulated = simulated_site(context)
+        self.drops_from = _drop_round(simulated)
+        if seed_for_round is None and simulated is not None and simulated[1].fixed_seeds:
+            seed_for_round = _simulated_seeds(self.job.seed, simulated[0])
+        self.seed_for_round = seed_for_round or secret_seed
         self.data = _site_data(self.limits.data, self.job.image_size, self.job.seed)
         self._check_task_shape()
         self._check_weight()
+
+    def _answer_or_drop(self, server_round: int) -> None:
+        if self.drops_from is not None and server_round >= self.drops_from:
+            raise SiteDroppedOut(
+                f"site {self.limits.name} dropped out at round {server_round} (scripted)"
+            )
 
     def _check_task_shape(self) -> None:
         if self.job.task == "segmentation" and not self.data.has_masks:
@@ -129,7 +158,11 @@ class SiteClient(NumPyClient):
     def _model(self, parameters: list[np.ndarray]) -> torch.nn.Module:
         size = (self.job.image_size, self.job.image_size)
         model = build_model(
-            self.job.model, self.job.in_channels, self.job.num_classes, size, dp_enabled=True
+            self.job.model,
+            self.job.in_channels,
+            self.job.num_classes,
+            size,
+            self.job.privacy.enabled,
         )
         names = list(model.state_dict())
         model.load_state_dict(
@@ -145,8 +178,8 @@ class SiteClient(NumPyClient):
     ) -> tuple[list[np.ndarray], int, dict[str, bool | bytes | float | int | str]]:
         """One DP-SGD round; returns local minus global weights."""
         server_round = int(config[keys.SERVER_ROUND])
+        self._answer_or_drop(server_round)
         model = self._model(parameters)
-        site_job = self.job.site_job(self.limits.data)
         previous = restore_privacy_state(self.context)
         ledger = self._ledger()
         if ledger is not None:
@@ -154,15 +187,17 @@ class SiteClient(NumPyClient):
         update = train_local_round(
             model,
             self.data.train,
-            site_job,
+            self.job,
             seed=self.seed_for_round(server_round),
             privacy_state=previous,
-            proximal_mu=self.job.proximal_mu if self.job.strategy == "fedprox" else 0.0,
+            proximal_mu=self.job.proximal_mu,
         )
         delta = [
             tensor.detach().cpu().numpy().astype(np.float32) - np.asarray(glob, dtype=np.float32)
             for tensor, glob in zip(update.state_dict.values(), parameters, strict=True)
         ]
+        if not all(np.isfinite(d).all() for d in delta):
+            raise MedfedError(f"site {self.limits.name}: training diverged (non-finite update)")
         largest = max(float(np.abs(d).max(initial=0.0)) for d in delta)
         limit = self.job.secure_aggregation.clipping_range
         if self.job.secure_aggregation.enabled and largest > limit:
@@ -170,7 +205,7 @@ class SiteClient(NumPyClient):
         metrics: dict[str, bool | bytes | float | int | str] = {
             keys.TRAIN_LOSS: update.loss,
             keys.STEPS: update.steps,
-            "site": self.limits.name,
+            keys.SITE_NAME: self.limits.name,
         }
         if update.privacy_state is not None and update.epsilon is not None:
             store_privacy_state(self.context, update.privacy_state)
@@ -189,10 +224,12 @@ class SiteClient(NumPyClient):
         self, parameters: list[np.ndarray], config: dict[str, bool | bytes | float | int | str]
     ) -> tuple[float, int, dict[str, bool | bytes | float | int | str]]:
         """The global model on this site's validation split."""
+        self._answer_or_drop(int(config[keys.SERVER_ROUND]))
         if len(self.data.val) == 0:
-            return math.nan, 0, {"site": self.limits.name}
+            return math.nan, 0, {keys.SITE_NAME: self.limits.name}
         task = task_for(self.job.task)
-        model = self._model(parameters)
-        results = task.evaluate(model, self.data.val, task.output_names(self.data))
+        # The job's output names where it declares them, else the site's own.
+        names = self.job.output_names if self.job.class_names else task.output_names(self.data)
+        results = task.evaluate(self._model(parameters), self.data.val, names)
         loss = results.pop("loss")
-        return loss, len(self.data.val), {**results, "site": self.limits.name}
+        return loss, len(self.data.val), {**results, keys.SITE_NAME: self.limits.name}

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.audit_mod import STATE_DIR
 from common.errors import ConfigError
 from common.federation_job import FederationJob
 
@@ -17,6 +16,8 @@ __all__ = ["DATA_PATH", "MAX_EPSILON", "SITE_NAME", "STATE_DIR", "SiteLimits"]
 DATA_PATH = "data-path"
 SITE_NAME = "site-name"
 MAX_EPSILON = "max-epsilon"
+#: The site's state folder (privacy ledger, audit log).
+STATE_DIR = "state-dir"
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,10 @@ class SiteLimits:
     data: Path
     name: str
     max_epsilon: float
-    #: The site's own records (privacy ledger, audit trail); None keeps none (simulations).
+    #: The site's own records (privacy ledger, audit trail); None keeps none.
     state_dir: Path | None = None
+    #: Refuse jobs without DP (every hospital; a simulated site may study training without).
+    require_dp: bool = True
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, object]) -> "SiteLimits":
@@ -48,7 +51,7 @@ class SiteLimits:
 
     def check(self, job: FederationJob) -> None:
         """Refuse a job that would train without DP or spend more than this site's budget."""
-        if not job.privacy.enabled:
+        if self.require_dp and not job.privacy.enabled:
             raise ConfigError(
                 f"job {job.name}", f"site {self.name} trains only with differential privacy"
             )

@@ -1,10 +1,11 @@
-"""Model checkpoints: weights plus what is needed to rebuild the network and read its metrics."""
+"""Model checkpoints: weights plus the job that trained them (enough to rebuild the network)."""
 
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
+
+from common.federation_job import FederationJob
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
 
@@ -12,26 +13,26 @@ __all__ = ["load_checkpoint", "save_checkpoint"]
 def save_checkpoint(
     path: Path,
     state_dict: dict[str, torch.Tensor],
-    job: BaseModel,
+    job: FederationJob,
     round_number: int,
-    in_channels: int,
-    num_classes: int,
-    image_size: tuple[int, int],
     metrics: dict[str, float] | None = None,
-    class_names: tuple[str, ...] | None = None,
 ) -> Path:
-    """Write atomically (temporary file, then rename) so a crash never leaves half a checkpoint."""
+    """Write atomically (temporary file, then rename) so a crash never leaves half a checkpoint.
+
+    The job's data shape is repeated at the top level (channels, classes, image size, the
+    output names) for readers that only need those.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "state_dict": state_dict,
-        "job": job.model_dump(mode="json"),
+        "job": job.to_nested(),
         "round": round_number,
-        "in_channels": in_channels,
-        "num_classes": num_classes,
-        "image_size": list(image_size),
+        "in_channels": job.in_channels,
+        "num_classes": job.num_classes,
+        "image_size": [job.image_size, job.image_size],
         "metrics": metrics or {},
         # Names of the outputs: image classes, or mask classes (0 = background) for segmentation.
-        "class_names": list(class_names or ()),
+        "class_names": list(job.output_names),
     }
     partial = path.with_suffix(path.suffix + ".partial")
     torch.save(payload, partial)

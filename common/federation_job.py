@@ -1,8 +1,9 @@
-"""A training job on a real federation (job.toml), as the coordinator launches it.
+"""The one description of a training job: job.toml, Flower's run config and the CLI derive from it.
 
-Unlike a simulation's :class:`~common.config.JobConfig` it names no data: each site trains on
-its own prepared cache, whose path comes from the site's node config and never from the job.
-The task's shape is declared instead, because the coordinator never sees an image.
+A job names no data: each site trains on its own prepared cache, whose path comes from the site
+(its node config, or the simulation's site folders) and never from the job. The task's shape is
+declared instead, because the coordinator never sees an image. The same job runs on Flower's
+Simulation Engine (`medfed-sim run`) and on a real federation (`medfed-server run`).
 """
 
 from collections.abc import Mapping
@@ -11,21 +12,33 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.config import JobConfig, ModelConfig, PrivacyConfig, TrainConfig, model_fits_task
+from common.config import (
+    ModelConfig,
+    PrivacyConfig,
+    StrategyConfig,
+    TrainConfig,
+    cli,
+    model_fits_task,
+)
 from common.config_files import read_toml, validate_model
 
 __all__ = [
+    "ENVIRONMENT_KEYS",
     "RESUME_KEY",
     "RUN_DIR_KEY",
+    "SIMULATION_KEY",
     "FederationJob",
     "SecureAggregationConfig",
     "load_federation_job",
 ]
 
-#: Run config keys set by ``medfed-server run`` that are not properties of the job (sites
-#: ignore them): the coordinator's run folder, and whether to continue it from its checkpoint.
+#: Run config keys that describe where a job runs, not the job (sites ignore them): the
+#: coordinator's run folder, whether to continue it from its checkpoint, and (simulations
+#: only) the simulated sites' table.
 RUN_DIR_KEY = "run_dir"
 RESUME_KEY = "resume"
+SIMULATION_KEY = "simulation"
+ENVIRONMENT_KEYS = (RUN_DIR_KEY, RESUME_KEY, SIMULATION_KEY)
 
 
 class _Section(BaseModel):
@@ -35,40 +48,50 @@ class _Section(BaseModel):
 class SecureAggregationConfig(_Section):
     """SecAgg+ (Bell et al. 2020, eprint 2020/704) parameters; see docs/security.md."""
 
-    enabled: bool = True
+    enabled: bool = Field(
+        True,
+        description="SecAgg+: the server sees only the sum of the sites' updates.",
+        json_schema_extra=cli("secure-aggregation"),
+    )
     #: Share the mask keys with this fraction of the round's sites (1.0 = all of them).
     num_shares: float = Field(1.0, gt=0, le=1)
     #: Fraction of the shares needed to unmask; lower tolerates more drop-outs, higher
     #: needs more colluding sites to expose one site's update.
     reconstruction_threshold: float = Field(0.6, gt=0, le=1)
     #: Updates (weight deltas) are clamped to +-this before quantisation to 2**22 levels.
-    clipping_range: float = Field(2.0, gt=0)
+    clipping_range: float = Field(2.0, gt=0, allow_inf_nan=False)
     #: At least the largest site's number of training examples. The aggregate's quantisation
     #: error grows with max_weight / (all sites' examples): keep it close to the largest site.
-    max_weight: float = Field(10_000.0, gt=0)
+    max_weight: float = Field(10_000.0, gt=0, allow_inf_nan=False)
     #: Seconds to wait for each protocol stage before treating silent sites as dropped.
-    timeout_s: float = Field(600.0, gt=0)
+    timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
 
 
 class FederationJob(_Section):
-    """One training job on the enrolled sites."""
+    """One training job on the enrolled (or simulated) sites."""
 
     name: str = Field("medfed-job", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    #: classification (num_classes = image classes) or segmentation (num_classes = mask
-    #: classes, background included); each defaults to its own network.
-    task: Literal["classification", "segmentation"] = "classification"
-    #: FedProx (Li et al. 2020) adds a proximal term at the sites; the server averages alike.
-    strategy: Literal["fedavg", "fedprox"] = "fedavg"
-    proximal_mu: float = Field(0.01, ge=0)
-    rounds: int = Field(3, ge=1, le=10_000)
-    min_sites: int = Field(2, ge=1, le=1000)
-    seed: int = 0
-    image_size: int = Field(64, ge=8, le=1024)
+    task: Literal["classification", "segmentation"] = Field(
+        "classification",
+        description="classification (one label per image) or segmentation (a mask per image).",
+    )
+    rounds: int = Field(3, ge=1, le=10_000, description="Federated rounds.")
+    #: A round goes on with the sites that replied, if at least this many did (drop-outs).
+    min_sites: int = Field(
+        2, ge=1, le=1000, description="Fewest sites a round needs to start and to complete."
+    )
+    seed: int = Field(0, description="Seed of the initial model (sites draw secret seeds).")
+    image_size: int = Field(64, ge=8, le=1024, description="Side of the square images (pixels).")
+    #: The data the model takes: channels and output classes (image classes, or mask classes
+    #: with background for segmentation). Optional names, one per output, comma-separated
+    #: (Flower's run config holds no lists).
     in_channels: int = Field(1, ge=1, le=16)
     num_classes: int = Field(2, ge=2, le=1000)
+    class_names: str = Field("", max_length=10_000)
     train: TrainConfig = TrainConfig()
     model: ModelConfig = ModelConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    strategy: StrategyConfig = StrategyConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
 
     @model_validator(mode="before")
@@ -76,19 +99,28 @@ class FederationJob(_Section):
     def _model_fits_task(cls, raw: Any) -> Any:
         return model_fits_task(raw)
 
-    def site_job(self, data: Path) -> JobConfig:
-        """The local-training view of this job for a site whose prepared cache is ``data``."""
-        return JobConfig(
-            data=data,
-            task=self.task,
-            num_sites=1,
-            rounds=self.rounds,
-            seed=self.seed,
-            image_size=self.image_size,
-            train=self.train,
-            model=self.model,
-            privacy=self.privacy,
-        )
+    @model_validator(mode="after")
+    def _names_fit_classes(self) -> "FederationJob":
+        names = self.class_names.split(",") if self.class_names else []
+        if names and len(names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(names)} names for num_classes = {self.num_classes}"
+            )
+        return self
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """One name per output: ``class_names``, or "0".."K-1" (segmentation: background first)."""
+        if self.class_names:
+            return tuple(self.class_names.split(","))
+        if self.task == "segmentation":
+            return ("background", *(str(k) for k in range(1, self.num_classes)))
+        return tuple(str(k) for k in range(self.num_classes))
+
+    @property
+    def proximal_mu(self) -> float:
+        """The FedProx term the sites add (0 unless the strategy is fedprox)."""
+        return self.strategy.proximal_mu if self.strategy.name == "fedprox" else 0.0
 
     def to_nested(self) -> dict[str, Any]:
         """TOML-ready tables (what job.toml and the generated app's pyproject hold)."""
@@ -96,30 +128,47 @@ class FederationJob(_Section):
 
     def to_flat(self) -> dict[str, Any]:
         """Dotted keys, as Flower flattens nested run config tables."""
-        flat: dict[str, Any] = {}
-        for key, value in self.to_nested().items():
-            if isinstance(value, dict):
-                flat.update({f"{key}.{sub}": item for sub, item in value.items()})
-            else:
-                flat[key] = value
-        return flat
+        return flatten(self.to_nested())
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any], source: str = "run config") -> "FederationJob":
-        """Rebuild from Flower's flattened run config (dotted keys)."""
-        nested: dict[str, Any] = {}
-        for key, value in flat.items():
-            if key in (RUN_DIR_KEY, RESUME_KEY):
-                continue
-            section, _, field = key.rpartition(".")
-            (nested.setdefault(section, {}) if section else nested)[field] = value
-        return _validate(nested, source)
+        """Rebuild from Flower's flattened run config (dotted keys); environment keys ignored."""
+        job_keys = {
+            key: value
+            for key, value in flat.items()
+            if key.partition(".")[0] not in ENVIRONMENT_KEYS
+        }
+        return _validate(unflatten(job_keys), source)
+
+
+def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (Flower's run config form)."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten`."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *sections, field = dotted.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[field] = value
+    return nested
 
 
 def _validate(raw: Mapping[str, Any], source: str) -> FederationJob:
     return validate_model(FederationJob, raw, source)
 
 
-def load_federation_job(path: Path) -> FederationJob:
-    """Read job.toml (top-level keys plus [train] [model] [privacy] [secure_aggregation])."""
-    return _validate(read_toml(path), str(path))
+def load_federation_job(path: Path, overrides: Mapping[str, Any] | None = None) -> FederationJob:
+    """Read job.toml (top-level keys plus its tables), with dotted ``overrides`` laid over it."""
+    raw = unflatten({**flatten(read_toml(path)), **(overrides or {})})
+    return _validate(raw, str(path))

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from common.config import JobConfig
 from common.data.arrays import ImageArrays
+from common.federation_job import FederationJob
 from common.models import grad_sample_mode
 from common.privacy import PrivacyState, SitePrivacyEngine
 from common.tasks.registry import task_for
@@ -28,7 +28,7 @@ class LocalUpdate:
     privacy_state: PrivacyState | None
 
 
-def _optimizer(model: nn.Module, job: JobConfig) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, job: FederationJob) -> torch.optim.Optimizer:
     if job.train.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=job.train.learning_rate)
     return torch.optim.SGD(model.parameters(), lr=job.train.learning_rate, momentum=0.9)
@@ -37,7 +37,7 @@ def _optimizer(model: nn.Module, job: JobConfig) -> torch.optim.Optimizer:
 def train_local_round(
     model: nn.Module,
     data: ImageArrays,
-    job: JobConfig,
+    job: FederationJob,
     seed: int,
     privacy_state: PrivacyState | None,
     proximal_mu: float = 0.0,

@@ -4,6 +4,7 @@ import csv
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ class RunRecorder:
         self.federated: dict[str, dict[int, dict[str, float]]] = {"train": {}, "evaluate": {}}
         self.sites: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
+        self.rejections: list[dict[str, Any]] = []
 
     @classmethod
     def resume(cls, run_dir: Path, num_rounds: int, completed_rounds: int) -> "RunRecorder":
@@ -54,6 +56,9 @@ class RunRecorder:
         recorder.federated = {phase: kept(rounds) for phase, rounds in saved["federated"].items()}
         recorder.sites = [s for s in saved["sites"] if s["round"] <= completed_rounds]
         recorder.failures = [f for f in saved["failures"] if f["round"] <= completed_rounds]
+        recorder.rejections = [
+            r for r in saved.get("rejections", []) if r["round"] <= completed_rounds
+        ]
         return recorder
 
     def record_site(
@@ -62,12 +67,28 @@ class RunRecorder:
         """One site's reply metrics."""
         self.sites.append({"round": server_round, "phase": phase, "node_id": node_id, **metrics})
 
-    def record_failure(self, phase: str, server_round: int, node_id: int, reason: str) -> None:
-        """A site that replied with an error (its reason, never its data)."""
+    def record_failure(
+        self, phase: str, server_round: int, node_id: int, site: str, reason: str
+    ) -> None:
+        """A site that did not reply, or replied with an error (its reason, never its data)."""
         self.failures.append(
-            {"round": server_round, "phase": phase, "node_id": node_id, "reason": reason}
+            {
+                "round": server_round,
+                "phase": phase,
+                "node_id": node_id,
+                "site": site,
+                "reason": reason,
+                "time": time.time(),
+            }
         )
-        logger.warning("round %d %s: site node %d failed: %s", server_round, phase, node_id, reason)
+        logger.warning("round %d %s: site %s dropped out: %s", server_round, phase, site, reason)
+
+    def record_rejection(self, server_round: int, node_id: int, site: str, reason: str) -> None:
+        """A site's update that was refused before aggregation (the round went on without it)."""
+        self.rejections.append(
+            {"round": server_round, "node_id": node_id, "site": site, "reason": reason}
+        )
+        logger.warning("round %d: update of site %s rejected: %s", server_round, site, reason)
 
     def record_federated(self, phase: str, server_round: int, metrics: dict[str, float]) -> None:
         """Metrics aggregated over sites by the strategy."""
@@ -107,6 +128,7 @@ class RunRecorder:
             },
             "sites": self.sites,
             "failures": self.failures,
+            "rejections": self.rejections,
         }
         text = json.dumps(_deep_clean(payload), indent=2)
         (self.run_dir / "metrics.json").write_text(text, encoding="utf-8")
@@ -125,7 +147,7 @@ class RunRecorder:
             [
                 {
                     "round": s["round"],
-                    "site": s.get("site-id"),
+                    "site": s.get("site"),
                     "epsilon": s["epsilon"],
                     "delta": s.get("delta"),
                 }

@@ -154,7 +154,10 @@ def render_run_page(run_dir: Path, live: LiveStatus | None = None, refresh_s: in
     ]
     refresh = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s > 0 else ""
     failures = metrics.get("failures", [])
-    failure_rows = [[str(f["round"]), f["phase"], str(f["reason"])[:300]] for f in failures]
+    failure_rows = [
+        [str(f["round"]), f["phase"], str(f.get("site", f.get("node_id"))), str(f["reason"])[:300]]
+        for f in failures
+    ]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">{refresh}
 <title>medfed run {html.escape(run_dir.name)}</title>
@@ -173,7 +176,8 @@ figure {{ display: inline-block; margin: 0.5em; }}
 <h2>Charts</h2>
 {"".join(charts)}
 {
-        "<h2>Site failures and refusals</h2>" + _table(["round", "phase", "reason"], failure_rows)
+        "<h2>Site failures and refusals</h2>"
+        + _table(["round", "phase", "site", "reason"], failure_rows)
         if failures
         else ""
     }

@@ -1,47 +1,125 @@
-"""Flower ServerApp of the coordinator: wiring only (read config, run the job)."""
+"""The coordinator's ServerApp, the same on Flower's Simulation Engine and on a real federation.
 
+Wiring only: read the job and where it runs from Flower's run config, build the initial (or
+resumed) global model and the strategy, run the rounds, leave the records in the run folder.
+"""
+
+import hashlib
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
+from flwr.server import Grid, ServerApp
 
-from common.config import JobConfig
-from common.data.arrays import DatasetSplits
+from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data.loading import load_dataset
+from common.federation_job import RESUME_KEY, RUN_DIR_KEY, FederationJob
+from common.models import build_model
+from common.simulation_environment import SimulationEnvironment
 from common.tasks.registry import task_for
-from server.federated_job import TaskSpec, run_federated_job
+from server.run_recorder import RunRecorder
+from server.secure_rounds import run_rounds
+from server.strategies import DeltaFedAvg, RoundHooks
 
-__all__ = ["app", "create_server_app"]
+__all__ = ["CHECKPOINT_NAME", "app", "run_job", "state_digest"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "global_model.pt"
 
 
-def create_server_app(
-    job: JobConfig | None = None,
-    run_dir: Path | None = None,
-    splits: DatasetSplits | None = None,
-) -> ServerApp:
-    """ServerApp for ``job`` writing to ``run_dir``; with None both come from Flower's run config.
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names and float32 values (logged when a job resumes)."""
+    digest = hashlib.sha256()
+    for name, tensor in state.items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
 
-    The task's shape and the held-out test set come from the job's dataset, which a
-    simulation holds in full: ``splits`` when the caller has loaded it already, else read.
+
+def _central_evaluation(
+    job: FederationJob, test_data: str
+) -> Callable[[dict[str, torch.Tensor]], dict[str, float]]:
+    """Global state -> metrics on the simulation's held-out test set."""
+    test = load_dataset(Path(test_data)).test
+    task = task_for(job.task)
+    size = (job.image_size, job.image_size)
+    model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
+
+    def evaluate(state: dict[str, torch.Tensor]) -> dict[str, float]:
+        model.load_state_dict(state)
+        return task.evaluate(model, test, job.output_names)
+
+    return evaluate
+
+
+def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
+    """Run the job of Flower's run config on the sites connected to ``grid``.
+
+    With the run config's resume flag, the job continues from the run folder's checkpoint:
+    the global model of the last completed round, and the rounds after it.
     """
-    app = ServerApp()
+    config = context.run_config
+    job = FederationJob.from_flat(config)
+    run_dir = Path(str(config.get(RUN_DIR_KEY) or Path("runs") / time.strftime("%Y%m%d-%H%M%S")))
+    simulation = SimulationEnvironment.from_run_config(config)
+    torch.manual_seed(job.seed)
+    size = (job.image_size, job.image_size)
+    model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
+    state, completed = model.state_dict(), 0
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if bool(config.get(RESUME_KEY, False)):
+        saved = load_checkpoint(checkpoint)
+        state, completed = saved["state_dict"], int(saved["round"])
+        logger.info(
+            "job %s resumes after round %d/%d from global model %s",
+            job.name, completed, job.rounds, state_digest(state),
+        )  # fmt: skip
+        recorder = RunRecorder.resume(run_dir, job.rounds, completed)
+    else:
+        recorder = RunRecorder(run_dir, job.rounds)
+    hooks = RoundHooks(
+        checkpoint=lambda r, s, m: save_checkpoint(checkpoint, s, job, r, m),
+        evaluate=(
+            _central_evaluation(job, simulation.test_data)
+            if simulation is not None and simulation.test_data
+            else None
+        ),
+        completed_rounds=completed,
+    )
+    strategy = DeltaFedAvg(job, state, recorder, hooks, job.min_sites)
+    remaining = job.rounds - completed
+    mode = "SecAgg+" if job.secure_aggregation.enabled else "plain"
+    logger.info(
+        "job %s: %d round(s) to run, at least %d sites, %s %s",
+        job.name, remaining, job.min_sites, mode, job.strategy.name,
+    )  # fmt: skip
+    if remaining > 0:
+        run_rounds(grid, context, strategy, remaining, job.secure_aggregation)
+    recorder.write()
+    logger.info("job %s finished; global model in %s", job.name, checkpoint)
+    return strategy
 
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        config = job if job is not None else JobConfig.from_flat(context.run_config)
-        out = run_dir if run_dir is not None else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-        data = (
-            splits
-            if splits is not None
-            else load_dataset(config.data, image_size=config.image_size, seed=config.seed)
-        )
-        names = task_for(config.task).output_names(data)
-        task = TaskSpec(data.in_channels, names, data.image_size)
-        run_federated_job(grid, config, task, out, test_data=data.test)
 
-    return app
+def _log_through_flower() -> None:
+    """Send medfed's log lines to Flower's handlers, which stream them to `flwr run`."""
+    flower = logging.getLogger("flwr")
+    for name in ("server", "common"):
+        ours = logging.getLogger(name)
+        ours.handlers = list(flower.handlers)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
 
 
-#: The ServerApp named in pyproject.toml, configured by Flower's run config.
-app = create_server_app()
+#: The ServerApp named in pyproject.toml and in every job's app folder.
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Entry point of `flwr run` on either engine."""
+    _log_through_flower()
+    run_job(grid, context)

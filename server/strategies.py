@@ -1,88 +1,291 @@
-"""Build the configured Flower strategy, recording every site's reply in the run folder."""
+"""The coordinator's strategy: validate the sites' weight deltas, average them, apply, record.
 
-from collections.abc import Iterable
-from typing import Any
+Built on Flower's legacy FedAvg because flwr 1.41 offers SecAgg+ only through its legacy
+workflow (see :mod:`server.secure_rounds`). Sites send weight *deltas*; the strategy averages
+them (under SecAgg+ the average arrives already unmasked, the strategy never sees one site's
+delta) and applies the average with the job's server optimizer: plain addition for FedAvg
+(McMahan et al. 2017) and FedProx (Li et al. 2020), Adam for FedAdam (Reddi et al. 2021,
+arXiv:2003.00295). A round is complete once its evaluation is aggregated: only then is the
+global model checkpointed, so a resumed job repeats no completed round and loses none.
+"""
 
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from common.config import JobConfig
-from server.metric_aggregation import aggregate_site_metrics
+import numpy as np
+import torch
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    NDArrays,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+
+from common import message_keys as keys
+from common.federation_job import FederationJob
+from server.metric_aggregation import aggregate_metric_dicts
 from server.run_recorder import RunRecorder
+from server.update_validation import update_problem
 
-__all__ = ["build_strategy"]
+__all__ = ["FIT_SECONDS", "DeltaFedAvg", "RoundHooks"]
+
+logger = logging.getLogger(__name__)
+
+#: Recorded per round: seconds from sending the round's first message to the new global model.
+FIT_SECONDS = "fit_seconds"
 
 
-class _RecordingMixin:
-    """Records each site's metrics (and failures) before the strategy aggregates them."""
+@dataclass
+class RoundHooks:
+    """What the strategy calls beyond Flower's: checkpointing and central evaluation."""
 
-    recorder: RunRecorder
-    central_evaluation: bool
+    #: Called with (job round, global state, metrics) once a round is complete.
+    checkpoint: Callable[[int, dict[str, torch.Tensor], dict[str, float]], object]
+    #: Global state -> metrics on a held-out test set (simulations hold one), or None.
+    evaluate: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None
+    #: Round numbers of this run follow the ``completed_rounds`` of a resumed job.
+    completed_rounds: int = 0
+    site_names: dict[int, str] = field(default_factory=dict)
 
-    def _record(self, phase: str, server_round: int, replies: list[Message]) -> None:
-        for reply in replies:
-            node_id = reply.metadata.src_node_id
-            if reply.has_error():
-                self.recorder.record_failure(phase, server_round, node_id, reply.error.reason)
+
+def _failure_reason(failure: object) -> str:
+    """A failed reply's reason in one line: the site's own message, not the transport's trace."""
+    if isinstance(failure, tuple):
+        text = str(failure[1].status.message)
+    elif isinstance(failure, BaseException) and failure.args:
+        error = failure.args[0]  # Flower wraps the reply's Error(code, reason)
+        text = str(getattr(error, "reason", error))
+    else:
+        text = str(failure)
+    if "Message: " in text:  # a ClientApp's exception, wrapped by Flower (and Ray)
+        text = text.rsplit("Message: ", 1)[1].removesuffix("'>")
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "no reply")[:500]
+
+
+class _ServerAdam:
+    """Adam on the global model with the averaged delta as the negative pseudo-gradient."""
+
+    def __init__(self, arrays: list[np.ndarray], learning_rate: float) -> None:
+        self.params = [torch.zeros(a.shape, dtype=torch.float64) for a in arrays]
+        # Flower's FedAdam defaults: beta_1 0.9, beta_2 0.99, tau 1e-9.
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=learning_rate, betas=(0.9, 0.99), eps=1e-9
+        )
+
+    def step(self, arrays: list[np.ndarray], deltas: NDArrays) -> list[np.ndarray]:
+        for param, array, delta in zip(self.params, arrays, deltas, strict=True):
+            param.data = torch.from_numpy(array.astype(np.float64))
+            param.grad = -torch.from_numpy(np.asarray(delta, dtype=np.float64))
+        self.optimizer.step()
+        return [
+            p.detach().numpy().astype(a.dtype) for p, a in zip(self.params, arrays, strict=True)
+        ]
+
+
+class DeltaFedAvg(FedAvg):
+    """FedAvg over validated weight deltas with the job's server optimizer; records every reply."""
+
+    def __init__(
+        self,
+        job: FederationJob,
+        global_state: dict[str, torch.Tensor],
+        recorder: RunRecorder,
+        hooks: RoundHooks,
+        min_sites: int,
+    ) -> None:
+        self.job = job
+        self.names = list(global_state)
+        self.global_arrays = [t.detach().cpu().numpy() for t in global_state.values()]
+        self.recorder = recorder
+        self.hooks = hooks
+        self._adam = (
+            _ServerAdam(self.global_arrays, job.strategy.server_learning_rate)
+            if job.strategy.name == "fedadam"
+            else None
+        )
+        self._fit_started = time.monotonic()
+        self._sampled: list[int] = []
+        self._fit_metrics: dict[str, Scalar] = {}
+        offset = hooks.completed_rounds
+        super().__init__(
+            fraction_fit=1.0,
+            fraction_evaluate=1.0,
+            min_fit_clients=min_sites,
+            min_evaluate_clients=min_sites,
+            min_available_clients=min_sites,
+            initial_parameters=ndarrays_to_parameters(self.global_arrays),
+            on_fit_config_fn=lambda r: {keys.SERVER_ROUND: r + offset},
+            on_evaluate_config_fn=lambda r: {keys.SERVER_ROUND: r + offset},
+        )
+
+    def _job_round(self, server_round: int) -> int:
+        return server_round + self.hooks.completed_rounds
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        """Start the round's clock (SecAgg+ calls this at its first stage)."""
+        self._fit_started = time.monotonic()
+        instructions = super().configure_fit(server_round, parameters, client_manager)
+        self._sampled = [proxy.node_id for proxy, _ in instructions]
+        return instructions
+
+    def _site(self, node_id: int) -> str:
+        return self.hooks.site_names.get(node_id, f"node {node_id}")
+
+    def _record_replies(
+        self, phase: str, job_round: int, replies: list[tuple[ClientProxy, FitRes | EvaluateRes]]
+    ) -> None:
+        for proxy, res in replies:
+            name = res.metrics.get(keys.SITE_NAME)
+            if isinstance(name, str):
+                self.hooks.site_names[proxy.node_id] = name
+            site_metrics: dict[str, Scalar] = {keys.NUM_EXAMPLES: res.num_examples, **res.metrics}
+            if isinstance(res, EvaluateRes):
+                site_metrics[keys.EVAL_LOSS] = res.loss
+            self.recorder.record_site(phase, job_round, proxy.node_id, site_metrics)
+
+    def _record_failures(
+        self,
+        phase: str,
+        job_round: int,
+        sampled: list[int],
+        replied: set[int],
+        failures: list[object],
+    ) -> None:
+        """Name each site that was asked and did not reply.
+
+        Flower's legacy workflow keeps a failed reply's error but not its sender: the senders
+        are the sites asked that did not answer. With one such site the reason is exact; with
+        several, each is given all the reasons.
+        """
+        silent = [node for node in sampled if node not in replied]
+        reasons = [_failure_reason(failure) for failure in failures]
+        for index, node in enumerate(silent):
+            paired = len(reasons) == len(silent)
+            reason = reasons[index] if paired else "; ".join(reasons) or "no reply"
+            self.recorder.record_failure(phase, job_round, node, self._site(node), reason)
+
+    def _valid(
+        self, job_round: int, results: list[tuple[ClientProxy, FitRes]]
+    ) -> list[tuple[ClientProxy, FitRes]]:
+        """The replies whose deltas fit the model; the others are rejected and recorded.
+
+        Every entry of a delta must be finite and within +-clipping_range (SecAgg+ clamps to
+        it; a plain reply beyond it is refused), and no site weighs more than max_weight
+        examples (SecAgg+ caps the weight there; a plain reply's claim is capped alike).
+        """
+        secure = self.job.secure_aggregation
+        bound = secure.clipping_range
+        kept = []
+        for proxy, res in results:
+            res.num_examples = min(res.num_examples, int(secure.max_weight))
+            problem = update_problem(
+                parameters_to_ndarrays(res.parameters), self.global_arrays, bound
+            )
+            if problem is None:
+                kept.append((proxy, res))
                 continue
-            for record in reply.content.metric_records.values():
-                self.recorder.record_site(phase, server_round, node_id, dict(record))
+            what = "the unmasked SecAgg+ sum" if secure.enabled else "its update"
+            self.recorder.record_rejection(
+                job_round, proxy.node_id, self._site(proxy.node_id), f"{what}: {problem}"
+            )
+        return kept
 
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = list(replies)
-        self._record("train", server_round, replies)
-        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
-        if metrics is not None:
-            self.recorder.record_federated("train", server_round, dict(metrics))
-        return arrays, metrics
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """Validate, average and apply the deltas; record the sites' metrics and failures."""
+        job_round = self._job_round(server_round)
+        self._record_replies("train", job_round, list(results))
+        replied = {proxy.node_id for proxy, _ in results}
+        self._record_failures("train", job_round, self._sampled, replied, list(failures))
+        valid = self._valid(job_round, results)
+        metrics = aggregate_metric_dicts(
+            [(res.num_examples, res.metrics) for _, res in results], keys.NUM_EXAMPLES
+        )
+        self._fit_metrics = dict(metrics)
+        if not valid:
+            logger.warning("round %d: no valid update; the global model is unchanged", job_round)
+            return ndarrays_to_parameters(self.global_arrays), metrics
+        averaged, _ = super().aggregate_fit(server_round, valid, [])
+        assert averaged is not None  # FedAvg averages whenever there are results
+        deltas = parameters_to_ndarrays(averaged)
+        if self._adam is not None:
+            self.global_arrays = self._adam.step(self.global_arrays, deltas)
+        else:
+            self.global_arrays = [
+                (g.astype(np.float64) + d).astype(g.dtype)
+                for g, d in zip(self.global_arrays, deltas, strict=True)
+            ]
+        seconds = time.monotonic() - self._fit_started
+        self.recorder.record_federated("train", job_round, {**metrics, FIT_SECONDS: seconds})
+        return ndarrays_to_parameters(self.global_arrays), metrics
+
+    def evaluate(
+        self, server_round: int, parameters: Parameters
+    ) -> tuple[float, dict[str, Scalar]] | None:
+        """The global model on the held-out test set, where the run has one (simulations)."""
+        if self.hooks.evaluate is None:
+            return None
+        metrics = self.hooks.evaluate(self.global_state())
+        self.recorder.record_global(self._job_round(server_round), metrics)
+        return float(metrics.get("loss", float("nan"))), dict(metrics)
 
     def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        replies = list(replies)
-        self._record("evaluate", server_round, replies)
-        metrics = super().aggregate_evaluate(server_round, replies)  # type: ignore[misc]
-        if metrics is not None:
-            self.recorder.record_federated("evaluate", server_round, dict(metrics))
-        if not self.central_evaluation:
-            self.recorder.round_done(server_round)
-        return metrics
-
-
-class RecordingFedAvg(_RecordingMixin, FedAvg):
-    """FedAvg (McMahan et al. 2017, arXiv:1602.05629) that records site replies."""
-
-
-class RecordingFedProx(_RecordingMixin, FedProx):
-    """FedProx (Li et al. 2020, arXiv:1812.06127) that records site replies."""
-
-
-class RecordingFedAdam(_RecordingMixin, FedAdam):
-    """FedAdam (Reddi et al. 2021, arXiv:2003.00295) that records site replies."""
-
-
-def build_strategy(job: JobConfig, recorder: RunRecorder, central_evaluation: bool) -> FedAvg:
-    """The strategy named in the job, waiting for all ``job.num_sites`` sites every round."""
-    common: dict[str, Any] = {
-        "fraction_train": 1.0,
-        "fraction_evaluate": 1.0,
-        "min_train_nodes": job.num_sites,
-        "min_evaluate_nodes": job.num_sites,
-        "min_available_nodes": job.num_sites,
-        "train_metrics_aggr_fn": aggregate_site_metrics,
-        "evaluate_metrics_aggr_fn": aggregate_site_metrics,
-    }
-    strategy: FedAvg
-    if job.strategy.name == "fedprox":
-        strategy = RecordingFedProx(**common, proximal_mu=job.strategy.proximal_mu)
-    elif job.strategy.name == "fedadam":
-        strategy = RecordingFedAdam(
-            **common, eta=job.strategy.server_learning_rate, eta_l=job.train.learning_rate
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        """Record each site's validation metrics, then checkpoint the completed round."""
+        job_round = self._job_round(server_round)
+        self._record_replies("evaluate", job_round, list(results))
+        replied = {proxy.node_id for proxy, _ in results}
+        self._record_failures("evaluate", job_round, self._sampled, replied, list(failures))
+        metrics = aggregate_metric_dicts(
+            [(res.num_examples, {keys.EVAL_LOSS: res.loss, **res.metrics}) for _, res in results],
+            keys.NUM_EXAMPLES,
         )
-    else:
-        strategy = RecordingFedAvg(**common)
-    strategy.recorder = recorder  # type: ignore[attr-defined]
-    strategy.central_evaluation = central_evaluation  # type: ignore[attr-defined]
-    return strategy
+        if results:
+            self.recorder.record_federated("evaluate", job_round, metrics)
+        done = {**self._fit_metrics, **metrics}
+        self.hooks.checkpoint(
+            job_round,
+            self.global_state(),
+            {k: float(v) for k, v in done.items() if isinstance(v, int | float)},
+        )
+        self.recorder.round_done(job_round)
+        loss = metrics.get(keys.EVAL_LOSS)
+        return (float(loss) if isinstance(loss, int | float) else None), metrics
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        """Remember whom the round's evaluation asks (to name the sites that do not answer)."""
+        instructions = super().configure_evaluate(server_round, parameters, client_manager)
+        self._sampled = [proxy.node_id for proxy, _ in instructions]
+        return instructions
+
+    def global_state(self) -> dict[str, torch.Tensor]:
+        """The current global model as a state dict."""
+        return {
+            name: torch.from_numpy(array.copy())
+            for name, array in zip(self.names, self.global_arrays, strict=True)
+        }

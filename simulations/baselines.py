@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from common.config import JobConfig
 from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.federated_split import SiteData
+from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState
@@ -22,7 +22,7 @@ BASELINES = ("pooled", "local")
 
 
 def _train_alone(
-    job: JobConfig, train: ImageArrays, splits: DatasetSplits, seed: int, label: str
+    job: FederationJob, train: ImageArrays, splits: DatasetSplits, seed: int, label: str
 ) -> list[dict[str, Any]]:
     """Train one model on ``train`` for as many rounds x local epochs as the federation did.
 
@@ -61,7 +61,7 @@ def _train_alone(
 
 
 def run_baseline(
-    name: str, job: JobConfig, splits: DatasetSplits, sites: list[SiteData]
+    name: str, job: FederationJob, splits: DatasetSplits, sites: list[SiteData]
 ) -> dict[str, Any]:
     """Run baseline ``name`` ('pooled' or 'local'); returns its per-round test metrics."""
     runners: dict[str, Callable[[], dict[str, Any]]] = {

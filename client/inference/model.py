@@ -7,10 +7,10 @@ from typing import Any
 from torch import nn
 
 from common.checkpoint import load_checkpoint
-from common.config import JobConfig
 from common.config_files import validate_model
 from common.data.arrays import DEFAULT_SEGMENT_NAMES
 from common.errors import DataFormatError
+from common.federation_job import FederationJob
 from common.models import build_model
 
 __all__ = ["TrainedModel", "load_trained_model", "output_names"]
@@ -65,7 +65,7 @@ def load_trained_model(path: Path) -> TrainedModel:
         raise DataFormatError(path, f"not a medfed checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or any(key not in payload for key in _REQUIRED):
         raise DataFormatError(path, f"not a medfed checkpoint (needs keys {list(_REQUIRED)})")
-    job = validate_model(JobConfig, payload["job"], f"{path} (job)")
+    job = validate_model(FederationJob, payload["job"], f"{path} (job)")
     height, width = (int(v) for v in payload["image_size"])
     if height != width:
         raise DataFormatError(path, f"image size {height}x{width} is not square")

@@ -162,8 +162,8 @@ def read_npz(path: Path) -> DatasetSplits:
                 raise DataFormatError(
                     path, f"{split}: {len(images)} images but {len(labels)} labels"
                 )
-            if len(images) == 0:
-                raise DataFormatError(path, f"{split} split is empty")
+            if len(images) == 0 and split == "train":
+                raise DataFormatError(path, "train split is empty")
             masks = (
                 _to_masks(path, split, _member(path, archive, f"{split}_masks"), images)
                 if all(with_masks)
@@ -179,7 +179,7 @@ def read_npz(path: Path) -> DatasetSplits:
     shapes = {split: arrays.images.shape[1:] for split, arrays in parts.items()}
     if len(set(shapes.values())) != 1:
         raise DataFormatError(path, f"splits have different image shapes {shapes}")
-    num_classes = 1 + max(int(arrays.labels.max()) for arrays in parts.values())
+    num_classes = 1 + max(int(arrays.labels.max()) for arrays in parts.values() if len(arrays))
     class_names = _class_names(path, raw_names, num_classes)
     logger.info("read %s: %s", path, ", ".join(f"{s} {len(a)}" for s, a in parts.items()))
     return DatasetSplits(

@@ -24,8 +24,8 @@ from server.commands.options import (
     running_coordinator,
 )
 from server.coordinator import CONNECTION, CoordinatorPaths, online_sites
-from server.deployment_app import CHECKPOINT_NAME
 from server.job_app import JOB_FILE, write_job_app
+from server.server_app import CHECKPOINT_NAME
 
 __all__ = ["run"]
 

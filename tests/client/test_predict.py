@@ -20,8 +20,8 @@ from client.inference.model import load_trained_model
 from client.inference.saliency import Saliency, last_feature_layer
 from client.predict_cli import app
 from common.checkpoint import save_checkpoint
-from common.config import JobConfig
 from common.data.resampling import resample_images
+from common.federation_job import FederationJob
 from common.models import build_model
 from common.tasks.segmentation import DiceCrossEntropy
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
@@ -63,8 +63,9 @@ def _train(model: torch.nn.Module, loss_fn: torch.nn.Module, steps: int, task: s
 
 def _checkpoint(path: Path, task: str, steps: int, empty: bool = False) -> Path:
     torch.manual_seed(0)
-    raw = {"data": "x", "task": task, "image_size": SIZE}
-    job = JobConfig.model_validate(raw)
+    names = "background,lesion" if task == "segmentation" else ""
+    raw = {"task": task, "image_size": SIZE, "class_names": names}
+    job = FederationJob.model_validate(raw)
     model = build_model(job.model, 1, 2, (SIZE, SIZE), dp_enabled=False)
     if task == "segmentation":
         _train(model, DiceCrossEntropy(), steps, task)
@@ -74,7 +75,7 @@ def _checkpoint(path: Path, task: str, steps: int, empty: bool = False) -> Path:
         with torch.no_grad():
             model.final_conv.weight.zero_()
             model.final_conv.bias.copy_(torch.tensor([5.0, -5.0]))
-    return save_checkpoint(path, model.state_dict(), job, 3, 1, 2, (SIZE, SIZE), {"dice": 0.9})
+    return save_checkpoint(path, model.state_dict(), job, 3, {"dice": 0.9})
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +327,7 @@ def test_grad_cam_has_the_input_shape_and_is_not_flat(models: dict[str, Path]) -
 
 @pytest.mark.parametrize("name, layer", [("cnn", "net"), ("resnet18", "layer4")])
 def test_grad_cam_layer_is_found_by_name(name: str, layer: str) -> None:
-    job = JobConfig.model_validate({"data": "x", "model": {"name": name}})
+    job = FederationJob.model_validate({"model": {"name": name}})
     network = build_model(job.model, 1, 2, (SIZE, SIZE), dp_enabled=False)
     assert last_feature_layer(network, 1, SIZE) == layer
 

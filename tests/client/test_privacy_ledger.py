@@ -12,8 +12,9 @@ from client.privacy_ledger import (
     composed_epsilon,
     round_entries,
 )
-from common.config import JobConfig, PrivacyConfig, TrainConfig
+from common.config import PrivacyConfig, TrainConfig
 from common.data.loading import load_dataset
+from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import RDP_ORDERS, planned_round
@@ -27,8 +28,8 @@ def _train_job(
 ) -> float:
     """Train ``rounds`` DP rounds as a site does, recording each in the ledger; job epsilon."""
     data = load_dataset(data_path).train
-    job = JobConfig(
-        data=data_path, rounds=rounds, train=TrainConfig(batch_size=16),
+    job = FederationJob(
+        rounds=rounds, train=TrainConfig(batch_size=16),
         privacy=PrivacyConfig(target_epsilon=epsilon, target_delta=DELTA),
     )  # fmt: skip
     state = None

@@ -1,68 +1,98 @@
+"""One job model: job.toml, Flower's run config and the command line all derive from it."""
+
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
+from pydantic import BaseModel
 
-from common.config import JobConfig, load_job_config
 from common.errors import ConfigError
+from common.federation_job import FederationJob, flatten, load_federation_job
+from common.job_options import job_options
+from server.job_app import CLIENT_APP, SERVER_APP, app_config
+from simulations.commands.run import JOB_OPTIONS, build_job
+
+REPO = Path(__file__).parents[2]
 
 
-def test_toml_file_is_parsed_with_relative_data_resolved(tmp_path: Path) -> None:
+def _leaf_keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys |= _leaf_keys(field.annotation, f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
+
+
+def test_every_key_of_job_toml_is_a_run_config_key_and_back(tmp_path: Path) -> None:
+    job = FederationJob.model_validate(
+        {"name": "brain", "task": "segmentation", "rounds": 4, "class_names": "background,lesion",
+         "strategy": {"name": "fedadam"}, "train": {"batch_size": 16}}
+    )  # fmt: skip
     path = tmp_path / "job.toml"
-    path.write_text(
-        'data = "images.npz"\nrounds = 4\npartition = "dirichlet:0.3"\n'
-        '[privacy]\ntarget_epsilon = 3.0\n[strategy]\nname = "fedprox"\n'
-    )
-    job = load_job_config(path)
-    assert job.data == tmp_path / "images.npz"
-    assert job.rounds == 4
-    assert job.partition_scheme.alpha == pytest.approx(0.3)
-    assert job.privacy.target_epsilon == 3.0
-    assert job.strategy.name == "fedprox"
+    path.write_text(tomli_w.dumps(job.to_nested()))
+    assert load_federation_job(path) == job
+    assert set(job.to_flat()) == _leaf_keys(FederationJob)
+    config = flatten(app_config(job, tmp_path / "run", resume=True))
+    assert FederationJob.from_flat(config) == job  # where a job runs is not part of the job
 
 
-def test_overrides_win_over_the_file(tmp_path: Path) -> None:
+def test_the_command_line_options_are_the_described_job_fields() -> None:
+    described = {
+        key
+        for key in _leaf_keys(FederationJob)
+        if _field(FederationJob, key).description is not None
+    }
+    assert {option.key for option in JOB_OPTIONS} == described
+    flags = [option.flag for option in JOB_OPTIONS]
+    assert len(flags) == len(set(flags))  # one option per key
+    # The options a user of earlier versions typed still exist.
+    assert {"rounds", "lr", "dp", "dp-epsilon", "strategy", "model", "local-epochs"} <= set(flags)
+    # Every option reaches its key: each set to a non-default value, then read back.
+    values = {"classification": "segmentation", "adam": "sgd", "cnn": "unet", "group": "instance",
+              "rdp": "prv", "fedavg": "fedprox"}  # fmt: skip
+    overrides = {}
+    for option in JOB_OPTIONS:
+        default = _field(FederationJob, option.key).default
+        if option.kind is bool:
+            overrides[option.key] = not default
+        elif option.kind is str:
+            overrides[option.key] = values[default]
+        else:
+            overrides[option.key] = default * 2 if default else 1
+    job = build_job(None, overrides)
+    assert flatten(job.to_nested()) | overrides == flatten(job.to_nested())
+
+
+def test_help_texts_name_the_models_defaults() -> None:
+    rounds = next(o for o in job_options(FederationJob) if o.key == "rounds")
+    assert rounds.help.endswith(f"(default: {FederationJob().rounds})")
+
+
+def test_the_repositorys_app_names_the_apps_every_job_runs() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    app = pyproject["tool"]["flwr"]["app"]
+    assert app["components"] == {"serverapp": SERVER_APP, "clientapp": CLIENT_APP}
+    assert FederationJob.from_flat(flatten(app["config"])) == FederationJob()
+
+
+def test_a_bad_value_names_the_file_the_key_and_the_value(tmp_path: Path) -> None:
     path = tmp_path / "job.toml"
-    path.write_text('data = "a.npz"\nrounds = 4\n')
-    job = load_job_config(path, {"rounds": 7, "privacy.enabled": False})
-    assert job.rounds == 7 and job.privacy.enabled is False
-
-
-def test_bad_value_error_names_file_key_and_value(tmp_path: Path) -> None:
-    path = tmp_path / "job.toml"
-    path.write_text('data = "a.npz"\n[privacy]\ntarget_epsilon = -1.0\n')
+    path.write_text("[privacy]\ntarget_epsilon = -1.0\n")
     with pytest.raises(ConfigError) as err:
-        load_job_config(path)
+        load_federation_job(path)
     message = str(err.value)
     assert str(path) in message and "privacy.target_epsilon" in message and "-1.0" in message
+    with pytest.raises(ConfigError, match="max_grad_norm"):
+        build_job(None, {"privacy.max_grad_norm": float("inf")})
+    with pytest.raises(ConfigError, match="class_names has 3 names"):
+        build_job(None, {"class_names": "a,b,c"})
 
 
-def test_unknown_key_and_bad_partition_are_rejected(tmp_path: Path) -> None:
-    path = tmp_path / "job.toml"
-    path.write_text('data = "a.npz"\nroundz = 3\n')
-    with pytest.raises(ConfigError, match="roundz"):
-        load_job_config(path)
-    with pytest.raises(ConfigError, match="dirichlet:zero"):
-        JobConfig.from_flat({"data": "a.npz", "partition": "dirichlet:zero"})
-
-
-def test_flat_run_config_round_trips() -> None:
-    job = JobConfig.model_validate(
-        {"data": "/d.npz", "rounds": 5, "train": {"batch_size": 16}, "model": {"norm": "instance"}}
-    )
-    assert JobConfig.from_flat(job.to_flat()) == job
-
-
-def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
-    path = tmp_path / "broken.toml"
-    path.write_text("rounds = = 3")
-    with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
-        load_job_config(path)
-
-
-def test_pyproject_run_config_is_a_valid_job() -> None:
-    """The defaults `flwr run .` passes to the apps must parse."""
-    import tomllib
-
-    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
-    job = JobConfig.from_flat(pyproject["tool"]["flwr"]["app"]["config"])
-    assert job.privacy.enabled
+def _field(model: type[BaseModel], dotted: str):  # noqa: ANN202
+    *sections, name = dotted.split(".")
+    for section in sections:
+        model = model.model_fields[section].annotation  # type: ignore[assignment]
+    return model.model_fields[name]

@@ -94,11 +94,17 @@ def test_class_names_array_is_used(tmp_path: Path) -> None:
     assert read_npz(tmp_path / "named.npz").class_names == ("benign", "malignant", "normal")
 
 
-def test_empty_split_is_named(tmp_path: Path) -> None:
+def test_an_empty_train_split_is_named_an_empty_validation_split_is_allowed(
+    tmp_path: Path,
+) -> None:
     arrays = _valid_arrays()
     arrays["val_images"] = arrays["val_images"][:0]
     arrays["val_labels"] = arrays["val_labels"][:0]
-    _expect_error(tmp_path, arrays, "val split is empty")
+    np.savez(tmp_path / "no-val.npz", **arrays)
+    assert len(read_npz(tmp_path / "no-val.npz").val) == 0  # a small simulated site
+    arrays["train_images"] = arrays["train_images"][:0]
+    arrays["train_labels"] = arrays["train_labels"][:0]
+    _expect_error(tmp_path, arrays, "train split is empty")
 
 
 def test_negative_labels_and_wrong_shapes_are_named(tmp_path: Path) -> None:

@@ -1,17 +1,16 @@
 import pytest
 from opacus.accountants import RDPAccountant
 
-from common.config import JobConfig
 from common.data.arrays import ImageArrays
+from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import RDP_ORDERS, PrivacyState
 
 
-def _job(tmp_path, rounds: int = 3, epsilon: float = 4.0) -> JobConfig:
-    return JobConfig.model_validate(
+def _job(tmp_path, rounds: int = 3, epsilon: float = 4.0) -> FederationJob:
+    return FederationJob.model_validate(
         {
-            "data": tmp_path / "unused.npz",
             "rounds": rounds,
             "train": {"batch_size": 20, "local_epochs": 1},
             "privacy": {"enabled": True, "target_epsilon": epsilon, "target_delta": 1e-4},
@@ -19,7 +18,7 @@ def _job(tmp_path, rounds: int = 3, epsilon: float = 4.0) -> JobConfig:
     )
 
 
-def _rounds(job: JobConfig, data: ImageArrays, state: PrivacyState | None, rounds: range):
+def _rounds(job: FederationJob, data: ImageArrays, state: PrivacyState | None, rounds: range):
     model = build_model(job.model, 1, 2, (16, 16), dp_enabled=True)
     updates = []
     for server_round in rounds:
@@ -60,7 +59,7 @@ def test_accountant_state_survives_a_fresh_process(tmp_path, small_images):
 
 
 def test_dp_off_reports_no_epsilon(tmp_path, small_images):
-    job = JobConfig.model_validate({"data": tmp_path / "x.npz", "privacy": {"enabled": False}})
+    job = FederationJob.model_validate({"privacy": {"enabled": False}})
     model = build_model(job.model, 1, 2, (16, 16), dp_enabled=False)
     update = train_local_round(model, small_images, job, seed=0, privacy_state=None)
     assert update.epsilon is None and update.privacy_state is None

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import JobConfig
 from common.data.arrays import ImageArrays
 from common.errors import ConfigError
+from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.tasks.segmentation import DiceCrossEntropy, evaluate
@@ -79,9 +79,8 @@ def _blobs(n: int, seed: int) -> ImageArrays:
 
 @pytest.mark.parametrize("name", ["basicunet", "unet"])
 def test_segmentation_networks_train_under_dp_sgd(name: str) -> None:
-    job = JobConfig.model_validate(
+    job = FederationJob.model_validate(
         {
-            "data": "unused",
             "task": "segmentation",
             "rounds": 1,
             "model": {"name": name, "norm": "instance"},
@@ -101,6 +100,6 @@ def test_segmentation_networks_train_under_dp_sgd(name: str) -> None:
 
 
 def test_an_image_size_the_network_cannot_halve_is_refused_with_the_fix() -> None:
-    job = JobConfig.model_validate({"data": "unused", "task": "segmentation"})
+    job = FederationJob.model_validate({"task": "segmentation"})
     with pytest.raises(ConfigError, match=r"multiples of 16 and at least 32, got \(24, 24\)"):
         build_model(job.model, 1, 2, (24, 24), dp_enabled=True)

@@ -37,9 +37,9 @@ from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
 from common.models import build_model
 from server.coordinator import CoordinatorPaths, flwr_cli_json, online_sites
-from server.deployment_app import state_digest
 from server.job_app import write_job_app
 from server.provisioning import KitPaths, issue_server_certificate
+from server.server_app import state_digest
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 pytestmark = pytest.mark.e2e

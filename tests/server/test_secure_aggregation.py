@@ -7,20 +7,22 @@ import torch
 
 from common.checkpoint import load_checkpoint
 from common.config import PrivacyConfig
+from common.data.site_cache import DATASET_FILE
 from common.federation_job import FederationJob, SecureAggregationConfig
 from common.models import build_model
-from simulations.deployment_simulation import simulate_federation_job
+from simulations.runner import run_simulation_job
+from simulations.simulation_settings import SimulationSettings
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 pytestmark = pytest.mark.e2e
 
 
 def test_secagg_global_model_equals_plain_fedavg_up_to_quantisation(tmp_path: Path) -> None:
-    sites = [
-        write_synthetic_lesions(tmp_path / f"site{i}.npz", n_train=64 + 32 * i, n_val=16,
-                                n_test=4, seed=i)
-        for i in range(3)
-    ]  # fmt: skip
+    caches = tmp_path / "caches"  # three hospitals of different sizes, each its own cache
+    for i in range(3):
+        write_synthetic_lesions(caches / f"site-{i}" / DATASET_FILE, n_train=64 + 32 * i,
+                                n_val=16, n_test=4, image_size=32, seed=i)  # fmt: skip
+    settings = SimulationSettings(data=caches, sites=3, partition="site")
     models = {}
     for secure in (False, True):
         job = FederationJob(
@@ -32,7 +34,7 @@ def test_secagg_global_model_equals_plain_fedavg_up_to_quantisation(tmp_path: Pa
             secure_aggregation=SecureAggregationConfig(enabled=secure),
         )
         run_dir = tmp_path / ("secure" if secure else "plain")
-        simulate_federation_job(job, sites, run_dir, seed_for_round=lambda s, r: 7919 * s + r)
+        run_simulation_job(job, settings, run_dir, [])  # simulated sites: fixed seeds
         models[secure] = load_checkpoint(run_dir / "global_model.pt")["state_dict"]
 
     torch.manual_seed(job.seed)

@@ -48,7 +48,8 @@ def test_fedprox_without_dp_learns_and_prints_the_comparison(tmp_path: Path) -> 
     result = _run(
         "run", "--data", str(data), "--sites", "2", "--rounds", "3", "--local-epochs", "2",
         "--no-dp", "--strategy", "fedprox", "--proximal-mu", "0.1", "--partition", "quantity:2.0",
-        "--lr", "0.003", "--baseline", "pooled", "--out", "run", cwd=tmp_path,
+        "--lr", "0.003", "--no-secure-aggregation", "--baseline", "pooled", "--out", "run",
+        cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| federated |" in result.stdout and "| pooled |" in result.stdout

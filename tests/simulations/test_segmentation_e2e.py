@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from common.checkpoint import load_checkpoint
-from common.config import JobConfig
 from common.data.loading import load_dataset
+from common.federation_job import FederationJob
 from common.models import build_model
 from common.tasks.segmentation import evaluate
 from server.run_report import write_report
 from simulations.brain_lesions import write_brain_lesion_sites
 from simulations.runner import run_simulation_job
+from simulations.simulation_settings import SimulationSettings
 
 pytestmark = pytest.mark.e2e
 
@@ -35,19 +36,18 @@ def caches(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def segmentation_run(caches: Path, tmp_path_factory: pytest.TempPathFactory):
-    job = JobConfig.model_validate(
+    job = FederationJob.model_validate(
         {
-            "data": caches,
             "task": "segmentation",
-            "num_sites": 2,
             "rounds": 2,
-            "partition": "site",
             "train": {"batch_size": 16, "learning_rate": 0.003},
             "privacy": {"enabled": True, "target_epsilon": 8.0, "target_delta": 1e-4},
+            "secure_aggregation": {"enabled": False},
         }
     )
+    settings = SimulationSettings(data=caches, sites=2, partition="site")
     run_dir = tmp_path_factory.mktemp("run")
-    summary = run_simulation_job(job, run_dir, ["pooled"])
+    summary = run_simulation_job(job, settings, run_dir, ["pooled"])
     return job, run_dir, summary
 
 
@@ -57,7 +57,9 @@ def test_both_sites_train_with_dp_and_report_segmentation_metrics(segmentation_r
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["failures"] == []
     evaluated = [s for s in metrics["sites"] if s["phase"] == "evaluate"]
-    assert {(s["site-id"], s["round"]) for s in evaluated} == {(0, 1), (1, 1), (0, 2), (1, 2)}
+    assert {(s["site"], s["round"]) for s in evaluated} == {
+        (f"site-{k}", r) for k in (0, 1) for r in (1, 2)
+    }
     for site in evaluated:
         assert 0.0 <= site["dice"] <= 1.0 and site["hd95"] >= 0.0
     epsilons = [s["epsilon"] for s in metrics["sites"] if s["phase"] == "train"]
@@ -70,10 +72,10 @@ def test_checkpoint_rebuilds_the_unet_and_reproduces_the_final_dice(segmentation
     job, run_dir, _ = segmentation_run
     checkpoint = load_checkpoint(run_dir / "global_model.pt")
     assert checkpoint["class_names"] == ["background", "lesion"]
-    assert JobConfig.model_validate(checkpoint["job"]).task == "segmentation"
+    assert FederationJob.model_validate(checkpoint["job"]).task == "segmentation"
     model = build_model(job.model, 1, 2, tuple(checkpoint["image_size"]), dp_enabled=True)
     model.load_state_dict(checkpoint["state_dict"])
-    splits = load_dataset(job.data)
+    splits = load_dataset(json.loads((run_dir / "simulation.json").read_text())["data"])
     final = json.loads((run_dir / "metrics.json").read_text())["global"]["2"]
     again = evaluate(model, splits.test, ("background", "lesion"))
     assert again["dice"] == pytest.approx(final["dice"], abs=1e-6)

@@ -1,0 +1,41 @@
+"""Write splits back to the MedMNIST-style .npz that common.data.npz_reader reads."""
+
+from pathlib import Path
+
+import numpy as np
+
+from common.data.arrays import ImageArrays
+
+__all__ = ["write_npz"]
+
+
+def _stored_images(images: np.ndarray) -> np.ndarray:
+    """[N, C, H, W] floats as [N, H, W(, C)]: uint8 when that loses nothing, else float32."""
+    layout = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
+    as_bytes = np.round(layout * 255.0).astype(np.uint8)
+    if np.array_equal(as_bytes.astype(np.float32) / 255.0, layout):
+        return as_bytes
+    return layout.astype(np.float32)
+
+
+def write_npz(
+    path: Path,
+    splits: dict[str, ImageArrays],
+    class_names: tuple[str, ...],
+    segment_names: tuple[str, ...] | None = None,
+) -> Path:
+    """Write ``splits`` (train, val, test) atomically; masks too when every split has them."""
+    arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names)}
+    with_masks = all(part.masks is not None for part in splits.values())
+    for name, part in splits.items():
+        arrays[f"{name}_images"] = _stored_images(part.images)
+        arrays[f"{name}_labels"] = part.labels.astype(np.int64)
+        if with_masks and part.masks is not None:
+            arrays[f"{name}_masks"] = part.masks.astype(np.uint8)
+    if with_masks and segment_names:
+        arrays["segment_names"] = np.array(segment_names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez(partial, **arrays)
+    partial.replace(path)
+    return path

@@ -1,0 +1,135 @@
+"""Run a job's app folder on Flower's Simulation Engine: a private SuperLink, then `flwr run`.
+
+The same `flwr run` of the same app as on a real federation (`medfed-server run`), against a
+SuperLink started here in simulation mode on free loopback ports; it and every process it
+spawned (SuperExec, the simulation runtime, Ray) are stopped by PID at the end.
+"""
+
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import tomli_w
+
+from common.errors import MedfedError
+from common.flower_processes import (
+    flower_command,
+    flower_environment,
+    start_logged,
+    stop_process,
+    wait_for_port,
+)
+
+__all__ = ["CONNECTION", "run_on_simulation_engine"]
+
+logger = logging.getLogger(__name__)
+
+#: The connection's name in the run's own FLWR_HOME/config.toml.
+CONNECTION = "medfed-sim"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _superlink_command(port: int) -> list[str]:
+    """A SuperLink in simulation mode; its Control, Fleet and runtime APIs share ``port``."""
+    return [
+        flower_command("flower-superlink"),
+        "--insecure",
+        "--simulation",
+        "--isolation",
+        "subprocess",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
+
+
+def _write_connection(flwr_home: Path, port: int) -> None:
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    connection = {"address": f"127.0.0.1:{port}", "insecure": True}
+    config = {"superlink": {"default": CONNECTION, CONNECTION: connection}}
+    (flwr_home / "config.toml").write_text(tomli_w.dumps(config), encoding="utf-8")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: Flower streams each log line twice (coloured, then "MM/DD/YYYY HH:MM:SS:LEVEL:...").
+_PLAIN_COPY = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d:")
+#: What the console shows of the job's log unless --verbose: progress, warnings, errors.
+_PROGRESS = re.compile(r"WARNING|ERROR|round \d+/\d+ \||^\S*INFO\S*\s+:\s+job ")
+#: Flower's warnings that say nothing to a medfed user.
+_NOISE = re.compile(r"default simulated SuperNodes changed|No fit_metrics_aggregation_fn")
+
+
+def _shown(line: str, verbose: bool) -> bool:
+    if not line.strip():
+        return False
+    return verbose or (bool(_PROGRESS.search(line)) and not _NOISE.search(line))
+
+
+def _stream(
+    command: list[str], env: dict[str, str], cwd: Path, log_file: Path, verbose: bool
+) -> int:
+    """Run ``command``, appending its output to ``log_file``; show progress on the console."""
+    with log_file.open("a", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert process.stdout is not None
+        for line in process.stdout:
+            if _PLAIN_COPY.match(line):
+                continue
+            log.write(line)
+            log.flush()
+            if _shown(line, verbose):
+                logger.info("%s", _ANSI.sub("", line.rstrip()))
+        return process.wait()
+
+
+def run_on_simulation_engine(
+    app_dir: Path, run_dir: Path, num_sites: int, cpus_per_site: float = 1.0, verbose: bool = False
+) -> int:
+    """`flwr run` ``app_dir`` with ``num_sites`` simulated SuperNodes; returns flwr's exit code.
+
+    Logs land in ``run_dir/run.log`` (the job) and ``run_dir/logs/superlink.log``. Ray gets a
+    short private temporary folder (its socket paths must stay under 107 bytes).
+    """
+    port = _free_port()
+    flwr_home = run_dir / "flwr-home"
+    _write_connection(flwr_home, port)
+    ray_tmp = tempfile.mkdtemp(prefix="medfed-ray-")
+    env = flower_environment(flwr_home)
+    env.update({"RAY_TMPDIR": ray_tmp, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"})
+    superlink = start_logged(
+        _superlink_command(port),
+        run_dir / "logs" / "superlink.log",
+        env,
+        cwd=run_dir,
+    )
+    try:
+        if not wait_for_port("127.0.0.1", port, 60.0, superlink):
+            raise MedfedError(
+                f"the simulation's SuperLink did not start; see {run_dir / 'logs/superlink.log'}"
+            )
+        federation = (
+            f"num-supernodes={num_sites} client-resources-num-cpus={cpus_per_site:g} "
+            f"client-resources-num-gpus=0 init-args-num-cpus={os.cpu_count() or 1}"
+        )
+        command = [
+            flower_command("flwr"), "run", str(app_dir), CONNECTION, "--stream",
+            "--federation-config", federation,
+        ]  # fmt: skip
+        return _stream(command, env, run_dir, run_dir / "run.log", verbose)
+    finally:
+        stop_process(superlink)
+        shutil.rmtree(ray_tmp, ignore_errors=True)

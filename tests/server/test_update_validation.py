@@ -1,0 +1,80 @@
+"""The coordinator validates every site's update before averaging it (a site is hostile input)."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.client_proxy import ClientProxy
+
+from common.federation_job import FederationJob
+from common.models import build_model
+from server.run_recorder import RunRecorder
+from server.strategies import DeltaFedAvg, RoundHooks
+
+
+class _Site(ClientProxy):
+    """Only its node id is used by the strategy (the workflow owns the transport)."""
+
+    def get_properties(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
+    def get_parameters(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
+    def fit(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
+    def evaluate(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
+    def reconnect(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
+
+
+def _reply(site: int, name: str, delta: list[np.ndarray], examples: int = 50):
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), examples, {"site": name})
+    proxy = _Site(str(site))
+    proxy.node_id = site
+    return proxy, res
+
+
+def test_bad_updates_are_rejected_by_name_and_the_honest_ones_averaged(tmp_path: Path) -> None:
+    job = FederationJob(secure_aggregation={"enabled": False})
+    torch.manual_seed(0)
+    state = build_model(job.model, 1, 2, (64, 64), dp_enabled=True).state_dict()
+    start = [t.numpy().copy() for t in state.values()]
+    honest = [np.full_like(a, 0.01) for a in start]
+    other = [np.full_like(a, 0.03) for a in start]
+    nan = [a.copy() for a in honest]
+    nan[0][0] = np.nan
+    huge = [np.full_like(a, 1e30) for a in start]
+    strategy = DeltaFedAvg(
+        job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 2
+    )
+    replies = [
+        _reply(1, "honest-a", honest),
+        _reply(2, "honest-b", other, examples=10**9),  # claims a billion images
+        _reply(3, "nan-site", nan),
+        _reply(4, "huge-site", huge),
+        _reply(5, "shape-site", [a[..., :1] for a in honest]),
+        _reply(6, "short-site", honest[:-1]),
+    ]
+    strategy._sampled = [int(proxy.cid) for proxy, _ in replies]
+    parameters, _ = strategy.aggregate_fit(1, replies, [])
+    assert parameters is not None
+    new = parameters_to_ndarrays(parameters)
+    rejected = {r["site"]: r["reason"] for r in strategy.recorder.rejections}
+    assert set(rejected) == {"nan-site", "huge-site", "shape-site", "short-site"}
+    assert "non-finite" in rejected["nan-site"] and "beyond" in rejected["huge-site"]
+    assert "shape" in rejected["shape-site"] and "arrays where" in rejected["short-site"]
+    # The billion-image claim is capped at max_weight (10000) against 50: weight 0.995.
+    weight = 10_000 / 10_050
+    for before, after in zip(start, new, strict=True):
+        assert np.allclose(after - before, (1 - weight) * 0.01 + weight * 0.03, atol=1e-6)
+        assert np.isfinite(after).all()
+
+
+def test_a_round_with_no_valid_update_keeps_the_previous_model(tmp_path: Path) -> None:
+    job = FederationJob()
+    state = build_model(job.model, 1, 2, (64, 64), dp_enabled=True).state_dict()
+    start = [t.numpy().copy() for t in state.values()]
+    strategy = DeltaFedAvg(
+        job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 1
+    )
+    nan = [np.full_like(a, np.nan) for a in start]  # e.g. an unmasked SecAgg+ sum gone wrong
+    parameters, _ = strategy.aggregate_fit(1, [_reply(1, "site", nan)], [])
+    assert all(
+        np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(parameters), start, strict=True)
+    )

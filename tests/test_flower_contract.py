@@ -1,0 +1,57 @@
+"""What medfed takes from Flower's internals, checked: a Flower upgrade that moves it fails here.
+
+Only client/flower_internals.py and server/secure_rounds.py touch Flower's internals (SecAgg+
+exists only on the legacy path in flwr 1.41); these tests pin what they rely on.
+"""
+
+import inspect
+from importlib.metadata import version
+
+import numpy as np
+from flwr.app import ConfigRecord, RecordDict
+from flwr.server import ServerConfig
+from flwr.server.workflow import SecAggPlusWorkflow
+
+from client import flower_internals
+from common.federation_job import SecureAggregationConfig
+from server import secure_rounds
+
+
+def test_the_verified_flower_release_is_installed() -> None:
+    # STACK-NOTES.md verified 1.41.0; on an upgrade re-check the tests below and the notes.
+    assert version("flwr") == "1.41.0"
+
+
+def test_secagg_record_keys_and_stage_names_the_site_reads() -> None:
+    key = flower_internals.Key
+    assert flower_internals.RECORD_KEY_CONFIGS == "secaggplus_configs"
+    assert flower_internals.RECORD_KEY_STATE == "secaggplus_state"
+    for name in ("MASKED_PARAMETERS", "MOD_RANGE", "STAGE"):
+        assert isinstance(getattr(key, name), str), name
+    assert callable(flower_internals.secaggplus_mod)
+
+
+def test_masked_vectors_survive_the_ndarray_serde_as_uint32() -> None:
+    vector = np.array([0, 1, 2**32 - 1], dtype=np.int64)
+    narrowed = flower_internals.bytes_to_ndarray(
+        flower_internals.ndarray_to_bytes(vector.astype(np.uint32))
+    )
+    assert narrowed.dtype == np.uint32 and narrowed.tolist() == vector.tolist()
+
+
+def test_a_reply_serialises_deterministically_for_the_audit_log() -> None:
+    content = RecordDict({"c": ConfigRecord({"a": 1, "b": "x"})})
+    first = flower_internals.recorddict_to_proto(content).SerializeToString(deterministic=True)
+    again = flower_internals.recorddict_to_proto(content).SerializeToString(deterministic=True)
+    assert first == again and len(first) > 0
+
+
+def test_the_legacy_workflow_takes_the_settings_a_job_gives_it() -> None:
+    parameters = inspect.signature(SecAggPlusWorkflow).parameters
+    for name in ("num_shares", "reconstruction_threshold", "max_weight", "clipping_range"):
+        assert name in parameters, name
+    assert "timeout" in parameters
+    assert "round_timeout" in inspect.signature(ServerConfig).parameters
+    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(clipping_range=3.0))
+    assert isinstance(workflow, SecAggPlusWorkflow) and workflow.clipping_range == 3.0
+    assert secure_rounds._fit_workflow(SecureAggregationConfig(enabled=False)) is None
