@@ -13,10 +13,12 @@ from flwr.common.serde import recorddict_to_proto
 from client.audit_log import AuditEntry, AuditLog
 from common import message_keys as keys
 
-__all__ = ["AUDIT_FILE", "STATE_DIR", "audit_mod"]
+__all__ = ["AUDIT_FILE", "INTEGRITY_KEY", "STATE_DIR", "audit_mod"]
 
 #: Node config key naming the site's state folder (set by ``medfed-site start``).
 STATE_DIR = "state-dir"
+#: Node config key naming the file of the key that authenticates the records' chain heads.
+INTEGRITY_KEY = "integrity-key"
 AUDIT_FILE = "audit-log.sqlite"
 
 

@@ -100,7 +100,7 @@ class SiteClient(NumPyClient):
             self.job.privacy, len(self.data.train), self.job.train.batch_size,
             self.job.train.local_epochs, self.job.rounds * self.job.train.local_epochs, previous,
         )  # fmt: skip
-        ledger.check([planned], self.job.privacy.target_delta, self.limits.max_epsilon)
+        ledger.check([planned], self.limits.delta, self.limits.max_epsilon)
 
     def _record_spending(
         self,
@@ -114,7 +114,7 @@ class SiteClient(NumPyClient):
         added = round_entries(previous.history if previous else [], after.history)
         return ledger.record(
             self.job.name, str(self.context.run_id), server_round, added,
-            self.job.privacy.target_delta, job_epsilon,
+            self.limits.delta, job_epsilon,
         )  # fmt: skip
 
     def _check_weight(self) -> None:

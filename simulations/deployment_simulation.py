@@ -38,7 +38,10 @@ def simulate_federation_job(
 
     def client_fn(context: Context) -> Client:
         site = int(context.node_config["partition-id"])  # type: ignore[call-overload]
-        limits = SiteLimits(data=data[site], name=f"site-{site}", max_epsilon=budget)
+        limits = SiteLimits(
+            data=data[site], name=f"site-{site}", max_epsilon=budget,
+            require_secure_aggregation=False,  # the researcher's own simulated sites
+        )  # fmt: skip
         seeds = secret_seed if seed_for_round is None else lambda r: seed_for_round(site, r)
         return SiteClient(context, seeds, job, limits).to_client()
 
