@@ -1,4 +1,4 @@
-"""A ClientApp mod that writes the site's audit trail: each job received, each message sent."""
+"""A ClientApp mod that writes the site's audit trail: each job received, each reply or refusal."""
 
 import hashlib
 import json
@@ -11,6 +11,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.common.serde import recorddict_to_proto
 
 from client.audit_log import AuditEntry, AuditLog
+from client.integrity_key import read_integrity_key
 from common import message_keys as keys
 
 __all__ = ["AUDIT_FILE", "INTEGRITY_KEY", "STATE_DIR", "audit_mod"]
@@ -48,12 +49,25 @@ def _reported_epsilon(reply: Message) -> float | None:
     return None
 
 
-def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Log the run's config on its first message, then every reply (size, SHA-256, epsilon)."""
+def _log(context: Context) -> AuditLog | None:
     state_dir = context.node_config.get(STATE_DIR)
     if state_dir is None:  # a simulated site keeps no audit trail
+        return None
+    key_file = context.node_config.get(INTEGRITY_KEY)
+    key = None if key_file is None else read_integrity_key(Path(str(key_file)))
+    return AuditLog(Path(str(state_dir)) / AUDIT_FILE, key=key)
+
+
+def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Log the run's config on its first message, then every reply, error and refusal.
+
+    A reply is logged with its size, SHA-256 and reported epsilon; an error reply or an
+    exception (a refused job or round: limits, budget, a ledger that fails verification)
+    with its reason, before the exception goes on to Flower.
+    """
+    log = _log(context)
+    if log is None:
         return call_next(msg, context)
-    log = AuditLog(Path(str(state_dir)) / AUDIT_FILE)
     run_id = str(msg.metadata.run_id)
     job = str(context.run_config.get("name", "?"))
     if not log.has_job(run_id):
@@ -65,7 +79,17 @@ def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
             )
         )  # fmt: skip
     kind = _kind(msg)  # before call_next: the SecAgg+ mod consumes the stage key
-    reply = call_next(msg, context)
+    try:
+        reply = call_next(msg, context)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".encode()
+        log.append(
+            AuditEntry(
+                time.time(), "out", run_id, job, _round(msg), kind, len(reason),
+                sha256_hex(reason), None, f"refused: {reason.decode()}",
+            )
+        )  # fmt: skip
+        raise
     if reply.has_error():
         payload = reply.error.reason.encode()
         detail = f"error: {reply.error.reason}"

@@ -9,10 +9,12 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.integrity_key import ensure_integrity_key
 from client.site_limits import (
     DATA_PATH,
     DEFAULT_DELTA,
     DELTA,
+    INTEGRITY_KEY,
     MAX_EPSILON,
     REQUIRE_DP,
     REQUIRE_SECURE_AGGREGATION,
@@ -21,6 +23,7 @@ from client.site_limits import (
     checked_delta,
     checked_epsilon,
 )
+from client.site_records import require_intact
 from common.data.loading import load_dataset
 from common.errors import ConfigError
 from common.flower_processes import flower_command, flower_environment, start_logged
@@ -99,8 +102,12 @@ def supernode_command(
     insecure: bool = False,
     superlink: str | None = None,
     state: Path = Path("site-state"),
+    integrity_key: Path | None = None,
 ) -> list[str]:
-    """flower-supernode for this site: TLS with the kit's CA and key unless ``insecure``."""
+    """flower-supernode for this site: TLS with the kit's CA and key unless ``insecure``.
+
+    ``integrity_key`` (the file) authenticates the site's records in the ClientApp.
+    """
     address = superlink or kit.superlink
     if insecure and not address.startswith(LOOPBACK_HOSTS):
         raise ConfigError(
@@ -117,6 +124,8 @@ def supernode_command(
             f"{STATE_DIR}={_toml_string(str(state.resolve()))}",
         ]
     )
+    if integrity_key is not None:
+        node_config += f" {INTEGRITY_KEY}={_toml_string(str(integrity_key.resolve()))}"
     command = [
         flower_command("flower-supernode"),
         "--superlink",
@@ -146,8 +155,14 @@ def start_site_node(
     superlink: str | None = None,
     state: Path = Path("site-state"),
 ) -> subprocess.Popen[bytes]:
-    """Check the cache reads, then start the SuperNode (its own process group)."""
+    """Check the cache reads and the site's records verify, then start the SuperNode.
+
+    The records (privacy ledger, audit log) are verified under the kit's integrity key,
+    created on the first start; the node runs in its own process group.
+    """
     load_dataset(data)  # fail here, with the path named, rather than in the first round
     state.mkdir(parents=True, exist_ok=True)
-    command = supernode_command(kit, data, port, insecure, superlink, state)
+    key = ensure_integrity_key(kit.root)
+    require_intact(state, kit.name, key)
+    command = supernode_command(kit, data, port, insecure, superlink, state, key)
     return start_logged(command, log_file, flower_environment(log_file.parent / "flwr-home"))
