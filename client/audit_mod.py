@@ -1,15 +1,18 @@
-"""A ClientApp mod that writes the site's audit trail: each job received, each message sent."""
+"""A ClientApp mod that writes the site's audit trail: each job received, each reply or refusal."""
 
 import hashlib
 import json
 import time
+from pathlib import Path
 
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable
 
 from client.audit_log import AuditEntry, AuditLog
 from client.flower_internals import RECORD_KEY_CONFIGS, Key, recorddict_to_proto
+from client.integrity_key import read_integrity_key
 from client.site_context import site_state_dir
+from client.site_limits import INTEGRITY_KEY
 from common import message_keys as keys
 
 __all__ = ["AUDIT_FILE", "audit_mod"]
@@ -43,12 +46,25 @@ def _reported_epsilon(reply: Message) -> float | None:
     return None
 
 
-def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Log the run's config on its first message, then every reply (size, SHA-256, epsilon)."""
+def _log(context: Context) -> AuditLog | None:
     state_dir = site_state_dir(context)
     if state_dir is None:  # a site started without a state folder keeps no audit trail
+        return None
+    key_file = context.node_config.get(INTEGRITY_KEY)
+    key = None if key_file is None else read_integrity_key(Path(str(key_file)))
+    return AuditLog(state_dir / AUDIT_FILE, key=key)
+
+
+def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Log the run's config on its first message, then every reply, error and refusal.
+
+    A reply is logged with its size, SHA-256 and reported epsilon; an error reply or an
+    exception (a refused job or round: limits, budget, a ledger that fails verification)
+    with its reason, before the exception goes on to Flower.
+    """
+    log = _log(context)
+    if log is None:
         return call_next(msg, context)
-    log = AuditLog(state_dir / AUDIT_FILE)
     run_id = str(msg.metadata.run_id)
     job = str(context.run_config.get("name", "?"))
     if not log.has_job(run_id):
@@ -60,7 +76,17 @@ def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
             )
         )  # fmt: skip
     kind = _kind(msg)  # before call_next: the SecAgg+ mod consumes the stage key
-    reply = call_next(msg, context)
+    try:
+        reply = call_next(msg, context)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".encode()
+        log.append(
+            AuditEntry(
+                time.time(), "out", run_id, job, _round(msg), kind, len(reason),
+                sha256_hex(reason), None, f"refused: {reason.decode()}",
+            )
+        )  # fmt: skip
+        raise
     if reply.has_error():
         payload = reply.error.reason.encode()
         detail = f"error: {reply.error.reason}"

@@ -1,30 +1,47 @@
-"""The site's privacy ledger: every DP round it took part in, over every job, in SQLite.
+"""The site's privacy ledger: every DP round on its data, over every job, in SQLite.
 
-The ledger belongs to the hospital: it lives in the site's state folder, it is append-only
-(SQLite triggers refuse UPDATE and DELETE; each round is one transaction), and it is what the
-site checks its budget against before it trains. Epsilon accumulates over rounds *and* jobs:
-the accountant histories of all rounds on this site's data are composed with Opacus' RDP
-accountant (composition across different noise levels and sample rates is exact in RDP),
-then converted to (epsilon, delta).
+The ledger belongs to the hospital: it lives in the site's state folder and is keyed by the
+identity of the data it protects (:mod:`client.data_identity`), not by the site's name. Rows
+are append-only (SQLite triggers refuse UPDATE and DELETE), hash-chained, and the chain's
+head is authenticated with the site's integrity key (:mod:`client.hash_chain`).
+
+A round first *reserves* its planned accounting: check and reserve are one ``BEGIN
+IMMEDIATE`` transaction, so two concurrent rounds cannot both pass against the same budget.
+After training the reservation is *settled* with what Opacus actually ran; a reservation
+never settled (a crash mid-round) stays counted as spent. Epsilon accumulates over rounds and
+jobs: the accounting entries are composed with Opacus' RDP accountant (composition across
+noise levels and sample rates is exact in RDP) and converted at the site's delta.
 """
 
+import math
+import secrets
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from opacus.accountants import RDPAccountant
 
+from client.data_identity import data_identity
+from client.hash_chain import GENESIS, HEAD_SCHEMA, ChainReport, link, store_head, verify_chain
+from client.integrity_key import read_integrity_key
 from client.sqlite_store import SqliteStore, append_only
 from common.errors import MedfedError
 from common.privacy import RDP_ORDERS
+
+if TYPE_CHECKING:
+    from client.site_limits import SiteLimits
 
 __all__ = [
     "LEDGER_FILE",
     "AccountingEntry",
     "BudgetExceededError",
     "LedgerRow",
+    "LedgerTamperedError",
     "PrivacyLedger",
+    "Reservation",
     "composed_epsilon",
     "round_entries",
 ]
@@ -35,31 +52,63 @@ LEDGER_FILE = "privacy-ledger.sqlite"
 #: (noise multiplier, sample rate, steps): one Opacus accountant history entry.
 AccountingEntry = tuple[float, float, int]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rounds (
+_TABLE = "ledger"
+_RESERVED, _SPENT = "reserved", "spent"
+_FIELDS = (
+    "recorded_at", "data_id", "site", "job", "run_id", "round", "kind", "reservation",
+    "noise_multiplier", "sample_rate", "steps", "delta", "epsilon_job", "epsilon_total",
+)  # fmt: skip
+
+_SCHEMA = (
+    f"""
+CREATE TABLE IF NOT EXISTS {_TABLE} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     recorded_at REAL NOT NULL,
+    data_id TEXT NOT NULL,
     site TEXT NOT NULL,
     job TEXT NOT NULL,
     run_id TEXT NOT NULL,
     round INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('{_RESERVED}', '{_SPENT}')),
+    reservation TEXT NOT NULL,
     noise_multiplier REAL NOT NULL,
     sample_rate REAL NOT NULL,
     steps INTEGER NOT NULL,
     delta REAL NOT NULL,
-    epsilon_job REAL NOT NULL,
-    epsilon_total REAL NOT NULL
+    epsilon_job REAL,
+    epsilon_total REAL NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
 );
-""" + append_only("rounds", "the privacy ledger")
+"""
+    + append_only(_TABLE, "the privacy ledger")
+    + HEAD_SCHEMA
+)
 
 
 class BudgetExceededError(MedfedError):
     """A round would take the site past its epsilon budget: the site refuses to train."""
 
 
+class LedgerTamperedError(MedfedError):
+    """The ledger's chain or authenticated head does not verify: the site refuses to go on."""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A round's planned accounting, held against the budget until settled."""
+
+    token: str
+    projected_epsilon: float
+
+
 @dataclass(frozen=True)
 class LedgerRow:
-    """One accounting entry of one round, with the epsilon spent after it."""
+    """One accounting entry of one round, with the epsilon spent after it.
+
+    ``kind`` is "spent" (settled) or "reserved" (planned and never settled: counted as spent,
+    ``epsilon_job`` unknown).
+    """
 
     recorded_at: float
     job: str
@@ -69,8 +118,10 @@ class LedgerRow:
     sample_rate: float
     steps: int
     delta: float
-    epsilon_job: float
+    epsilon_job: float | None
     epsilon_total: float
+    kind: str = _SPENT
+    reservation: str = ""
 
 
 def round_entries(
@@ -87,33 +138,97 @@ def round_entries(
 
 def composed_epsilon(entries: Iterable[AccountingEntry], delta: float) -> float:
     """Epsilon at ``delta`` of all ``entries`` composed (RDP), 0 for none."""
-    history = [(float(n), float(q), int(s)) for n, q, s in entries if s > 0]
-    if not history:
+    # RDP composes linearly in steps: entries of equal noise and rate merge exactly, which
+    # keeps the cost flat however many rounds the ledger holds.
+    steps: dict[tuple[float, float], int] = {}
+    for n, q, s in entries:
+        if s > 0:
+            steps[(float(n), float(q))] = steps.get((float(n), float(q)), 0) + int(s)
+    if not steps:
         return 0.0
     accountant = RDPAccountant()
-    accountant.history = history
+    accountant.history = [(n, q, s) for (n, q), s in steps.items()]
     return float(accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
 
 
-class PrivacyLedger(SqliteStore):
-    """Append-only record of the site's DP rounds in ``path`` (SQLite)."""
+def _accounted(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Spent rows plus reservations never settled (they count as spent), in ledger order."""
+    settled = {row["reservation"] for row in rows if row["kind"] == _SPENT}
+    return [row for row in rows if row["kind"] == _SPENT or row["reservation"] not in settled]
 
-    def __init__(self, path: Path, site: str) -> None:
+
+def _entry(row: dict[str, object]) -> AccountingEntry:
+    return (float(row["noise_multiplier"]), float(row["sample_rate"]), int(row["steps"]))  # type: ignore[arg-type]
+
+
+class PrivacyLedger(SqliteStore):
+    """Append-only, hash-chained record of the DP rounds on one site's data in ``path``.
+
+    ``site`` names the site in messages only; rows are keyed by ``data_id`` (by default the
+    identity kept in the ledger's folder, the site's state folder). With ``key`` (the site's
+    integrity key) the chain head is authenticated on every write and checked on every read.
+    """
+
+    def __init__(
+        self, path: Path, site: str, key: bytes | None = None, data_id: str | None = None
+    ) -> None:
         super().__init__(path, _SCHEMA)
         self.site = site
+        self.key = key
+        self.data_id = data_id or data_identity(path.parent)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _all(self, db: sqlite3.Connection) -> list[tuple[int, dict[str, object], str, str]]:
+        found = db.execute(
+            f"SELECT id, {', '.join(_FIELDS)}, prev_hash, hash FROM {_TABLE} ORDER BY id"
+        ).fetchall()
+        return [
+            (row[0], dict(zip(_FIELDS, row[1:-2], strict=True)), row[-2], row[-1]) for row in found
+        ]
+
+    def _mine(self, db: sqlite3.Connection) -> list[dict[str, object]]:
+        return [fields for _, fields, _, _ in self._all(db) if fields["data_id"] == self.data_id]
+
+    def verify(self) -> ChainReport:
+        """Recompute the chain and check its authenticated head (with the key)."""
+        with self.connection() as db:
+            return self._verify(db)
+
+    def _verify(self, db: sqlite3.Connection) -> ChainReport:
+        rows = self._all(db)
+        report = verify_chain(db, _TABLE, rows, self.key)
+        if report.intact:
+            others = {str(fields["data_id"]) for _, fields, _, _ in rows} - {self.data_id}
+            if others:
+                return ChainReport(
+                    report.entries, False,
+                    f"rows of another data identity ({', '.join(sorted(others))}) than this "
+                    f"state folder's {self.data_id}: was data-identity replaced?",
+                )  # fmt: skip
+        return report
+
+    def _require_intact(self, db: sqlite3.Connection) -> None:
+        report = self._verify(db)
+        if not report.intact:
+            raise LedgerTamperedError(
+                f"{self.path}: privacy ledger fails verification ({report.problem}); "
+                f"site {self.site} refuses to train until it is restored"
+            )
 
     def rows(self) -> list[LedgerRow]:
-        """Every entry for this site, oldest first."""
+        """The accounted entries of this data (settled, or reserved and never settled)."""
         with self.connection() as db:
-            found = db.execute(
-                "SELECT recorded_at, job, run_id, round, noise_multiplier, sample_rate, steps,"
-                " delta, epsilon_job, epsilon_total FROM rounds WHERE site = ? ORDER BY id",
-                (self.site,),
-            ).fetchall()
-        return [LedgerRow(*row) for row in found]
+            accounted = _accounted(self._mine(db))
+        return [
+            LedgerRow(
+                **{k: v for k, v in row.items() if k not in ("data_id", "site")}  # type: ignore[arg-type]
+            )
+            for row in accounted
+        ]
 
     def history(self) -> list[AccountingEntry]:
-        """All accounting entries of this site, every job."""
+        """All accounting entries on this data, every job."""
         return [(r.noise_multiplier, r.sample_rate, r.steps) for r in self.rows()]
 
     def spent(self, delta: float) -> float:
@@ -121,11 +236,25 @@ class PrivacyLedger(SqliteStore):
         return composed_epsilon(self.history(), delta)
 
     def check(self, planned: Iterable[AccountingEntry], delta: float, max_epsilon: float) -> float:
-        """Projected total epsilon after the ``planned`` round; raise if above ``max_epsilon``."""
-        history = self.history()
+        """Projected total epsilon after the ``planned`` round; raise if above ``max_epsilon``.
+
+        Reserves nothing: a round about to train calls :meth:`reserve` instead.
+        """
+        with self.connection() as db:
+            return self._project(self._mine(db), list(planned), delta, max_epsilon)
+
+    def _project(
+        self,
+        mine: list[dict[str, object]],
+        planned: list[AccountingEntry],
+        delta: float,
+        max_epsilon: float,
+    ) -> float:
+        accounted = _accounted(mine)
+        history = [_entry(row) for row in accounted]
         projected = composed_epsilon([*history, *planned], delta)
-        if projected > max_epsilon:
-            jobs = len({row.run_id for row in self.rows()})
+        if not projected <= max_epsilon:  # also refuses a NaN projection
+            jobs = len({row["run_id"] for row in accounted})
             raise BudgetExceededError(
                 f"site {self.site} refuses this round: it would bring the privacy spent on its "
                 f"data to epsilon {projected:.2f} (delta {delta:g}), above its limit "
@@ -133,6 +262,95 @@ class PrivacyLedger(SqliteStore):
                 f"over {jobs} job(s)"
             )
         return projected
+
+    @classmethod
+    def for_site(cls, limits: "SiteLimits") -> "PrivacyLedger | None":
+        """The ledger in ``limits.state_dir`` under the site's integrity key; None without one."""
+        if limits.state_dir is None:
+            return None
+        key = None if limits.integrity_key is None else read_integrity_key(limits.integrity_key)
+        return cls(limits.state_dir / LEDGER_FILE, limits.name, key=key)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _append(self, db: sqlite3.Connection, rows: list[dict[str, object]]) -> None:
+        head = db.execute(f"SELECT id, hash FROM {_TABLE} ORDER BY id DESC LIMIT 1").fetchone()
+        last_id, prev_hash = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+        for fields in rows:
+            digest = link(prev_hash, fields)
+            cursor = db.execute(
+                f"INSERT INTO {_TABLE} ({', '.join(_FIELDS)}, prev_hash, hash)"
+                f" VALUES ({', '.join('?' * (len(_FIELDS) + 2))})",
+                (*(fields[name] for name in _FIELDS), prev_hash, digest),
+            )
+            last_id, prev_hash = int(cursor.lastrowid or 0), digest
+        store_head(db, self.key, _TABLE, last_id, prev_hash)
+
+    def _row(
+        self, job: str, run_id: str, server_round: int, kind: str, token: str,
+        entry: AccountingEntry, delta: float, epsilon_job: float | None, total: float,
+    ) -> dict[str, object]:  # fmt: skip
+        noise, rate, steps = entry
+        values = (
+            time.time(), self.data_id, self.site, job, run_id, int(server_round), kind, token,
+            float(noise), float(rate), int(steps), float(delta), epsilon_job, float(total),
+        )  # fmt: skip
+        return dict(zip(_FIELDS, values, strict=True))
+
+    def reserve(
+        self,
+        job: str,
+        run_id: str,
+        server_round: int,
+        planned: Iterable[AccountingEntry],
+        delta: float,
+        max_epsilon: float,
+    ) -> Reservation:
+        """Check the budget and hold the ``planned`` round against it, in one transaction."""
+        planned = list(planned)
+        token = secrets.token_hex(16)
+        with self.connection() as db:
+            db.execute("BEGIN IMMEDIATE")  # one writer: no other round checks until we commit
+            self._require_intact(db)
+            projected = self._project(self._mine(db), planned, delta, max_epsilon)
+            self._append(
+                db,
+                [
+                    self._row(job, run_id, server_round, _RESERVED, token, entry, delta, None,
+                              projected)
+                    for entry in planned
+                ],
+            )  # fmt: skip
+        return Reservation(token, projected)
+
+    def settle(
+        self, reservation: Reservation, entries: Iterable[AccountingEntry], epsilon_job: float
+    ) -> float:
+        """Replace a reservation by what the round actually ran; returns the new total."""
+        entries = list(entries)
+        with self.connection() as db:
+            db.execute("BEGIN IMMEDIATE")
+            self._require_intact(db)
+            mine = self._mine(db)
+            held = [row for row in mine if row["reservation"] == reservation.token]
+            if not held or any(row["kind"] == _SPENT for row in held):
+                raise LedgerTamperedError(
+                    f"{self.path}: reservation {reservation.token} is unknown or settled already"
+                )
+            first = held[0]
+            delta = float(first["delta"])  # type: ignore[arg-type]
+            others = [_entry(r) for r in _accounted(mine) if r["reservation"] != reservation.token]
+            total = composed_epsilon([*others, *entries], delta)
+            recorded = entries or [(*_entry(first)[:2], 0)]  # a settled round with no step
+            self._append(
+                db,
+                [
+                    self._row(str(first["job"]), str(first["run_id"]), int(first["round"]),  # type: ignore[call-overload]
+                              _SPENT, reservation.token, entry, delta, epsilon_job, total)
+                    for entry in recorded
+                ],
+            )  # fmt: skip
+        return total
 
     def record(
         self,
@@ -143,18 +361,7 @@ class PrivacyLedger(SqliteStore):
         delta: float,
         epsilon_job: float,
     ) -> float:
-        """Append this round's accounting entries in one transaction; returns the new total."""
+        """Reserve and settle ``entries`` at once, whatever the budget; returns the new total."""
         entries = list(entries)
-        total = composed_epsilon([*self.history(), *entries], delta)
-        now = time.time()
-        with self.connection() as db:
-            db.executemany(
-                "INSERT INTO rounds (recorded_at, site, job, run_id, round, noise_multiplier,"
-                " sample_rate, steps, delta, epsilon_job, epsilon_total)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (now, self.site, job, run_id, server_round, n, q, s, delta, epsilon_job, total)
-                    for n, q, s in entries
-                ],
-            )
-        return total
+        reservation = self.reserve(job, run_id, server_round, entries, delta, math.inf)
+        return self.settle(reservation, entries, epsilon_job)

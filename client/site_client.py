@@ -18,7 +18,7 @@ import torch
 from flwr.app import Context
 from flwr.client import NumPyClient
 
-from client.privacy_ledger import LEDGER_FILE, PrivacyLedger, round_entries
+from client.privacy_ledger import PrivacyLedger, Reservation, round_entries
 from client.privacy_state import restore_privacy_state, store_privacy_state
 from client.site_context import simulated_site, site_limits
 from client.site_limits import SiteLimits
@@ -118,33 +118,30 @@ class SiteClient(NumPyClient):
                 f"site {self.limits.name}'s cache has {self.data.in_channels} and {classes}",
             )
 
-    def _ledger(self) -> PrivacyLedger | None:
-        if self.limits.state_dir is None:
-            return None
-        return PrivacyLedger(self.limits.state_dir / LEDGER_FILE, self.limits.name)
-
-    def _refuse_beyond_budget(self, ledger: PrivacyLedger, previous: PrivacyState | None) -> None:
-        """Raise before training if this round would take the site past its epsilon budget."""
+    def _reserve_budget(
+        self, ledger: PrivacyLedger, previous: PrivacyState | None, server_round: int
+    ) -> Reservation:
+        """Hold this round's planned epsilon; raise before training if it passes the budget."""
         planned = planned_round(
             self.job.privacy, len(self.data.train), self.job.train.batch_size,
             self.job.train.local_epochs, self.job.rounds * self.job.train.local_epochs, previous,
         )  # fmt: skip
-        ledger.check([planned], self.job.privacy.target_delta, self.limits.max_epsilon)
+        return ledger.reserve(
+            self.job.name, str(self.context.run_id), server_round, [planned],
+            self.limits.delta, self.limits.max_epsilon,
+        )  # fmt: skip
 
     def _record_spending(
         self,
         ledger: PrivacyLedger,
-        server_round: int,
+        reservation: Reservation,
         previous: PrivacyState | None,
         after: PrivacyState,
         job_epsilon: float,
     ) -> float:
-        """Append the round's accounting to the ledger; the site's total epsilon after it."""
+        """Settle the round's reservation with what it ran; the site's total epsilon after it."""
         added = round_entries(previous.history if previous else [], after.history)
-        return ledger.record(
-            self.job.name, str(self.context.run_id), server_round, added,
-            self.job.privacy.target_delta, job_epsilon,
-        )  # fmt: skip
+        return ledger.settle(reservation, added, job_epsilon)
 
     def _check_weight(self) -> None:
         secure = self.job.secure_aggregation
@@ -181,9 +178,12 @@ class SiteClient(NumPyClient):
         self._answer_or_drop(server_round)
         model = self._model(parameters)
         previous = restore_privacy_state(self.context)
-        ledger = self._ledger()
-        if ledger is not None:
-            self._refuse_beyond_budget(ledger, previous)
+        # Without DP a round has no finite epsilon to account (only a site that does not
+        # require DP, e.g. a simulated one, gets here).
+        ledger = PrivacyLedger.for_site(self.limits) if self.job.privacy.enabled else None
+        reservation = (
+            None if ledger is None else self._reserve_budget(ledger, previous, server_round)
+        )
         update = train_local_round(
             model,
             self.data.train,
@@ -212,10 +212,10 @@ class SiteClient(NumPyClient):
             metrics[keys.EPSILON] = update.epsilon
             metrics[keys.DELTA] = self.job.privacy.target_delta
             metrics[keys.NOISE_MULTIPLIER] = update.privacy_state.noise_multiplier
-            if ledger is not None:
+            if ledger is not None and reservation is not None:
                 metrics[keys.EPSILON_BUDGET] = self.limits.max_epsilon
                 metrics[keys.EPSILON_SITE_TOTAL] = self._record_spending(
-                    ledger, server_round, previous, update.privacy_state, update.epsilon
+                    ledger, reservation, previous, update.privacy_state, update.epsilon
                 )
         logger.info("site %s round %d: %s", self.limits.name, server_round, metrics)
         return delta, update.num_examples, metrics

@@ -45,6 +45,9 @@ def site_limits(context: Context) -> SiteLimits:
         name=f"site-{index}",
         max_epsilon=environment.site_max_epsilon,
         state_dir=folder,
+        delta=environment.site_delta,
+        # A researcher may study training without DP or SecAgg+; a hospital's site may not.
+        require_secure_aggregation=False,
         require_dp=False,
     )
 

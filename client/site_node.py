@@ -9,7 +9,21 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.site_limits import DATA_PATH, MAX_EPSILON, SITE_NAME, STATE_DIR
+from client.integrity_key import ensure_integrity_key
+from client.site_limits import (
+    DATA_PATH,
+    DEFAULT_DELTA,
+    DELTA,
+    INTEGRITY_KEY,
+    MAX_EPSILON,
+    REQUIRE_DP,
+    REQUIRE_SECURE_AGGREGATION,
+    SITE_NAME,
+    STATE_DIR,
+    checked_delta,
+    checked_epsilon,
+)
+from client.site_records import require_intact
 from common.data.loading import load_dataset
 from common.errors import ConfigError
 from common.flower_processes import flower_command, flower_environment, start_logged
@@ -27,6 +41,10 @@ class SiteKit:
     name: str
     superlink: str
     max_epsilon: float
+    #: The site's delta: every job is composed at it; a job asking a larger one is refused.
+    delta: float = DEFAULT_DELTA
+    require_secure_aggregation: bool = True
+    require_dp: bool = True
 
     @classmethod
     def read(cls, root: Path) -> "SiteKit":
@@ -34,11 +52,15 @@ class SiteKit:
         settings = root / "site.toml"
         try:
             raw = tomllib.loads(settings.read_text(encoding="utf-8"))
+            limits = raw["limits"]
             kit = cls(
                 root=root,
                 name=str(raw["site"]["name"]),
                 superlink=str(raw["site"]["superlink"]),
-                max_epsilon=float(raw["limits"]["max-epsilon"]),
+                max_epsilon=checked_epsilon(_number(limits, MAX_EPSILON), str(settings)),
+                delta=checked_delta(_number(limits, DELTA, DEFAULT_DELTA), str(settings)),
+                require_secure_aggregation=_flag(limits, REQUIRE_SECURE_AGGREGATION),
+                require_dp=_flag(limits, REQUIRE_DP),
             )
         except FileNotFoundError:
             raise ConfigError(str(settings), "not found: is --kit a site's startup kit?") from None
@@ -46,14 +68,27 @@ class SiteKit:
             raise ConfigError(str(settings), f"not valid TOML: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(
-                str(settings), f"needs [site] name, superlink and [limits] max-epsilon ({exc})"
+                str(settings),
+                f"needs [site] name, superlink and [limits] max-epsilon; bad or missing {exc}",
             ) from None
-        if kit.max_epsilon <= 0:
-            raise ConfigError(str(settings), f"max-epsilon = {kit.max_epsilon}: must be > 0")
         for needed in ("ca.crt", "site.key"):
             if not (root / needed).is_file():
                 raise ConfigError(str(root / needed), "missing from the startup kit")
         return kit
+
+
+def _number(table: dict[str, object], key: str, default: float | None = None) -> float:
+    value = table[key] if default is None else table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"[limits] {key} = {value!r} (a number)")
+    return float(value)
+
+
+def _flag(table: dict[str, object], key: str) -> bool:
+    value = table.get(key, True)
+    if not isinstance(value, bool):
+        raise ValueError(f"[limits] {key} = {value!r} (true or false)")
+    return value
 
 
 def _toml_string(value: str) -> str:
@@ -67,8 +102,12 @@ def supernode_command(
     insecure: bool = False,
     superlink: str | None = None,
     state: Path = Path("site-state"),
+    integrity_key: Path | None = None,
 ) -> list[str]:
-    """flower-supernode for this site: TLS with the kit's CA and key unless ``insecure``."""
+    """flower-supernode for this site: TLS with the kit's CA and key unless ``insecure``.
+
+    ``integrity_key`` (the file) authenticates the site's records in the ClientApp.
+    """
     address = superlink or kit.superlink
     if insecure and not address.startswith(LOOPBACK_HOSTS):
         raise ConfigError(
@@ -79,9 +118,14 @@ def supernode_command(
             f"{DATA_PATH}={_toml_string(str(data.resolve()))}",
             f"{SITE_NAME}={_toml_string(kit.name)}",
             f"{MAX_EPSILON}={kit.max_epsilon!r}",
+            f"{DELTA}={kit.delta!r}",
+            f"{REQUIRE_SECURE_AGGREGATION}={str(kit.require_secure_aggregation).lower()}",
+            f"{REQUIRE_DP}={str(kit.require_dp).lower()}",
             f"{STATE_DIR}={_toml_string(str(state.resolve()))}",
         ]
     )
+    if integrity_key is not None:
+        node_config += f" {INTEGRITY_KEY}={_toml_string(str(integrity_key.resolve()))}"
     command = [
         flower_command("flower-supernode"),
         "--superlink",
@@ -111,8 +155,14 @@ def start_site_node(
     superlink: str | None = None,
     state: Path = Path("site-state"),
 ) -> subprocess.Popen[bytes]:
-    """Check the cache reads, then start the SuperNode (its own process group)."""
+    """Check the cache reads and the site's records verify, then start the SuperNode.
+
+    The records (privacy ledger, audit log) are verified under the kit's integrity key,
+    created on the first start; the node runs in its own process group.
+    """
     load_dataset(data)  # fail here, with the path named, rather than in the first round
     state.mkdir(parents=True, exist_ok=True)
-    command = supernode_command(kit, data, port, insecure, superlink, state)
+    key = ensure_integrity_key(kit.root)
+    require_intact(state, kit.name, key)
+    command = supernode_command(kit, data, port, insecure, superlink, state, key)
     return start_logged(command, log_file, flower_environment(log_file.parent / "flwr-home"))

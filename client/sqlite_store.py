@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+from common.errors import DataFormatError
+
 __all__ = ["SqliteStore", "append_only"]
 
 
@@ -28,8 +30,11 @@ class SqliteStore:
     def __init__(self, path: Path, schema: str) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connection() as db:
-            db.executescript(schema)
+        try:
+            with self.connection() as db:
+                db.executescript(schema)
+        except sqlite3.DatabaseError as exc:  # "file is not a database" and its kin
+            raise DataFormatError(path, f"not a readable SQLite database ({exc})") from None
 
     @contextmanager
     def connection(self) -> Iterator[sqlite3.Connection]:

@@ -36,6 +36,8 @@ class SimulationEnvironment(BaseModel):
     test_data: str = ""
     #: Each simulated site's own epsilon limit (its site.toml's max-epsilon on a federation).
     site_max_epsilon: float = Field(8.0, gt=0, allow_inf_nan=False)
+    #: The delta each simulated site composes its budget at (its site.toml's delta).
+    site_delta: float = Field(1e-5, gt=0, lt=1)
     #: Seed local training from (job seed, site, round) instead of a secret seed: runs repeat.
     fixed_seeds: bool = False
     #: Scripted drop-outs: "SITE@ROUND,..." (site index, first round it stops answering).

@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
     "FLEET_PATH",
     "PUBLIC_KEY_HEADER",
     "TrafficLog",
@@ -33,6 +34,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Largest request body forwarded (64 MiB): generous for a model update; set it above twice
+#: the serialised model (SecAgg+ masked vectors) with ``medfed-server start --max-body-mib``.
+DEFAULT_MAX_BODY_BYTES = 64 * 2**20
 
 #: The header in which a SuperNode sends its public key (flwr.supercore.constant).
 PUBLIC_KEY_HEADER = "flwr-public-key"
@@ -86,16 +91,32 @@ class TrafficLog:
             handle.write(f"{time.time():.3f},{rpc},{site},{up},{down},{status}\n")
 
 
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it (declared or streamed) passes ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 def create_fleet_gateway(
     upstream: str,
     verify: str | bool,
     timeout_s: float = 300.0,
     traffic_log: Path | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> Starlette:
     """An ASGI app forwarding the Fleet API to ``upstream`` (``https://127.0.0.1:PORT``).
 
     ``verify`` is the CA certificate file the SuperLink's certificate must chain to; with
     ``traffic_log`` every forwarded call's size is appended there (see :class:`TrafficLog`).
+    A body above ``max_body_bytes`` is answered 413 while it streams in, before anything is
+    forwarded (and so before the SuperLink authenticates the caller): memory stays bounded.
     """
     traffic = TrafficLog(traffic_log) if traffic_log is not None else None
     context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
@@ -112,7 +133,14 @@ def create_fleet_gateway(
                 "medfed fleet gateway: only the Fleet API is served on this address\n",
                 status_code=403,
             )
-        body = await request.body()
+        body = await _bounded_body(request, max_body_bytes)
+        if body is None:
+            logger.warning("refused %s from %s: body above %d bytes", path, peer, max_body_bytes)
+            return PlainTextResponse(
+                f"medfed fleet gateway: request body above {max_body_bytes} bytes\n",
+                status_code=413,
+                headers={"connection": "close"},
+            )
         try:
             reply = await client.post(
                 path, content=body, headers=_forwardable(dict(request.headers))

@@ -233,9 +233,15 @@ name = "{site}"
 superlink = "{federation.fleet_address}"
 
 [limits]
-# The most differential-privacy budget (epsilon) one job may spend on this site's data.
-# A job asking for more is refused here, whatever the coordinator sends.
+# These limits are the site's: a job can be refused by them, never change them.
+# The most differential-privacy budget (epsilon) spent on this site's data, over all jobs.
+# A finite number > 0. A job or round asking for more is refused, whatever the coordinator sends.
 max-epsilon = 8.0
+# The delta at which every job is accounted; a job asking a larger delta is refused.
+delta = 1e-5
+# Refuse jobs that switch secure aggregation (SecAgg+) or differential privacy off.
+require-secure-aggregation = true
+require-dp = true
 """
 
 

@@ -23,7 +23,10 @@ node's machine only.
 2. Prepare the images into a local cache (nothing leaves the machine):
    `medfed-site prepare --data /path/to/dicom --labels labels.csv \\
       --classes no-lesion,lesion --out /srv/medfed/cache`
-3. Edit `[limits] max-epsilon` in `site.toml` if your privacy officer set a different budget.
+3. Set `[limits]` in `site.toml` as your privacy officer decides: `max-epsilon` (the budget
+   over all jobs), `delta` (every job is accounted at it), and whether the site requires
+   secure aggregation and differential privacy (both on by default). Jobs asking for less
+   protection are refused by the site node itself.
 4. Start the node: `medfed-site start --kit {site}-kit/ --data /srv/medfed/cache`
 
 ## Network

@@ -111,6 +111,7 @@ def _run_federation(
         sites_dir=run_dir / "sites",
         test_data=str(settings.data),
         site_max_epsilon=settings.site_budget or job.privacy.target_epsilon,
+        site_delta=job.privacy.target_delta,
         fixed_seeds=True,
         drop=settings.drop,
     )

@@ -10,8 +10,10 @@ from rich.table import Table
 
 from client.audit_log import AuditLog
 from client.audit_mod import AUDIT_FILE
+from client.integrity_key import INTEGRITY_KEY_FILE
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
 from client.site_node import SiteKit
+from client.site_records import RecordsReport, check_site_records
 from common.cli_support import configure_logging, user_errors
 from common.errors import ConfigError
 
@@ -31,18 +33,46 @@ def _existing(path: Path) -> Path:
     return path
 
 
+def _key_file(kit: Path) -> Path | None:
+    """The kit's integrity key, or None before the site node first started."""
+    path = kit / INTEGRITY_KEY_FILE
+    return path if path.exists() else None
+
+
+def _print_verification(console: Console, report: RecordsReport) -> None:
+    """Say what verifying the records found; exit 1 if anything fails."""
+    if report.intact:
+        how = (
+            "authenticated with the kit's integrity key"
+            if report.authenticated
+            else ("hash chains only: pass --kit to check the authenticated heads")
+        )
+        console.print(
+            f"records verified: ledger {report.ledger_rows} rows, audit log "
+            f"{report.audit_entries} entries, every ledger round audited ({how})"
+        )
+        return
+    for problem in report.problems:
+        console.print(f"[bold red]records fail verification:[/] {problem}", highlight=False)
+    raise typer.Exit(1)
+
+
 def privacy(
     kit: Annotated[Path, typer.Option(help="This site's startup kit (for its name and limit).")],
     state: StateOption = DEFAULT_STATE,
-    delta: Annotated[float, typer.Option(help="Delta at which to report the total.")] = 1e-5,
 ) -> None:
-    """Print every DP round this site took part in and the epsilon spent, against its limit."""
+    """Print every DP round on this site's data and the epsilon spent, against its limit.
+
+    Epsilon is reported at the site's own delta (site.toml), whatever each job asked.
+    """
     configure_logging(False)
     with user_errors():
         site = SiteKit.read(kit)
         ledger = PrivacyLedger(_existing(state / LEDGER_FILE), site.name)
         rows = ledger.rows()
+        delta = site.delta
         spent = ledger.spent(delta)
+        report = check_site_records(state, site.name, _key_file(kit))
     table = Table(title=f"privacy ledger of {site.name}")
     for column in ("time", "job", "run", "round", "noise", "sample rate", "steps",
                    "epsilon (job)", "epsilon (all jobs)"):  # fmt: skip
@@ -51,7 +81,8 @@ def privacy(
         table.add_row(
             _time(row.recorded_at), row.job, row.run_id, str(row.round),
             f"{row.noise_multiplier:.3f}", f"{row.sample_rate:.4f}", str(row.steps),
-            f"{row.epsilon_job:.2f}", f"{row.epsilon_total:.2f}",
+            "reserved" if row.epsilon_job is None else f"{row.epsilon_job:.2f}",
+            f"{row.epsilon_total:.2f}",
         )  # fmt: skip
     console = Console()
     console.print(table)
@@ -60,15 +91,26 @@ def privacy(
         f"spent epsilon {spent:.2f} at delta {delta:g} over {jobs} job(s); "
         f"limit {site.max_epsilon:g}; left {max(0.0, site.max_epsilon - spent):.2f}"
     )
+    _print_verification(console, report)
 
 
-def audit(state: StateOption = DEFAULT_STATE) -> None:
-    """Print the audit trail (jobs received, messages sent) and check its hash chain."""
+def audit(
+    state: StateOption = DEFAULT_STATE,
+    kit: Annotated[
+        Path | None,
+        typer.Option(help="This site's startup kit: its integrity key authenticates the records."),
+    ] = None,
+) -> None:
+    """Print the audit trail, check both records' chains and that every ledger round is audited."""
     configure_logging(False)
     with user_errors():
+        site = SiteKit.read(kit) if kit is not None else None
         log = AuditLog(_existing(state / AUDIT_FILE))
         entries = log.entries()
         report = log.verify()
+        records = check_site_records(
+            state, site.name if site else "this site", _key_file(kit) if kit else None
+        )
     table = Table(title="audit trail")
     for column in ("#", "time", "dir", "job", "run", "round", "kind", "bytes", "sha256",
                    "epsilon"):  # fmt: skip
@@ -83,6 +125,6 @@ def audit(state: StateOption = DEFAULT_STATE) -> None:
     console.print(table)
     if report.intact:
         console.print(f"hash chain intact over {report.entries} entries")
-        return
-    console.print(f"[bold red]hash chain BROKEN:[/] {report.problem}")
-    raise typer.Exit(1)
+    else:
+        console.print(f"[bold red]hash chain BROKEN:[/] {report.problem}", highlight=False)
+    _print_verification(console, records)

@@ -22,7 +22,7 @@ from server.coordinator import (
     write_flwr_config,
     write_info,
 )
-from server.fleet_gateway import create_fleet_gateway
+from server.fleet_gateway import DEFAULT_MAX_BODY_BYTES, create_fleet_gateway
 from server.provisioning import KitPaths
 
 __all__ = ["start"]
@@ -64,6 +64,12 @@ def start(
     insecure: Annotated[
         bool, typer.Option(help="No TLS, no site authentication: local testing on 127.0.0.1 only.")
     ] = False,
+    max_body_mib: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help="Largest request the gateway accepts (MiB); larger ones get 413."
+        ),
+    ] = DEFAULT_MAX_BODY_BYTES / 2**20,
     verbose: VerboseOption = False,
 ) -> None:
     """Run the coordinator until interrupted (Ctrl-C or SIGTERM stops every process it started)."""
@@ -93,6 +99,7 @@ def start(
             f"{scheme}://127.0.0.1:{control_port}",
             verify=False if insecure else str(coordinator_kit / "ca.crt"),
             traffic_log=paths.logs / "fleet-traffic.csv",
+            max_body_bytes=int(max_body_mib * 2**20),
         )
         logger.info(
             "coordinator up: sites connect to %s:%d; Control API on 127.0.0.1:%d only",

@@ -1,12 +1,16 @@
 """The site's privacy ledger: real Opacus training, real SQLite."""
 
+import multiprocessing
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opacus.accountants import RDPAccountant
 
 from client.privacy_ledger import (
+    LEDGER_FILE,
     BudgetExceededError,
     PrivacyLedger,
     composed_epsilon,
@@ -99,7 +103,81 @@ def test_the_ledger_refuses_edits_and_deletions(tmp_path: Path) -> None:
     ledger = PrivacyLedger(tmp_path / "ledger.sqlite", "hospital-a")
     ledger.record("job", "run-1", 1, [(1.0, 0.1, 10)], DELTA, 0.5)
     with sqlite3.connect(ledger.path) as db:
-        for statement in ("UPDATE rounds SET steps = 0", "DELETE FROM rounds"):
+        for statement in ("UPDATE ledger SET steps = 0", "DELETE FROM ledger"):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 db.execute(statement)
     assert [row.steps for row in ledger.rows()] == [10]
+
+
+# -- keyed by the data, reserved in one transaction --------------------------------------------
+
+ROUND = (1.0, 0.05, 50)  # one planned round: noise 1.0, sample rate 0.05, 50 steps
+
+
+def test_renaming_the_site_keeps_the_spent_budget(tmp_path: Path) -> None:
+    state = tmp_path / "site-state"
+    PrivacyLedger(state / LEDGER_FILE, "hospital-a").record("job", "run-1", 1, [ROUND], DELTA, 1.0)
+    renamed = PrivacyLedger(state / LEDGER_FILE, "hospital-a-2027")  # new kit, new name
+    assert renamed.spent(DELTA) == pytest.approx(composed_epsilon([ROUND], DELTA))
+    assert renamed.data_id == (state / "data-identity").read_text().strip()
+    other_data = PrivacyLedger(tmp_path / "other-state" / LEDGER_FILE, "hospital-a")
+    assert other_data.spent(DELTA) == 0.0 and other_data.data_id != renamed.data_id
+
+
+def test_an_unsettled_reservation_stays_spent_and_a_settled_one_counts_what_ran(
+    tmp_path: Path,
+) -> None:
+    ledger = PrivacyLedger(tmp_path / LEDGER_FILE, "hospital-a")
+    crashed = ledger.reserve("job", "run-1", 1, [ROUND], DELTA, 100.0)
+    assert crashed.projected_epsilon == pytest.approx(composed_epsilon([ROUND], DELTA))
+    assert [row.kind for row in ledger.rows()] == ["reserved"]  # never settled: counted
+    held = ledger.reserve("job", "run-1", 2, [ROUND], DELTA, 100.0)
+    ran = (1.0, 0.05, 30)  # fewer steps than planned (empty Poisson batches)
+    total = ledger.settle(held, [ran], 0.7)
+    assert total == pytest.approx(composed_epsilon([ROUND, ran], DELTA))
+    assert [(row.round, row.kind, row.steps) for row in ledger.rows()] == [
+        (1, "reserved", 50), (2, "spent", 30),
+    ]  # fmt: skip
+
+
+def _reserve_until_refused(path: Path, start: Any, results: Any) -> None:
+    ledger = PrivacyLedger(path, "hospital-a")
+    start.wait()
+    granted = 0
+    while True:
+        try:
+            ledger.reserve("job", f"run-{os.getpid()}", granted, [ROUND], DELTA, LIMIT)
+        except BudgetExceededError:
+            break
+        granted += 1
+    results.put(granted)
+
+
+LIMIT = 6.0
+
+
+def test_two_processes_reserving_at_once_never_pass_the_budget_together(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    PrivacyLedger(path, "hospital-a")  # create file and data identity before the race
+    fits = next(n for n in range(1, 1000) if composed_epsilon([ROUND] * n, DELTA) > LIMIT) - 1
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(2), context.Queue()
+    workers = [
+        context.Process(target=_reserve_until_refused, args=(path, start, results))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    granted = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=10)
+    assert sum(granted) == fits  # not one reservation more than the budget holds
+    assert PrivacyLedger(path, "hospital-a").spent(DELTA) <= LIMIT
+
+
+def test_a_job_asking_a_loose_delta_is_still_accounted_at_the_sites_delta(tmp_path: Path) -> None:
+    """The ledger reports at the delta it is asked with: the site passes its own (site_client)."""
+    ledger = PrivacyLedger(tmp_path / LEDGER_FILE, "hospital-a")
+    ledger.record("job", "run-1", 1, [ROUND], DELTA, 1.0)
+    assert ledger.rows()[0].delta == DELTA
+    assert ledger.spent(DELTA) > ledger.spent(0.5)  # what a loose job delta would hide
