@@ -22,6 +22,7 @@ __all__ = [
     "signal_group",
     "start_logged",
     "stop_process",
+    "stop_session",
     "wait_for_port",
 ]
 
@@ -102,3 +103,59 @@ def wait_for_port(
         except OSError:
             time.sleep(0.2)
     return False
+
+
+def _parents() -> dict[int, int]:
+    """Parent pid of every process, by pid (from /proc)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def _sessions_under(pid: int) -> set[int]:
+    """The sessions of ``pid`` and of all its descendants."""
+    parents = _parents()
+    found, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found.update(children)
+        frontier += children
+    sessions = set()
+    for member in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            sessions.add(os.getsid(member))
+    return sessions - {os.getsid(0)}
+
+
+def _members(sessions: set[int]) -> list[int]:
+    members = []
+    for candidate in _parents():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getsid(candidate) in sessions:
+                members.append(candidate)
+    return members
+
+
+def stop_session(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """Stop ``process`` (started with :func:`start_logged`) and everything it started.
+
+    Flower's SuperLink starts SuperExec, and SuperExec the simulation runtime in a session of
+    its own, which starts Ray: stopping the SuperLink's process group alone would leave those
+    running, so every session below the SuperLink is stopped, SIGTERM first, then SIGKILL.
+    """
+    sessions = _sessions_under(process.pid) if process.poll() is None else {process.pid}
+    stop_process(process, timeout_s)
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in _members(sessions):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + timeout_s
+        while _members(sessions) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _members(sessions):
+            return

@@ -21,7 +21,7 @@ from common.flower_processes import (
     flower_command,
     flower_environment,
     start_logged,
-    stop_process,
+    stop_session,
     wait_for_port,
 )
 
@@ -86,14 +86,19 @@ def _stream(
             command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert process.stdout is not None
-        for line in process.stdout:
-            if _PLAIN_COPY.match(line):
-                continue
-            log.write(line)
-            log.flush()
-            if _shown(line, verbose):
-                logger.info("%s", _ANSI.sub("", line.rstrip()))
-        return process.wait()
+        try:
+            for line in process.stdout:
+                if _PLAIN_COPY.match(line):
+                    continue
+                log.write(line)
+                log.flush()
+                if _shown(line, verbose):
+                    logger.info("%s", _ANSI.sub("", line.rstrip()))
+            return process.wait()
+        finally:  # interrupted (Ctrl-C): the run is stopped with its SuperLink
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
 
 
 def run_on_simulation_engine(
@@ -131,5 +136,5 @@ def run_on_simulation_engine(
         ]  # fmt: skip
         return _stream(command, env, run_dir, run_dir / "run.log", verbose)
     finally:
-        stop_process(superlink)
+        stop_session(superlink)
         shutil.rmtree(ray_tmp, ignore_errors=True)
