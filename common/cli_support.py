@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -11,7 +12,16 @@ from rich.logging import RichHandler
 from common.errors import ConfigError, DataFormatError, MedfedError, ModelNotPrivacyCompatibleError
 from common.exit_codes import ExitCode
 
-__all__ = ["command_line_app", "configure_logging", "user_errors"]
+__all__ = ["MaxPixelMib", "command_line_app", "configure_logging", "user_errors"]
+
+#: The ``--max-pixel-mib`` option of every command that reads a site's DICOM files.
+MaxPixelMib = Annotated[
+    float,
+    typer.Option(
+        help="Refuse, before decoding, a DICOM file whose header declares more decoded pixels "
+        "than this many MiB (rows x columns x frames x samples x bits)."
+    ),
+]
 
 _console = Console(stderr=True)
 

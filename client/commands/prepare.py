@@ -8,9 +8,11 @@ from rich.console import Console
 
 from client.data_pipeline import run_pipeline
 from client.qc_table import print_quality_report
-from common.cli_support import configure_logging, user_errors
+from common.cli_support import MaxPixelMib, configure_logging, user_errors
+from common.cli_values import check_positive
 from common.config import TASKS
 from common.data.arrays import MASK_CLASSES
+from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
 from common.data.dicom_prepare import (
     WINDOW_CHOICES,
     PreprocessingConfig,
@@ -70,6 +72,7 @@ def prepare(
     val_fraction: Annotated[float, typer.Option(help="Share of studies for validation.")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of studies for testing.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the study-level split.")] = 0,
+    max_pixel_mib: MaxPixelMib = DEFAULT_MAX_PIXEL_MIB,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Decode, window, resample and cache every labelled image, split by study."""
@@ -77,6 +80,7 @@ def prepare(
     console = Console(stderr=True)
     with user_errors():
         check_preprocessing_options(window, ct_window, spacing)
+        check_positive("--max-pixel-mib", max_pixel_mib)
         config = PreprocessingConfig(
             window=window, ct_window=ct_window, target_spacing=spacing, size=size
         )
@@ -95,7 +99,7 @@ def prepare(
         pseudonymise = SitePseudonymiser.from_key_file(out / KEY_FILE)
         prepared, quality = run_pipeline(
             data, config, manifest, pseudonymise, keep_pixels=True, console=console,
-            segmentation=segmentation, segment_names=segment_names,
+            segmentation=segmentation, segment_names=segment_names, max_pixel_mib=max_pixel_mib,
         )  # fmt: skip
         class_names = manifest.class_names if manifest is not None else MASK_CLASSES
         dataset = write_site_cache(

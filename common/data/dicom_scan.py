@@ -6,7 +6,7 @@ pass, so ``prepare`` never opens a file twice.
 """
 
 import logging
-import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +17,13 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
-from common.data.dicom_pixels import decode_error_reason
+from common.data.dicom_pixels import (
+    DEFAULT_MAX_PIXEL_MIB,
+    decode_error_reason,
+    pixel_size_problem,
+)
 from common.data.dicom_values import floats, strings, text
+from common.data.site_files import list_site_files, os_error_reason
 
 if TYPE_CHECKING:
     from common.data.dicom_image import DecodedImage
@@ -46,6 +51,7 @@ _HEADER_TAGS = [
     for keyword in (
         "SeriesInstanceUID", "StudyInstanceUID", "Modality", "ImagePositionPatient",
         "ImageOrientationPatient", "InstanceNumber", "PixelSpacing", "Rows", "SOPInstanceUID",
+        "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated",
     )
 ]  # fmt: skip
 _SERIES_UID, _STUDY_UID, _MODALITY, _SOP_UID = 0x0020000E, 0x0020000D, 0x00080060, 0x00080018
@@ -115,11 +121,6 @@ class DicomScan:
     segmentations: list[Path] = field(default_factory=list)
 
 
-def _files_under(root: Path) -> list[Path]:
-    """Every file under ``root``, sorted (os.walk: no stat call per file, unlike Path.rglob)."""
-    return sorted(Path(folder, name) for folder, _, names in os.walk(root) for name in names)
-
-
 def _normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
     if orientation is None or len(orientation) != 6:
         return None
@@ -131,10 +132,60 @@ def _normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
 TRUNCATED_PIXELS = "pixel data not decodable: the file ends inside its pixel data (truncated)"
 
 
-def _read(path: Path, whole: bool) -> tuple[pydicom.Dataset | None, str | None]:
+_DEFLATED = pydicom.uid.DeflatedExplicitVRLittleEndian
+#: Header bytes allowed on top of the pixel cap when a deflated data set is inflated.
+_HEADER_SLACK = 16 << 20
+
+
+def _inflated_size_problem(path: Path, max_pixel_mib: float) -> str | None:
+    """Why a deflated file must not be read (it inflates beyond the pixel cap), or None.
+
+    pydicom inflates a deflated data set whole, pixel data included, before parsing its header:
+    a 1 MB file can declare gigabytes. The stream is inflated here in bounded pieces and only
+    counted, so this check holds at most a few MiB whatever the file declares.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(1024)
+        if _DEFLATED.encode() not in head:
+            return None
+        handle.seek(0)
+        pydicom.filereader.read_preamble(handle, False)
+        meta = pydicom.filereader._read_file_meta_info(handle)  # noqa: SLF001 - pydicom has no public one for a handle
+        if meta.get("TransferSyntaxUID") != _DEFLATED:
+            return None
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        limit, total = int(max_pixel_mib * (1 << 20)) + _HEADER_SLACK, 0
+        try:
+            while chunk := handle.read(1 << 20):
+                while chunk:
+                    total += len(inflater.decompress(chunk, 1 << 22))
+                    if total > limit:
+                        return (
+                            "refused: its deflated data set inflates to more than "
+                            f"{max_pixel_mib:g} MiB of pixels (the --max-pixel-mib cap)"
+                        )
+                    chunk = inflater.unconsumed_tail
+        except zlib.error:
+            return "damaged: its deflated data set is corrupted (zlib cannot inflate it)"
+    return None
+
+
+def _read(
+    path: Path, size: int, whole: bool, max_pixel_mib: float
+) -> tuple[pydicom.Dataset | None, str | None]:
+    if size == 0:
+        return None, "damaged: empty file (0 bytes)"
     try:
+        problem = _inflated_size_problem(path, max_pixel_mib)
+        if problem is not None:
+            return None, problem
         if not whole:
             return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS), None
+        if size > max_pixel_mib * (1 << 20) + _HEADER_SLACK:  # pixel data is read whole
+            return None, (
+                f"refused: file of {size / (1 << 20):.0f} MiB is larger than the "
+                f"{max_pixel_mib:g} MiB pixel cap (--max-pixel-mib)"
+            )
         ds = pydicom.dcmread(path)  # specific_tags measured no faster: values convert lazily
         # pydicom (3.0) returns an empty dataset, with a warning only, when a file ends inside
         # encapsulated pixel data: its header alone tells whether it was an image.
@@ -145,6 +196,8 @@ def _read(path: Path, whole: bool) -> tuple[pydicom.Dataset | None, str | None]:
         return ds, None
     except InvalidDicomError:
         return None, "not a DICOM file (no DICM preamble or file meta)"
+    except OSError as exc:
+        return None, f"file not readable ({os_error_reason(exc)})"
     except Exception as exc:  # pydicom raises many types on damaged files
         return None, f"unreadable DICOM header ({type(exc).__name__})"
 
@@ -192,6 +245,7 @@ def scan_dicom_folder(
     root: Path,
     on_file: Callable[[int, int], None] | None = None,
     read_image: ImageReader | None = None,
+    max_pixel_mib: float = DEFAULT_MAX_PIXEL_MIB,
 ) -> DicomScan:
     """Read every file under ``root`` once and group the image files into ordered series.
 
@@ -200,16 +254,21 @@ def scan_dicom_folder(
     listed in ``problems`` with the reason; DICOM SEG objects go to ``segmentations``; nothing
     is dropped silently. ``read_image`` decodes each image file while it is in memory and its
     result is kept as ``SliceHeader.image``. ``on_file(done, total)`` reports progress.
+
+    Only regular files are opened (see common.data.site_files); an image whose declared pixel
+    size (rows x columns x frames x samples x bits) exceeds ``max_pixel_mib`` MiB is refused
+    before its pixels are read or decoded.
     """
     root = Path(root)
-    files = _files_under(root)
+    listed = list_site_files(root)
+    files = listed.files
     series: dict[str, SeriesFiles] = {}
-    problems: list[FileProblem] = []
+    problems = [FileProblem(path, reason) for path, reason in listed.problems]
     segmentations: list[Path] = []
-    for done, path in enumerate(files, start=1):
+    for done, (path, size) in enumerate(files, start=1):
         if on_file is not None:
             on_file(done, len(files))
-        ds, reason = _read(path, whole=read_image is not None)
+        ds, reason = _read(path, size, read_image is not None, max_pixel_mib)
         if ds is None:
             problems.append(FileProblem(path.relative_to(root), reason or "unreadable"))
             continue
@@ -218,7 +277,7 @@ def scan_dicom_folder(
             segmentations.append(path)
             continue
         uid = text(ds, _SERIES_UID)
-        reason = _not_an_image(ds, modality, uid)
+        reason = _not_an_image(ds, modality, uid) or pixel_size_problem(ds, max_pixel_mib)
         if reason is None:
             try:
                 header = _slice_header(path, ds, read_image)
@@ -234,11 +293,12 @@ def scan_dicom_folder(
         entry.slices.append(header)
     for entry in series.values():
         _order(entry)
-    logger.info("scanned %d files: %d series, %d skipped", len(files), len(series), len(problems))
+    problems.sort(key=lambda problem: problem.path)
+    logger.debug("scanned %d files: %d series, %d skipped", len(files), len(series), len(problems))
     return DicomScan(
         root=root,
         series=series,
         problems=problems,
-        files_seen=len(files),
+        files_seen=len(files) + len(listed.problems),
         segmentations=segmentations,
     )
