@@ -48,6 +48,7 @@ def run_pipeline(
     files is read as NIfTI cases whose masks label the slices; anything else as DICOM. With
     ``segmentation`` DICOM images are labelled by the DICOM SEG objects found among the files
     (classes ``segment_names``, background first; by default the SEG labels found, sorted).
+    A folder without any usable image gives an empty result whose report says why per file.
     A DICOM file declaring more than ``max_pixel_mib`` MiB of pixels is refused unread.
     """
     if not data.is_dir():
@@ -91,6 +92,4 @@ def run_pipeline(
             segmentations=masks,
         )
         progress.update(decoding, completed=len(scan.series))
-    if not scan.series:
-        raise DataFormatError(data, f"no DICOM image series among {scan.files_seen} files")
     return prepared, report

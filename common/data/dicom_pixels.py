@@ -14,7 +14,6 @@ __all__ = [
     "DEFAULT_MAX_PIXEL_MIB",
     "LinearUnits",
     "StoredFrames",
-    "decode_error_reason",
     "decode_frames",
     "decode_stored",
     "frames_from_dataset",
@@ -220,10 +219,3 @@ def frames_from_dataset(ds: pydicom.Dataset) -> np.ndarray:
 def decode_frames(path: str | object) -> np.ndarray:
     """Read ``path`` and return :func:`frames_from_dataset` of it."""
     return frames_from_dataset(pydicom.dcmread(path))
-
-
-def decode_error_reason(exc: Exception) -> str:
-    """Short reason from a pixel decoding error (structural: sizes, syntaxes, never tag values)."""
-    text = str(exc).split(" - ")[0].split("\n")[0].strip()
-    detail = f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
-    return f"pixel data not decodable: {detail}"

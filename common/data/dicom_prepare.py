@@ -349,7 +349,7 @@ def prepare_series(
         report.count_classes(prepared.labels, manifest.class_names)
     elif segmentations is not None:
         report.count_classes(prepared.labels, MASK_CLASSES)
-    logger.info(
+    logger.debug(
         "prepared %d labelled images from %d series", len(prepared.labels), len(scan.series)
     )
     return prepared

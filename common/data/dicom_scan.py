@@ -17,10 +17,13 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
-from common.data.dicom_pixels import (
-    DEFAULT_MAX_PIXEL_MIB,
+from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, pixel_size_problem
+from common.data.dicom_problems import (
+    TRUNCATED_PIXELS,
     decode_error_reason,
-    pixel_size_problem,
+    error_text,
+    jpeg2000_problem,
+    missing_image_reason,
 )
 from common.data.dicom_values import floats, strings, text
 from common.data.site_files import list_site_files, os_error_reason
@@ -51,12 +54,12 @@ _HEADER_TAGS = [
     for keyword in (
         "SeriesInstanceUID", "StudyInstanceUID", "Modality", "ImagePositionPatient",
         "ImageOrientationPatient", "InstanceNumber", "PixelSpacing", "Rows", "SOPInstanceUID",
-        "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated",
+        "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "SOPClassUID",
     )
 ]  # fmt: skip
 _SERIES_UID, _STUDY_UID, _MODALITY, _SOP_UID = 0x0020000E, 0x0020000D, 0x00080060, 0x00080018
 _POSITION, _ORIENTATION, _INSTANCE, _SPACING = 0x00200032, 0x00200037, 0x00200013, 0x00280030
-_ROWS = 0x00280010
+_ROWS, _SOP_CLASS = 0x00280010, 0x00080016
 
 #: Decodes a fully read image file, given its in-plane spacing (see common.data.dicom_image).
 ImageReader = Callable[[pydicom.Dataset, tuple[float, float] | None], "DecodedImage"]
@@ -128,10 +131,6 @@ def _normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
     return np.cross(row, col)
 
 
-#: Reason for an image file whose pixel data the file ends inside of.
-TRUNCATED_PIXELS = "pixel data not decodable: the file ends inside its pixel data (truncated)"
-
-
 _DEFLATED = pydicom.uid.DeflatedExplicitVRLittleEndian
 #: Header bytes allowed on top of the pixel cap when a deflated data set is inflated.
 _HEADER_SLACK = 16 << 20
@@ -170,6 +169,17 @@ def _inflated_size_problem(path: Path, max_pixel_mib: float) -> str | None:
     return None
 
 
+def _not_dicom_reason(path: Path) -> str:
+    """Why pydicom found no DICOM file: a preamble cut or broken, or another kind of file."""
+    with path.open("rb") as handle:
+        head = handle.read(132)
+    if head and not head.strip(b"\x00"):
+        return "damaged: the file ends inside its 128-byte DICOM preamble (truncated)"
+    if len(head) == 132 and not head[:128].strip(b"\x00"):
+        return "damaged: a DICOM preamble without its DICM marker (corrupted)"
+    return "not a DICOM file (no DICM preamble or file meta)"
+
+
 def _read(
     path: Path, size: int, whole: bool, max_pixel_mib: float
 ) -> tuple[pydicom.Dataset | None, str | None]:
@@ -195,11 +205,12 @@ def _read(
                 return None, TRUNCATED_PIXELS
         return ds, None
     except InvalidDicomError:
-        return None, "not a DICOM file (no DICM preamble or file meta)"
+        return None, _not_dicom_reason(path)
     except OSError as exc:
         return None, f"file not readable ({os_error_reason(exc)})"
     except Exception as exc:  # pydicom raises many types on damaged files
-        return None, f"unreadable DICOM header ({type(exc).__name__})"
+        logger.debug("reading %s failed", path, exc_info=True)
+        return None, f"damaged: DICOM header not readable ({error_text(exc)})"
 
 
 def _slice_header(path: Path, ds: pydicom.Dataset, read_image: ImageReader | None) -> SliceHeader:
@@ -224,12 +235,17 @@ def _slice_header(path: Path, ds: pydicom.Dataset, read_image: ImageReader | Non
 def _not_an_image(ds: pydicom.Dataset, modality: str, series_uid: str) -> str | None:
     """Why a readable DICOM file is no image to train on, or None when it is one."""
     if _ROWS not in ds:  # a tag test: the keyword lookup converts the value (~3 us)
-        return "DICOM file without an image (no Rows element)"
+        return missing_image_reason(ds)
     if not series_uid:
         return "image without a SeriesInstanceUID"
     if modality in NON_IMAGE_MODALITIES:
         return f"modality {modality} is not an image series for training"
     return None
+
+
+def _compressed(ds: pydicom.Dataset) -> bool:
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    return bool(syntax is not None and syntax.is_compressed)
 
 
 def _order(series: SeriesFiles) -> None:
@@ -278,11 +294,14 @@ def scan_dicom_folder(
             continue
         uid = text(ds, _SERIES_UID)
         reason = _not_an_image(ds, modality, uid) or pixel_size_problem(ds, max_pixel_mib)
+        if reason is None and read_image is not None:
+            reason = jpeg2000_problem(ds)
         if reason is None:
             try:
                 header = _slice_header(path, ds, read_image)
             except Exception as exc:  # pydicom and its plugins raise many types
-                reason = decode_error_reason(exc)
+                logger.debug("decoding %s failed", path, exc_info=True)
+                reason = decode_error_reason(exc, compressed=_compressed(ds))
         if reason is not None:
             problems.append(FileProblem(path.relative_to(root), reason))
             continue
