@@ -38,6 +38,7 @@ __all__ = [
     "ImageReader",
     "SeriesFiles",
     "TRUNCATED_PIXELS",
+    "inflated_size_problem",
     "SliceHeader",
     "scan_dicom_folder",
 ]
@@ -136,7 +137,7 @@ _DEFLATED = pydicom.uid.DeflatedExplicitVRLittleEndian
 _HEADER_SLACK = 16 << 20
 
 
-def _inflated_size_problem(path: Path, max_pixel_mib: float) -> str | None:
+def inflated_size_problem(path: Path, max_pixel_mib: float) -> str | None:
     """Why a deflated file must not be read (it inflates beyond the pixel cap), or None.
 
     pydicom inflates a deflated data set whole, pixel data included, before parsing its header:
@@ -186,7 +187,7 @@ def _read(
     if size == 0:
         return None, "damaged: empty file (0 bytes)"
     try:
-        problem = _inflated_size_problem(path, max_pixel_mib)
+        problem = inflated_size_problem(path, max_pixel_mib)
         if problem is not None:
             return None, problem
         if not whole:
