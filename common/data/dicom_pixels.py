@@ -34,7 +34,12 @@ def _header_int(ds: pydicom.Dataset, tag: int, default: int) -> int:
     if tag == _NUMBER_OF_FRAMES:  # IS: text, read from its raw bytes
         values = strings(ds, tag)
         return int(values[0]) if values else default
-    value = _value(ds, tag, default)  # US: pydicom converts the binary value
+    element = ds.get_item(tag)
+    raw = None if element is None else element.value
+    if isinstance(raw, bytes) and len(raw) == 2:  # US as read: 2 bytes (pydicom converts slowly)
+        order = "little" if getattr(element, "is_little_endian", True) else "big"
+        return int.from_bytes(raw, order)
+    value = _value(ds, tag, default)
     return int(value[0] if isinstance(value, list | tuple) else value)
 
 

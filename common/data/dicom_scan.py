@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import pydicom
@@ -133,6 +133,7 @@ def _normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
 
 
 _DEFLATED = pydicom.uid.DeflatedExplicitVRLittleEndian
+_DEFLATED_BYTES = _DEFLATED.encode()
 #: Header bytes allowed on top of the pixel cap when a deflated data set is inflated.
 _HEADER_SLACK = 16 << 20
 
@@ -145,28 +146,33 @@ def inflated_size_problem(path: Path, max_pixel_mib: float) -> str | None:
     counted, so this check holds at most a few MiB whatever the file declares.
     """
     with path.open("rb") as handle:
-        head = handle.read(1024)
-        if _DEFLATED.encode() not in head:
-            return None
-        handle.seek(0)
-        pydicom.filereader.read_preamble(handle, False)
-        meta = pydicom.filereader._read_file_meta_info(handle)  # noqa: SLF001 - pydicom has no public one for a handle
-        if meta.get("TransferSyntaxUID") != _DEFLATED:
-            return None
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        limit, total = int(max_pixel_mib * (1 << 20)) + _HEADER_SLACK, 0
-        try:
-            while chunk := handle.read(1 << 20):
-                while chunk:
-                    total += len(inflater.decompress(chunk, 1 << 22))
-                    if total > limit:
-                        return (
-                            "refused: its deflated data set inflates to more than "
-                            f"{max_pixel_mib:g} MiB of pixels (the --max-pixel-mib cap)"
-                        )
-                    chunk = inflater.unconsumed_tail
-        except zlib.error:
-            return "damaged: its deflated data set is corrupted (zlib cannot inflate it)"
+        return _inflated_size_problem(handle, max_pixel_mib)
+
+
+def _inflated_size_problem(handle: BinaryIO, max_pixel_mib: float) -> str | None:
+    """:func:`inflated_size_problem` of an open file; leaves it at an unspecified position."""
+    head = handle.read(1024)
+    if _DEFLATED_BYTES not in head:  # a cheap test, on bytes read anyway: the usual case
+        return None
+    handle.seek(0)
+    pydicom.filereader.read_preamble(handle, False)
+    meta = pydicom.filereader._read_file_meta_info(handle)  # noqa: SLF001 - no public one for a handle
+    if meta.get("TransferSyntaxUID") != _DEFLATED:
+        return None
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    limit, total = int(max_pixel_mib * (1 << 20)) + _HEADER_SLACK, 0
+    try:
+        while chunk := handle.read(1 << 20):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 22))
+                if total > limit:
+                    return (
+                        "refused: its deflated data set inflates to more than "
+                        f"{max_pixel_mib:g} MiB of pixels (the --max-pixel-mib cap)"
+                    )
+                chunk = inflater.unconsumed_tail
+    except zlib.error:
+        return "damaged: its deflated data set is corrupted (zlib cannot inflate it)"
     return None
 
 
@@ -186,18 +192,23 @@ def _read(
 ) -> tuple[pydicom.Dataset | None, str | None]:
     if size == 0:
         return None, "damaged: empty file (0 bytes)"
+    if whole and size > max_pixel_mib * (1 << 20) + _HEADER_SLACK:  # pixel data is read whole
+        return None, (
+            f"refused: file of {size / (1 << 20):.0f} MiB is larger than the "
+            f"{max_pixel_mib:g} MiB pixel cap (--max-pixel-mib)"
+        )
     try:
-        problem = inflated_size_problem(path, max_pixel_mib)
-        if problem is not None:
-            return None, problem
-        if not whole:
-            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS), None
-        if size > max_pixel_mib * (1 << 20) + _HEADER_SLACK:  # pixel data is read whole
-            return None, (
-                f"refused: file of {size / (1 << 20):.0f} MiB is larger than the "
-                f"{max_pixel_mib:g} MiB pixel cap (--max-pixel-mib)"
-            )
-        ds = pydicom.dcmread(path)  # specific_tags measured no faster: values convert lazily
+        with path.open("rb") as handle:  # opened once: the deflate test peeks at its start
+            problem = _inflated_size_problem(handle, max_pixel_mib)
+            if problem is not None:
+                return None, problem
+            handle.seek(0)
+            if not whole:
+                header = pydicom.dcmread(
+                    handle, stop_before_pixels=True, specific_tags=_HEADER_TAGS
+                )
+                return header, None
+            ds = pydicom.dcmread(handle)  # specific_tags measured no faster: values convert lazily
         # pydicom (3.0) returns an empty dataset, with a warning only, when a file ends inside
         # encapsulated pixel data: its header alone tells whether it was an image.
         if len(ds) == 0:

@@ -19,6 +19,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 from typer.testing import CliRunner
 
 from client.cli import app
+from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import pseudonymous_path
 
 REPO = Path(__file__).resolve().parents[2]
 _SITE = "from client.cli import app; app()"
@@ -49,8 +51,21 @@ def _export(tmp_path: Path, studies: int = 1) -> Path:
     return data
 
 
-def _reasons(report: Path) -> dict[str, str]:
-    return {s["path"]: s["reason"] for s in json.loads(report.read_text())["skipped_files"]}
+_PATHS = ("dangling.dcm", "locked", "loop", "secret.dcm", "series/pipe.dcm", "series/ct.dcm")
+
+
+def _reasons(report: Path, key: Path) -> dict[str, str]:
+    """Reasons by real path: the JSON report names files by pseudonyms under the site key."""
+    named = SitePseudonymiser.from_key_file(key)
+    real = {pseudonymous_path(p, named): p for p in _PATHS}
+    skipped = json.loads(report.read_text())["skipped_files"]
+    return {real.get(s["path"], s["path"]): s["reason"] for s in skipped}
+
+
+def _key(tmp_path: Path) -> Path:
+    """A site key file (created on first use), so the test can name the report's pseudonyms."""
+    SitePseudonymiser.from_key_file(tmp_path / "site-key")
+    return tmp_path / "site-key"
 
 
 def _drop_read_override() -> None:
@@ -82,13 +97,14 @@ def test_check_lists_special_and_unreadable_entries_without_opening_them(tmp_pat
         preexec = _drop_read_override
     report = tmp_path / "qc.json"
     try:
-        result = _site("check", "--data", str(data), "--report", str(report), preexec=preexec)
+        result = _site("check", "--data", str(data), "--report", str(report),
+                       "--key", str(_key(tmp_path)), preexec=preexec)  # fmt: skip
     finally:
         locked.chmod(0o755)
         secret.chmod(0o644)
     assert result.returncode == 0, result.stderr
     assert "pipe.dcm" in result.stdout
-    assert _reasons(report) == {
+    assert _reasons(report, _key(tmp_path)) == {
         "dangling.dcm": "file not readable (no such file or directory)",
         "locked": "folder not readable (permission denied)",
         "loop": "symbolic link to a folder: not followed",
@@ -106,7 +122,7 @@ def test_prepare_does_not_open_a_fifo(tmp_path: Path) -> None:
     out = tmp_path / "cache"
     result = _site("prepare", "--data", str(data), "--labels", str(labels), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    reasons = _reasons(out / "qc_report.json")
+    reasons = _reasons(out / "qc_report.json", out / ".site-key")
     assert reasons == {"series/pipe.dcm": "not a regular file (a FIFO (named pipe)): never opened"}
 
 
@@ -184,6 +200,8 @@ def test_max_pixel_mib_option_is_checked_and_applied(tmp_path: Path) -> None:
     assert "--max-pixel-mib: nan must be a finite number above 0" in result.output
     shutil.copy(get_testdata_file("MR_small.dcm"), data / "mr.dcm")  # 8 KiB of pixels
     report = tmp_path / "qc.json"
-    args = ["check", "--data", str(data), "--report", str(report), "--max-pixel-mib", "0.01"]
+    args = ["check", "--data", str(data), "--report", str(report), "--max-pixel-mib", "0.01",
+            "--key", str(_key(tmp_path))]  # fmt: skip
     assert CliRunner().invoke(app, args).exit_code == 0
-    assert "above the 0.01 MiB cap" in _reasons(report)["series/ct.dcm"]  # a 32 KiB image
+    reasons = _reasons(report, _key(tmp_path))
+    assert "above the 0.01 MiB cap" in reasons["series/ct.dcm"]  # a 32 KiB image

@@ -73,9 +73,12 @@ def test_prepare_reads_each_file_once(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     opened: list[str] = []
     real_dcmread = pydicom.dcmread
-    monkeypatch.setattr(
-        pydicom, "dcmread", lambda path, **kw: opened.append(str(path)) or real_dcmread(path, **kw)
-    )
+
+    def dcmread(source, **kw):  # a path, or the file the scan opened
+        opened.append(str(getattr(source, "name", source)))
+        return real_dcmread(source, **kw)
+
+    monkeypatch.setattr(pydicom, "dcmread", dcmread)
     config = PreprocessingConfig(size=8)
     scan = read_dicom_folder(tmp_path, config)
     manifest = LabelManifest("SeriesInstanceUID", {ct.series_uid: "a"}, ("a",))
