@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common.data.arrays import DEFAULT_SEGMENT_NAMES
+from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
 from common.data.dicom_prepare import (
     PreparedImages,
     PreprocessingConfig,
@@ -39,6 +40,7 @@ def run_pipeline(
     console: Console,
     segmentation: bool = False,
     segment_names: tuple[str, ...] | None = None,
+    max_pixel_mib: float = DEFAULT_MAX_PIXEL_MIB,
 ) -> tuple[PreparedImages, QualityReport]:
     """Read and decode every file of ``data`` once, then resample each series; with progress.
 
@@ -46,6 +48,8 @@ def run_pipeline(
     files is read as NIfTI cases whose masks label the slices; anything else as DICOM. With
     ``segmentation`` DICOM images are labelled by the DICOM SEG objects found among the files
     (classes ``segment_names``, background first; by default the SEG labels found, sorted).
+    A folder without any usable image gives an empty result whose report says why per file.
+    A DICOM file declaring more than ``max_pixel_mib`` MiB of pixels is refused unread.
     """
     if not data.is_dir():
         raise DataFormatError(data, "not a folder")
@@ -67,6 +71,7 @@ def run_pipeline(
             config,
             keep_pixels=keep_pixels,
             on_file=lambda done, total: progress.update(reading, completed=done, total=total),
+            max_pixel_mib=max_pixel_mib,
         )
         masks = None
         if segmentation:
@@ -87,6 +92,4 @@ def run_pipeline(
             segmentations=masks,
         )
         progress.update(decoding, completed=len(scan.series))
-    if not scan.series:
-        raise DataFormatError(data, f"no DICOM image series among {scan.files_seen} files")
     return prepared, report

@@ -7,8 +7,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from common.cli_support import command_line_app, configure_logging, user_errors
+from client.qc_table import print_skipped
+from common.cli_support import add_debug_log, command_line_app, configure_logging, user_errors
+from common.cli_values import check_output_folder
 from common.data.dicom_prepare import WINDOW_CHOICES, check_preprocessing_options
+from common.errors import DataFormatError
 
 __all__ = ["app"]
 
@@ -56,7 +59,11 @@ def predict(
     saliency: Annotated[bool, typer.Option(help="Classification: write Grad-CAM overlays.")] = True,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
-    """Predict on new images with a trained model; write masks, scores, overlays, summary."""
+    """Predict on new images with a trained model; write masks, scores, overlays, summary.
+
+    Skipped files are listed (grouped by reason) and in summary.json; decoder messages and
+    tracebacks go to OUT/debug.log. Exits 3 when no input can be read.
+    """
     # Imported here so that `medfed --help` answers without loading torch and MONAI.
     from client.inference.predict import PredictOptions, run_predict
 
@@ -66,6 +73,12 @@ def predict(
     console = Console(stderr=True)
     with user_errors():
         check_preprocessing_options(window, ct_window, spacing)
+        check_output_folder("--out", out)
+        if not model.is_file():
+            raise DataFormatError(model, "no such checkpoint file (--model)")
+        if not input_path.exists():
+            raise DataFormatError(input_path, "no such file or folder (--input)")
+        add_debug_log(out / "debug.log")
         options = PredictOptions(
             model=model,
             input=input_path,
@@ -77,8 +90,9 @@ def predict(
             saliency=saliency,
         )
         summary = run_predict(options, console)
-    skipped = len(summary["skipped"])
+    skipped = [{"path": s["input"], "reason": s["reason"]} for s in summary["skipped"]]
+    print_skipped(skipped, Console())
     typer.echo(
-        f"predicted {len(summary['inputs'])} inputs ({skipped} files skipped); "
+        f"predicted {len(summary['inputs'])} inputs, {len(skipped)} files skipped; "
         f"see {out / 'summary.json'}"
     )

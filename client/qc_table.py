@@ -1,17 +1,48 @@
 """Print a quality report as tables a hospital IT person can read."""
 
+import re
+
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from common.data.quality import QualityReport
 
-__all__ = ["print_quality_report"]
+__all__ = ["print_quality_report", "print_skipped", "summary_line"]
 
-_MAX_SKIPPED_SHOWN = 20
+#: Example files shown per reason (the JSON report lists every file).
+_EXAMPLES_SHOWN = 2
+_NUMBER = re.compile(r"\d+")
+
+
+def print_skipped(skipped: list[dict[str, str]], console: Console, noun: str = "files") -> None:
+    """Skipped files grouped by identical reason, with a count and examples, widest group first.
+
+    Names and reasons are printed literally (a file called ``[red]x[/red].dcm`` stays so).
+    """
+    if not skipped:
+        return
+    groups: dict[str, list[str]] = {}
+    shown: dict[str, str] = {}  # reasons that differ only in sizes share a row, sizes as 'n'
+    for entry in skipped:
+        key = _NUMBER.sub("n", entry["reason"])
+        groups.setdefault(key, []).append(entry["path"])
+        shown[key] = entry["reason"] if shown.get(key, entry["reason"]) == entry["reason"] else key
+    table = Table(title=f"Skipped {noun} ({len(skipped)}), grouped by reason")
+    table.add_column("files", justify="right")
+    table.add_column("reason")
+    table.add_column("for example")
+    for reason, paths in sorted(groups.items(), key=lambda item: (-len(item[1]), item[0])):
+        examples = ", ".join(paths[:_EXAMPLES_SHOWN]) + (", ..." if len(paths) > 2 else "")
+        table.add_row(str(len(paths)), Text(shown[reason]), Text(examples))
+    console.print(table)
 
 
 def print_quality_report(report: QualityReport, console: Console) -> None:
-    """Modalities, skipped files with reasons, spacing problems, labels and splits."""
+    """Modalities, skipped files grouped by reason, spacing problems, labels and splits.
+
+    Ends with the one summary line whose counts are those of the tables and the JSON report.
+    """
     data = report.as_dict()
     modalities = Table(title=f"Images found ({data['files_seen']} files scanned)")
     for column in ("modality", "series", "images", "min", "max", "mean", "std"):
@@ -25,18 +56,7 @@ def print_quality_report(report: QualityReport, console: Console) -> None:
             *(f"{stats[k]:.1f}" if k in stats else "-" for k in ("min", "max", "mean", "std")),
         )
     console.print(modalities)
-    if report.skipped_files:
-        skipped = Table(title=f"Skipped files ({len(report.skipped_files)}), with the reason")
-        skipped.add_column("file")
-        skipped.add_column("reason")
-        for entry in report.skipped_files[:_MAX_SKIPPED_SHOWN]:
-            skipped.add_row(entry["path"], entry["reason"])
-        console.print(skipped)
-        if len(report.skipped_files) > _MAX_SKIPPED_SHOWN:
-            console.print(
-                f"... and {len(report.skipped_files) - _MAX_SKIPPED_SHOWN} more: "
-                "see the JSON report"
-            )
+    print_skipped(report.skipped_files, console)
     for entry in report.inconsistent_spacing:
         console.print(
             f"[yellow]series {entry['series']}: slice gaps from {entry['min_gap_mm']:.2f} "
@@ -53,3 +73,19 @@ def print_quality_report(report: QualityReport, console: Console) -> None:
         console.print(
             "Split by study: " + ", ".join(f"{k} {v}" for k, v in report.split_counts.items())
         )
+    console.print(summary_line(report), highlight=False)
+
+
+def summary_line(report: QualityReport) -> str:
+    """'N files: I images in S series used or measured, K skipped' (the report's own counts)."""
+    images = sum(report.images_per_modality.values())
+    series = sum(report.series_per_modality.values())
+    return (
+        f"{report.files_seen} files: {images} images in {series} series read, "
+        f"{len(report.skipped_files)} files skipped"
+        + (
+            f", {report.segmentation_objects} DICOM SEG objects read"
+            if report.segmentation_objects
+            else ""
+        )
+    )

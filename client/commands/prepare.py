@@ -1,5 +1,6 @@
 """`medfed-site prepare`: preprocess a DICOM folder once into the cache that training reads."""
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -8,9 +9,11 @@ from rich.console import Console
 
 from client.data_pipeline import run_pipeline
 from client.qc_table import print_quality_report
-from common.cli_support import configure_logging, user_errors
+from common.cli_support import MaxPixelMib, add_debug_log, configure_logging, user_errors
+from common.cli_values import check_fraction, check_output_folder, check_positive
 from common.config import TASKS
 from common.data.arrays import MASK_CLASSES
+from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
 from common.data.dicom_prepare import (
     WINDOW_CHOICES,
     PreprocessingConfig,
@@ -19,10 +22,16 @@ from common.data.dicom_prepare import (
 from common.data.label_manifest import read_label_manifest
 from common.data.nifti_cases import is_nifti_folder
 from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import pseudonymous_path
 from common.data.site_cache import KEY_FILE, write_site_cache
-from common.errors import ConfigError
+from common.errors import ConfigError, DataFormatError
 
-__all__ = ["prepare"]
+__all__ = ["DEBUG_LOG", "prepare"]
+
+#: Decoder messages and tracebacks of a prepare run, in its cache folder (stays at the site).
+DEBUG_LOG = "debug.log"
+#: Smallest --size: below it no network of medfed has a feature map left.
+_MIN_SIZE = 8
 
 
 def prepare(
@@ -70,13 +79,31 @@ def prepare(
     val_fraction: Annotated[float, typer.Option(help="Share of studies for validation.")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of studies for testing.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the study-level split.")] = 0,
+    max_pixel_mib: MaxPixelMib = DEFAULT_MAX_PIXEL_MIB,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
-    """Decode, window, resample and cache every labelled image, split by study."""
+    """Decode, window, resample and cache every labelled image, split by study.
+
+    The QC tables are printed even when no cache can be written (exit 3); decoder messages and
+    tracebacks go to OUT/debug.log.
+    """
     configure_logging(verbose)
     console = Console(stderr=True)
     with user_errors():
         check_preprocessing_options(window, ct_window, spacing)
+        check_positive("--max-pixel-mib", max_pixel_mib)
+        if size < _MIN_SIZE:
+            raise ConfigError("--size", f"{size} must be a whole number of pixels >= {_MIN_SIZE}")
+        check_fraction("--val-fraction", val_fraction)
+        check_fraction("--test-fraction", test_fraction)
+        if val_fraction + test_fraction >= 1:
+            raise ConfigError(
+                "--val-fraction/--test-fraction",
+                f"{val_fraction} + {test_fraction} leaves no study for training",
+            )
+        check_output_folder("--out", out)
+        if not data.is_dir():
+            raise DataFormatError(data, "no such folder (--data)")
         config = PreprocessingConfig(
             window=window, ct_window=ct_window, target_spacing=spacing, size=size
         )
@@ -93,13 +120,21 @@ def prepare(
         if segment_names is not None and len(segment_names) < 2:
             raise ConfigError("--segments", "name the background and at least one class")
         pseudonymise = SitePseudonymiser.from_key_file(out / KEY_FILE)
+        add_debug_log(out / DEBUG_LOG)
         prepared, quality = run_pipeline(
             data, config, manifest, pseudonymise, keep_pixels=True, console=console,
-            segmentation=segmentation, segment_names=segment_names,
+            segmentation=segmentation, segment_names=segment_names, max_pixel_mib=max_pixel_mib,
         )  # fmt: skip
+        quality.path_names = partial(pseudonymous_path, pseudonymise=pseudonymise)
         class_names = manifest.class_names if manifest is not None else MASK_CLASSES
-        dataset = write_site_cache(
-            out, prepared, class_names, quality, val_fraction, test_fraction, seed
-        )
-    print_quality_report(quality, Console())
+        try:
+            if not quality.images_per_modality:
+                raise DataFormatError(
+                    data, f"no usable image among {quality.files_seen} files (reasons listed above)"
+                )
+            dataset = write_site_cache(
+                out, prepared, class_names, quality, val_fraction, test_fraction, seed
+            )
+        finally:  # the tables say why, also when no cache can be written
+            print_quality_report(quality, Console())
     typer.echo(f"cache written to {dataset.parent} ({len(prepared.labels)} images)")

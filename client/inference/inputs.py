@@ -1,5 +1,6 @@
 """Read one input and preprocess it exactly as ``medfed-site prepare`` prepared training data."""
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,16 +11,19 @@ from pydicom.errors import InvalidDicomError
 
 from client.inference.geometry import dicom_affine
 from client.inference.sources import Skipped, Source
-from common.data.dicom_pixels import decode_frames
+from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, decode_frames, pixel_size_problem
 from common.data.dicom_prepare import PreprocessingConfig
-from common.data.dicom_scan import SeriesFiles, SliceHeader
+from common.data.dicom_problems import decode_error_reason, error_text, missing_image_reason
+from common.data.dicom_scan import SeriesFiles, SliceHeader, inflated_size_problem
 from common.data.image_folder_reader import picture_in_unit_range, read_picture
 from common.data.intensity import normalise_intensity
 from common.data.nifti_cases import NiftiCase, read_nifti_case
 from common.data.resampling import resample_images
 from common.errors import DataFormatError
 
-__all__ = ["PreparedInput", "read_input"]
+__all__ = ["NoDecodableImage", "PreparedInput", "read_input"]
+
+logger = logging.getLogger(__name__)
 
 _NIFTI_MODALITY = "NIfTI"  # what medfed-site prepare calls NIfTI volumes (window 'auto')
 
@@ -46,10 +50,13 @@ class PreparedInput:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def _short_reason(exc: Exception) -> str:
-    """Exception type and first line, cut short (decoder messages hold sizes, not tag values)."""
-    text = str(exc).split("\n")[0].strip()[:160]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+class NoDecodableImage(DataFormatError):
+    """No file of a DICOM input could be decoded; ``skipped`` names each file and its reason."""
+
+    def __init__(self, path: Path, skipped: list[Skipped]) -> None:
+        reasons = "; ".join(sorted({s.reason for s in skipped}))
+        super().__init__(path, f"no decodable DICOM image ({reasons})")
+        self.skipped = skipped
 
 
 def _floats(value: object, count: int) -> tuple[float, ...] | None:
@@ -63,13 +70,26 @@ def _floats(value: object, count: int) -> tuple[float, ...] | None:
 def _single_file_series(path: Path) -> SeriesFiles:
     """A series of one DICOM file given directly (no folder scan)."""
     try:
+        problem = inflated_size_problem(path, DEFAULT_MAX_PIXEL_MIB)
+        if problem is not None:
+            raise DataFormatError(path, problem)
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         raise DataFormatError(path, "not a DICOM file (no DICM preamble or file meta)") from None
+    except (DataFormatError, OSError):
+        raise
     except Exception as exc:  # pydicom raises many types on damaged or foreign files
-        raise DataFormatError(path, f"not a readable DICOM file ({type(exc).__name__})") from None
-    if str(ds.get("Modality", "")) == "SEG" or not ds.get("Rows"):
-        raise DataFormatError(path, "DICOM file without an image to predict on")
+        reason = f"damaged: DICOM header not readable ({error_text(exc)})"
+        raise DataFormatError(path, reason) from None
+    if str(ds.get("Modality", "")) == "SEG":
+        raise DataFormatError(
+            path, "not an image: DICOM SEG object (a mask, nothing to predict on)"
+        )
+    if "Rows" not in ds:
+        raise DataFormatError(path, missing_image_reason(ds))
+    problem = pixel_size_problem(ds, DEFAULT_MAX_PIXEL_MIB)
+    if problem is not None:
+        raise DataFormatError(path, problem)
     header = SliceHeader(
         path=path,
         position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
@@ -96,9 +116,8 @@ def _read_dicom(source: Source, root: Path, config: PreprocessingConfig) -> Prep
         try:
             decoded = decode_frames(header.path)
         except Exception as exc:  # pydicom and its plugins raise many types
-            prepared.skipped.append(
-                Skipped(relative, f"pixel data not decodable ({_short_reason(exc)})")
-            )
+            logger.debug("decoding %s failed", relative, exc_info=True)
+            prepared.skipped.append(Skipped(relative, decode_error_reason(exc)))
             continue
         if frames and decoded.shape[1:] != frames[0].shape:
             prepared.skipped.append(Skipped(relative, "image size differs from its series"))
@@ -109,8 +128,7 @@ def _read_dicom(source: Source, root: Path, config: PreprocessingConfig) -> Prep
         prepared.image_files += [relative] * len(decoded)
         prepared.image_frames += list(range(len(decoded)))
     if not frames:
-        reasons = "; ".join(s.reason for s in prepared.skipped[:2])
-        raise DataFormatError(root / source.name, f"no decodable DICOM image ({reasons})")
+        raise NoDecodableImage(root / source.name, prepared.skipped)
     single_frames = len(frames) == len(used)
     prepared.affine = dicom_affine(used) if single_frames else None
     prepared.display = normalise_intensity(np.stack(frames), config.window_for(series.modality))
@@ -128,7 +146,7 @@ def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> Prep
     except DataFormatError:
         raise
     except Exception as exc:  # nibabel and MONAI raise many types on damaged files
-        raise DataFormatError(path, f"not readable as NIfTI ({type(exc).__name__})") from None
+        raise DataFormatError(path, f"not readable as NIfTI ({error_text(exc)})") from None
     display = normalise_intensity(volume, config.window_for(_NIFTI_MODALITY))
     batch = resample_images(display, spacing, config.target_spacing, config.size)[:, None]
     return PreparedInput(
@@ -147,7 +165,7 @@ def _picture_pixels(path: Path) -> tuple[np.ndarray, bool]:
     try:
         return read_picture(path)
     except Exception as exc:  # Pillow raises many types on damaged files
-        raise DataFormatError(path, f"not a readable picture ({_short_reason(exc)})") from None
+        raise DataFormatError(path, f"not a readable picture ({error_text(exc)})") from None
 
 
 def _read_picture(source: Source, root: Path, config: PreprocessingConfig) -> PreparedInput:

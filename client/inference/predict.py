@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from client.inference.dicom_seg import SegWriteError, write_dicom_seg
 from client.inference.geometry import to_source_size
-from client.inference.inputs import PreparedInput, read_input
+from client.inference.inputs import NoDecodableImage, PreparedInput, read_input
 from client.inference.model import TrainedModel, load_trained_model
 from client.inference.overlays import heat_overlay, mask_overlay, write_png
 from client.inference.saliency import Saliency
@@ -250,6 +250,10 @@ def run_predict(options: PredictOptions, console: Console) -> dict[str, Any]:
             for source in found.sources:
                 try:
                     item = read_input(source, found.root, config)
+                except NoDecodableImage as exc:  # each of its files, with its own reason
+                    if single_file:
+                        raise
+                    skipped += exc.skipped
                 except DataFormatError as exc:
                     if single_file:
                         raise
@@ -266,5 +270,5 @@ def run_predict(options: PredictOptions, console: Console) -> dict[str, Any]:
             options.input,
             f"no readable image among the inputs ({len(skipped)} skipped; see {summary_path})",
         )
-    logger.info("predicted %d inputs, skipped %d files", len(entries), len(skipped))
+    logger.debug("predicted %d inputs, skipped %d files", len(entries), len(skipped))
     return json.loads(summary_path.read_text(encoding="utf-8"))

@@ -11,17 +11,65 @@ from pydicom.pixels import apply_color_lut, apply_rescale, pixel_array
 from common.data.dicom_values import strings
 
 __all__ = [
+    "DEFAULT_MAX_PIXEL_MIB",
     "LinearUnits",
     "StoredFrames",
-    "decode_error_reason",
     "decode_frames",
     "decode_stored",
     "frames_from_dataset",
+    "pixel_size_problem",
 ]
+
+#: Default cap on one file's decoded pixels (MiB): a 2048x2048 mammogram is 8 MiB, a 1000-frame
+#: 512x512 16-bit cine 500 MiB (raise ``--max-pixel-mib`` for those).
+DEFAULT_MAX_PIXEL_MIB = 256.0
 
 _RESCALE_INTERCEPT, _RESCALE_SLOPE = 0x00281052, 0x00281053
 _SAMPLES, _PHOTOMETRIC, _NUMBER_OF_FRAMES = 0x00280002, 0x00280004, 0x00280008
 _MODALITY_LUT = 0x00283000
+_ROWS, _COLUMNS, _BITS_ALLOCATED = 0x00280010, 0x00280011, 0x00280100
+
+
+def _header_int(ds: pydicom.Dataset, tag: int, default: int) -> int:
+    if tag == _NUMBER_OF_FRAMES:  # IS: text, read from its raw bytes
+        values = strings(ds, tag)
+        return int(values[0]) if values else default
+    element = ds.get_item(tag)
+    raw = None if element is None else element.value
+    if isinstance(raw, bytes) and len(raw) == 2:  # US as read: 2 bytes (pydicom converts slowly)
+        order = "little" if getattr(element, "is_little_endian", True) else "big"
+        return int.from_bytes(raw, order)
+    value = _value(ds, tag, default)
+    return int(value[0] if isinstance(value, list | tuple) else value)
+
+
+def pixel_size_problem(ds: pydicom.Dataset, max_mib: float) -> str | None:
+    """Why an image header's declared pixel size is refused before decoding, or None.
+
+    The decoded size is rows x columns x frames x samples x bits allocated, from the header
+    alone; a header whose sizes are not numbers is reported as damaged.
+    """
+    try:
+        dims = [
+            _header_int(ds, _ROWS, 0),
+            _header_int(ds, _COLUMNS, 0),
+            _header_int(ds, _NUMBER_OF_FRAMES, 1) or 1,
+            _header_int(ds, _SAMPLES, 1) or 1,
+            _header_int(ds, _BITS_ALLOCATED, 16) or 16,
+        ]
+    except (TypeError, ValueError):
+        return "damaged: its image size elements (Rows, Columns, NumberOfFrames) are not numbers"
+    if min(dims) < 0:
+        return "damaged: its header declares a negative image size"
+    rows, columns, frames, samples, bits = dims
+    declared = rows * columns * frames * samples * ((bits + 7) // 8)
+    if declared <= max_mib * (1 << 20):
+        return None
+    return (
+        f"refused: its header declares {declared / (1 << 20):.4g} MiB of pixels "
+        f"({rows} x {columns} x {frames} frames x {samples} samples x {bits} bits), above "
+        f"the {max_mib:g} MiB cap (--max-pixel-mib)"
+    )
 
 
 def _rescale(ds: pydicom.Dataset, tag: int, default: float) -> float:
@@ -176,10 +224,3 @@ def frames_from_dataset(ds: pydicom.Dataset) -> np.ndarray:
 def decode_frames(path: str | object) -> np.ndarray:
     """Read ``path`` and return :func:`frames_from_dataset` of it."""
     return frames_from_dataset(pydicom.dcmread(path))
-
-
-def decode_error_reason(exc: Exception) -> str:
-    """Short reason from a pixel decoding error (structural: sizes, syntaxes, never tag values)."""
-    text = str(exc).split(" - ")[0].split("\n")[0].strip()
-    detail = f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
-    return f"pixel data not decodable: {detail}"

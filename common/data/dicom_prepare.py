@@ -18,7 +18,7 @@ import numpy as np
 
 from common.data.arrays import MASK_CLASSES
 from common.data.dicom_image import DecodedImage, ImageReducer, stored_stats
-from common.data.dicom_pixels import LinearUnits
+from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, LinearUnits
 from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
 from common.data.dicom_seg import SegmentationMasks
 from common.data.intensity import PERCENTILES, WINDOW_PRESETS, window_range
@@ -130,10 +130,14 @@ def read_dicom_folder(
     config: PreprocessingConfig,
     keep_pixels: bool = True,
     on_file: Callable[[int, int], None] | None = None,
+    max_pixel_mib: float = DEFAULT_MAX_PIXEL_MIB,
 ) -> DicomScan:
-    """Read and decode every file under ``root`` once, for :func:`prepare_series`."""
+    """Read and decode every file under ``root`` once, for :func:`prepare_series`.
+
+    Files declaring more than ``max_pixel_mib`` MiB of decoded pixels are refused unread.
+    """
     reducer = ImageReducer(config.target_spacing, config.size, keep_pixels)
-    return scan_dicom_folder(root, on_file=on_file, read_image=reducer)
+    return scan_dicom_folder(root, on_file, reducer, max_pixel_mib)
 
 
 def _window_bounds(
@@ -345,7 +349,7 @@ def prepare_series(
         report.count_classes(prepared.labels, manifest.class_names)
     elif segmentations is not None:
         report.count_classes(prepared.labels, MASK_CLASSES)
-    logger.info(
+    logger.debug(
         "prepared %d labelled images from %d series", len(prepared.labels), len(scan.series)
     )
     return prepared

@@ -49,8 +49,20 @@ def read_label_manifest(path: Path, class_order: tuple[str, ...] | None = None) 
     names alphabetically.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataFormatError(path, "labels CSV not found")
+    if not path.is_file():
+        raise DataFormatError(path, "the labels CSV is not a regular file")
+    try:
+        return _read(path, class_order)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise DataFormatError(path, f"not a readable labels CSV ({reason})") from None
+    except OSError as exc:
+        raise DataFormatError(path, f"labels CSV not readable ({exc.strerror or exc})") from None
+
+
+def _read(path: Path, class_order: tuple[str, ...] | None) -> LabelManifest:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []

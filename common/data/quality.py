@@ -1,11 +1,29 @@
 """Data quality report of a site's images: what was read, what was skipped and why, statistics."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 
-__all__ = ["IntensityStats", "QualityReport"]
+__all__ = ["IntensityStats", "QualityReport", "pseudonymous_path"]
+
+
+def pseudonymous_path(path: str, pseudonymise: Callable[[str], str]) -> str:
+    """``path`` with each folder and file name replaced by its keyed pseudonym, suffixes kept.
+
+    Export folders are often named by patient ID or name, and files by their SOPInstanceUID:
+    the JSON report names a file as ``p-<10 hex>/.../p-<10 hex>.dcm`` instead (the same name
+    gives the same pseudonym under one site key, so files of one folder stay together).
+    """
+    parts = PurePosixPath(path).parts
+    named = []
+    for i, part in enumerate(parts):
+        suffix = "".join(PurePosixPath(part).suffixes)[:16] if i == len(parts) - 1 else ""
+        suffix = suffix if suffix.replace(".", "").isalnum() else ""
+        named.append(f"p-{pseudonymise('path:' + part)[:10]}{suffix}")
+    return "/".join(named)
 
 
 @dataclass
@@ -65,8 +83,8 @@ class IntensityStats:
 class QualityReport:
     """Everything ``medfed-site check`` and ``prepare`` report; holds no DICOM attribute value.
 
-    Series are named by their site pseudonym; skipped files by their path under the data folder
-    (which stays at the site: see docs/site-data.md).
+    Series are named by their site pseudonym; skipped files by their path under the data folder,
+    in the JSON form pseudonymised by ``path_names`` when it is set (see docs/site-data.md).
     """
 
     files_seen: int = 0
@@ -80,6 +98,8 @@ class QualityReport:
     unlabelled_series: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)
     split_counts: dict[str, int] = field(default_factory=dict)
+    #: Names skipped files in :meth:`as_dict` (e.g. :func:`pseudonymous_path`); None: as read.
+    path_names: Callable[[str], str] | None = field(default=None, repr=False, compare=False)
 
     def count_series(self, modality: str) -> None:
         """One more series (or volume) of ``modality``."""
@@ -107,7 +127,11 @@ class QualityReport:
             "images_per_modality": self.images_per_modality,
             "intensity_per_modality": {m: s.as_dict() for m, s in self.intensity.items()},
             "segmentation_objects": self.segmentation_objects,
-            "skipped_files": self.skipped_files,
+            "skipped_count": len(self.skipped_files),
+            "skipped_files": [
+                {**entry, "path": self.path_names(entry["path"])} if self.path_names else entry
+                for entry in self.skipped_files
+            ],
             "inconsistent_spacing": self.inconsistent_spacing,
             "unlabelled": {"images": self.unlabelled_images, "series": self.unlabelled_series},
             "class_counts": self.class_counts,

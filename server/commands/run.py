@@ -27,7 +27,7 @@ from server.coordinator import CONNECTION, CoordinatorPaths, online_sites
 from server.job_app import JOB_FILE, write_job_app
 from server.server_app import CHECKPOINT_NAME
 
-__all__ = ["run"]
+__all__ = ["new_run_folder", "run"]
 
 
 def _completed_rounds(run_dir: Path) -> int:
@@ -53,6 +53,24 @@ def _stream(app_dir: Path, paths: CoordinatorPaths, log_file: Path, console: Con
             log.flush()  # the log is readable while the job runs
             console.print(line.rstrip(), highlight=False, markup=False)
         return process.wait()
+
+
+def new_run_folder(runs: Path, job_name: str) -> Path:
+    """Create and return ``runs/<YYYYmmdd-HHMMSS>-<job>``, suffixed ``-2``, ``-3``, ... when taken.
+
+    The folder is reserved by ``mkdir`` itself (atomic), so two jobs submitted in the same
+    second, even by two processes, never share a run folder and never overwrite a model.
+    """
+    runs.mkdir(parents=True, exist_ok=True)
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{job_name}"
+    for attempt in range(1, 1000):
+        run_dir = runs / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+    raise ConfigError(str(runs), f"1000 run folders named {base}: clean up the runs folder")
 
 
 def _resumable(run_dir: Path) -> FederationJob:
@@ -92,7 +110,7 @@ def run(
             assert job_file is not None
             job = load_federation_job(job_file)
             paths = running_coordinator(state)
-            run_dir = paths.runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{job.name}"
+            run_dir = new_run_folder(paths.runs, job.name)
             console.print(f"job {job.name}: {job.rounds} round(s), run folder {run_dir}")
         online = online_sites(paths)
         if online < job.min_sites:

@@ -35,14 +35,23 @@ def generate(
     """Generate simulated data (lesions and scanner differences simulated; no real patient)."""
     configure_logging(False)
     with user_errors():
+        if dataset not in DATASETS:
+            raise ConfigError("--dataset", f"{dataset!r} is not one of {list(DATASETS)}")
+        if seed < 0:
+            raise ConfigError("--seed", f"{seed} must be a whole number >= 0")
         if dataset == "lesions-2d":
+            if out.is_dir() or out.suffix != ".npz":
+                raise ConfigError("--out", f"{out}: lesions-2d writes one .npz file: name it")
+            path = write_synthetic_lesions(out, seed=seed)
             path = write_synthetic_lesions(out, seed=seed)
             typer.echo(f"wrote {path}")
             return
-        if dataset != "brain-mri":
-            raise ConfigError("--dataset", f"{dataset!r} is not one of {list(DATASETS)}")
         if not 1 <= sites <= 4:
             raise ConfigError("--sites", f"{sites} is not in 1-4 (one simulated scanner each)")
+        if subjects < 1:
+            raise ConfigError("--subjects", f"{subjects} must be a whole number >= 1")
+        if out.exists() and not out.is_dir():
+            raise ConfigError("--out", f"{out} is a file: brain-mri writes a folder")
         with Progress() as progress:
             task = progress.add_task("subjects", total=sites * subjects)
             folders = write_brain_lesion_sites(

@@ -11,6 +11,8 @@ import pytest
 
 from common.data.loading import load_dataset
 from common.data.npz_reader import read_npz
+from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import pseudonymous_path
 from common.errors import DataFormatError
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
 from simulations.seg_writer import write_simulated_lesion_seg
@@ -62,10 +64,21 @@ def test_dicom_seg_masks_land_on_their_own_slices(export_with_seg: Path, tmp_pat
     # each mask covers the bright square of its own slice (files were named out of order)
     assert images[masks == 1].min() > images[masks == 0].max()
     report = json.loads((cache / "qc_report.json").read_text())
-    reasons = {s["path"]: s["reason"] for s in report["skipped_files"]}
+    reasons = _reasons_by_path(report, cache)
     assert reasons["study-0/broken-seg.dcm"].startswith("DICOM SEG not readable")
     assert report["unlabelled"] == {"images": 6, "series": 1}
     assert report["segmentation_objects"] == 3
+
+
+def _reasons_by_path(report: dict, cache: Path) -> dict[str, str]:
+    """Reasons by real path: the report names files by pseudonyms under the cache's key."""
+    named = SitePseudonymiser.from_key_file(cache / ".site-key")
+    real = {
+        pseudonymous_path(f"study-{i}/{name}", named): f"study-{i}/{name}"
+        for i in range(4)
+        for name in ("broken-seg.dcm", "seg.dcm")
+    }
+    return {real.get(s["path"], s["path"]): s["reason"] for s in report["skipped_files"]}
 
 
 def test_classification_prepare_lists_the_seg_objects_it_does_not_use(
@@ -79,7 +92,7 @@ def test_classification_prepare_lists_the_seg_objects_it_does_not_use(
                       "--labels", str(labels), "--size", "32")  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "cache" / "qc_report.json").read_text())
-    reasons = {s["path"]: s["reason"] for s in report["skipped_files"]}
+    reasons = _reasons_by_path(report, tmp_path / "cache")
     assert {f"study-{i}/seg.dcm" for i in range(3)} <= set(reasons)
     assert "segmentation task" in reasons["study-1/seg.dcm"]
 

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from common.data.loading import load_dataset
+from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import pseudonymous_path
 
 MEDFED_SITE = [sys.executable, "-c", "from client.cli import app; app()"]
 
@@ -31,8 +33,11 @@ def test_prepare_caches_labelled_images_split_by_study(hospital_export, tmp_path
     assert result.returncode == 0, result.stderr
     report = json.loads((cache / "qc_report.json").read_text())
     skipped = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
-    assert skipped["README.txt"].startswith("not a DICOM file")
-    assert "less than expected" in skipped["patient0/study/series/IM0002.dcm"]
+    named = SitePseudonymiser.from_key_file(cache / ".site-key")  # folder names may be IDs
+    assert skipped[pseudonymous_path("README.txt", named)].startswith("not a DICOM file")
+    truncated = pseudonymous_path("patient0/study/series/IM0002.dcm", named)
+    assert skipped[truncated].startswith("damaged: pixel data shorter than its header declares")
+    assert truncated.endswith(".dcm") and "patient0" not in json.dumps(report)
     assert report["series_per_modality"] == {"CT": 6}
     assert report["class_counts"] == {"lesion": 15, "normal": 14}  # 30 slices, 1 truncated
     intensity = report["intensity_per_modality"]["CT"]
@@ -62,7 +67,9 @@ def test_check_reports_without_writing_a_cache(hospital_export, tmp_path: Path) 
     assert "Skipped files (2)" in result.stdout and "IM0002.dcm" in result.stdout
     report = json.loads(report_path.read_text())
     assert report["images_per_modality"] == {"CT": 29}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "labels.csv", "qc.json"]
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["export", "labels.csv", "qc.json", "qc.json.debug.log"]
+    assert "IM0002.dcm" in (tmp_path / "qc.json.debug.log").read_text()  # the decoder's traceback
     missing_key = _site("check", "--data", str(export), "--key", str(tmp_path / "site-key"))
     assert missing_key.returncode == 2 and "site-key is not a site key file" in missing_key.stderr
     assert not (tmp_path / "site-key").exists()
@@ -82,7 +89,8 @@ def test_bad_labels_and_empty_folders_fail_clearly(hospital_export, tmp_path: Pa
     empty.mkdir()
     (empty / "notes.txt").write_text("x")
     result = _site("check", "--data", str(empty))
-    assert result.returncode == 3 and "no DICOM image series among 1 files" in result.stderr
+    assert result.returncode == 3 and "no usable image among 1 files" in result.stderr
+    assert "not a DICOM file" in result.stdout  # the reason is listed before the error
 
 
 def test_cache_epochs_never_decode_dicom(hospital_export, tmp_path: Path) -> None:

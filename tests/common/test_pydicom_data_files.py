@@ -30,6 +30,8 @@ from pydicom.uid import (
 
 from common.data.dicom_pixels import decode_frames
 from common.data.dicom_prepare import PreprocessingConfig, read_dicom_folder
+from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import pseudonymous_path
 
 # pydicom warns when it reads the truncated file (and then returns an empty dataset)
 pytestmark = pytest.mark.filterwarnings("ignore:End of file reached before delimiter")
@@ -260,16 +262,20 @@ def test_one_pass_read_decodes_the_good_files_and_lists_the_rest(site_export: Pa
 def test_truncated_jpeg2000_file_is_listed_as_undecodable_pixel_data(site_export: Path) -> None:
     scan = read_dicom_folder(site_export, PreprocessingConfig())
     reasons = {p.path.as_posix(): p.reason for p in scan.problems}
-    assert reasons[SITE_TRUNCATED].startswith("pixel data not decodable")
+    assert reasons[SITE_TRUNCATED] == (
+        "damaged: the file ends inside its compressed pixel data (truncated)"
+    )
 
 
 def test_site_check_command_names_each_skipped_file_with_its_reason(
     site_export: Path, tmp_path: Path
 ) -> None:
     report_path = tmp_path / "qc.json"
+    named = SitePseudonymiser.from_key_file(tmp_path / "site-key")
     result = subprocess.run(
         [sys.executable, "-c", "from client.cli import app; app()",
-         "check", "--data", str(site_export), "--report", str(report_path)],
+         "check", "--data", str(site_export), "--report", str(report_path),
+         "--key", str(tmp_path / "site-key")],
         capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": ""},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -277,9 +283,10 @@ def test_site_check_command_names_each_skipped_file_with_its_reason(
     report = json.loads(report_path.read_text())
     skipped = {entry["path"]: entry["reason"] for entry in report["skipped_files"]}
     problems = read_dicom_folder(site_export, PreprocessingConfig(), keep_pixels=False).problems
-    assert {SITE_TRUNCATED, SITE_NOT_DICOM, SITE_SEG} == set(skipped)
+    expected = {SITE_TRUNCATED, SITE_NOT_DICOM, SITE_SEG}
+    assert {pseudonymous_path(p, named) for p in expected} == set(skipped)
     for problem in problems:  # the command reports what the reading API found, word for word
-        assert skipped[problem.path.as_posix()] == problem.reason
-    assert skipped[SITE_SEG].startswith("DICOM SEG")
+        assert skipped[pseudonymous_path(problem.path.as_posix(), named)] == problem.reason
+    assert skipped[pseudonymous_path(SITE_SEG, named)].startswith("DICOM SEG")
     assert report["files_seen"] == 9
     assert report["images_per_modality"] == {"MR": 10, "CT": 1, "US": 2, "OT": 3}
