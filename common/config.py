@@ -59,6 +59,13 @@ class PrivacyConfig(_Frozen):
     target_delta: float = Field(1e-5, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     accountant: Literal["rdp", "prv"] = "rdp"
+    #: What epsilon protects. "patient" (the default): all images of a patient are one unit,
+    #: sampled, clipped and accounted together (common.privacy.patient_dp); data that does not
+    #: know its patients then trains per image, logged and reported so. Set explicitly,
+    #: "patient" refuses such data. "image": every image is a unit (Opacus' DP-SGD).
+    unit: Literal["patient", "image"] = "patient"
+    #: At most this many of a sampled patient's images enter one step (drawn at random).
+    max_images_per_patient: int = Field(16, ge=1, le=4096)
 
 
 class StrategyConfig(_Frozen):
