@@ -14,6 +14,7 @@ from common.privacy.patient_dp import (
     wrap_for_per_sample_gradients,
 )
 from common.privacy.patient_sampling import PatientSampling
+from common.privacy.planning import planned_local_round
 from common.privacy.unit import privacy_unit
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "calibrate_noise_multiplier",
     "clipped_patient_sum",
     "epsilon_of",
+    "planned_local_round",
     "planned_round",
     "privacy_unit",
     "wrap_for_per_sample_gradients",
