@@ -61,18 +61,20 @@ def clipped_patient_sum(
     owners: torch.Tensor,
     num_patients: int,
     max_grad_norm: float,
+    chunk_images: int = CHUNK_IMAGES,
 ) -> tuple[list[torch.Tensor], float]:
     """Sum over patients of each patient's summed per-image gradient, clipped to ``max_grad_norm``.
 
     ``owners`` [N] gives each image's patient 0..num_patients-1. ``criterion`` must be the mean
     of per-image losses (Opacus' ``loss_reduction="mean"`` then yields each image's own
-    gradient). Returns the clipped sum per trainable parameter (no noise) and the summed loss.
+    gradient). Per-image gradients are computed ``chunk_images`` at a time (memory only).
+    Returns the clipped sum per trainable parameter (no noise) and the summed loss.
     """
     params = _trainable(model)
     sums = [torch.zeros((num_patients, *p.shape), dtype=p.dtype) for p in params]
     total_loss = 0.0
-    for start in range(0, len(targets), CHUNK_IMAGES):
-        chunk = slice(start, start + CHUNK_IMAGES)
+    for start in range(0, len(targets), chunk_images):
+        chunk = slice(start, start + chunk_images)
         for p in params:
             p.grad_sample = None
             p.grad = None

@@ -15,7 +15,8 @@ class PatientSampling:
     """How many patients one step expects, out of how many, and each patient's images.
 
     The job's ``batch_size`` counts images; a step expects ``max(1, round(batch_size / mean
-    images per patient))`` patients, each drawn independently with probability
+    images a patient brings to a step))`` patients (a patient brings its images up to the
+    cap), so that a step holds about ``batch_size`` images; each patient is drawn with probability
     ``sample_rate = expected_patients / num_patients`` (Poisson sampling, which the accountant's
     subsampling amplification assumes). An epoch is ``round(1 / sample_rate)`` steps.
     """
@@ -43,7 +44,8 @@ class PatientSampling:
         num_patients, num_images = len(images_of), len(inverse)
         if num_patients == 0:
             raise ConfigError("privacy.unit", "patient-level DP-SGD needs at least one patient")
-        expected = max(1, round(batch_size * num_patients / num_images))
+        usable = int(np.minimum(np.bincount(inverse), max_images_per_patient).sum())
+        expected = max(1, round(batch_size * num_patients / usable))
         if expected > num_patients:
             raise ConfigError(
                 "train.batch_size",

@@ -107,11 +107,18 @@ def test_a_patient_gradient_is_the_sum_of_its_images_gradients():
     nn.CrossEntropyLoss(reduction="sum")(second(images[3:]), targets[3:]).backward()
     expected = expected + _flat([p.grad for p in second.parameters()])
     assert torch.allclose(_flat(sums), expected, atol=1e-5)
+    # Per-image gradients taken 2 images at a time (a patient split across chunks): the same.
+    owners = torch.from_numpy(patients)
+    chunked, _ = clipped_patient_sum(
+        model, nn.CrossEntropyLoss(), images, targets, owners, 2, 1e6, chunk_images=2
+    )
+    assert torch.allclose(_flat(chunked), expected, atol=1e-5)
 
 
 def test_a_step_uses_at_most_the_cap_of_a_patients_images():
-    patients = np.repeat(np.arange(10), [40] + [4] * 9)  # patient 0 has 40 images
-    sampling = PatientSampling.plan(patients, batch_size=38, max_images_per_patient=16)
+    patients = np.repeat(np.arange(10), [40] + [4] * 9)  # patient 0 has 40 images, 16 per step
+    # 26 images per step / (52 usable images / 10 patients) = 5 patients per step
+    sampling = PatientSampling.plan(patients, batch_size=26, max_images_per_patient=16)
     assert sampling.capped_patients == 1 and sampling.expected_patients == 5
     generator = torch.Generator().manual_seed(0)
     draws = [sampling.draw(generator) for _ in range(400)]
