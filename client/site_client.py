@@ -29,7 +29,7 @@ from common.errors import ConfigError, MedfedError
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
-from common.privacy import PrivacyState, planned_round
+from common.privacy import PrivacyState, planned_local_round
 from common.simulation_environment import SimulationEnvironment
 from common.tasks.registry import task_for
 
@@ -122,9 +122,9 @@ class SiteClient(NumPyClient):
         self, ledger: PrivacyLedger, previous: PrivacyState | None, server_round: int
     ) -> Reservation:
         """Hold this round's planned epsilon; raise before training if it passes the budget."""
-        planned = planned_round(
-            self.job.privacy, len(self.data.train), self.job.train.batch_size,
-            self.job.train.local_epochs, self.job.rounds * self.job.train.local_epochs, previous,
+        planned = planned_local_round(
+            self.job.privacy, self.data.train, self.job.train.batch_size,
+            self.job.train.local_epochs, self.job.rounds, previous,
         )  # fmt: skip
         return ledger.reserve(
             self.job.name, str(self.context.run_id), server_round, [planned],
@@ -212,6 +212,7 @@ class SiteClient(NumPyClient):
             metrics[keys.EPSILON] = update.epsilon
             metrics[keys.DELTA] = self.job.privacy.target_delta
             metrics[keys.NOISE_MULTIPLIER] = update.privacy_state.noise_multiplier
+            metrics[keys.PRIVACY_UNIT] = update.privacy_unit or "image"
             if ledger is not None and reservation is not None:
                 metrics[keys.EPSILON_BUDGET] = self.limits.max_epsilon
                 metrics[keys.EPSILON_SITE_TOTAL] = self._record_spending(

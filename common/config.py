@@ -85,6 +85,19 @@ class PrivacyConfig(_Frozen):
         1.0, gt=0, allow_inf_nan=False, description="Per-sample gradient clipping norm."
     )
     accountant: Literal["rdp", "prv"] = Field("rdp", description="Privacy accountant.")
+    unit: Literal["auto", "patient", "image"] = Field(
+        "auto",
+        description="What epsilon protects: patient (all of a patient's images are one unit, "
+        "sampled, clipped and accounted together), image, or auto (patient wherever the data "
+        "knows its patients, else image, and every report says so).",
+        json_schema_extra=cli("dp-unit"),
+    )
+    max_images_per_patient: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="At most this many of a sampled patient's images enter one step.",
+    )
 
 
 class StrategyConfig(_Frozen):

@@ -1,5 +1,6 @@
 """One site's local update for one round: optional DP-SGD, FedProx, and its privacy bookkeeping."""
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -7,13 +8,24 @@ import torch
 from torch import nn
 
 from common.data.arrays import ImageArrays
+from common.errors import ConfigError
 from common.federation_job import FederationJob
 from common.models import grad_sample_mode
-from common.privacy import PrivacyState, SitePrivacyEngine
+from common.privacy import (
+    PatientPrivacyEngine,
+    PatientSampling,
+    PrivacyState,
+    PrivacyUnit,
+    SitePrivacyEngine,
+    privacy_unit,
+    wrap_for_per_sample_gradients,
+)
 from common.tasks.registry import task_for
-from common.tasks.training import make_loader, train_epochs
+from common.tasks.training import EpochStats, make_loader, train_epochs, train_patient_dp_epochs
 
 __all__ = ["LocalUpdate", "train_local_round"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,12 +38,69 @@ class LocalUpdate:
     steps: int
     epsilon: float | None
     privacy_state: PrivacyState | None
+    #: What ``epsilon`` protects: "patient" or "image" (None without DP).
+    privacy_unit: PrivacyUnit | None = None
 
 
 def _optimizer(model: nn.Module, job: FederationJob) -> torch.optim.Optimizer:
     if job.train.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=job.train.learning_rate)
     return torch.optim.SGD(model.parameters(), lr=job.train.learning_rate, momentum=0.9)
+
+
+def _unit_for(job: FederationJob, data: ImageArrays, state: PrivacyState | None) -> PrivacyUnit:
+    unit = privacy_unit(job.privacy, data)
+    if state is not None and state.unit != unit:
+        raise ConfigError(
+            "privacy.unit",
+            f"earlier rounds of this job were accounted per {state.unit}, this round would be "
+            f"per {unit}: one job keeps one unit",
+        )
+    return unit
+
+
+def _train_per_patient(
+    model: nn.Module,
+    data: ImageArrays,
+    job: FederationJob,
+    privacy_state: PrivacyState | None,
+    proximal_mu: float,
+) -> tuple[EpochStats, PatientPrivacyEngine]:
+    task = task_for(job.task)
+    sampling = PatientSampling.plan(
+        data.patients,  # type: ignore[arg-type]  # privacy_unit checked it is set
+        job.train.batch_size,
+        job.privacy.max_images_per_patient,
+    )
+    if sampling.capped_patients:
+        logger.info(
+            "%d of %d patients have more than %d images: each step uses that many of theirs, "
+            "drawn at random",
+            sampling.capped_patients,
+            sampling.num_patients,
+            job.privacy.max_images_per_patient,
+        )
+    engine = PatientPrivacyEngine(
+        job.privacy,
+        sampling,
+        planned_steps=job.rounds * job.train.local_epochs * sampling.steps_per_epoch,
+        state=privacy_state,
+    )
+    private = wrap_for_per_sample_gradients(model, grad_sample_mode(job.model.name))
+    try:
+        stats = train_patient_dp_epochs(
+            private,
+            torch.from_numpy(data.images),
+            torch.from_numpy(task.targets(data)),
+            engine,
+            _optimizer(model, job),
+            job.train.local_epochs,
+            task.criterion(),
+            proximal_mu,
+        )
+    finally:
+        private.to_standard_module()
+    return stats, engine
 
 
 def train_local_round(
@@ -45,39 +114,45 @@ def train_local_round(
     """Train ``model`` (already holding the global weights) on the site's data for one round.
 
     ``privacy_state`` is what the previous round returned (None on the first round); the returned
-    LocalUpdate carries the state to keep for the next round, and epsilon spent so far.
+    LocalUpdate carries the state to keep for the next round, and epsilon spent so far with its
+    unit. With DP, ``job.privacy.unit`` "patient" on data with patient keys runs patient-level
+    DP-SGD (common.privacy.patient_dp); see common.privacy.privacy_unit for data without them.
     ``num_examples`` counts samples, never batches.
     """
     torch.manual_seed(seed)
     model.train()
     task = task_for(job.task)
-    loader = make_loader(
-        data.images, task.targets(data), job.train.batch_size, shuffle=True, seed=seed
-    )
-    optimizer = _optimizer(model, job)
-    engine: SitePrivacyEngine | None = None
-    trained: nn.Module = model
+    unit = _unit_for(job, data, privacy_state) if job.privacy.enabled else None
+    engine: SitePrivacyEngine | PatientPrivacyEngine | None = None
     with warnings.catch_warnings():
         # Known and documented (docs/privacy.md): Opacus' secure RNG needs torchcsprng, and its
         # hooks fire on a first layer whose input needs no gradient. Once per round is noise.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        if job.privacy.enabled:
-            engine = SitePrivacyEngine(
-                job.privacy,
-                num_samples=len(data),
-                batch_size=job.train.batch_size,
-                planned_epochs=job.rounds * job.train.local_epochs,
-                state=privacy_state,
+        if unit == "patient":
+            stats, engine = _train_per_patient(model, data, job, privacy_state, proximal_mu)
+        else:
+            loader = make_loader(
+                data.images, task.targets(data), job.train.batch_size, shuffle=True, seed=seed
             )
-            trained, optimizer, loader = engine.make_private(
-                model, optimizer, loader, grad_sample_mode(job.model.name)
+            optimizer = _optimizer(model, job)
+            trained: nn.Module = model
+            if unit == "image":
+                engine = SitePrivacyEngine(
+                    job.privacy,
+                    num_samples=len(data),
+                    batch_size=job.train.batch_size,
+                    planned_epochs=job.rounds * job.train.local_epochs,
+                    state=privacy_state,
+                )
+                trained, optimizer, loader = engine.make_private(
+                    model, optimizer, loader, grad_sample_mode(job.model.name)
+                )
+            stats = train_epochs(
+                trained, loader, optimizer, job.train.local_epochs, task.criterion(), proximal_mu
             )
-        stats = train_epochs(
-            trained, loader, optimizer, job.train.local_epochs, task.criterion(), proximal_mu
-        )
-    if engine is not None:
-        engine.release(trained)
+            if isinstance(engine, SitePrivacyEngine):
+                engine.release(trained)
     # GradSampleModule wraps the model; `model` itself holds the trained weights either way.
     state = {key: value.detach().clone() for key, value in model.state_dict().items()}
     return LocalUpdate(
@@ -87,4 +162,5 @@ def train_local_round(
         steps=stats.steps,
         epsilon=engine.epsilon() if engine else None,
         privacy_state=engine.export_state() if engine else None,
+        privacy_unit=unit,
     )

@@ -150,6 +150,7 @@ class RunRecorder:
                     "site": s.get("site"),
                     "epsilon": s["epsilon"],
                     "delta": s.get("delta"),
+                    "unit": s.get("privacy-unit"),
                 }
                 for s in self.sites
                 if "epsilon" in s

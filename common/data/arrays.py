@@ -18,6 +18,9 @@ class ImageArrays:
     """Images float32 [N, C, H, W] in [0, 1], integer labels [N], optional site ids [N].
 
     ``sites`` is set for data that is multi-site already (one cache per hospital).
+    ``patients`` (int64 [N]) groups the images of one patient, the privacy unit of patient-level
+    DP-SGD; it is None for data that does not know its patients (a plain .npz, an image folder).
+    The ids are only group labels in memory: a cache stores keyed pseudonyms instead.
     ``masks`` (uint8 [N, H, W], class index per pixel, 0 = background) is set for
     segmentation data; ``labels`` then says whether a slice holds any foreground, which keeps
     partitioning and class balance reports working for both tasks.
@@ -27,6 +30,7 @@ class ImageArrays:
     labels: np.ndarray
     sites: np.ndarray | None = None
     masks: np.ndarray | None = None
+    patients: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -38,6 +42,15 @@ class ImageArrays:
         expected = (self.images.shape[0], *self.images.shape[2:])
         if self.masks is not None and self.masks.shape != expected:
             raise ValueError(f"masks must be [N, H, W] = {expected}, got {self.masks.shape}")
+        if self.patients is not None and self.patients.shape != self.labels.shape:
+            raise ValueError(
+                f"patients shape {self.patients.shape} does not match {len(self.labels)} images"
+            )
+
+    @property
+    def num_patients(self) -> int | None:
+        """Distinct patients, or None when the data does not know its patients."""
+        return None if self.patients is None else int(np.unique(self.patients).size)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -49,18 +62,32 @@ class ImageArrays:
             labels=self.labels[indices],
             sites=self.sites[indices] if self.sites is not None else None,
             masks=self.masks[indices] if self.masks is not None else None,
+            patients=self.patients[indices] if self.patients is not None else None,
         )
 
     @staticmethod
     def concatenate(parts: "list[ImageArrays]") -> "ImageArrays":
-        """Join several arrays (for example all sites' data, for the pooled baseline)."""
+        """Join several arrays (for example all sites' data, for the pooled baseline).
+
+        The parts hold different patients (sites never share one): each part's patient ids are
+        shifted past the previous parts' so that they stay distinct.
+        """
         has_sites = all(p.sites is not None for p in parts)
         has_masks = all(p.masks is not None for p in parts)
+        patients: np.ndarray | None = None
+        if all(p.patients is not None for p in parts):
+            shifted, offset = [], 0
+            for part in parts:
+                ids = part.patients.astype(np.int64)  # type: ignore[union-attr]
+                shifted.append(ids + offset)
+                offset += int(ids.max()) + 1 if ids.size else 0
+            patients = np.concatenate(shifted) if shifted else None
         return ImageArrays(
             images=np.concatenate([p.images for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
             sites=np.concatenate([p.sites for p in parts]) if has_sites else None,  # type: ignore[misc]
             masks=np.concatenate([p.masks for p in parts]) if has_masks else None,  # type: ignore[misc]
+            patients=patients,
         )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from common.data.arrays import MASK_CLASSES
 from common.data.dicom_image import DecodedImage, ImageReducer, stored_stats
+from common.data.dicom_patient import patient_identity
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, LinearUnits
 from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
 from common.data.dicom_seg import SegmentationMasks
@@ -86,6 +87,8 @@ class PreparedImages:
     #: study is the same whichever site key prepared the data. Never written anywhere.
     split_keys: list[str] = field(default_factory=list)
     slice_indices: list[int] = field(default_factory=list)
+    #: Keyed pseudonym of each image's patient (common.data.dicom_patient), for patient-level DP.
+    patient_keys: list[str] = field(default_factory=list)
     #: Label maps [size, size] (uint8 class per pixel), for segmentation data only.
     masks: list[np.ndarray] = field(default_factory=list)
     segment_names: tuple[str, ...] | None = None
@@ -99,9 +102,14 @@ class PreparedImages:
         split_key: str,
         images: list[np.ndarray] | np.ndarray | None,
         masks: np.ndarray | None = None,
+        patient_key: str = "",
     ) -> None:
-        """Append one series' labelled images (``images`` None when pixels are not kept)."""
+        """Append one series' labelled images (``images`` None when pixels are not kept).
+
+        ``patient_key`` defaults to ``study_key`` (each study its own patient).
+        """
         self.labels.extend(labels)
+        self.patient_keys.extend([patient_key or study_key] * len(labels))
         self.slice_indices.extend(slice_indices)
         self.series_keys.extend([series_key] * len(labels))
         self.study_keys.extend([study_key] * len(labels))
@@ -334,14 +342,16 @@ def prepare_series(
             masks = resample_masks(
                 np.stack(kept_masks), series.pixel_spacing, config.target_spacing, config.size
             )
+        patient = patient_identity(series)  # split by patient: none in two splits
         prepared.add_series(
             labels,
             slice_indices,
             key,
             pseudonymise(series.study_uid),
-            split_key_of(series.study_uid),
+            split_key_of(patient),
             images,
             masks,
+            patient_key=pseudonymise(patient),
         )
         if not labels:
             report.unlabelled_series += 1

@@ -69,6 +69,7 @@ def prepare_nifti_cases(
             split_key_of(case.case_id),
             images,
             masks,
+            patient_key=key,  # one case is one patient
         )
     report.count_classes(prepared.labels, MASK_CLASSES)
     logger.info("prepared %d slices from %d NIfTI cases", len(prepared.labels), len(cases))

@@ -2,6 +2,7 @@
 
 import logging
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,41 @@ def _to_masks(path: Path, split: str, raw: np.ndarray, images: np.ndarray) -> np
     return raw.astype(np.uint8)
 
 
+def _patient_ids(
+    path: Path, archive: np.lib.npyio.NpzFile, sizes: dict[str, int]
+) -> dict[str, np.ndarray] | None:
+    """``{split}_patients`` (a pseudonym string per image) as int ids shared by the splits.
+
+    None when the archive has no patient keys. A patient found in two splits is refused: its
+    images would be trained on and tested on at once.
+    """
+    present = [f"{split}_patients" in archive.files for split in SPLITS]
+    if not any(present):
+        return None
+    if not all(present):
+        raise DataFormatError(path, "patients must be given for all of train, val and test")
+    keys: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        raw = _member(path, archive, f"{split}_patients")
+        if raw.shape != (sizes[split],) or raw.dtype.kind not in "UO":
+            raise DataFormatError(
+                path,
+                f"{split}_patients must hold one pseudonym string per image ({sizes[split]}), "
+                f"got {raw.dtype} {raw.shape}",
+            )
+        keys[split] = raw.astype(str)
+    for i, first in enumerate(SPLITS):
+        for second in SPLITS[i + 1 :]:
+            shared = np.intersect1d(keys[first], keys[second])
+            if shared.size:
+                raise DataFormatError(
+                    path, f"{shared.size} patient(s) have images in both {first} and {second}"
+                )
+    _, ids = np.unique(np.concatenate([keys[s] for s in SPLITS]), return_inverse=True)
+    bounds = np.cumsum([sizes[s] for s in SPLITS])[:-1]
+    return dict(zip(SPLITS, (part.astype(np.int64) for part in np.split(ids, bounds)), strict=True))
+
+
 def _segment_names(
     path: Path, archive: np.lib.npyio.NpzFile, masks: list[np.ndarray]
 ) -> tuple[str, ...] | None:
@@ -119,6 +155,8 @@ def read_npz(path: Path) -> DatasetSplits:
     colour) and ``{train,val,test}_labels`` ([N] or [N, 1] integers), and optionally
     ``class_names``; without it the classes are named "0".."K-1". Segmentation data adds
     ``{train,val,test}_masks`` (integer class per pixel [N, H, W]) and ``segment_names``.
+    A site cache adds ``{train,val,test}_patients``: a keyed patient pseudonym per image, read
+    as integer patient ids (``ImageArrays.patients``); without them the data has no patients.
 
     Args:
         path: The .npz file.
@@ -170,6 +208,9 @@ def read_npz(path: Path) -> DatasetSplits:
                 else None
             )
             parts[split] = ImageArrays(images=images, labels=labels, masks=masks)
+        patients = _patient_ids(path, archive, {s: len(a) for s, a in parts.items()})
+        if patients is not None:
+            parts = {s: replace(a, patients=patients[s]) for s, a in parts.items()}
         segment_names = _segment_names(
             path, archive, [p.masks for p in parts.values() if p.masks is not None]
         )

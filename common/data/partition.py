@@ -5,7 +5,13 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["PartitionScheme", "label_histogram", "partition_indices"]
+__all__ = [
+    "PartitionScheme",
+    "expand_groups",
+    "group_labels",
+    "label_histogram",
+    "partition_indices",
+]
 
 _MAX_TRIES = 1000
 
@@ -50,8 +56,13 @@ def partition_indices(
     seed: int,
     min_per_site: int = 2,
     sites: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Disjoint, sorted index arrays, one per site, covering every sample.
+
+    With ``groups`` (a patient id per sample) whole patients are partitioned, never their
+    images: each patient counts as one unit labelled by its most frequent label, and
+    ``min_per_site`` counts patients.
 
     ``site``: the samples of site k (``sites == k``); needs ``sites`` with ``num_sites`` values.
     ``dirichlet``: each class is split across sites by proportions drawn from Dir(alpha)
@@ -68,6 +79,10 @@ def partition_indices(
         raise ValueError(f"min_per_site must not be negative, got {min_per_site}")
     if scheme.kind == "site":
         return _natural_sites(num_sites, sites)
+    if groups is not None:
+        inverse, unit_labels = group_labels(labels, groups)
+        units = partition_indices(unit_labels, num_sites, scheme, seed, min_per_site)
+        return expand_groups(inverse, units)
     if len(labels) < num_sites * min_per_site:
         raise ValueError(
             f"{len(labels)} samples cannot give {num_sites} sites {min_per_site} samples each"
@@ -81,6 +96,22 @@ def partition_indices(
         f"partition {scheme} could not give each of {num_sites} sites {min_per_site} samples "
         f"in {_MAX_TRIES} draws; use fewer sites or a larger alpha"
     )
+
+
+def group_labels(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(group index 0..G-1 of each sample, most frequent label of each group)."""
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.zeros(
+        (int(inverse.max()) + 1 if inverse.size else 0, int(labels.max()) + 1 if labels.size else 1)
+    )
+    np.add.at(counts, (inverse, labels), 1)
+    return inverse.astype(np.int64), counts.argmax(axis=1).astype(np.int64)
+
+
+def expand_groups(inverse: np.ndarray, group_parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Sample indices of each part of groups, given each sample's group index ``inverse``."""
+    return [np.flatnonzero(np.isin(inverse, part)).astype(np.int64) for part in group_parts]
 
 
 def _natural_sites(num_sites: int, sites: np.ndarray | None) -> list[np.ndarray]:

@@ -2,11 +2,13 @@
 
 Layout of a cache folder (it stays at the site):
     dataset.npz    images and labels in the MedMNIST layout (read by common.data.npz_reader),
-                   and for segmentation data the masks ({split}_masks) and segment_names
-    manifest.csv   per image: split, label, series and study pseudonyms, slice index
+                   the patient pseudonym of each image ({split}_patients), and for
+                   segmentation data the masks ({split}_masks) and segment_names
+    manifest.csv   per image: split, label, series, study and patient pseudonyms, slice index
     qc_report.json the quality report of the data it was built from
     .site-key      the secret key of the pseudonyms (mode 0600)
-No DICOM attribute value is written: series and studies appear only as keyed pseudonyms.
+No DICOM attribute value is written: series, studies and patients appear only as keyed
+pseudonyms (a patient is its PatientID, or its study when the files have none).
 """
 
 import csv
@@ -41,28 +43,28 @@ _SPLITS = ("train", "val", "test")
 
 
 def assign_splits(
-    study_keys: list[str], val_fraction: float, test_fraction: float, seed: int
+    patient_keys: list[str], val_fraction: float, test_fraction: float, seed: int
 ) -> dict[str, str]:
-    """Split by study, so no patient study has images in two splits (no leakage).
+    """Split by patient, so no patient has images in two splits (no leakage).
 
-    Studies are ordered by a seeded hash of their key; the first share goes to test, the
-    next to val, the rest to train, each split getting at least one study.
+    Patients are ordered by a seeded hash of their key; the first share goes to test, the
+    next to val, the rest to train, each split getting at least one patient.
     """
-    studies = sorted(
-        set(study_keys), key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()
+    patients = sorted(
+        set(patient_keys), key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()
     )
-    if len(studies) < 3:
+    if len(patients) < 3:
         raise ValueError(
-            f"{len(studies)} labelled studies: at least 3 are needed to split train/val/test "
-            "by study"
+            f"{len(patients)} labelled patients: at least 3 are needed to split train/val/test "
+            "by patient"
         )
-    n_test = max(1, round(len(studies) * test_fraction))
-    n_val = max(1, round(len(studies) * val_fraction))
-    n_test = min(n_test, len(studies) - 2)
-    n_val = min(n_val, len(studies) - n_test - 1)
+    n_test = max(1, round(len(patients) * test_fraction))
+    n_val = max(1, round(len(patients) * val_fraction))
+    n_test = min(n_test, len(patients) - 2)
+    n_val = min(n_val, len(patients) - n_test - 1)
     return {
-        study: "test" if i < n_test else "val" if i < n_test + n_val else "train"
-        for i, study in enumerate(studies)
+        patient: "test" if i < n_test else "val" if i < n_test + n_val else "train"
+        for i, patient in enumerate(patients)
     }
 
 
@@ -79,12 +81,15 @@ def write_site_cache(
     if not prepared.labels:
         raise DataFormatError(out, "no labelled image to cache (check the labels CSV keys)")
     try:
-        split_of_study = assign_splits(prepared.split_keys, val_fraction, test_fraction, seed)
+        split_of_patient = assign_splits(prepared.split_keys, val_fraction, test_fraction, seed)
     except ValueError as exc:
         raise DataFormatError(out, str(exc)) from None
-    splits = np.array([split_of_study[k] for k in prepared.split_keys])
+    splits = np.array([split_of_patient[k] for k in prepared.split_keys])
     images = np.clip(np.stack(prepared.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     labels = np.asarray(prepared.labels, dtype=np.int64)
+    patients = np.asarray(prepared.patient_keys, dtype=str)
+    if len(patients) != len(labels):
+        raise DataFormatError(out, f"{len(patients)} patient keys for {len(labels)} images")
     arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names)}
     masks = np.stack(prepared.masks) if prepared.masks else None
     if masks is not None:
@@ -95,6 +100,7 @@ def write_site_cache(
         chosen = splits == split
         arrays[f"{split}_images"] = images[chosen]
         arrays[f"{split}_labels"] = labels[chosen]
+        arrays[f"{split}_patients"] = patients[chosen]
         if masks is not None:
             arrays[f"{split}_masks"] = masks[chosen]
         report.split_counts[split] = int(chosen.sum())
@@ -105,7 +111,7 @@ def write_site_cache(
     partial.replace(dataset)
     with (out / MANIFEST_FILE).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["split", "label", "series", "study", "slice"])
+        writer.writerow(["split", "label", "series", "study", "patient", "slice"])
         for i in range(len(labels)):
             writer.writerow(
                 [
@@ -113,6 +119,7 @@ def write_site_cache(
                     class_names[labels[i]],
                     prepared.series_keys[i],
                     prepared.study_keys[i],
+                    prepared.patient_keys[i],
                     prepared.slice_indices[i],
                 ]
             )

@@ -1,6 +1,7 @@
 """The local training loop every task shares: batches of (images, targets), one criterion."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -8,7 +9,12 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["EpochStats", "make_loader", "train_epochs"]
+if TYPE_CHECKING:  # the loop only calls the engine's step
+    from opacus import GradSampleModule
+
+    from common.privacy.patient_dp import PatientPrivacyEngine
+
+__all__ = ["EpochStats", "make_loader", "train_epochs", "train_patient_dp_epochs"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,36 @@ def train_epochs(
             total_loss += float(loss.detach()) * len(targets)
             steps += 1
             samples += len(targets)
+    return EpochStats(loss=total_loss / max(samples, 1), steps=steps, samples=samples)
+
+
+def train_patient_dp_epochs(
+    model: "GradSampleModule",
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    engine: "PatientPrivacyEngine",
+    optimizer: Optimizer,
+    epochs: int,
+    criterion: nn.Module,
+    proximal_mu: float = 0.0,
+) -> EpochStats:
+    """Patient-level DP-SGD for ``epochs`` epochs of ``engine.sampling.steps_per_epoch`` steps.
+
+    Each step draws its own patients (Poisson), so an epoch visits each patient once only in
+    expectation. ``criterion`` is a mean of per-image losses, as for :func:`train_epochs`;
+    FedProx's proximal step follows each private step, as there.
+    """
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else []
+    model.train()
+    total_loss, steps, samples = 0.0, 0, 0
+    for _ in range(epochs):
+        for _ in range(engine.sampling.steps_per_epoch):
+            loss, used = engine.step(model, criterion, images, targets, optimizer)
+            if anchor:
+                _proximal_step(model, anchor, optimizer, proximal_mu)
+            total_loss += loss
+            steps += 1
+            samples += used
     return EpochStats(loss=total_loss / max(samples, 1), steps=steps, samples=samples)
 
 

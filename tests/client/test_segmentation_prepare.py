@@ -37,7 +37,11 @@ def export_with_seg(tmp_path: Path) -> Path:
         volume[mask == 1] += 600
         folder = root / f"study-{i}"
         paths = write_dicom_series(
-            volume, (3.0, 1.0, 1.0), folder, SeriesIdentity(), shuffle_names_seed=i
+            volume,
+            (3.0, 1.0, 1.0),
+            folder,
+            SeriesIdentity(patient_id=f"P{i}"),
+            shuffle_names_seed=i,
         )
         if i < 3:
             write_simulated_lesion_seg(paths, mask, folder / "seg.dcm", f"test-{i}")

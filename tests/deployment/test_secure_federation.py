@@ -61,6 +61,7 @@ learning_rate = 0.003
 [privacy]
 enabled = true
 target_epsilon = {epsilon}
+unit = "image"  # the synthetic .npz sites know no patients
 
 [secure_aggregation]
 enabled = true

@@ -1,7 +1,6 @@
-"""DP-SGD at the site with Opacus, with an accountant that accumulates over every round.
+"""Image-level DP-SGD at the site with Opacus' PrivacyEngine, whose accountant spans every round.
 
 DP-SGD: Abadi et al., "Deep Learning with Differential Privacy", CCS 2016 (arXiv:1607.00133).
-RDP accounting: Mironov, "Rényi Differential Privacy", CSF 2017 (arXiv:1702.07476).
 
 Flower may run each round of a site in a fresh process, so the part of Opacus' PrivacyEngine
 that must outlive a round, its accountant history, is exported as a :class:`PrivacyState` after
@@ -9,81 +8,17 @@ every round and restored before the next. The noise multiplier is calibrated onc
 rounds the job plans, so the target epsilon is reached at the end of the job and not before.
 """
 
-import json
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 from opacus import GradSampleModule, PrivacyEngine
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from common.config import PrivacyConfig
+from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, conversion_options
 
-__all__ = [
-    "RDP_ORDERS",
-    "PrivacyState",
-    "SitePrivacyEngine",
-    "calibrate_noise_multiplier",
-    "planned_round",
-]
-
-#: RDP orders searched when converting to (epsilon, delta): Opacus' defaults stop at 63, which
-#: leaves the bound loose (and warns) for small sites at epsilon >= 8; larger orders tighten it.
-RDP_ORDERS: list[float] = [*RDPAccountant.DEFAULT_ALPHAS, *range(64, 257)]
-
-
-def _conversion_options(config: PrivacyConfig) -> dict[str, Any]:
-    return {"alphas": RDP_ORDERS} if config.accountant == "rdp" else {}
-
-
-@dataclass
-class PrivacyState:
-    """What a site's accountant must remember between rounds."""
-
-    noise_multiplier: float
-    sample_rate: float
-    #: Opacus accountant history: (noise multiplier, sample rate, steps) per accounting event.
-    history: list[tuple[float, float, int]] = field(default_factory=list)
-
-    def to_json(self) -> str:
-        """Serialise for Flower's context.state or a file."""
-        return json.dumps(
-            {
-                "noise_multiplier": self.noise_multiplier,
-                "sample_rate": self.sample_rate,
-                "history": [list(entry) for entry in self.history],
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> "PrivacyState":
-        """Inverse of :meth:`to_json`."""
-        raw = json.loads(text)
-        return cls(
-            noise_multiplier=float(raw["noise_multiplier"]),
-            sample_rate=float(raw["sample_rate"]),
-            history=[(float(n), float(q), int(s)) for n, q, s in raw["history"]],
-        )
-
-
-def calibrate_noise_multiplier(
-    config: PrivacyConfig, sample_rate: float, total_epochs: int
-) -> float:
-    """Noise multiplier that spends exactly the target epsilon over ``total_epochs`` epochs."""
-    return float(
-        get_noise_multiplier(
-            target_epsilon=config.target_epsilon,
-            target_delta=config.target_delta,
-            sample_rate=sample_rate,
-            epochs=total_epochs,
-            accountant=config.accountant,
-            **_conversion_options(config),
-        )
-    )
+__all__ = ["SitePrivacyEngine", "planned_round"]
 
 
 def planned_round(
@@ -138,6 +73,7 @@ class SitePrivacyEngine:
             state = PrivacyState(
                 noise_multiplier=calibrate_noise_multiplier(config, sample_rate, planned_epochs),
                 sample_rate=sample_rate,
+                unit="image",
             )
         self._state = state
         self._engine = PrivacyEngine(accountant=config.accountant)
@@ -184,7 +120,7 @@ class SitePrivacyEngine:
             return 0.0
         return float(
             self._engine.accountant.get_epsilon(
-                delta=self.config.target_delta, **_conversion_options(self.config)
+                delta=self.config.target_delta, **conversion_options(self.config)
             )
         )
 
@@ -193,5 +129,6 @@ class SitePrivacyEngine:
         return PrivacyState(
             noise_multiplier=self._state.noise_multiplier,
             sample_rate=self._state.sample_rate,
+            unit="image",
             history=[tuple(entry) for entry in self._engine.accountant.history],  # type: ignore[misc]
         )
