@@ -22,11 +22,6 @@ app = command_line_app(
 )
 
 
-@app.callback()
-def main() -> None:
-    """Use a model trained with medfed on this site's images (nothing leaves the site)."""
-
-
 @app.command("predict")
 def predict(
     model: Annotated[Path, typer.Option(help="Checkpoint written by medfed training (.pt).")],

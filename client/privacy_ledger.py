@@ -28,7 +28,7 @@ from client.data_identity import data_identity
 from client.hash_chain import GENESIS, HEAD_SCHEMA, ChainReport, link, store_head, verify_chain
 from client.integrity_key import read_integrity_key
 from client.sqlite_store import SqliteStore, append_only
-from common.errors import MedfedError
+from common.errors import BUDGET_REFUSAL, BudgetRefusedError, RecordsBrokenError
 from common.privacy import RDP_ORDERS
 
 if TYPE_CHECKING:
@@ -86,11 +86,11 @@ CREATE TABLE IF NOT EXISTS {_TABLE} (
 )
 
 
-class BudgetExceededError(MedfedError):
+class BudgetExceededError(BudgetRefusedError):
     """A round would take the site past its epsilon budget: the site refuses to train."""
 
 
-class LedgerTamperedError(MedfedError):
+class LedgerTamperedError(RecordsBrokenError):
     """The ledger's chain or authenticated head does not verify: the site refuses to go on."""
 
 
@@ -259,7 +259,7 @@ class PrivacyLedger(SqliteStore):
                 f"site {self.site} refuses this round: it would bring the privacy spent on its "
                 f"data to epsilon {projected:.2f} (delta {delta:g}), above its limit "
                 f"{max_epsilon:g}; spent so far {composed_epsilon(history, delta):.2f} "
-                f"over {jobs} job(s)"
+                f"over {jobs} job(s); {BUDGET_REFUSAL}"
             )
         return projected
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import ConfigError
+from common.errors import BUDGET_REFUSAL, ConfigError
 from common.federation_job import FederationJob
 
 __all__ = [
@@ -127,7 +127,7 @@ class SiteLimits:
             raise ConfigError(
                 where,
                 f"asks epsilon {job.privacy.target_epsilon:g}, above site {self.name}'s "
-                f"limit {self.max_epsilon:g}; refused",
+                f"limit {self.max_epsilon:g}; {BUDGET_REFUSAL}",
             )
 
 

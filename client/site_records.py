@@ -12,12 +12,12 @@ from client.audit_log import AuditLog
 from client.audit_mod import AUDIT_FILE
 from client.integrity_key import read_integrity_key
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
-from common.errors import MedfedError
+from common.errors import RecordsBrokenError
 
 __all__ = ["RecordsReport", "SiteRecordsTamperedError", "check_site_records", "require_intact"]
 
 
-class SiteRecordsTamperedError(MedfedError):
+class SiteRecordsTamperedError(RecordsBrokenError):
     """The site's ledger or audit log fails verification: the node refuses to start."""
 
 

@@ -1,10 +1,14 @@
-"""Command-line plumbing shared by medfed-sim and medfed-site: logging and user-facing errors."""
+"""Command-line plumbing shared by every medfed command: logging, errors, JSON, --version."""
 
+import json
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import click
 import typer
@@ -12,15 +16,38 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.text import Text
 
-from common.errors import ConfigError, DataFormatError, MedfedError, ModelNotPrivacyCompatibleError
+from common.errors import MedfedError
 from common.exit_codes import ExitCode
 
 __all__ = [
+    "FormatOption",
     "MaxPixelMib",
+    "OutputFormat",
     "add_debug_log",
     "command_line_app",
     "configure_logging",
+    "emit_json",
+    "error_object",
+    "fail_with_report",
     "user_errors",
+]
+
+
+class OutputFormat(StrEnum):
+    """How a command reports: tables for a person, or one JSON object on stdout for a script."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+#: The ``--format`` option of every command that reports.
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        help="text (tables) or json: one JSON object on stdout, logs and progress on stderr; "
+        "on failure an object with an 'error' (code, kind, message; see docs/exit-codes.md).",
+    ),
 ]
 
 #: The ``--max-pixel-mib`` option of every command that reads a site's DICOM files.
@@ -88,38 +115,67 @@ def add_debug_log(path: Path) -> None:
         root.setLevel(logging.DEBUG)
 
 
-_EXIT_CODES: dict[type[MedfedError], ExitCode] = {
-    ConfigError: ExitCode.CONFIG_ERROR,
-    DataFormatError: ExitCode.DATA_ERROR,
-    ModelNotPrivacyCompatibleError: ExitCode.MODEL_ERROR,
-}
+def emit_json(payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` as one JSON document on stdout (the only thing a JSON run writes there).
+
+    Paths become strings and NaN or infinite numbers (an undefined metric) become null: the
+    output is strict JSON that any parser reads.
+    """
+    typer.echo(json.dumps(_strict(payload), indent=2, allow_nan=False, default=str))
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(key): _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
+def error_object(code: ExitCode, message: str) -> dict[str, Any]:
+    """The ``error`` member of a failed command's JSON: exit code, its name and the message."""
+    return {"code": int(code), "kind": code.name.lower(), "message": message}
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(output: OutputFormat = OutputFormat.TEXT) -> Iterator[None]:
     """Turn an error into one clear red line and its exit code, without a traceback.
 
-    A MedfedError (a user's mistake or unusable data) exits with its code; any other error is
-    a fault of medfed: one line names it, its traceback goes to the debug log (and to the
-    console with --verbose), and the exit code is FAILED.
+    A MedfedError (a user's mistake, unusable data, a refusal) exits with its class's exit
+    code; any other error is a fault of medfed: one line names it, its traceback goes to the
+    debug log (and to the console with --verbose), and the exit code is INTERNAL_ERROR. With
+    ``output`` JSON, stdout also gets ``{"error": {"code", "kind", "message"}}``.
     """
     try:
         yield
     except MedfedError as exc:
-        _error_line(str(exc))
-        code = next(
-            (code for kind, code in _EXIT_CODES.items() if isinstance(exc, kind)), ExitCode.FAILED
-        )
-        raise typer.Exit(int(code)) from None
+        _fail(exc.exit_code, str(exc), output)
     except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
         raise
     except Exception as exc:
         logging.getLogger(__name__).debug("unexpected error", exc_info=True)
-        _error_line(
+        _fail(
+            ExitCode.INTERNAL_ERROR,
             f"unexpected {type(exc).__name__}: {exc} (a medfed fault; the traceback is in the "
-            "debug log, or run again with --verbose)"
+            "debug log, or run again with --verbose)",
+            output,
         )
-        raise typer.Exit(int(ExitCode.FAILED)) from None
+
+
+def fail_with_report(payload: Mapping[str, Any], code: ExitCode, message: str) -> NoReturn:
+    """End a JSON run that has a report to give and failed: the report with an ``error``."""
+    _error_line(message)
+    emit_json({**payload, "error": error_object(code, message)})
+    raise typer.Exit(int(code))
+
+
+def _fail(code: ExitCode, message: str, output: OutputFormat) -> NoReturn:
+    _error_line(message)
+    if output is OutputFormat.JSON:
+        emit_json({"error": error_object(code, message)})
+    raise typer.Exit(int(code)) from None
 
 
 def _error_line(text: str) -> None:
@@ -127,8 +183,41 @@ def _error_line(text: str) -> None:
     _console.print(Text.assemble(("error:", "bold red"), " ", text), soft_wrap=True)
 
 
+def _package_version() -> str:
+    try:
+        return version("medfed")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
 def command_line_app(name: str, help_text: str) -> typer.Typer:
-    """A Typer app as every medfed command line has it: help when called bare, plain tracebacks."""
-    return typer.Typer(
-        name=name, help=help_text, no_args_is_help=True, pretty_exceptions_enable=False
+    """A Typer app as every medfed command line has it.
+
+    Help when called bare, ``-h`` as well as ``--help``, ``--version``, plain tracebacks.
+    """
+    app = typer.Typer(
+        name=name,
+        help=help_text,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
+
+    def show_version(value: bool) -> None:
+        if value:
+            typer.echo(f"{name} {_package_version()}")
+            raise typer.Exit()
+
+    @app.callback()
+    def main(
+        _version: Annotated[
+            bool,
+            typer.Option(
+                "--version", callback=show_version, is_eager=True, help="Print the version."
+            ),
+        ] = False,
+    ) -> None:
+        pass
+
+    main.__doc__ = help_text
+    return app

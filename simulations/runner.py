@@ -15,12 +15,13 @@ from common.data.federated_split import SiteData, split_across_sites
 from common.data.loading import load_dataset
 from common.data.npz_writer import write_npz
 from common.data.partition import PartitionScheme
-from common.errors import ConfigError, DataFormatError, MedfedError
+from common.errors import ConfigError, DataFormatError
 from common.federation_job import FederationJob, load_federation_job
 from common.models import build_model
 from common.simulation_environment import SITE_DATA_FILE, SimulationEnvironment, site_folder
 from common.tasks.registry import task_for
 from server.job_app import JOB_FILE, write_job_app
+from server.run_outcome import check_run_outcome
 from server.server_app import CHECKPOINT_NAME
 from simulations.baselines import run_baseline
 from simulations.simulation_engine import run_on_simulation_engine
@@ -125,11 +126,9 @@ def _run_federation(
         if metrics.is_file()
         else 0
     )
-    if code != 0 or done != job.rounds:
-        raise MedfedError(
-            f"simulation stopped after {done}/{job.rounds} round(s) (flwr exit {code}); see "
-            f"{run_dir / 'run.log'}; continue it with `medfed-sim run --resume {run_dir}`"
-        )
+    check_run_outcome(
+        run_dir, job.name, job.rounds, done, code, f"medfed-sim run --resume {run_dir}"
+    )
 
 
 def run_simulation_job(

@@ -11,7 +11,16 @@ from rich.console import Console
 
 from client.data_pipeline import run_pipeline
 from client.qc_table import print_quality_report
-from common.cli_support import MaxPixelMib, add_debug_log, configure_logging, user_errors
+from common.cli_support import (
+    FormatOption,
+    MaxPixelMib,
+    OutputFormat,
+    add_debug_log,
+    configure_logging,
+    emit_json,
+    fail_with_report,
+    user_errors,
+)
 from common.cli_values import check_output_file, check_positive
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
 from common.data.dicom_prepare import PreprocessingConfig
@@ -39,15 +48,17 @@ def check(
         ),
     ] = None,
     max_pixel_mib: MaxPixelMib = DEFAULT_MAX_PIXEL_MIB,
+    output: FormatOption = OutputFormat.TEXT,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Scan, decode and measure every image; list each skipped file with the reason.
 
-    Exits 3 (after the tables and the report) when no file holds a usable image.
+    Exits 3 (after the tables and the report) when no file holds a usable image. With
+    --format json stdout gets the report as --report writes it (with an 'error' on exit 3).
     """
     configure_logging(verbose)
     console = Console(stderr=True)
-    with user_errors():
+    with user_errors(output):
         check_positive("--max-pixel-mib", max_pixel_mib)
         if report is not None:
             check_output_file("--report", report)
@@ -66,11 +77,23 @@ def check(
             console=console, max_pixel_mib=max_pixel_mib,
         )  # fmt: skip
         quality.path_names = partial(pseudonymous_path, pseudonymise=pseudonymise)
-        print_quality_report(quality, Console())
+        payload = quality.as_dict()
         if report is not None:
-            report.write_text(json.dumps(quality.as_dict(), indent=2), encoding="utf-8")
-            typer.echo(f"report written to {report}")
-        if not quality.images_per_modality:
-            raise DataFormatError(
+            report.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        unusable = (
+            DataFormatError(
                 data, f"no usable image among {quality.files_seen} files (reasons listed above)"
             )
+            if not quality.images_per_modality
+            else None
+        )
+        if output is OutputFormat.JSON:
+            if unusable is not None:
+                fail_with_report(payload, unusable.exit_code, str(unusable))
+            emit_json(payload)
+            return
+        print_quality_report(quality, Console())
+        if report is not None:
+            typer.echo(f"report written to {report}")
+        if unusable is not None:
+            raise unusable

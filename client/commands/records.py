@@ -1,8 +1,9 @@
 """`medfed-site privacy` and `medfed-site audit`: read the site's own records."""
 
 import datetime
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,8 +15,16 @@ from client.integrity_key import INTEGRITY_KEY_FILE
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
 from client.site_node import SiteKit
 from client.site_records import RecordsReport, check_site_records
-from common.cli_support import configure_logging, user_errors
+from common.cli_support import (
+    FormatOption,
+    OutputFormat,
+    configure_logging,
+    emit_json,
+    fail_with_report,
+    user_errors,
+)
 from common.errors import ConfigError
+from common.exit_codes import ExitCode
 
 __all__ = ["audit", "privacy"]
 
@@ -39,8 +48,27 @@ def _key_file(kit: Path) -> Path | None:
     return path if path.exists() else None
 
 
+def _verification(report: RecordsReport) -> dict[str, Any]:
+    """The JSON form of what verifying the records found."""
+    return {
+        "intact": report.intact,
+        "authenticated": report.authenticated,
+        "ledger_rows": report.ledger_rows,
+        "audit_entries": report.audit_entries,
+        "problems": list(report.problems),
+    }
+
+
+def _emit(payload: dict[str, Any], report: RecordsReport) -> None:
+    """Write the JSON report; with an ``error`` and exit RECORDS_BROKEN if verification failed."""
+    if not report.intact:
+        message = f"records fail verification: {'; '.join(report.problems)}"
+        fail_with_report(payload, ExitCode.RECORDS_BROKEN, message)
+    emit_json(payload)
+
+
 def _print_verification(console: Console, report: RecordsReport) -> None:
-    """Say what verifying the records found; exit 1 if anything fails."""
+    """Say what verifying the records found; exit RECORDS_BROKEN if anything fails."""
     if report.intact:
         how = (
             "authenticated with the kit's integrity key"
@@ -54,25 +82,46 @@ def _print_verification(console: Console, report: RecordsReport) -> None:
         return
     for problem in report.problems:
         console.print(f"[bold red]records fail verification:[/] {problem}", highlight=False)
-    raise typer.Exit(1)
+    raise typer.Exit(int(ExitCode.RECORDS_BROKEN))
 
 
 def privacy(
     kit: Annotated[Path, typer.Option(help="This site's startup kit (for its name and limit).")],
     state: StateOption = DEFAULT_STATE,
+    output: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Print every DP round on this site's data and the epsilon spent, against its limit.
 
-    Epsilon is reported at the site's own delta (site.toml), whatever each job asked.
+    Epsilon is reported at the site's own delta (site.toml), whatever each job asked. JSON
+    keys: site, delta, max_epsilon, spent_epsilon, left_epsilon, jobs, rounds (one object per
+    ledger row), verification (intact, authenticated, ledger_rows, audit_entries, problems).
+    Exits 6 when the records fail verification.
     """
     configure_logging(False)
-    with user_errors():
+    with user_errors(output):
         site = SiteKit.read(kit)
         ledger = PrivacyLedger(_existing(state / LEDGER_FILE), site.name)
         rows = ledger.rows()
         delta = site.delta
         spent = ledger.spent(delta)
         report = check_site_records(state, site.name, _key_file(kit))
+    jobs = len({row.run_id for row in rows})
+    left = max(0.0, site.max_epsilon - spent)
+    if output is OutputFormat.JSON:
+        _emit(
+            {
+                "site": site.name,
+                "delta": delta,
+                "max_epsilon": site.max_epsilon,
+                "spent_epsilon": spent,
+                "left_epsilon": left,
+                "jobs": jobs,
+                "rounds": [asdict(row) for row in rows],
+                "verification": _verification(report),
+            },
+            report,
+        )
+        return
     table = Table(title=f"privacy ledger of {site.name}")
     for column in ("time", "job", "run", "round", "noise", "sample rate", "steps",
                    "epsilon (job)", "epsilon (all jobs)"):  # fmt: skip
@@ -86,10 +135,9 @@ def privacy(
         )  # fmt: skip
     console = Console()
     console.print(table)
-    jobs = len({row.run_id for row in rows})
     console.print(
         f"spent epsilon {spent:.2f} at delta {delta:g} over {jobs} job(s); "
-        f"limit {site.max_epsilon:g}; left {max(0.0, site.max_epsilon - spent):.2f}"
+        f"limit {site.max_epsilon:g}; left {left:.2f}"
     )
     _print_verification(console, report)
 
@@ -100,10 +148,16 @@ def audit(
         Path | None,
         typer.Option(help="This site's startup kit: its integrity key authenticates the records."),
     ] = None,
+    output: FormatOption = OutputFormat.TEXT,
 ) -> None:
-    """Print the audit trail, check both records' chains and that every ledger round is audited."""
+    """Print the audit trail, check both records' chains and that every ledger round is audited.
+
+    JSON keys: entries (id and the logged fields of each event), chain (the audit log's own
+    chain: intact, entries, problem), verification (both records, as `privacy` gives it).
+    Exits 6 when the records fail verification.
+    """
     configure_logging(False)
-    with user_errors():
+    with user_errors(output):
         site = SiteKit.read(kit) if kit is not None else None
         log = AuditLog(_existing(state / AUDIT_FILE))
         entries = log.entries()
@@ -111,6 +165,20 @@ def audit(
         records = check_site_records(
             state, site.name if site else "this site", _key_file(kit) if kit else None
         )
+    if output is OutputFormat.JSON:
+        _emit(
+            {
+                "entries": [{"id": entry_id, **asdict(entry)} for entry_id, entry, _, _ in entries],
+                "chain": {
+                    "intact": report.intact,
+                    "entries": report.entries,
+                    "problem": report.problem or None,
+                },
+                "verification": _verification(records),
+            },
+            records,
+        )
+        return
     table = Table(title="audit trail")
     for column in ("#", "time", "dir", "job", "run", "round", "kind", "bytes", "sha256",
                    "epsilon"):  # fmt: skip

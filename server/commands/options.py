@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from common.errors import MedfedError
+from common.errors import CoordinatorNotRunningError
 from server.coordinator import CoordinatorPaths
 
 __all__ = ["DEFAULT_STATE", "StateOption", "VerboseOption", "running_coordinator"]
@@ -19,5 +19,7 @@ def running_coordinator(state: Path) -> CoordinatorPaths:
     """The state of the coordinator running with ``state``; an error when none is."""
     paths = CoordinatorPaths(state)
     if not paths.info.is_file():
-        raise MedfedError(f"no coordinator running with state {state}: medfed-server start")
+        raise CoordinatorNotRunningError(
+            f"no coordinator running with state {state}: medfed-server start"
+        )
     return paths

@@ -13,8 +13,14 @@ import typer
 from rich.console import Console
 
 from common.checkpoint import load_checkpoint
-from common.cli_support import configure_logging, user_errors
-from common.errors import ConfigError, MedfedError
+from common.cli_support import (
+    FormatOption,
+    OutputFormat,
+    configure_logging,
+    emit_json,
+    user_errors,
+)
+from common.errors import ConfigError
 from common.federation_job import FederationJob, load_federation_job
 from common.flower_processes import flower_command, flower_environment
 from server.commands.options import (
@@ -25,6 +31,7 @@ from server.commands.options import (
 )
 from server.coordinator import CONNECTION, CoordinatorPaths, online_sites
 from server.job_app import JOB_FILE, write_job_app
+from server.run_outcome import METRICS_FILE, check_run_outcome
 from server.server_app import CHECKPOINT_NAME
 
 __all__ = ["new_run_folder", "run"]
@@ -92,12 +99,17 @@ def run(
         typer.Option(help="Continue this run folder's job after its last completed round."),
     ] = None,
     state: StateOption = DEFAULT_STATE,
+    output: FormatOption = OutputFormat.TEXT,
     verbose: VerboseOption = False,
 ) -> None:
-    """Submit the job to the local SuperLink, stream its log, and check the final model."""
+    """Submit the job to the local SuperLink, stream its log, and check the final model.
+
+    With --format json the log goes to stderr and stdout gets one object: job, run_dir,
+    rounds, global_model, site_validation (the last round's metrics over the sites).
+    """
     configure_logging(verbose)
-    console = Console()
-    with user_errors():
+    console = Console(stderr=output is OutputFormat.JSON)
+    with user_errors(output):
         if (job_file is None) == (resume is None):
             raise ConfigError("medfed-server run", "give a job.toml or --resume RUN_DIR")
         if resume is not None:
@@ -121,14 +133,22 @@ def run(
         app_dir = write_job_app(run_dir, job, resume=resume is not None)
         code = _stream(app_dir, paths, run_dir / "run.log", console)
         done = _completed_rounds(run_dir)
-        if code != 0 or done != job.rounds:
-            raise MedfedError(
-                f"job {job.name} stopped after {done}/{job.rounds} round(s) (flwr exit {code}); "
-                f"see {run_dir / 'run.log'}; continue it with "
-                f"`medfed-server run --resume {run_dir}`"
-            )
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        check_run_outcome(
+            run_dir, job.name, job.rounds, done, code, f"medfed-server run --resume {run_dir}"
+        )
+        metrics = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
         last = metrics["federated"]["evaluate"].get(str(job.rounds), {})
-        shown = ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float))
-        console.print(f"job {job.name} done: {done} rounds; site validation {shown}")
-        console.print(f"global model: {run_dir / CHECKPOINT_NAME}")
+    if output is OutputFormat.JSON:
+        emit_json(
+            {
+                "job": job.name,
+                "run_dir": str(run_dir),
+                "rounds": done,
+                "global_model": str(run_dir / CHECKPOINT_NAME),
+                "site_validation": last,
+            }
+        )
+        return
+    shown = ", ".join(f"{k}={v:.3f}" for k, v in last.items() if isinstance(v, float))
+    console.print(f"job {job.name} done: {done} rounds; site validation {shown}")
+    console.print(f"global model: {run_dir / CHECKPOINT_NAME}")

@@ -12,7 +12,13 @@ from typing import Annotated, Any
 
 import typer
 
-from common.cli_support import configure_logging, user_errors
+from common.cli_support import (
+    FormatOption,
+    OutputFormat,
+    configure_logging,
+    emit_json,
+    user_errors,
+)
 from common.config_files import validate_model
 from common.errors import ConfigError
 from common.federation_job import FederationJob, load_federation_job, unflatten
@@ -64,11 +70,16 @@ def run(
     out: Annotated[
         Path | None, typer.Option(help="Run folder. [default: runs/sim-TIMESTAMP]")
     ] = None,
+    output: FormatOption = OutputFormat.TEXT,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's own logs.")] = False,
 ) -> None:
-    """Simulate hospitals on this machine with Flower's Simulation Engine and write a run folder."""
+    """Simulate hospitals on this machine with Flower's Simulation Engine and write a run folder.
+
+    With --format json stdout gets summary.json's object (rounds, metric_names, test_metrics
+    per approach) and run_dir.
+    """
     configure_logging(verbose)
-    with user_errors():
+    with user_errors(output):
         if resume is not None:
             summary = resume_simulation_job(resume.resolve(), verbose)
             run_dir = resume
@@ -85,6 +96,9 @@ def run(
                 raise ConfigError("--baseline", f"unknown {unknown}; choose from {list(BASELINES)}")
             run_dir = out or Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")
             summary = run_simulation_job(job, settings, run_dir.resolve(), chosen, verbose)
+    if output is OutputFormat.JSON:
+        emit_json({**summary, "run_dir": str(run_dir)})
+        return
     typer.echo(f"\nTest-set results after {summary['rounds']} rounds:\n")
     typer.echo(summary_table(summary["test_metrics"], tuple(summary["metric_names"])))
     typer.echo(f"\nRun folder: {run_dir}")

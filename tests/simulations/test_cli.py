@@ -57,3 +57,28 @@ def test_fedprox_without_dp_learns_and_prints_the_comparison(tmp_path: Path) -> 
     global_rounds = json.loads((tmp_path / "run" / "metrics.json").read_text())["global"]
     assert global_rounds["3"]["roc_auc"] > max(0.75, global_rounds["0"]["roc_auc"])
     assert "epsilon" not in json.loads((tmp_path / "run" / "metrics.json").read_text())["sites"][0]
+
+
+@pytest.mark.e2e
+def test_json_summary_and_a_budget_refusal_exit_code(tmp_path: Path) -> None:
+    """stdout is one JSON object; a run every site refuses on budget exits 5, not 0."""
+    data = write_synthetic_lesions(
+        tmp_path / "d.npz", n_train=80, n_val=20, n_test=20, image_size=16
+    )
+    common = ("run", "--data", str(data), "--sites", "2", "--rounds", "1",
+              "--no-secure-aggregation", "--format", "json")  # fmt: skip
+    result = _run(*common, "--out", "ok", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["rounds"] == 1 and summary["run_dir"] == "ok"
+    assert set(summary["test_metrics"]["federated"]) >= {"accuracy", "roc_auc", "epsilon"}
+    assert (
+        summary["metric_names"]
+        == json.loads((tmp_path / "ok" / "summary.json").read_text())["metric_names"]
+    )
+
+    refused = _run(*common, "--out", "refused", "--site-budget", "0.01", cwd=tmp_path)
+    assert refused.returncode == 5, refused.stderr[-3000:]  # BUDGET_REFUSED
+    error = json.loads(refused.stdout)["error"]
+    assert error["kind"] == "budget_refused" and "round 1 trained on no site" in error["message"]
+    assert "site-0's limit 0.01" in error["message"] and "site-1's limit 0.01" in error["message"]
