@@ -33,7 +33,7 @@ from common.privacy import PrivacyState, planned_round
 from common.simulation_environment import SimulationEnvironment
 from common.tasks.registry import task_for
 
-__all__ = ["SiteClient", "SiteDroppedOut", "secret_seed"]
+__all__ = ["SiteClient", "SiteDroppedOut", "clip_update_norm", "secret_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,20 @@ def secret_seed(_server_round: int) -> int:
     job's public seed, anyone holding the job config could regenerate the noise and remove it.
     """
     return secrets.randbits(63)
+
+
+def clip_update_norm(delta: list[np.ndarray], max_norm: float) -> list[np.ndarray]:
+    """``delta`` scaled down to L2 norm ``max_norm`` if it is longer (before any masking).
+
+    The coordinator refuses a longer delta, and under SecAgg+ a longer unmasked mean, so a
+    site bounds its own update; the bound holds the sum's norm where SecAgg+ hides the parts.
+    """
+    norm = float(np.sqrt(sum(np.square(d, dtype=np.float64).sum() for d in delta)))
+    if norm <= max_norm:
+        return delta
+    logger.info("update L2 norm %.4g clipped to the job's max_update_norm %g", norm, max_norm)
+    scale = np.float32(max_norm / norm)
+    return [(d * scale).astype(d.dtype) for d in delta]
 
 
 class SiteDroppedOut(MedfedError):
@@ -198,6 +212,7 @@ class SiteClient(NumPyClient):
         ]
         if not all(np.isfinite(d).all() for d in delta):
             raise MedfedError(f"site {self.limits.name}: training diverged (non-finite update)")
+        delta = clip_update_norm(delta, self.job.secure_aggregation.max_update_norm)
         largest = max(float(np.abs(d).max(initial=0.0)) for d in delta)
         limit = self.job.secure_aggregation.clipping_range
         if self.job.secure_aggregation.enabled and largest > limit:
