@@ -33,7 +33,7 @@ from common.privacy import PrivacyState, planned_local_round
 from common.simulation_environment import SimulationEnvironment
 from common.tasks.registry import task_for
 
-__all__ = ["SiteClient", "SiteDroppedOut", "secret_seed"]
+__all__ = ["SiteClient", "SiteDroppedOut", "clip_update_norm", "secret_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,38 @@ def _drop_round(simulated: tuple[int, SimulationEnvironment] | None) -> int | No
     return environment.drops().get(index)
 
 
+def _hostile_kind(simulated: tuple[int, SimulationEnvironment] | None) -> str | None:
+    if simulated is None:
+        return None
+    index, environment = simulated
+    return environment.hostile_sites().get(index)
+
+
+def _poisoned(
+    kind: str, delta: list[np.ndarray], num_examples: int, max_norm: float
+) -> tuple[list[np.ndarray], int]:
+    """A hostile simulated site's reply (see HOSTILE_KINDS): what a modified client could send.
+
+    Applied after the site's own checks and clipping, as a hospital controlling its machine
+    could skip them; SecAgg+'s mod still masks what this returns.
+    """
+    if kind == "nan":
+        return [np.full_like(d, np.nan) for d in delta], num_examples
+    if kind == "huge":
+        return [np.full_like(d, 1e30) for d in delta], num_examples
+    if kind == "scale1000":
+        return [d * np.float32(1000) for d in delta], num_examples
+    if kind == "flip":  # reversed and stretched to just inside the norm bound
+        norm = float(np.sqrt(sum(np.square(d, dtype=np.float64).sum() for d in delta)))
+        scale = np.float32(-0.999 * max_norm / norm) if norm > 0 else np.float32(0)
+        return [d * scale for d in delta], num_examples
+    if kind == "wrong-shape":
+        return [delta[0][:-1], *delta[1:]], num_examples
+    if kind == "inflated-examples":
+        return delta, 10**9
+    raise ValueError(f"unknown hostile kind {kind!r}")
+
+
 def secret_seed(_server_round: int) -> int:
     """A seed the coordinator cannot know.
 
@@ -57,6 +89,20 @@ def secret_seed(_server_round: int) -> int:
     job's public seed, anyone holding the job config could regenerate the noise and remove it.
     """
     return secrets.randbits(63)
+
+
+def clip_update_norm(delta: list[np.ndarray], max_norm: float) -> list[np.ndarray]:
+    """``delta`` scaled down to L2 norm ``max_norm`` if it is longer (before any masking).
+
+    The coordinator refuses a longer delta, and under SecAgg+ a longer unmasked mean, so a
+    site bounds its own update; the bound holds the sum's norm where SecAgg+ hides the parts.
+    """
+    norm = float(np.sqrt(sum(np.square(d, dtype=np.float64).sum() for d in delta)))
+    if norm <= max_norm:
+        return delta
+    logger.info("update L2 norm %.4g clipped to the job's max_update_norm %g", norm, max_norm)
+    scale = np.float32(max_norm / norm)
+    return [(d * scale).astype(d.dtype) for d in delta]
 
 
 class SiteDroppedOut(MedfedError):
@@ -89,6 +135,7 @@ class SiteClient(NumPyClient):
         self.limits.check(self.job)
         simulated = simulated_site(context)
         self.drops_from = _drop_round(simulated)
+        self.hostile = _hostile_kind(simulated)  # tests only: never set at a hospital
         if seed_for_round is None and simulated is not None and simulated[1].fixed_seeds:
             seed_for_round = _simulated_seeds(self.job.seed, simulated[0])
         self.seed_for_round = seed_for_round or secret_seed
@@ -198,6 +245,8 @@ class SiteClient(NumPyClient):
         ]
         if not all(np.isfinite(d).all() for d in delta):
             raise MedfedError(f"site {self.limits.name}: training diverged (non-finite update)")
+        limit_norm = self.job.secure_aggregation.max_update_norm
+        delta = clip_update_norm(delta, limit_norm)
         largest = max(float(np.abs(d).max(initial=0.0)) for d in delta)
         limit = self.job.secure_aggregation.clipping_range
         if self.job.secure_aggregation.enabled and largest > limit:
@@ -219,6 +268,10 @@ class SiteClient(NumPyClient):
                     ledger, reservation, previous, update.privacy_state, update.epsilon
                 )
         logger.info("site %s round %d: %s", self.limits.name, server_round, metrics)
+        if self.hostile is not None:
+            logger.warning("simulated site %s sends a %s update", self.limits.name, self.hostile)
+            sent, count = _poisoned(self.hostile, delta, update.num_examples, limit_norm)
+            return sent, count, metrics
         return delta, update.num_examples, metrics
 
     def evaluate(

@@ -113,6 +113,25 @@ class StrategyConfig(_Frozen):
     server_learning_rate: float = Field(
         0.01, gt=0, description="FedAdam server learning rate.", json_schema_extra=cli("server-lr")
     )
+    aggregation: Literal["mean", "median", "trimmed-mean", "krum", "multi-krum"] = Field(
+        "mean",
+        description="How the sites' deltas are combined: mean (sample-weighted), or robust to "
+        "poisoned updates: median or trimmed-mean (coordinate-wise, Yin et al. 2018), krum or "
+        "multi-krum (Blanchard et al. 2017). Robust choices need secure aggregation off.",
+    )
+    trim_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=0.5,
+        description="trimmed-mean: fraction of the sites cut at each end, per coordinate (beta).",
+    )
+    byzantine_sites: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="krum / multi-krum: sites assumed hostile (f); multi-krum averages the n-f "
+        "best-scored deltas.",
+    )
 
 
 def model_fits_task(raw: Any) -> Any:

@@ -63,6 +63,9 @@ class SecureAggregationConfig(_Section):
     #: At least the largest site's number of training examples. The aggregate's quantisation
     #: error grows with max_weight / (all sites' examples): keep it close to the largest site.
     max_weight: float = Field(10_000.0, gt=0, allow_inf_nan=False)
+    #: Each site clips its delta to this L2 norm before sending (and masking) it; the
+    #: coordinator refuses a plain reply, or an unmasked SecAgg+ mean, beyond it.
+    max_update_norm: float = Field(10.0, gt=0, allow_inf_nan=False)
     #: Seconds to wait for each protocol stage before treating silent sites as dropped.
     timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
 
@@ -105,6 +108,17 @@ class FederationJob(_Section):
         if names and len(names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(names)} names for num_classes = {self.num_classes}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _robust_aggregation_sees_single_updates(self) -> "FederationJob":
+        aggregation = self.strategy.aggregation
+        if aggregation != "mean" and self.secure_aggregation.enabled:
+            raise ValueError(
+                f"strategy.aggregation = {aggregation!r} needs each site's update, which "
+                "SecAgg+ hides from the server: set secure_aggregation.enabled = false or "
+                "aggregation = 'mean'"
             )
         return self
 

@@ -14,10 +14,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from common.config_files import validate_model
 
-__all__ = ["SITE_DATA_FILE", "SimulationEnvironment", "site_folder"]
+__all__ = [
+    "HOSTILE_KINDS",
+    "HOSTILE_PATTERN",
+    "SITE_DATA_FILE",
+    "SimulationEnvironment",
+    "site_folder",
+]
 
 #: A simulated site's data inside its folder.
 SITE_DATA_FILE = "data.npz"
+
+
+#: How a simulated hostile site poisons its reply (tests and benchmarks of the defences only):
+#: NaN entries, every entry 1e30, its delta x1000, its delta reversed at the job's norm bound,
+#: one array missing a row, or 10**9 declared training images.
+HOSTILE_KINDS = ("nan", "huge", "scale1000", "flip", "wrong-shape", "inflated-examples")
+#: "SITE:KIND[,...]" (site index, one of HOSTILE_KINDS).
+HOSTILE_PATTERN = rf"^(\d+:({'|'.join(HOSTILE_KINDS)}))?(,\d+:({'|'.join(HOSTILE_KINDS)}))*$"
 
 
 def site_folder(sites_dir: Path, partition_id: int) -> Path:
@@ -42,6 +56,9 @@ class SimulationEnvironment(BaseModel):
     fixed_seeds: bool = False
     #: Scripted drop-outs: "SITE@ROUND,..." (site index, first round it stops answering).
     drop: str = ""
+    #: Sites that poison every reply, "SITE:KIND,...": a test-only switch read by simulated
+    #: sites alone (a hospital's SiteClient never sees this table).
+    hostile: str = Field("", pattern=HOSTILE_PATTERN)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> "SimulationEnvironment | None":
@@ -57,3 +74,10 @@ class SimulationEnvironment(BaseModel):
             site, _, round_number = item.partition("@")
             scripted[int(site)] = int(round_number)
         return scripted
+
+    def hostile_sites(self) -> dict[int, str]:
+        """Site index -> how it poisons its replies."""
+        return {
+            int(site): kind
+            for site, _, kind in (item.partition(":") for item in self.hostile.split(",") if item)
+        }

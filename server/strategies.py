@@ -1,12 +1,13 @@
-"""The coordinator's strategy: validate the sites' weight deltas, average them, apply, record.
+"""The coordinator's strategy: validate the sites' weight deltas, combine them, apply, record.
 
 Built on Flower's legacy FedAvg because flwr 1.41 offers SecAgg+ only through its legacy
 workflow (see :mod:`server.secure_rounds`). Sites send weight *deltas*; the strategy averages
-them (under SecAgg+ the average arrives already unmasked, the strategy never sees one site's
-delta) and applies the average with the job's server optimizer: plain addition for FedAvg
-(McMahan et al. 2017) and FedProx (Li et al. 2020), Adam for FedAdam (Reddi et al. 2021,
-arXiv:2003.00295). A round is complete once its evaluation is aggregated: only then is the
-global model checkpointed, so a resumed job repeats no completed round and loses none.
+them or combines them by a robust rule (:mod:`server.delta_aggregation`; under SecAgg+ the
+average arrives already unmasked, the strategy never sees one site's delta) and applies the
+result with the job's server optimizer: plain addition for FedAvg (McMahan et al. 2017) and
+FedProx (Li et al. 2020), Adam for FedAdam (Reddi et al. 2021, arXiv:2003.00295). A round is
+complete once its evaluation is aggregated: only then is the global model checkpointed, so a
+resumed job repeats no completed round and loses none.
 """
 
 import logging
@@ -34,6 +35,7 @@ from flwr.server.strategy import FedAvg
 
 from common import message_keys as keys
 from common.federation_job import FederationJob
+from server.delta_aggregation import aggregate_deltas
 from server.metric_aggregation import aggregate_metric_dicts
 from server.run_recorder import RunRecorder
 from server.update_validation import update_problem
@@ -44,6 +46,11 @@ logger = logging.getLogger(__name__)
 
 #: Recorded per round: seconds from sending the round's first message to the new global model.
 FIT_SECONDS = "fit_seconds"
+
+#: Slack on max_update_norm: float32 rounding of a site's clipped delta; under SecAgg+ also
+#: the quantisation error of the unmasked mean (2**22 levels over +-clipping_range per entry).
+NORM_SLACK = 1.001
+SECURE_NORM_SLACK = 1.1
 
 
 @dataclass
@@ -96,7 +103,7 @@ class _ServerAdam:
 
 
 class DeltaFedAvg(FedAvg):
-    """FedAvg over validated weight deltas with the job's server optimizer; records every reply."""
+    """Validated deltas combined by the job's rule, applied by its optimizer; records replies."""
 
     def __init__(
         self,
@@ -186,15 +193,18 @@ class DeltaFedAvg(FedAvg):
 
         Every entry of a delta must be finite and within +-clipping_range (SecAgg+ clamps to
         it; a plain reply beyond it is refused), and no site weighs more than max_weight
-        examples (SecAgg+ caps the weight there; a plain reply's claim is capped alike).
+        examples (SecAgg+ caps the weight there; a plain reply's claim is capped alike). The
+        L2 norm of a plain delta, or of the unmasked SecAgg+ mean, must stay within
+        max_update_norm, to which every honest site clips its own delta.
         """
         secure = self.job.secure_aggregation
         bound = secure.clipping_range
+        max_norm = secure.max_update_norm * (SECURE_NORM_SLACK if secure.enabled else NORM_SLACK)
         kept = []
         for proxy, res in results:
             res.num_examples = min(res.num_examples, int(secure.max_weight))
             problem = update_problem(
-                parameters_to_ndarrays(res.parameters), self.global_arrays, bound
+                parameters_to_ndarrays(res.parameters), self.global_arrays, bound, max_norm
             )
             if problem is None:
                 kept.append((proxy, res))
@@ -224,9 +234,10 @@ class DeltaFedAvg(FedAvg):
         if not valid:
             logger.warning("round %d: no valid update; the global model is unchanged", job_round)
             return ndarrays_to_parameters(self.global_arrays), metrics
-        averaged, _ = super().aggregate_fit(server_round, valid, [])
-        assert averaged is not None  # FedAvg averages whenever there are results
-        deltas = parameters_to_ndarrays(averaged)
+        deltas = aggregate_deltas(
+            self.job.strategy,
+            [(parameters_to_ndarrays(res.parameters), res.num_examples) for _, res in valid],
+        )
         if self._adam is not None:
             self.global_arrays = self._adam.step(self.global_arrays, deltas)
         else:

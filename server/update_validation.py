@@ -6,12 +6,16 @@ __all__ = ["update_problem"]
 
 
 def update_problem(
-    update: list[np.ndarray], expected: list[np.ndarray], bound: float | None = None
+    update: list[np.ndarray],
+    expected: list[np.ndarray],
+    bound: float | None = None,
+    max_norm: float | None = None,
 ) -> str | None:
     """Why ``update`` (weight deltas) cannot be aggregated with a model shaped like ``expected``.
 
     None when it can. ``bound`` caps the absolute value of every entry (SecAgg+ clamps the
-    sites' deltas to its clipping range, so their average can never exceed it).
+    sites' deltas to its clipping range, so their average can never exceed it); ``max_norm``
+    caps the L2 norm of the whole delta (sites clip theirs to it, so their mean stays within).
     """
     if len(update) != len(expected):
         return f"{len(update)} arrays where the model has {len(expected)}"
@@ -24,4 +28,8 @@ def update_problem(
             return f"array {index} holds non-finite values (NaN or infinity)"
         if bound is not None and array.size and float(np.abs(array).max()) > bound:
             return f"array {index} has an entry beyond +-{bound:g}"
+    if max_norm is not None:
+        norm = float(np.sqrt(sum(np.square(a, dtype=np.float64).sum() for a in update)))
+        if norm > max_norm:
+            return f"L2 norm {norm:.4g} is beyond the job's max_update_norm {max_norm:g}"
     return None

@@ -115,6 +115,7 @@ def _run_federation(
         site_delta=job.privacy.target_delta,
         fixed_seeds=True,
         drop=settings.drop,
+        hostile=settings.hostile,
     )
     app_dir = write_job_app(run_dir, job, resume, environment)
     code = run_on_simulation_engine(

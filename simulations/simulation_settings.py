@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.data.partition import PartitionScheme
+from common.simulation_environment import HOSTILE_PATTERN
 
 __all__ = ["SimulationSettings"]
 
@@ -36,6 +37,9 @@ class SimulationSettings(BaseModel):
         pattern=r"^(\d+@\d+)?(,\d+@\d+)*$",
         description="Scripted drop-outs SITE@ROUND[,...]: site SITE stops answering from ROUND.",
     )
+    #: Test-only: simulated sites that poison their replies, "SITE:KIND,..." (see
+    #: common.simulation_environment.HOSTILE_KINDS). No description: no command-line option.
+    hostile: str = Field("", pattern=HOSTILE_PATTERN)
     cpus_per_site: float = Field(
         1.0, gt=0, le=64, description="CPUs Ray reserves for each simulated site at a time."
     )

@@ -52,7 +52,7 @@ def test_the_command_line_options_are_the_described_job_fields() -> None:
     assert {"rounds", "lr", "dp", "dp-epsilon", "strategy", "model", "local-epochs"} <= set(flags)
     # Every option reaches its key: each set to a non-default value, then read back.
     values = {"classification": "segmentation", "adam": "sgd", "cnn": "unet", "group": "instance",
-              "rdp": "prv", "fedavg": "fedprox", "auto": "image"}  # fmt: skip
+              "rdp": "prv", "fedavg": "fedprox", "auto": "image", "mean": "median"}  # fmt: skip
     overrides = {}
     for option in JOB_OPTIONS:
         default = _field(FederationJob, option.key).default
