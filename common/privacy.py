@@ -193,5 +193,5 @@ class SitePrivacyEngine:
         return PrivacyState(
             noise_multiplier=self._state.noise_multiplier,
             sample_rate=self._state.sample_rate,
-            history=[tuple(entry) for entry in self._engine.accountant.history],  # type: ignore[misc]
+            history=[tuple(entry) for entry in self._engine.accountant.history],
         )

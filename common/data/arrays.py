@@ -54,13 +54,13 @@ class ImageArrays:
     @staticmethod
     def concatenate(parts: "list[ImageArrays]") -> "ImageArrays":
         """Join several arrays (for example all sites' data, for the pooled baseline)."""
-        has_sites = all(p.sites is not None for p in parts)
-        has_masks = all(p.masks is not None for p in parts)
+        sites = [p.sites for p in parts if p.sites is not None]
+        masks = [p.masks for p in parts if p.masks is not None]
         return ImageArrays(
             images=np.concatenate([p.images for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
-            sites=np.concatenate([p.sites for p in parts]) if has_sites else None,  # type: ignore[misc]
-            masks=np.concatenate([p.masks for p in parts]) if has_masks else None,  # type: ignore[misc]
+            sites=np.concatenate(sites) if len(sites) == len(parts) else None,
+            masks=np.concatenate(masks) if len(masks) == len(parts) else None,
         )
 
 
