@@ -60,10 +60,11 @@ simulate-segmentation: $(SEGCACHE)/.prepared
 	$(BIN)/medfed-sim run --data $(SEGCACHE) --task segmentation --sites 3 --partition site \
 		--rounds 20 --local-epochs 2 --lr 0.003 --no-dp --baseline pooled --out $(SEGRUN)
 
-## test: lint, then the whole test suite.
+## test: lint, type check (mypy, configured in pyproject.toml), then the whole test suite.
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 format: $(VENV)/.installed-dev
@@ -71,4 +72,4 @@ format: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) runs data .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs data .pytest_cache .ruff_cache .mypy_cache

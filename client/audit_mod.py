@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message, MetricRecord
 from flwr.clientapp.typing import ClientAppCallable
 
 from client.audit_log import AuditEntry, AuditLog
@@ -32,14 +32,19 @@ def _round(msg: Message) -> int:
 
 def _kind(msg: Message) -> str:
     secagg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
-    stage = f"/secagg-{secagg[Key.STAGE]}" if secagg and Key.STAGE in secagg else ""
-    return f"{msg.metadata.message_type}{stage}"
+    stage = secagg.get(Key.STAGE) if secagg else None
+    suffix = f"/secagg-{stage}" if isinstance(stage, str) else ""
+    return f"{msg.metadata.message_type}{suffix}"
 
 
 def _reported_epsilon(reply: Message) -> float | None:
     if reply.has_error():
         return None
-    for record in [*reply.content.metric_records.values(), *reply.content.config_records.values()]:
+    records: list[MetricRecord | ConfigRecord] = [
+        *reply.content.metric_records.values(),
+        *reply.content.config_records.values(),
+    ]
+    for record in records:
         value = record.get(keys.EPSILON)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
@@ -88,8 +93,9 @@ def audit_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
         )  # fmt: skip
         raise
     if reply.has_error():
-        payload = reply.error.reason.encode()
-        detail = f"error: {reply.error.reason}"
+        error = reply.error.reason or ""  # Flower's Error may carry no reason
+        payload = error.encode()
+        detail = f"error: {error}"
     else:
         payload = recorddict_to_proto(reply.content).SerializeToString(deterministic=True)
         detail = ""

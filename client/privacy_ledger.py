@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opacus.accountants import RDPAccountant
 
@@ -151,14 +151,19 @@ def composed_epsilon(entries: Iterable[AccountingEntry], delta: float) -> float:
     return float(accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
 
 
-def _accounted(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+def _accounted(rows: list[LedgerRow]) -> list[LedgerRow]:
     """Spent rows plus reservations never settled (they count as spent), in ledger order."""
-    settled = {row["reservation"] for row in rows if row["kind"] == _SPENT}
-    return [row for row in rows if row["kind"] == _SPENT or row["reservation"] not in settled]
+    settled = {row.reservation for row in rows if row.kind == _SPENT}
+    return [row for row in rows if row.kind == _SPENT or row.reservation not in settled]
 
 
-def _entry(row: dict[str, object]) -> AccountingEntry:
-    return (float(row["noise_multiplier"]), float(row["sample_rate"]), int(row["steps"]))  # type: ignore[arg-type]
+def _entry(row: LedgerRow) -> AccountingEntry:
+    return (float(row.noise_multiplier), float(row.sample_rate), int(row.steps))
+
+
+def _ledger_row(fields: dict[str, Any]) -> LedgerRow:
+    """A stored row's accounting (``data_id`` and ``site`` say whose it is, not what it cost)."""
+    return LedgerRow(**{k: v for k, v in fields.items() if k not in ("data_id", "site")})
 
 
 class PrivacyLedger(SqliteStore):
@@ -179,7 +184,8 @@ class PrivacyLedger(SqliteStore):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _all(self, db: sqlite3.Connection) -> list[tuple[int, dict[str, object], str, str]]:
+    def _all(self, db: sqlite3.Connection) -> list[tuple[int, dict[str, Any], str, str]]:
+        # SQLite's values are untyped (Any); _ledger_row gives them their fields' types.
         found = db.execute(
             f"SELECT id, {', '.join(_FIELDS)}, prev_hash, hash FROM {_TABLE} ORDER BY id"
         ).fetchall()
@@ -187,8 +193,12 @@ class PrivacyLedger(SqliteStore):
             (row[0], dict(zip(_FIELDS, row[1:-2], strict=True)), row[-2], row[-1]) for row in found
         ]
 
-    def _mine(self, db: sqlite3.Connection) -> list[dict[str, object]]:
-        return [fields for _, fields, _, _ in self._all(db) if fields["data_id"] == self.data_id]
+    def _mine(self, db: sqlite3.Connection) -> list[LedgerRow]:
+        return [
+            _ledger_row(fields)
+            for _, fields, _, _ in self._all(db)
+            if fields["data_id"] == self.data_id
+        ]
 
     def verify(self) -> ChainReport:
         """Recompute the chain and check its authenticated head (with the key)."""
@@ -219,13 +229,7 @@ class PrivacyLedger(SqliteStore):
     def rows(self) -> list[LedgerRow]:
         """The accounted entries of this data (settled, or reserved and never settled)."""
         with self.connection() as db:
-            accounted = _accounted(self._mine(db))
-        return [
-            LedgerRow(
-                **{k: v for k, v in row.items() if k not in ("data_id", "site")}  # type: ignore[arg-type]
-            )
-            for row in accounted
-        ]
+            return _accounted(self._mine(db))
 
     def history(self) -> list[AccountingEntry]:
         """All accounting entries on this data, every job."""
@@ -245,7 +249,7 @@ class PrivacyLedger(SqliteStore):
 
     def _project(
         self,
-        mine: list[dict[str, object]],
+        mine: list[LedgerRow],
         planned: list[AccountingEntry],
         delta: float,
         max_epsilon: float,
@@ -254,7 +258,7 @@ class PrivacyLedger(SqliteStore):
         history = [_entry(row) for row in accounted]
         projected = composed_epsilon([*history, *planned], delta)
         if not projected <= max_epsilon:  # also refuses a NaN projection
-            jobs = len({row["run_id"] for row in accounted})
+            jobs = len({row.run_id for row in accounted})
             raise BudgetExceededError(
                 f"site {self.site} refuses this round: it would bring the privacy spent on its "
                 f"data to epsilon {projected:.2f} (delta {delta:g}), above its limit "
@@ -332,20 +336,20 @@ class PrivacyLedger(SqliteStore):
             db.execute("BEGIN IMMEDIATE")
             self._require_intact(db)
             mine = self._mine(db)
-            held = [row for row in mine if row["reservation"] == reservation.token]
-            if not held or any(row["kind"] == _SPENT for row in held):
+            held = [row for row in mine if row.reservation == reservation.token]
+            if not held or any(row.kind == _SPENT for row in held):
                 raise LedgerTamperedError(
                     f"{self.path}: reservation {reservation.token} is unknown or settled already"
                 )
             first = held[0]
-            delta = float(first["delta"])  # type: ignore[arg-type]
-            others = [_entry(r) for r in _accounted(mine) if r["reservation"] != reservation.token]
+            delta = float(first.delta)
+            others = [_entry(r) for r in _accounted(mine) if r.reservation != reservation.token]
             total = composed_epsilon([*others, *entries], delta)
             recorded = entries or [(*_entry(first)[:2], 0)]  # a settled round with no step
             self._append(
                 db,
                 [
-                    self._row(str(first["job"]), str(first["run_id"]), int(first["round"]),  # type: ignore[call-overload]
+                    self._row(str(first.job), str(first.run_id), int(first.round),
                               _SPENT, reservation.token, entry, delta, epsilon_job, total)
                     for entry in recorded
                 ],

@@ -28,7 +28,7 @@ def simulated_site(context: Context) -> tuple[int, SimulationEnvironment] | None
     environment = SimulationEnvironment.from_run_config(context.run_config)
     if environment is None:
         return None
-    return int(node[PARTITION_ID]), environment  # type: ignore[call-overload]  # a Scalar
+    return int(node[PARTITION_ID]), environment
 
 
 def site_limits(context: Context) -> SiteLimits:

@@ -9,9 +9,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common.errors import BUDGET_REFUSAL, ConfigError
 from common.federation_job import FederationJob
+
+if TYPE_CHECKING:  # Flower's type only: reading limits imports no Flower
+    from flwr.app import UserConfigValue
 
 __all__ = [
     "DATA_PATH",
@@ -79,15 +83,15 @@ class SiteLimits:
         checked_delta(self.delta, f"site {self.name}'s limits")
 
     @classmethod
-    def from_node_config(cls, node_config: Mapping[str, object]) -> "SiteLimits":
+    def from_node_config(cls, node_config: "Mapping[str, UserConfigValue]") -> "SiteLimits":
         """Read the limits `medfed-site start` put into this node's config."""
         try:
             limits = cls(
                 data=Path(str(node_config[DATA_PATH])),
                 name=str(node_config[SITE_NAME]),
-                max_epsilon=float(node_config[MAX_EPSILON]),  # type: ignore[arg-type]
+                max_epsilon=float(node_config[MAX_EPSILON]),
                 state_dir=Path(str(node_config[STATE_DIR])) if STATE_DIR in node_config else None,
-                delta=float(node_config.get(DELTA, DEFAULT_DELTA)),  # type: ignore[arg-type]
+                delta=float(node_config.get(DELTA, DEFAULT_DELTA)),
                 require_secure_aggregation=_flag(node_config, REQUIRE_SECURE_AGGREGATION),
                 require_dp=_flag(node_config, REQUIRE_DP),
                 integrity_key=(
@@ -131,7 +135,7 @@ class SiteLimits:
             )
 
 
-def _flag(node_config: Mapping[str, object], key: str) -> bool:
+def _flag(node_config: "Mapping[str, UserConfigValue]", key: str) -> bool:
     """A boolean node config value, true when absent (the site's protection by default)."""
     value = node_config.get(key, True)
     if not isinstance(value, bool):

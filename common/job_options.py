@@ -11,7 +11,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import typer
 from pydantic import BaseModel
@@ -65,15 +65,13 @@ def job_options(model: type[BaseModel], prefix: str = "") -> list[JobOption]:
 
 def _parameter(option: JobOption, panel: str) -> inspect.Parameter:
     declared = f"--{option.flag}/--no-{option.flag}" if option.kind is bool else f"--{option.flag}"
-    annotation = Annotated[
-        option.kind | None,  # type: ignore[operator]  # a runtime union of the field's type
-        typer.Option(declared, help=option.help, rich_help_panel=panel),
-    ]
+    # The type is known only at run time, so Typer reads the option from the default rather
+    # than from an Annotated[...] type expression.
     return inspect.Parameter(
         option.key.replace(".", "__"),
         inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=annotation,
+        default=typer.Option(None, declared, help=option.help, rich_help_panel=panel),
+        annotation=option.kind | None,
     )
 
 
@@ -101,6 +99,7 @@ def with_job_options(
                 kwargs.pop(name, None)
             return command(**{argument: overrides}, **kwargs)
 
+        # inspect.signature honours __signature__, which typeshed does not declare on functions.
         wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
             parameters=[*own, *(_parameter(option, panel) for option in options)]
         )

@@ -99,6 +99,7 @@ def _segmentation_network(
     # norm layers (with affine=True Opacus re-runs each norm per sample), and fewer weights to
     # noise; the convolution after it rescales freely. Measured in docs/results.md.
     norm = _norm(config.norm, 8) if config.norm != "instance" else ("instance", {"affine": False})
+    model: nn.Module
     if config.name == "basicunet":
         # Upsampling by interpolation then convolution: every trainable layer is a Conv2d or a
         # norm that Opacus computes per-sample gradients for with its fast hooks.
@@ -175,7 +176,8 @@ def _replace_hardcoded_layers(model: nn.Module) -> nn.Module:
     model = ModuleValidator.fix(model)
     for module in model.modules():
         if getattr(module, "inplace", False):
-            module.inplace = False
+            # torch annotates Module.__setattr__ for tensors and modules; any value works.
+            module.inplace = False  # type: ignore[assignment]
     return model
 
 

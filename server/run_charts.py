@@ -37,9 +37,9 @@ def line_chart(
     if not points:
         return f"<figure><figcaption>{html.escape(title)}</figcaption><p>no data yet</p></figure>"
     rounds = [r for r, _ in points]
-    values = [v for _, v in points] + list(limits.values())
+    levels = [v for _, v in points] + list(limits.values())
     x_low, x_high = min(rounds), max(max(rounds), min(rounds) + 1)
-    y_low, y_high = min(0.0, min(values)), max(values) * 1.05 or 1.0
+    y_low, y_high = min(0.0, min(levels)), max(levels) * 1.05 or 1.0
 
     def x(r: float) -> float:
         return LEFT + (r - x_low) / (x_high - x_low) * (WIDTH - LEFT - RIGHT)

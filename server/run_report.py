@@ -50,8 +50,6 @@ def _planned_rounds(run_dir: Path) -> int | None:
 def _site_label(entry: dict[str, Any]) -> str:
     if "site" in entry:
         return str(entry["site"])
-    if keys.SITE_ID in entry:
-        return f"site {entry[keys.SITE_ID]}"
     return f"node {entry['node_id']}"
 
 

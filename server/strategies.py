@@ -233,7 +233,7 @@ class DeltaFedAvg(FedAvg):
         self._fit_metrics = dict(metrics)
         if not valid:
             logger.warning("round %d: no valid update; the global model is unchanged", job_round)
-            return ndarrays_to_parameters(self.global_arrays), metrics
+            return ndarrays_to_parameters(self.global_arrays), dict(metrics)
         deltas = aggregate_deltas(
             self.job.strategy,
             [(parameters_to_ndarrays(res.parameters), res.num_examples) for _, res in valid],
@@ -247,7 +247,7 @@ class DeltaFedAvg(FedAvg):
             ]
         seconds = time.monotonic() - self._fit_started
         self.recorder.record_federated("train", job_round, {**metrics, FIT_SECONDS: seconds})
-        return ndarrays_to_parameters(self.global_arrays), metrics
+        return ndarrays_to_parameters(self.global_arrays), dict(metrics)
 
     def evaluate(
         self, server_round: int, parameters: Parameters
@@ -284,7 +284,7 @@ class DeltaFedAvg(FedAvg):
         )
         self.recorder.round_done(job_round)
         loss = metrics.get(keys.EVAL_LOSS)
-        return (float(loss) if isinstance(loss, int | float) else None), metrics
+        return (float(loss) if isinstance(loss, int | float) else None), dict(metrics)
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager

@@ -28,7 +28,7 @@ class SegWriteError(MedfedError):
 
 def _sources(paths: Sequence[Path]) -> list[pydicom.Dataset]:
     """Source headers in slice order (no pixels), completed with empty Type 2 attributes."""
-    datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    datasets: list[pydicom.Dataset] = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     for ds in datasets:
         for keyword in _TYPE2_COPIED:
             if keyword not in ds:

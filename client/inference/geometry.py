@@ -17,7 +17,9 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 def _zoomed_shape(source: tuple[int, int], zoom: tuple[float, float]) -> tuple[int, int]:
     """The size MONAI's Zoom (as used by ``resample_images``) gives a source image."""
-    zoomed = Zoom(zoom=zoom, keep_size=False, mode="nearest")(np.zeros((1, *source), np.float32))
+    zoom_in = Zoom(zoom=zoom, keep_size=False, mode="nearest")
+    blank = np.zeros((1, *source), np.float32)
+    zoomed = zoom_in(blank)  # type: ignore[arg-type]  # MONAI accepts ndarray
     return int(zoomed.shape[1]), int(zoomed.shape[2])
 
 
@@ -29,7 +31,8 @@ def _undo_pad_or_crop(arrays: np.ndarray, zoomed: tuple[int, int]) -> np.ndarray
     """
     size = arrays.shape[1:]
     index = np.arange(1, zoomed[0] * zoomed[1] + 1, dtype=np.int64).reshape(1, *zoomed)
-    placed = np.asarray(ResizeWithPadOrCrop(spatial_size=size)(index))[0]
+    pad_or_crop = ResizeWithPadOrCrop(spatial_size=size)
+    placed = np.asarray(pad_or_crop(index))[0]  # type: ignore[arg-type]  # MONAI accepts ndarray
     kept = placed > 0
     out = np.zeros((arrays.shape[0], zoomed[0] * zoomed[1]), dtype=arrays.dtype)
     out[:, placed[kept] - 1] = arrays[:, kept]

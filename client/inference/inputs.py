@@ -3,10 +3,12 @@
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, overload
 
 import nibabel as nib
 import numpy as np
 import pydicom
+from nibabel.spatialimages import SpatialImage
 from pydicom.errors import InvalidDicomError
 
 from client.inference.geometry import dicom_affine
@@ -59,9 +61,16 @@ class NoDecodableImage(DataFormatError):
         self.skipped = skipped
 
 
-def _floats(value: object, count: int) -> tuple[float, ...] | None:
+@overload
+def _floats(value: Any, count: Literal[2]) -> tuple[float, float] | None: ...
+@overload
+def _floats(value: Any, count: Literal[3]) -> tuple[float, float, float] | None: ...
+@overload
+def _floats(value: Any, count: int) -> tuple[float, ...] | None: ...
+def _floats(value: Any, count: int) -> tuple[float, ...] | None:
+    """``count`` numbers from a pydicom element value (untyped: a MultiValue, a number...)."""
     try:
-        numbers = tuple(float(v) for v in value)  # type: ignore[attr-defined]
+        numbers = tuple(float(v) for v in value)
     except (TypeError, ValueError):
         return None
     return numbers if len(numbers) == count else None
@@ -92,10 +101,10 @@ def _single_file_series(path: Path) -> SeriesFiles:
         raise DataFormatError(path, problem)
     header = SliceHeader(
         path=path,
-        position=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        position=_floats(ds.get("ImagePositionPatient"), 3),
         orientation=_floats(ds.get("ImageOrientationPatient"), 6),
         instance_number=None,
-        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
     )
     return SeriesFiles(
@@ -149,6 +158,9 @@ def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> Prep
         raise DataFormatError(path, f"not readable as NIfTI ({error_text(exc)})") from None
     display = normalise_intensity(volume, config.window_for(_NIFTI_MODALITY))
     batch = resample_images(display, spacing, config.target_spacing, config.size)[:, None]
+    image = nib.load(path)
+    if not isinstance(image, SpatialImage):  # nibabel also loads formats without an affine
+        raise DataFormatError(path, "not a NIfTI image (no affine)")
     return PreparedInput(
         source,
         display,
@@ -156,7 +168,7 @@ def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> Prep
         image_files=[source.name] * len(volume),
         image_frames=list(range(len(volume))),
         spacing=spacing,
-        affine=np.asarray(nib.load(path).affine, dtype=np.float64),
+        affine=np.asarray(image.affine, dtype=np.float64),
     )
 
 

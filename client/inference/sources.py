@@ -66,10 +66,10 @@ def _series_sources(series: list[SeriesFiles], root: Path) -> list[Source]:
         relative = folder.relative_to(root).as_posix()
         by_folder.setdefault(relative if relative != "." else root.name, []).append(entry)
     sources = []
-    for folder in sorted(by_folder):
-        entries = sorted(by_folder[folder], key=lambda e: min(s.path for s in e.slices))
+    for label in sorted(by_folder):
+        entries = sorted(by_folder[label], key=lambda e: min(s.path for s in e.slices))
         for number, entry in enumerate(entries, start=1):
-            name = folder if len(entries) == 1 else f"{folder} (series {number})"
+            name = label if len(entries) == 1 else f"{label} (series {number})"
             files = tuple(s.path for s in entry.slices)
             sources.append(Source(name=name, kind="dicom", files=files, series=entry))
     return sources

@@ -85,8 +85,8 @@ class ImageArrays:
         return ImageArrays(
             images=np.concatenate([p.images for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
-            sites=np.concatenate([p.sites for p in parts]) if has_sites else None,  # type: ignore[misc]
-            masks=np.concatenate([p.masks for p in parts]) if has_masks else None,  # type: ignore[misc]
+            sites=np.concatenate([p.sites for p in parts]) if has_sites else None,
+            masks=np.concatenate([p.masks for p in parts]) if has_masks else None,
             patients=patients,
         )
 

@@ -9,7 +9,7 @@ from common.data.dicom_pixels import LinearUnits, decode_stored
 from common.data.quality import IntensityStats
 from common.data.resample_taps import ResamplePlan, plan_resampling
 
-__all__ = ["DecodedImage", "ImageReducer", "stored_stats"]
+__all__ = ["DecodedImage", "ImageReducer", "MeasuredImage", "ReducedImage", "stored_stats"]
 
 #: Units of taps that are already float32 modality units (files with a Modality LUT).
 _AS_IS = LinearUnits(1.0, 0.0)
@@ -17,24 +17,34 @@ _AS_IS = LinearUnits(1.0, 0.0)
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded file: frame size and count, and its resampling taps or their statistics.
+    """A decoded file kept for preparing: frame size and count, and its resampling taps.
 
     The full-resolution pixels are not kept: ``taps`` holds only the pixels that resampling to
     the output size reads, in the stored integer type (``8 * size**2`` bytes per 16-bit frame,
     32 KiB at 64x64); ``units`` turns them into modality units once the series is complete.
-    QC intensity statistics are taken over the taps too: per series from the kept taps
-    (``stats`` None), or per file when pixels are not kept (``medfed-site check``).
+    QC intensity statistics are taken over the taps too, per series.
     """
 
     shape: tuple[int, int]
     frames: int
-    #: Statistics of the taps in modality units (before normalisation); None when taps are kept.
-    stats: IntensityStats | None = None
-    #: Taps [F, 4, h, w] for ``plan``, as stored (float32 units with a LUT); None when pixels
-    #: are not kept.
-    taps: np.ndarray | None = None
-    plan: ResamplePlan | None = None
+    #: Taps [F, 4, h, w] for ``plan``, as stored (float32 units with a LUT).
+    taps: np.ndarray
+    plan: ResamplePlan
     units: LinearUnits = _AS_IS
+
+
+@dataclass(frozen=True)
+class MeasuredImage:
+    """A decoded file whose pixels are not kept (``medfed-site check``): its QC statistics."""
+
+    shape: tuple[int, int]
+    frames: int
+    #: Statistics of the taps in modality units (before normalisation).
+    stats: IntensityStats
+
+
+#: What reading a file leaves of it: its taps, or only their statistics.
+ReducedImage = DecodedImage | MeasuredImage
 
 
 def stored_stats(stored: np.ndarray, units: LinearUnits) -> IntensityStats:
@@ -54,7 +64,7 @@ def stored_stats(stored: np.ndarray, units: LinearUnits) -> IntensityStats:
 
 @dataclass(frozen=True)
 class ImageReducer:
-    """Decodes a read dataset into a :class:`DecodedImage` for the output geometry."""
+    """Decodes a read dataset into a :class:`DecodedImage` (or :class:`MeasuredImage`)."""
 
     target_spacing: float | None
     size: int
@@ -63,7 +73,7 @@ class ImageReducer:
 
     def __call__(
         self, ds: pydicom.Dataset, pixel_spacing: tuple[float, float] | None
-    ) -> DecodedImage:
+    ) -> ReducedImage:
         """Decode ``ds`` (raises on truncated or undecodable pixel data)."""
         frames = decode_stored(ds)
         count, height, width = frames.values.shape
@@ -74,5 +84,5 @@ class ImageReducer:
             taps = frames.units(taps)  # a Modality LUT: float32 units now
         if not self.keep_pixels:
             stats = stored_stats(taps.astype(np.float32, copy=False), units)
-            return DecodedImage((height, width), count, stats)
-        return DecodedImage((height, width), count, None, taps, plan, units)
+            return MeasuredImage((height, width), count, stats)
+        return DecodedImage((height, width), count, taps, plan, units)

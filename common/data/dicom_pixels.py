@@ -1,8 +1,9 @@
 """Decode one DICOM file's pixels into modality units (Hounsfield units for CT)."""
 
+import os
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -37,7 +38,9 @@ def _header_int(ds: pydicom.Dataset, tag: int, default: int) -> int:
     element = ds.get_item(tag)
     raw = None if element is None else element.value
     if isinstance(raw, bytes) and len(raw) == 2:  # US as read: 2 bytes (pydicom converts slowly)
-        order = "little" if getattr(element, "is_little_endian", True) else "big"
+        order: Literal["little", "big"] = (
+            "little" if getattr(element, "is_little_endian", True) else "big"
+        )
         return int.from_bytes(raw, order)
     value = _value(ds, tag, default)
     return int(value[0] if isinstance(value, list | tuple) else value)
@@ -157,7 +160,7 @@ class StoredFrames:
     def units(self, values: np.ndarray | None = None) -> np.ndarray:
         """Modality units (float32) of ``values``, a subset of the stored values (default all)."""
         stored = self.values if values is None else values
-        if self.linear:
+        if self.lut_source is None:  # linear
             return self.linear_units.to_units(stored)
         units = np.asarray(apply_rescale(stored, self.lut_source), dtype=np.float32)
         return self._brightest - units if self.invert else units
@@ -172,7 +175,7 @@ class StoredFrames:
     @cached_property
     def _brightest(self) -> np.float32:
         """The largest modality value of all frames (what MONOCHROME1 is inverted against)."""
-        if self.linear:
+        if self.lut_source is None:  # linear
             as_stored = LinearUnits(self.slope, self.intercept)
             return max(as_stored.of(v) for v in (self.values.min(), self.values.max()))
         units = apply_rescale(self.values, self.lut_source)
@@ -221,6 +224,6 @@ def frames_from_dataset(ds: pydicom.Dataset) -> np.ndarray:
     return decode_stored(ds).units()
 
 
-def decode_frames(path: str | object) -> np.ndarray:
+def decode_frames(path: str | os.PathLike[str]) -> np.ndarray:
     """Read ``path`` and return :func:`frames_from_dataset` of it."""
     return frames_from_dataset(pydicom.dcmread(path))

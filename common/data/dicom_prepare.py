@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from common.data.arrays import MASK_CLASSES
-from common.data.dicom_image import DecodedImage, ImageReducer, stored_stats
+from common.data.dicom_image import (
+    DecodedImage,
+    ImageReducer,
+    MeasuredImage,
+    ReducedImage,
+    stored_stats,
+)
 from common.data.dicom_patient import patient_identity
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, LinearUnits
 from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
@@ -164,9 +170,9 @@ def _window_bounds(
     units = {i.units for i in images}
     histogram = None
     if len(units) == 1:
-        histogram = ValueHistogram.of(np.concatenate([i.taps.ravel() for i in images]))  # type: ignore[union-attr]
+        histogram = ValueHistogram.of(np.concatenate([i.taps.ravel() for i in images]))
     if histogram is None:
-        values = np.concatenate([i.units.to_units(i.taps).ravel() for i in images])  # type: ignore[arg-type]
+        values = np.concatenate([i.units.to_units(i.taps).ravel() for i in images])
         return (*window_range(window, values), None)
     (mapping,) = units
     low, high = sorted(float(mapping.of(v)) for v in histogram.percentiles(PERCENTILES))
@@ -200,7 +206,7 @@ def _scaled_taps(
     (usually the whole series), applied in place on one float32 copy, then one clip. With
     ``stats`` the QC statistics of the taps are added to it from that copy, before windowing.
     """
-    taps = np.concatenate([i.taps for i in images], dtype=np.float32)  # type: ignore[misc]
+    taps = np.concatenate([i.taps for i in images], dtype=np.float32)
     if stats is not None:
         _measure_runs(stats, taps, images)
     width = high - low
@@ -218,15 +224,17 @@ def _scaled_taps(
     return np.clip(taps, 0.0, 1.0, out=taps)
 
 
-def _taps_stats(images: list[DecodedImage]) -> IntensityStats:
+def _taps_stats(images: list[ReducedImage]) -> IntensityStats:
     """QC statistics of images that are measured but not windowed (e.g. unlabelled)."""
     stats = IntensityStats()
+    kept: list[DecodedImage] = []
     for image in images:
-        if image.stats is not None:  # measured as read (pixels not kept)
+        if isinstance(image, MeasuredImage):  # measured as read (pixels not kept)
             stats.merge(image.stats)
-    kept = [i for i in images if i.stats is None]
+        else:
+            kept.append(image)
     if kept:
-        taps = np.concatenate([i.taps.reshape(i.frames, -1) for i in kept], dtype=np.float32)  # type: ignore[union-attr]
+        taps = np.concatenate([i.taps.reshape(i.frames, -1) for i in kept], dtype=np.float32)
         _measure_runs(stats, taps, kept)
     return stats
 
@@ -244,7 +252,7 @@ def _normalise_and_resample(
     out: list[np.ndarray] = []
     for plan, group in itertools.groupby(images, lambda i: i.plan):
         scaled = _scaled_taps(list(group), low, high, stats if measured is None else None)
-        out.extend(plan.combine(scaled))  # type: ignore[union-attr]
+        out.extend(plan.combine(scaled))
     return out
 
 
@@ -292,7 +300,7 @@ def prepare_series(
         labels: list[int] = []
         slice_indices: list[int] = []
         kept: list[DecodedImage] = []
-        unwindowed: list[DecodedImage] = []  # measured for QC but not kept (unlabelled, check)
+        unwindowed: list[ReducedImage] = []  # measured for QC but not kept (unlabelled, check)
         kept_masks: list[np.ndarray] = []
         reference: tuple[int, int] | None = None
         series_label = None  # one lookup per series unless labels are per file (Path is slow)
@@ -330,6 +338,8 @@ def prepare_series(
                 report.unlabelled_images += image.frames
                 continue
             if keep_pixels:
+                if not isinstance(image, DecodedImage):
+                    raise ValueError("prepare_series keeping pixels needs a scan that kept them")
                 kept.append(image)
                 if mask is not None:
                     kept_masks.append(mask)

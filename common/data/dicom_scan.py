@@ -29,7 +29,7 @@ from common.data.dicom_values import floats, strings, text
 from common.data.site_files import list_site_files, os_error_reason
 
 if TYPE_CHECKING:
-    from common.data.dicom_image import DecodedImage
+    from common.data.dicom_image import ReducedImage
 
 __all__ = [
     "NON_IMAGE_MODALITIES",
@@ -64,7 +64,7 @@ _POSITION, _ORIENTATION, _INSTANCE, _SPACING = 0x00200032, 0x00200037, 0x0020001
 _ROWS, _SOP_CLASS, _PATIENT_ID = 0x00280010, 0x00080016, 0x00100020
 
 #: Decodes a fully read image file, given its in-plane spacing (see common.data.dicom_image).
-ImageReader = Callable[[pydicom.Dataset, tuple[float, float] | None], "DecodedImage"]
+ImageReader = Callable[[pydicom.Dataset, tuple[float, float] | None], "ReducedImage"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class SliceHeader:
     #: Kept in memory to match DICOM SEG frames to their source image; never written out.
     sop_instance_uid: str = ""
     #: The decoded image when the folder was scanned with a ``read_image``; else None.
-    image: "DecodedImage | None" = field(default=None, compare=False, repr=False)
+    image: "ReducedImage | None" = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -238,12 +238,12 @@ def _slice_header(path: Path, ds: pydicom.Dataset, read_image: ImageReader | Non
     spacing = floats(ds, _SPACING, 2)
     return SliceHeader(
         path=path,
-        position=floats(ds, _POSITION, 3),  # type: ignore[arg-type]
+        position=floats(ds, _POSITION, 3),
         orientation=floats(ds, _ORIENTATION, 6),
         instance_number=instance_number,
-        pixel_spacing=spacing,  # type: ignore[arg-type]
+        pixel_spacing=spacing,
         sop_instance_uid=text(ds, _SOP_UID),
-        image=read_image(ds, spacing) if read_image is not None else None,  # type: ignore[arg-type]
+        image=read_image(ds, spacing) if read_image is not None else None,
     )
 
 
@@ -266,8 +266,10 @@ def _compressed(ds: pydicom.Dataset) -> bool:
 def _order(series: SeriesFiles) -> None:
     """Sort by position along the slice normal; by InstanceNumber where positions are missing."""
     normal = _normal(series.slices[0].orientation)
-    if normal is not None and all(s.position is not None for s in series.slices):
-        series.slices.sort(key=lambda s: float(np.dot(s.position, normal)))  # type: ignore[arg-type]
+    located = [(s, s.position) for s in series.slices if s.position is not None]
+    if normal is not None and len(located) == len(series.slices):
+        located.sort(key=lambda pair: float(np.dot(pair[1], normal)))
+        series.slices[:] = [s for s, _ in located]
     else:
         series.slices.sort(key=lambda s: (s.instance_number is None, s.instance_number or 0))
 

@@ -6,6 +6,8 @@ plain ASCII (backslash-separated values, space or NUL padded), so splitting the 
 the same strings. An element pydicom has already converted is read from its value.
 """
 
+from typing import Literal, overload
+
 import pydicom
 from pydicom.multival import MultiValue
 
@@ -33,6 +35,14 @@ def text(ds: pydicom.Dataset, tag: int) -> str:
     return "\\".join(strings(ds, tag))
 
 
+@overload
+def floats(ds: pydicom.Dataset, tag: int, count: Literal[2]) -> tuple[float, float] | None: ...
+@overload
+def floats(
+    ds: pydicom.Dataset, tag: int, count: Literal[3]
+) -> tuple[float, float, float] | None: ...
+@overload
+def floats(ds: pydicom.Dataset, tag: int, count: int | None = None) -> tuple[float, ...] | None: ...
 def floats(ds: pydicom.Dataset, tag: int, count: int | None = None) -> tuple[float, ...] | None:
     """The values as floats; None when absent, not numbers, or not ``count`` of them."""
     element = ds.get_item(tag)

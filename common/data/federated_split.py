@@ -66,6 +66,7 @@ def split_across_sites(
                 )
             val_parts = _partition_like(splits.val.labels, counts, rng)
         else:  # whole patients, each labelled by its most frequent label
+            assert splits.val.patients is not None  # val_patients counted them
             inverse, unit_labels = group_labels(splits.val.labels, splits.val.patients)
             val_parts = expand_groups(inverse, _partition_like(unit_labels, counts, rng))
     return [

@@ -36,6 +36,6 @@ def write_npz(
         arrays["segment_names"] = np.array(segment_names)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, **arrays)
+    np.savez(partial, allow_pickle=False, **arrays)  # the reader refuses pickles too
     partial.replace(path)
     return path

@@ -31,15 +31,16 @@ class PartitionScheme:
     def parse(cls, text: str) -> "PartitionScheme":
         """Parse 'iid', 'site', 'dirichlet:0.5' or 'quantity:1.0'; ValueError naming ``text``."""
         kind, _, alpha_text = text.strip().partition(":")
-        if kind in ("iid", "site") and not alpha_text:
-            return cls(kind)  # type: ignore[arg-type]
-        if kind in ("dirichlet", "quantity"):
-            try:
-                alpha = float(alpha_text)
-            except ValueError:
-                alpha = float("nan")
-            if np.isfinite(alpha) and alpha > 0:
-                return cls(kind, alpha)  # type: ignore[arg-type]
+        match kind:
+            case "iid" | "site" if not alpha_text:
+                return cls(kind)
+            case "dirichlet" | "quantity":
+                try:
+                    alpha = float(alpha_text)
+                except ValueError:
+                    alpha = float("nan")
+                if np.isfinite(alpha) and alpha > 0:
+                    return cls(kind, alpha)
         raise ValueError(
             f"partition {text!r} is not one of 'iid', 'site', 'dirichlet:ALPHA', "
             "'quantity:ALPHA' with ALPHA a positive number"

@@ -22,10 +22,12 @@ def resample_images(
     channel_first = images.astype(np.float32, copy=False)
     if spacing is not None and target_spacing is not None:
         zoom = (spacing[0] / target_spacing, spacing[1] / target_spacing)
-        zoomed = Zoom(zoom=zoom, keep_size=False, mode=mode)(channel_first)
+        zoom_in = Zoom(zoom=zoom, keep_size=False, mode=mode)
+        zoomed = zoom_in(channel_first)  # type: ignore[arg-type]  # MONAI accepts ndarray
         out = ResizeWithPadOrCrop(spatial_size=(size, size))(zoomed)
     else:
-        out = Resize(spatial_size=(size, size), mode=mode)(channel_first)
+        resize = Resize(spatial_size=(size, size), mode=mode)
+        out = resize(channel_first)  # type: ignore[arg-type]  # MONAI accepts ndarray
     return np.asarray(out, dtype=np.float32)
 
 

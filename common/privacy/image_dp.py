@@ -130,5 +130,5 @@ class SitePrivacyEngine:
             noise_multiplier=self._state.noise_multiplier,
             sample_rate=self._state.sample_rate,
             unit="image",
-            history=[tuple(entry) for entry in self._engine.accountant.history],  # type: ignore[misc]
+            history=[tuple(entry) for entry in self._engine.accountant.history],
         )

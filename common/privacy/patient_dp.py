@@ -35,6 +35,14 @@ __all__ = ["PatientPrivacyEngine", "clipped_patient_sum", "wrap_for_per_sample_g
 CHUNK_IMAGES = 64
 
 
+def _per_sample(parameter: torch.nn.Parameter) -> torch.Tensor:
+    """The per-sample gradients Opacus' GradSampleModule attached to ``parameter``."""
+    grad_sample = vars(parameter).get("grad_sample")
+    if not isinstance(grad_sample, torch.Tensor):
+        raise RuntimeError("no per-sample gradient: wrap the model in a GradSampleModule")
+    return grad_sample
+
+
 def wrap_for_per_sample_gradients(model: nn.Module, grad_sample_mode: str) -> GradSampleModule:
     """Opacus' GradSampleModule around ``model`` (trained in place), for a mean-reduced loss.
 
@@ -76,15 +84,15 @@ def clipped_patient_sum(
     for start in range(0, len(targets), chunk_images):
         chunk = slice(start, start + chunk_images)
         for p in params:
-            p.grad_sample = None
+            vars(p)["grad_sample"] = None
             p.grad = None
         loss = criterion(model(images[chunk]), targets[chunk])
         loss.backward()
         total_loss += float(loss.detach()) * len(targets[chunk])
         for total, p in zip(sums, params, strict=True):
-            total.index_add_(0, owners[chunk], p.grad_sample.to(total.dtype))  # type: ignore[union-attr]
+            total.index_add_(0, owners[chunk], _per_sample(p).to(total.dtype))
     for p in params:
-        p.grad_sample = None
+        vars(p)["grad_sample"] = None
         p.grad = None
     if num_patients == 0:
         return [torch.zeros_like(p) for p in params], total_loss
@@ -180,6 +188,6 @@ class PatientPrivacyEngine:
         return PrivacyState(
             noise_multiplier=self.noise_multiplier,
             sample_rate=self.sampling.sample_rate,
-            history=[tuple(entry) for entry in self._accountant.history],  # type: ignore[misc]
+            history=[tuple(entry) for entry in self._accountant.history],
             unit="patient",
         )

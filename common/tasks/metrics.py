@@ -73,8 +73,10 @@ def _roc_auc(y_true: np.ndarray, probabilities: np.ndarray) -> float:
     num_classes = probabilities.shape[1]
     if num_classes == 2:
         scores = torch.as_tensor(probabilities[:, 1])
-        return float(compute_roc_auc(scores, torch.as_tensor(y_true)))
-    one_hot = np.eye(num_classes, dtype=np.int64)[y_true]
-    return float(
-        compute_roc_auc(torch.as_tensor(probabilities), torch.as_tensor(one_hot), average="macro")
-    )
+        auc = compute_roc_auc(scores, torch.as_tensor(y_true))
+    else:
+        one_hot = np.eye(num_classes, dtype=np.int64)[y_true]
+        auc = compute_roc_auc(
+            torch.as_tensor(probabilities), torch.as_tensor(one_hot), average="macro"
+        )
+    return float(np.asarray(auc))  # MONAI types the result as any array-like

@@ -28,7 +28,9 @@ def _pooled(metric: DiceMetric | MeanIoU, pred: torch.Tensor, true: torch.Tensor
     def side_by_side(masks: torch.Tensor) -> torch.Tensor:  # [N, K, H, W] -> [1, K, N*H, W]
         return masks.permute(1, 0, 2, 3).reshape(1, masks.shape[1], -1, masks.shape[3])
 
-    return metric(side_by_side(pred), side_by_side(true)).reshape(-1).numpy()
+    scores = metric(side_by_side(pred), side_by_side(true))
+    assert isinstance(scores, torch.Tensor)  # tensors in, a tensor out (MONAI types lists too)
+    return scores.reshape(-1).numpy()
 
 
 def _hd95_per_class(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
@@ -51,8 +53,9 @@ def _hd95_per_class(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
         if (~missed).any():
             with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal argument
                 warnings.filterwarnings("ignore", message=".*always_return_as_numpy")
-                found = metric(pred_c[~missed], true_c[~missed]).reshape(-1)
-            distances[(~missed).numpy()] = found
+                found = metric(pred_c[~missed], true_c[~missed])
+            assert isinstance(found, torch.Tensor)  # as in _pooled
+            distances[(~missed).numpy()] = found.reshape(-1)
         scores[cls - 1] = float(distances.mean())
     return scores
 

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -107,7 +107,7 @@ def start(
             fleet_port,
             control_port,
         )
-        tls = (
+        tls: dict[str, Any] = (  # uvicorn.run's TLS keyword arguments
             {}
             if insecure
             else {
