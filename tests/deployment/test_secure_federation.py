@@ -180,18 +180,21 @@ def test_every_flower_process_runs_without_telemetry_or_runtime_installs(
 ) -> None:
     started = [federation.coordinator.pid, *(p.pid for p in federation.sites.values())]
     superlink = json.loads((federation.state / "coordinator.json").read_text())["superlink_pid"]
-    flower_pids = {
-        pid
-        for root in [*started, superlink]
-        for pid in descendants(root)
-        if "flower-" in command_line(pid) or "flwr" in command_line(pid)
+    # One snapshot: a short-lived ClientApp process may end between two reads of /proc.
+    commands = {
+        pid: command_line(pid) for root in [*started, superlink] for pid in descendants(root)
     }
-    names = {command_line(pid).split()[1].rsplit("/", 1)[-1] for pid in flower_pids}
+    flower = {
+        pid: (command, environment(pid))
+        for pid, command in commands.items()
+        if ("flower-" in command or "flwr" in command) and len(command.split()) > 1
+    }
+    flower = {pid: found for pid, found in flower.items() if found[1]}  # still running
+    names = {command.split()[1].rsplit("/", 1)[-1] for command, _ in flower.values()}
     assert {"flower-superlink", "flower-supernode", "flower-superexec"} <= names, names
-    for pid in flower_pids:
-        env = environment(pid)
-        assert env.get("FLWR_TELEMETRY_ENABLED") == "0", command_line(pid)
-        assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", command_line(pid)
+    for command, env in flower.values():
+        assert env.get("FLWR_TELEMETRY_ENABLED") == "0", command
+        assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", command
     assert "--disable-runtime-dependency-installation" in command_line(superlink)
 
 
