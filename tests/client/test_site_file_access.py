@@ -40,13 +40,14 @@ def _site(*args: str, timeout: float = 60, preexec=None) -> subprocess.Completed
 
 
 def _export(tmp_path: Path, studies: int = 1) -> Path:
-    """CT_small.dcm as ``series/ct.dcm``, plus copies as other studies ``series/ct1.dcm``, ..."""
+    """CT_small.dcm as ``series/ct.dcm``, plus copies as other patients' studies ``ct1.dcm``..."""
     data = tmp_path / "export"
     (data / "series").mkdir(parents=True)
     shutil.copy(get_testdata_file("CT_small.dcm"), data / "series" / "ct.dcm")
     for study in range(1, studies):
         ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.PatientID = f"{ds.PatientID}-{study}"  # the split is by patient
         ds.save_as(data / "series" / f"ct{study}.dcm")
     return data
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.client_proxy import ClientProxy
+from flwr.common import parameters_to_ndarrays
+from site_replies import fit_reply
 
 from client.site_client import clip_update_norm
 from common.errors import ConfigError
@@ -14,23 +14,6 @@ from common.federation_job import FederationJob, load_federation_job
 from common.models import build_model
 from server.run_recorder import RunRecorder
 from server.strategies import DeltaFedAvg, RoundHooks
-
-
-class _Site(ClientProxy):
-    """Only its node id is used by the strategy (the workflow owns the transport)."""
-
-    def get_properties(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-    def get_parameters(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-    def fit(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-    def evaluate(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-    def reconnect(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-
-
-def _reply(site: int, delta: list[np.ndarray], examples: int = 50) -> tuple[_Site, FitRes]:
-    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), examples, {})
-    proxy = _Site(str(site))
-    proxy.node_id = site
-    return proxy, res
 
 
 def _norm(arrays: list[np.ndarray]) -> float:
@@ -61,7 +44,9 @@ def _round(aggregation: str, tmp_path: Path) -> tuple[float, float, dict[str, st
     strategy = DeltaFedAvg(
         job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 2
     )
-    replies = [_reply(k, delta) for k, delta in enumerate(honest)] + [_reply(9, flipped, 10**9)]
+    replies = [fit_reply(k, delta) for k, delta in enumerate(honest)] + [
+        fit_reply(9, flipped, 10**9)
+    ]
     strategy._sampled = [proxy.node_id for proxy, _ in replies]
     parameters, _ = strategy.aggregate_fit(1, replies, [])
     moved = [a - b for a, b in zip(parameters_to_ndarrays(parameters), start, strict=True)]
@@ -96,7 +81,7 @@ def test_a_delta_beyond_the_norm_bound_is_rejected_by_name(tmp_path: Path) -> No
     )
     strategy.hooks.site_names.update({1: "site-a", 2: "site-b"})
     strategy._sampled = [1, 2]
-    strategy.aggregate_fit(1, [_reply(1, small), _reply(2, long)], [])
+    strategy.aggregate_fit(1, [fit_reply(1, small), fit_reply(2, long)], [])
     rejected = {r["site"]: r["reason"] for r in strategy.recorder.rejections}
     assert list(rejected) == ["site-b"] and "max_update_norm 1" in rejected["site-b"]
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.client_proxy import ClientProxy
+from flwr.common import parameters_to_ndarrays
+from site_replies import fit_reply
 
 from common.federation_job import FederationJob
 from common.models import build_model
@@ -13,21 +13,8 @@ from server.run_recorder import RunRecorder
 from server.strategies import DeltaFedAvg, RoundHooks
 
 
-class _Site(ClientProxy):
-    """Only its node id is used by the strategy (the workflow owns the transport)."""
-
-    def get_properties(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-    def get_parameters(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-    def fit(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-    def evaluate(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-    def reconnect(self, *args, **kwargs): ...  # noqa: ANN002, ANN003, ANN201, D102
-
-
-def _reply(site: int, name: str, delta: list[np.ndarray], examples: int = 50):
-    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), examples, {"site": name})
-    proxy = _Site(str(site))
-    proxy.node_id = site
-    return proxy, res
+def _named_reply(site: int, name: str, delta: list[np.ndarray], examples: int = 50):
+    return fit_reply(site, delta, examples, name)
 
 
 def test_bad_updates_are_rejected_by_name_and_the_honest_ones_averaged(tmp_path: Path) -> None:
@@ -44,12 +31,12 @@ def test_bad_updates_are_rejected_by_name_and_the_honest_ones_averaged(tmp_path:
         job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 2
     )
     replies = [
-        _reply(1, "honest-a", honest),
-        _reply(2, "honest-b", other, examples=10**9),  # claims a billion images
-        _reply(3, "nan-site", nan),
-        _reply(4, "huge-site", huge),
-        _reply(5, "shape-site", [a[..., :1] for a in honest]),
-        _reply(6, "short-site", honest[:-1]),
+        _named_reply(1, "honest-a", honest),
+        _named_reply(2, "honest-b", other, examples=10**9),  # claims a billion images
+        _named_reply(3, "nan-site", nan),
+        _named_reply(4, "huge-site", huge),
+        _named_reply(5, "shape-site", [a[..., :1] for a in honest]),
+        _named_reply(6, "short-site", honest[:-1]),
     ]
     strategy._sampled = [int(proxy.cid) for proxy, _ in replies]
     parameters, _ = strategy.aggregate_fit(1, replies, [])
@@ -74,7 +61,7 @@ def test_a_round_with_no_valid_update_keeps_the_previous_model(tmp_path: Path) -
         job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 1
     )
     nan = [np.full_like(a, np.nan) for a in start]  # e.g. an unmasked SecAgg+ sum gone wrong
-    parameters, _ = strategy.aggregate_fit(1, [_reply(1, "site", nan)], [])
+    parameters, _ = strategy.aggregate_fit(1, [_named_reply(1, "site", nan)], [])
     assert all(
         np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(parameters), start, strict=True)
     )
