@@ -34,20 +34,25 @@ def predict(
     ],
     out: Annotated[Path, typer.Option(help="Folder for the predictions (stays at the site).")],
     window: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help=f"Intensity normalisation: {', '.join(WINDOW_CHOICES)}. Must match what "
-            "`medfed-site prepare` used for the training data."
+            help=f"Intensity normalisation: {', '.join(WINDOW_CHOICES)}. Read from the model's "
+            "preprocessing contract; given, it must agree. Only for a model without one. "
+            "[default: auto]"
         ),
-    ] = "auto",
+    ] = None,
     ct_window: Annotated[
-        str, typer.Option(help="Window used for CT when --window auto (as in prepare).")
-    ] = "soft-tissue",
+        str | None,
+        typer.Option(
+            help="Window used for CT when --window auto: from the model's contract, as --window. "
+            "[default: soft-tissue]"
+        ),
+    ] = None,
     spacing: Annotated[
         float | None,
         typer.Option(
-            help="Pixel spacing (mm) images are resampled to, as `prepare --spacing` "
-            "(default: resize without physical scaling)."
+            help="Pixel spacing (mm) images are resampled to: from the model's contract, as "
+            "--window (default: resize without physical scaling)."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
@@ -56,18 +61,22 @@ def predict(
 ) -> None:
     """Predict on new images with a trained model; write masks, scores, overlays, summary.
 
+    Images are preprocessed as `medfed-site prepare` prepared the model's training data: the
+    checkpoint carries that preprocessing contract, so no option needs repeating.
+
     Skipped files are listed (grouped by reason) and in summary.json; decoder messages and
     tracebacks go to OUT/debug.log. Exits 3 when no input can be read.
     """
     # Imported here so that `medfed --help` answers without loading torch and MONAI.
     from client.inference.predict import PredictOptions, run_predict
+    from client.inference.replay import PreprocessingOverrides
 
     configure_logging(verbose)
     # highdicom reports each module it copies at INFO: noise at a site.
     logging.getLogger("highdicom").setLevel(logging.DEBUG if verbose else logging.WARNING)
     console = Console(stderr=True)
     with user_errors():
-        check_preprocessing_options(window, ct_window, spacing)
+        check_preprocessing_options(window or "auto", ct_window or "auto", spacing)
         check_output_folder("--out", out)
         if not model.is_file():
             raise DataFormatError(model, "no such checkpoint file (--model)")
@@ -78,9 +87,7 @@ def predict(
             model=model,
             input=input_path,
             out=out,
-            window=window,
-            ct_window=ct_window,
-            spacing=spacing,
+            preprocessing=PreprocessingOverrides(window, ct_window, spacing),
             batch_size=batch_size,
             saliency=saliency,
         )

@@ -164,6 +164,14 @@ class SiteClient(NumPyClient):
                 f"declares {self.job.in_channels} channel(s) and {self.job.num_classes} {kind}; "
                 f"site {self.limits.name}'s cache has {self.data.in_channels} and {classes}",
             )
+        expected = self.job.preprocessing
+        differing = expected.differences(self.data.preprocessing) if expected else []
+        if differing:
+            raise ConfigError(
+                f"job {self.job.name}",
+                f"expects other preprocessing than site {self.limits.name}'s cache: "
+                + "; ".join(differing),
+            )
 
     def _reserve_budget(
         self, ledger: PrivacyLedger, previous: PrivacyState | None, server_round: int

@@ -21,6 +21,7 @@ from common.config import (
     model_fits_task,
 )
 from common.config_files import read_toml, validate_model
+from common.data.preprocessing_contract import PreprocessingContract
 
 __all__ = [
     "ENVIRONMENT_KEYS",
@@ -96,6 +97,9 @@ class FederationJob(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     strategy: StrategyConfig = StrategyConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
+    #: The preprocessing the sites' caches must have had (their preprocessing.json): a site
+    #: whose cache differs refuses the job. Absent: any cache is accepted.
+    preprocessing: PreprocessingContract | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +112,19 @@ class FederationJob(_Section):
         if names and len(names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(names)} names for num_classes = {self.num_classes}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shape_fits_preprocessing(self) -> "FederationJob":
+        contract = self.preprocessing
+        if contract is not None and (contract.size, contract.channels) != (
+            self.image_size,
+            self.in_channels,
+        ):
+            raise ValueError(
+                f"image_size = {self.image_size} and in_channels = {self.in_channels} but "
+                f"preprocessing has size = {contract.size} and channels = {contract.channels}"
             )
         return self
 
@@ -137,8 +154,12 @@ class FederationJob(_Section):
         return self.strategy.proximal_mu if self.strategy.name == "fedprox" else 0.0
 
     def to_nested(self) -> dict[str, Any]:
-        """TOML-ready tables (what job.toml and the generated app's pyproject hold)."""
-        return self.model_dump(mode="json")
+        """TOML-ready tables (what job.toml and the generated app's pyproject hold).
+
+        TOML and Flower's run config hold no None: an unset optional value is left out, and
+        reading the job gives its default back.
+        """
+        return self.model_dump(mode="json", exclude_none=True)
 
     def to_flat(self) -> dict[str, Any]:
         """Dotted keys, as Flower flattens nested run config tables."""

@@ -15,6 +15,7 @@ from common.data.federated_split import SiteData, split_across_sites
 from common.data.loading import load_dataset
 from common.data.npz_writer import write_npz
 from common.data.partition import PartitionScheme
+from common.data.preprocessing_contract import write_contract
 from common.errors import ConfigError, DataFormatError
 from common.federation_job import FederationJob, load_federation_job
 from common.models import build_model
@@ -37,9 +38,10 @@ SETTINGS_FILE = "simulation.json"
 
 
 def fit_job_to_data(job: FederationJob, splits: DatasetSplits) -> FederationJob:
-    """The job with the data's shape: channels, output classes and their names, image size.
+    """The job with the data's shape and preprocessing contract (none for a plain .npz).
 
-    A job file that declares a different number of channels or classes is refused.
+    Channels, output classes and their names, image size. A job file that declares a
+    different number of channels or classes, or other preprocessing, is refused.
     """
     names = task_for(job.task).output_names(splits)
     height, width = splits.image_size
@@ -51,7 +53,15 @@ def fit_job_to_data(job: FederationJob, splits: DatasetSplits) -> FederationJob:
             raise ConfigError(
                 f"job {job.name}", f"{key} = {getattr(job, key)} but the data has {value}"
             )
-    return job.model_copy(update={**found, "class_names": ",".join(names), "image_size": height})
+    if job.preprocessing is not None:
+        differing = job.preprocessing.differences(splits.preprocessing)
+        if differing:
+            raise ConfigError(
+                f"job {job.name}",
+                f"preprocessing differs from {splits.source}'s: " + "; ".join(differing),
+            )
+    update = {**found, "class_names": ",".join(names), "image_size": height}
+    return job.model_copy(update={**update, "preprocessing": splits.preprocessing})
 
 
 def _check_runnable(
@@ -84,12 +94,15 @@ def _write_sites(run_dir: Path, sites: list[SiteData], splits: DatasetSplits) ->
     sites_dir = run_dir / "sites"
     empty = splits.test.subset(splits.test.labels[:0])
     for index, site in enumerate(sites):
+        folder = site_folder(sites_dir, index)
         write_npz(
-            site_folder(sites_dir, index) / SITE_DATA_FILE,
+            folder / SITE_DATA_FILE,
             {"train": site.train, "val": site.val, "test": empty},
             splits.class_names,
             splits.segment_names,
         )
+        if splits.preprocessing is not None:  # as a hospital's cache carries it
+            write_contract(folder, splits.preprocessing)
     return sites_dir
 
 

@@ -132,8 +132,9 @@ def prepare(
                 raise DataFormatError(
                     data, f"no usable image among {quality.files_seen} files (reasons listed above)"
                 )
+            contract = config.contract(task, class_names, prepared.segment_names)
             dataset = write_site_cache(
-                out, prepared, class_names, quality, val_fraction, test_fraction, seed
+                out, prepared, class_names, quality, val_fraction, test_fraction, seed, contract
             )
         finally:  # the tables say why, also when no cache can be written
             print_quality_report(quality, Console())

@@ -13,21 +13,21 @@ from pydicom.errors import InvalidDicomError
 
 from client.inference.geometry import dicom_affine
 from client.inference.sources import Skipped, Source
-from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, decode_frames, pixel_size_problem
-from common.data.dicom_prepare import PreprocessingConfig
+from common.data.dicom_image import DecodedImage, ImageReducer
+from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, decode_stored, pixel_size_problem
+from common.data.dicom_prepare import PreprocessingConfig, normalise_and_resample
 from common.data.dicom_problems import decode_error_reason, error_text, missing_image_reason
 from common.data.dicom_scan import SeriesFiles, SliceHeader, inflated_size_problem
 from common.data.image_folder_reader import picture_in_unit_range, read_picture
-from common.data.intensity import normalise_intensity
+from common.data.intensity import normalise_intensity, scale_to_unit
 from common.data.nifti_cases import NiftiCase, read_nifti_case
+from common.data.nifti_prepare import normalise_and_resample_volume
 from common.data.resampling import resample_images
 from common.errors import DataFormatError
 
 __all__ = ["NoDecodableImage", "PreparedInput", "read_input"]
 
 logger = logging.getLogger(__name__)
-
-_NIFTI_MODALITY = "NIfTI"  # what medfed-site prepare calls NIfTI volumes (window 'auto')
 
 
 @dataclass
@@ -116,34 +116,45 @@ def _single_file_series(path: Path) -> SeriesFiles:
 
 
 def _read_dicom(source: Source, root: Path, config: PreprocessingConfig) -> PreparedInput:
+    """A series through prepare's own path (common.data.dicom_prepare).
+
+    The resampling taps of each file, the series' window or percentiles over those taps, then
+    the weighted sum. The full-resolution frames are kept too, scaled by the same bounds, for
+    the overlays.
+    """
     series = source.series or _single_file_series(source.files[0])
-    frames: list[np.ndarray] = []
+    reducer = ImageReducer(config.target_spacing, config.size)
+    images: list[DecodedImage] = []
+    units: list[np.ndarray] = []
     used: list[SliceHeader] = []
     prepared = PreparedInput(source, np.zeros(0), np.zeros(0), spacing=series.pixel_spacing)
     for header in series.slices:
         relative = header.path.relative_to(root).as_posix()
         try:
-            decoded = decode_frames(header.path)
+            stored = decode_stored(pydicom.dcmread(header.path))
         except Exception as exc:  # pydicom and its plugins raise many types
             logger.debug("decoding %s failed", relative, exc_info=True)
             prepared.skipped.append(Skipped(relative, decode_error_reason(exc)))
             continue
-        if frames and decoded.shape[1:] != frames[0].shape:
+        count, *shape = stored.values.shape
+        if images and tuple(shape) != images[0].shape:
             prepared.skipped.append(Skipped(relative, "image size differs from its series"))
             continue
-        frames.extend(decoded)
+        reduced = reducer.reduce(stored, header.pixel_spacing)
+        assert isinstance(reduced, DecodedImage)  # predict's reducer keeps the pixels
+        images.append(reduced)
+        units.append(stored.units())
         used.append(header)
         prepared.dicom_files.append(header.path)
-        prepared.image_files += [relative] * len(decoded)
-        prepared.image_frames += list(range(len(decoded)))
-    if not frames:
+        prepared.image_files += [relative] * count
+        prepared.image_frames += list(range(count))
+    if not images:
         raise NoDecodableImage(root / source.name, prepared.skipped)
-    single_frames = len(frames) == len(used)
+    single_frames = sum(i.frames for i in images) == len(used)
     prepared.affine = dicom_affine(used) if single_frames else None
-    prepared.display = normalise_intensity(np.stack(frames), config.window_for(series.modality))
-    prepared.batch = resample_images(
-        prepared.display, series.pixel_spacing, config.target_spacing, config.size
-    )[:, None]
+    batch, bounds = normalise_and_resample(images, config.window_for(series.modality))
+    prepared.batch = np.stack(batch)[:, None]
+    prepared.display = scale_to_unit(np.concatenate(units), *bounds)
     return prepared
 
 
@@ -156,15 +167,14 @@ def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> Prep
         raise
     except Exception as exc:  # nibabel and MONAI raise many types on damaged files
         raise DataFormatError(path, f"not readable as NIfTI ({error_text(exc)})") from None
-    display = normalise_intensity(volume, config.window_for(_NIFTI_MODALITY))
-    batch = resample_images(display, spacing, config.target_spacing, config.size)[:, None]
+    display, batch = normalise_and_resample_volume(volume, spacing, config)
     image = nib.load(path)
     if not isinstance(image, SpatialImage):  # nibabel also loads formats without an affine
         raise DataFormatError(path, "not a NIfTI image (no affine)")
     return PreparedInput(
         source,
         display,
-        batch,
+        batch[:, None],
         image_files=[source.name] * len(volume),
         image_frames=list(range(len(volume))),
         spacing=spacing,
@@ -200,11 +210,11 @@ def _read_picture(source: Source, root: Path, config: PreprocessingConfig) -> Pr
 def read_input(source: Source, root: Path, config: PreprocessingConfig) -> PreparedInput:
     """Decode ``source`` and normalise and resample its images as ``prepare`` does.
 
-    DICOM and NIfTI use ``config.window_for`` their modality (CT: the CT window, others
-    percentile scaling over the whole series or volume) and ``resample_images`` with the
-    series' pixel spacing. Pictures under window 'auto' are scaled by their bit depth, as the
-    image-folder reader does for training. A DICOM slice that cannot be decoded is listed in
-    ``skipped`` and the rest of its series is used.
+    DICOM and NIfTI go through prepare's own functions (``config.window_for`` their modality;
+    for DICOM percentiles over the series' resampling taps, for NIfTI over the volume), so
+    a training series gives the network what its cache holds. Pictures under window 'auto'
+    are scaled by their bit depth, as the image-folder reader does for training. A DICOM
+    slice that cannot be decoded is listed in ``skipped`` and the rest of its series is used.
 
     Raises:
         DataFormatError: Nothing of the input can be read; the message names the file.

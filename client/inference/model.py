@@ -9,6 +9,7 @@ from torch import nn
 from common.checkpoint import load_checkpoint
 from common.config_files import validate_model
 from common.data.arrays import DEFAULT_SEGMENT_NAMES
+from common.data.preprocessing_contract import PreprocessingContract
 from common.errors import DataFormatError
 from common.federation_job import FederationJob
 from common.models import build_model
@@ -31,6 +32,9 @@ class TrainedModel:
     #: Classification: image classes. Segmentation: mask classes, 0 = background.
     output_names: tuple[str, ...]
     round_number: int
+    #: How the training data were prepared (the job's contract); None for older checkpoints
+    #: and models trained on data without one (a plain .npz).
+    preprocessing: PreprocessingContract | None = None
 
 
 def output_names(payload: dict[str, Any], task: str, num_classes: int) -> tuple[str, ...]:
@@ -89,4 +93,5 @@ def load_trained_model(path: Path) -> TrainedModel:
         size=height,
         output_names=output_names(payload, job.task, num_classes),
         round_number=int(payload.get("round", 0)),
+        preprocessing=job.preprocessing,
     )

@@ -18,6 +18,7 @@ from client.inference.geometry import to_source_size
 from client.inference.inputs import NoDecodableImage, PreparedInput, read_input
 from client.inference.model import TrainedModel, load_trained_model
 from client.inference.overlays import heat_overlay, mask_overlay, write_png
+from client.inference.replay import PreprocessingOverrides, replay_preprocessing
 from client.inference.saliency import Saliency
 from client.inference.sources import Skipped, find_sources
 from client.inference.writers import PredictionsCsv, write_nifti_mask
@@ -45,10 +46,9 @@ class PredictOptions:
     model: Path
     input: Path
     out: Path
-    #: As ``medfed-site prepare``'s --window, --ct-window and --spacing: they must match.
-    window: str = "auto"
-    ct_window: str = "soft-tissue"
-    spacing: float | None = None
+    #: Overrides of the model's preprocessing contract, which they must match; they apply
+    #: only to a model without one. None: not given.
+    preprocessing: PreprocessingOverrides = PreprocessingOverrides()
     batch_size: int = 32
     saliency: bool = True
 
@@ -82,9 +82,12 @@ def _probabilities(model: TrainedModel, batch: np.ndarray, batch_size: int) -> n
 class _Predictor:
     """Writes one input's outputs; keeps what is shared across inputs (CSV, Grad-CAM hooks)."""
 
-    def __init__(self, model: TrainedModel, options: PredictOptions) -> None:
+    def __init__(
+        self, model: TrainedModel, options: PredictOptions, config: PreprocessingConfig
+    ) -> None:
         self.model = model
         self.options = options
+        self.target_spacing = config.target_spacing
         self.stems = _Stems()
         self.csv: PredictionsCsv | None = None
         self.saliency: Saliency | None = None
@@ -115,7 +118,7 @@ class _Predictor:
         if self.saliency is not None:
             maps = self.saliency(item.batch, predicted)
             heat = to_source_size(
-                maps, item.display.shape[1:], item.spacing, self.options.spacing, nearest=False
+                maps, item.display.shape[1:], item.spacing, self.target_spacing, nearest=False
             )
             paths = self._png_paths("saliency", stem, len(heat))
             for image, heat_map, path in zip(item.display, heat, paths, strict=True):
@@ -128,7 +131,7 @@ class _Predictor:
         probs = _probabilities(self.model, item.batch, self.options.batch_size)
         small = probs.argmax(axis=1).astype(np.uint8)
         masks = to_source_size(
-            small, item.display.shape[1:], item.spacing, self.options.spacing, nearest=True
+            small, item.display.shape[1:], item.spacing, self.target_spacing, nearest=True
         )
         names = self.model.output_names
         pixels = np.bincount(masks.ravel(), minlength=len(names))
@@ -188,9 +191,22 @@ def _package_version() -> str:
         return "0"
 
 
+def _preprocessing(model: TrainedModel, config: PreprocessingConfig) -> dict[str, Any]:
+    """What summary.json says about the preprocessing: the contract, or the options used."""
+    if model.preprocessing is not None:
+        return {"from": "model", **model.preprocessing.model_dump(mode="json")}
+    return {
+        "from": "options (the model carries no preprocessing contract)",
+        "window": config.window,
+        "ct_window": config.ct_window,
+        "spacing_mm": config.target_spacing,
+    }
+
+
 def _write_summary(
     options: PredictOptions,
     model: TrainedModel,
+    config: PreprocessingConfig,
     entries: list[dict[str, Any]],
     skipped: list[Skipped],
 ) -> Path:
@@ -202,11 +218,7 @@ def _write_summary(
         "round": model.round_number,
         "image_size": model.size,
         "outputs": list(model.output_names),
-        "preprocessing": {
-            "window": options.window,
-            "ct_window": options.ct_window,
-            "spacing_mm": options.spacing,
-        },
+        "preprocessing": _preprocessing(model, config),
         "predictions_csv": CSV_NAME if model.task == "classification" else None,
         "inputs": entries,
         "skipped": [{"input": s.input, "reason": s.reason} for s in skipped],
@@ -224,19 +236,15 @@ def run_predict(options: PredictOptions, console: Console) -> dict[str, Any]:
     Raises:
         DataFormatError: The checkpoint cannot be used, a single input file cannot be read, or
             nothing under the input folder can be (summary.json lists why).
-        ConfigError: The checkpoint's job configuration is invalid.
+        ConfigError: The checkpoint's job configuration is invalid, or an option disagrees
+            with the model's preprocessing contract.
     """
     model = load_trained_model(options.model)
-    config = PreprocessingConfig(
-        window=options.window,
-        ct_window=options.ct_window,
-        target_spacing=options.spacing,
-        size=model.size,
-    )
+    config = replay_preprocessing(model, options.preprocessing, str(options.model))
     options.out.mkdir(parents=True, exist_ok=True)
     single_file = options.input.is_file()
     entries: list[dict[str, Any]] = []
-    predictor = _Predictor(model, options)
+    predictor = _Predictor(model, options, config)
     try:
         with Progress(*_COLUMNS, console=console, transient=True) as progress:
             scanning = progress.add_task("scan inputs", total=None)
@@ -264,7 +272,7 @@ def run_predict(options: PredictOptions, console: Console) -> dict[str, Any]:
                 progress.advance(predicting)
     finally:
         predictor.close()
-    summary_path = _write_summary(options, model, entries, skipped)
+    summary_path = _write_summary(options, model, config, entries, skipped)
     if not entries:
         raise DataFormatError(
             options.input,

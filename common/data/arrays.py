@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.data.preprocessing_contract import PreprocessingContract
+
 __all__ = ["DEFAULT_SEGMENT_NAMES", "MASK_CLASSES", "DatasetSplits", "ImageArrays"]
 
 #: Mask classes when the data does not name them: background and one foreground class.
@@ -102,6 +104,8 @@ class DatasetSplits:
     source: Path
     #: Names of the mask values 0..K-1 of segmentation data (0 is the background).
     segment_names: tuple[str, ...] | None = None
+    #: How the images were prepared (a site cache's preprocessing.json); None when unknown.
+    preprocessing: PreprocessingContract | None = None
 
     @property
     def has_masks(self) -> bool:

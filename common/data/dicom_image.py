@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from common.data.dicom_pixels import LinearUnits, decode_stored
+from common.data.dicom_pixels import LinearUnits, StoredFrames, decode_stored
 from common.data.quality import IntensityStats
 from common.data.resample_taps import ResamplePlan, plan_resampling
 
@@ -75,7 +75,12 @@ class ImageReducer:
         self, ds: pydicom.Dataset, pixel_spacing: tuple[float, float] | None
     ) -> ReducedImage:
         """Decode ``ds`` (raises on truncated or undecodable pixel data)."""
-        frames = decode_stored(ds)
+        return self.reduce(decode_stored(ds), pixel_spacing)
+
+    def reduce(
+        self, frames: StoredFrames, pixel_spacing: tuple[float, float] | None
+    ) -> ReducedImage:
+        """Reduce decoded ``frames`` (``medfed predict`` keeps them whole for its overlays)."""
         count, height, width = frames.values.shape
         plan = plan_resampling((height, width), pixel_spacing, self.target_spacing, self.size)
         taps = plan.gather(frames.values)  # stored integers: converted per series

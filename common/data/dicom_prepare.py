@@ -30,6 +30,7 @@ from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
 from common.data.dicom_seg import SegmentationMasks
 from common.data.intensity import PERCENTILES, WINDOW_PRESETS, window_range
 from common.data.label_manifest import LabelManifest
+from common.data.preprocessing_contract import PreprocessingContract, SoftwareVersions
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
 from common.data.resampling import resample_masks
@@ -41,6 +42,7 @@ __all__ = [
     "PreparedImages",
     "PreprocessingConfig",
     "check_preprocessing_options",
+    "normalise_and_resample",
     "prepare_series",
     "read_dicom_folder",
 ]
@@ -70,6 +72,47 @@ class PreprocessingConfig:
         if self.window != "auto":
             return self.window
         return self.ct_window if modality == "CT" else "percentile"
+
+    def contract(
+        self,
+        task: str,
+        class_names: tuple[str, ...],
+        segment_names: tuple[str, ...] | None = None,
+    ) -> PreprocessingContract:
+        """The preprocessing contract of data prepared with this configuration."""
+        return PreprocessingContract.model_validate(
+            {
+                "window": self.window,
+                "ct_window": self.ct_window,
+                "percentile_low": PERCENTILES[0],
+                "percentile_high": PERCENTILES[1],
+                "spacing_mm": self.target_spacing,
+                "size": self.size,
+                "task": task,
+                "class_names": ",".join(class_names),
+                "segment_names": ",".join(segment_names or ()),
+                "versions": SoftwareVersions.installed(),
+            }
+        )
+
+    @classmethod
+    def of_contract(cls, contract: PreprocessingContract) -> "PreprocessingConfig":
+        """The configuration that replays ``contract``.
+
+        Raises:
+            ValueError: The contract scales by percentiles this medfed does not use.
+        """
+        wanted = (contract.percentile_low, contract.percentile_high)
+        if wanted != PERCENTILES:
+            raise ValueError(
+                f"the data were scaled to percentiles {wanted}; this medfed scales to {PERCENTILES}"
+            )
+        return cls(
+            window=contract.window,
+            ct_window=contract.ct_window or cls.ct_window,
+            target_spacing=contract.spacing_mm,
+            size=contract.size,
+        )
 
 
 def check_preprocessing_options(window: str, ct_window: str, spacing: float | None) -> None:
@@ -239,13 +282,16 @@ def _taps_stats(images: list[ReducedImage]) -> IntensityStats:
     return stats
 
 
-def _normalise_and_resample(
-    images: list[DecodedImage], window: str, stats: IntensityStats
-) -> list[np.ndarray]:
+def normalise_and_resample(
+    images: list[DecodedImage], window: str, stats: IntensityStats | None = None
+) -> tuple[list[np.ndarray], tuple[float, float]]:
     """Images [size, size] in [0, 1] from the taps of one series' files (in slice order).
 
-    Adds the QC statistics of their taps to ``stats``.
+    Returns them with the values mapped to 0 and 1 (the window, or the series' percentiles).
+    Adds the QC statistics of their taps to ``stats`` when given. ``prepare`` and ``medfed
+    predict`` both normalise a series with this function, so that they agree exactly.
     """
+    stats = stats if stats is not None else IntensityStats()
     low, high, measured = _window_bounds(images, window)
     if measured is not None:
         stats.merge(measured)
@@ -253,7 +299,7 @@ def _normalise_and_resample(
     for plan, group in itertools.groupby(images, lambda i: i.plan):
         scaled = _scaled_taps(list(group), low, high, stats if measured is None else None)
         out.extend(plan.combine(scaled))
-    return out
+    return out, (low, high)
 
 
 def prepare_series(
@@ -346,7 +392,9 @@ def prepare_series(
             labels.extend([label] * image.frames)
             slice_indices.extend(range(first, slice_index))
         stats.merge(_taps_stats(unwindowed))
-        images = _normalise_and_resample(kept, config.window_for(modality), stats) if kept else None
+        images = None
+        if kept:
+            images, _ = normalise_and_resample(kept, config.window_for(modality), stats)
         masks = None
         if kept_masks:  # nearest neighbour onto the grid the images were resampled to
             masks = resample_masks(

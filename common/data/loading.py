@@ -8,15 +8,38 @@ import numpy as np
 from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.image_folder_reader import read_image_folder
 from common.data.npz_reader import read_npz
+from common.data.preprocessing_contract import PreprocessingContract, read_contract_beside
 from common.data.site_cache import DATASET_FILE
 from common.errors import DataFormatError
 
 __all__ = ["load_dataset"]
 
 
+def _read_npz_with_contract(path: Path) -> DatasetSplits:
+    """A .npz file with the preprocessing contract beside it, if there is one."""
+    return replace(read_npz(path), preprocessing=read_contract_beside(path))
+
+
+def _one_contract(caches: list[Path], parts: list[DatasetSplits]) -> PreprocessingContract | None:
+    """The caches' common contract; refuses caches prepared differently, naming the fields."""
+    first = parts[0].preprocessing
+    for cache, part in zip(caches[1:], parts[1:], strict=True):
+        found = part.preprocessing
+        if first is None and found is None:
+            continue
+        if first is None or found is None:
+            has = "has" if found is not None else "has no"
+            raise DataFormatError(cache, f"{has} preprocessing record, unlike {caches[0]}")
+        differing = first.differences(found)
+        if differing:
+            reason = f"prepared differently from {caches[0]}: " + "; ".join(differing)
+            raise DataFormatError(cache, reason)
+    return first
+
+
 def _read_site_caches(root: Path, caches: list[Path]) -> DatasetSplits:
     """Several hospitals' caches as one dataset whose samples remember their site."""
-    parts = [read_npz(cache / DATASET_FILE) for cache in caches]
+    parts = [_read_npz_with_contract(cache / DATASET_FILE) for cache in caches]
     for cache, part in zip(caches, parts, strict=True):
         if part.class_names != parts[0].class_names:
             raise DataFormatError(
@@ -50,6 +73,7 @@ def _read_site_caches(root: Path, caches: list[Path]) -> DatasetSplits:
         class_names=parts[0].class_names,
         source=root,
         segment_names=parts[0].segment_names,
+        preprocessing=_one_contract(caches, parts),
     )
 
 
@@ -64,9 +88,9 @@ def load_dataset(path: Path, image_size: int = 64, seed: int = 0) -> DatasetSpli
     if caches and not (path / DATASET_FILE).exists():
         return _read_site_caches(path, caches)
     if path.is_file() and path.suffix.lower() == ".npz":
-        return read_npz(path)
+        return _read_npz_with_contract(path)
     if path.is_dir() and (path / DATASET_FILE).is_file():  # a site cache from medfed-site prepare
-        return read_npz(path / DATASET_FILE)
+        return _read_npz_with_contract(path / DATASET_FILE)
     if path.is_dir() and (path / "labels.csv").is_file():
         return read_image_folder(path, image_size=image_size, seed=seed)
     if not path.exists():

@@ -3,6 +3,8 @@
 import logging
 from collections.abc import Callable
 
+import numpy as np
+
 from common.data.arrays import DEFAULT_SEGMENT_NAMES, MASK_CLASSES
 from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, split_key_of
 from common.data.intensity import normalise_intensity
@@ -11,11 +13,23 @@ from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
 from common.data.resampling import resample_images, resample_masks
 
-__all__ = ["prepare_nifti_cases"]
+__all__ = ["normalise_and_resample_volume", "prepare_nifti_cases"]
 
 logger = logging.getLogger(__name__)
 
 _MODALITY = "NIfTI"
+
+
+def normalise_and_resample_volume(
+    volume: np.ndarray, spacing: tuple[float, float] | None, config: PreprocessingConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """A volume's slices [N, H, W] normalised to [0, 1], and resampled to [N, size, size].
+
+    Percentile scaling runs over the whole volume. ``prepare`` and ``medfed predict`` both
+    preprocess a NIfTI volume with this function.
+    """
+    normalised = normalise_intensity(volume, config.window_for(_MODALITY))
+    return normalised, resample_images(normalised, spacing, config.target_spacing, config.size)
 
 
 def prepare_nifti_cases(
@@ -57,8 +71,7 @@ def prepare_nifti_cases(
         labels = ((mask > 0).reshape(mask.shape[0], -1).sum(axis=1) >= min_voxels).astype(int)
         images = masks = None
         if keep_pixels:
-            stack = normalise_intensity(volume, config.window_for(_MODALITY))
-            images = resample_images(stack, spacing, config.target_spacing, config.size)
+            _, images = normalise_and_resample_volume(volume, spacing, config)
             masks = resample_masks(mask, spacing, config.target_spacing, config.size)
         key = pseudonymise(case.case_id)
         prepared.add_series(

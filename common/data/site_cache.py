@@ -6,6 +6,8 @@ Layout of a cache folder (it stays at the site):
                    segmentation data the masks ({split}_masks) and segment_names
     manifest.csv   per image: split, label, series, study and patient pseudonyms, slice index
     qc_report.json the quality report of the data it was built from
+    preprocessing.json  the preprocessing contract: how the images were normalised and resampled
+                   (common.data.preprocessing_contract), what the job and predict replay
     .site-key      the secret key of the pseudonyms (mode 0600)
 No DICOM attribute value is written: series, studies and patients appear only as keyed
 pseudonyms (a patient is its PatientID, or its study when the files have none).
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.data.arrays import DEFAULT_SEGMENT_NAMES
+from common.data.preprocessing_contract import PreprocessingContract, write_contract
 from common.errors import DataFormatError
 
 if TYPE_CHECKING:  # the preprocessing stack (MONAI) is not needed to read a cache
@@ -76,8 +79,13 @@ def write_site_cache(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
+    contract: PreprocessingContract | None = None,
 ) -> Path:
-    """Write the cache folder; returns the path of dataset.npz."""
+    """Write the cache folder; returns the path of dataset.npz.
+
+    ``contract`` (what prepared the images) is written as preprocessing.json; without it
+    the cache carries none and a job that expects one is refused.
+    """
     if not prepared.labels:
         raise DataFormatError(out, "no labelled image to cache (check the labels CSV keys)")
     try:
@@ -125,4 +133,6 @@ def write_site_cache(
                 ]
             )
     (out / QC_FILE).write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
+    if contract is not None:
+        write_contract(out, contract)
     return dataset

@@ -1,0 +1,160 @@
+"""The preprocessing contract: what `medfed-site prepare` did to the images a model sees.
+
+Written into the site cache (``preprocessing.json`` beside ``dataset.npz``), carried by the job
+(its optional ``[preprocessing]`` table) and so by every checkpoint, refused by a site whose
+cache differs, and replayed by ``medfed predict``. ``sha256`` covers the fields that change
+what the network sees; the software versions are recorded but never compared.
+"""
+
+import hashlib
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.data.intensity import PERCENTILES, WINDOW_PRESETS
+from common.errors import DataFormatError
+
+__all__ = [
+    "CONTRACT_FILE",
+    "PreprocessingContract",
+    "SoftwareVersions",
+    "read_contract_beside",
+    "write_contract",
+]
+
+#: The contract's file in a cache folder (and beside a simulated site's data.npz).
+CONTRACT_FILE = "preprocessing.json"
+#: Fields recorded for the record only: not hashed, not compared.
+_UNHASHED = frozenset({"versions", "sha256"})
+_PACKAGES = ("medfed", "pydicom", "monai", "highdicom")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SoftwareVersions(_Frozen):
+    """Versions of the packages that prepared the data ("" when not installed)."""
+
+    medfed: str = ""
+    pydicom: str = ""
+    monai: str = ""
+    highdicom: str = ""
+
+    @classmethod
+    def installed(cls) -> "SoftwareVersions":
+        """The versions installed in this environment."""
+
+        def of(package: str) -> str:
+            try:
+                return version(package)
+            except PackageNotFoundError:
+                return ""
+
+        return cls(**{package: of(package) for package in _PACKAGES})
+
+
+class PreprocessingContract(_Frozen):
+    """How images were normalised and resampled, and what they are labelled with.
+
+    Flower's run config holds no lists and no None: names are comma-separated, and an unset
+    ``spacing_mm`` is left out of job.toml and the run config.
+    """
+
+    #: 'auto' (CT: ``ct_window``, other modalities: percentile scaling), 'percentile', or a
+    #: CT window preset (common.data.intensity.WINDOW_PRESETS).
+    window: str = "auto"
+    #: The CT window preset under window 'auto'; "" otherwise (it is not used then).
+    ct_window: str = "soft-tissue"
+    #: Percentile scaling maps these percentiles of each series (or volume) to 0 and 1.
+    percentile_low: float = Field(PERCENTILES[0], ge=0, le=100)
+    percentile_high: float = Field(PERCENTILES[1], ge=0, le=100)
+    #: In-plane pixel spacing (mm) after resampling; None: resized without physical scaling.
+    spacing_mm: float | None = Field(None, gt=0, allow_inf_nan=False)
+    #: Side of the square output images (pixels).
+    size: int = Field(64, ge=1)
+    channels: int = Field(1, ge=1)
+    dims: Literal[2] = 2
+    task: Literal["classification", "segmentation"] = "classification"
+    #: Image classes, comma-separated, in label order.
+    class_names: str = ""
+    #: Segmentation: mask classes, comma-separated, background first; "" for classification.
+    segment_names: str = ""
+    versions: SoftwareVersions = SoftwareVersions()
+    #: SHA-256 of the hashed fields; filled in when absent, refused when it does not match.
+    sha256: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ct_window_only_under_auto(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("window", "auto") != "auto":
+            return {**raw, "ct_window": ""}
+        return raw
+
+    @model_validator(mode="after")
+    def _check_and_hash(self) -> "PreprocessingContract":
+        windows = ("auto", "percentile", *WINDOW_PRESETS)
+        if self.window not in windows:
+            raise ValueError(f"window {self.window!r} is not one of {list(windows)}")
+        if self.window == "auto" and self.ct_window not in WINDOW_PRESETS:
+            raise ValueError(f"ct_window {self.ct_window!r} is not one of {list(WINDOW_PRESETS)}")
+        if self.percentile_low >= self.percentile_high:
+            raise ValueError(
+                f"percentile_low {self.percentile_low} must be below {self.percentile_high}"
+            )
+        digest = self.digest()
+        if self.sha256 and self.sha256 != digest:
+            raise ValueError(f"sha256 {self.sha256} does not match the contract's fields")
+        object.__setattr__(self, "sha256", digest)  # frozen: set once, while validating
+        return self
+
+    def hashed_fields(self) -> dict[str, Any]:
+        """The fields that change what the network sees (everything but versions and hash)."""
+        return self.model_dump(mode="json", exclude=set(_UNHASHED))
+
+    def digest(self) -> str:
+        """SHA-256 of :meth:`hashed_fields` as canonical JSON."""
+        canonical = json.dumps(self.hashed_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def differences(self, found: "PreprocessingContract | None") -> list[str]:
+        """``field: expected X, found Y`` for each hashed field where ``found`` differs."""
+        if found is None:
+            return ["no preprocessing record (prepared by an older medfed: prepare it again)"]
+        mine, theirs = self.hashed_fields(), found.hashed_fields()
+        return [
+            f"{key}: expected {mine[key]!r}, found {theirs[key]!r}"
+            for key in mine
+            if mine[key] != theirs[key]
+        ]
+
+
+def write_contract(folder: Path, contract: PreprocessingContract) -> Path:
+    """Write ``folder/preprocessing.json`` atomically; returns its path."""
+    path = folder / CONTRACT_FILE
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(contract.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+    return path
+
+
+def read_contract_beside(data: Path) -> PreprocessingContract | None:
+    """The contract of a cache folder, or of the .npz file beside it; None when there is none.
+
+    Raises:
+        DataFormatError: The file exists but is not a valid contract (or was edited: its hash
+            does not match); the message names it.
+    """
+    path = (data if data.is_dir() else data.parent) / CONTRACT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return PreprocessingContract.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'contract'}: {e['msg']}" for e in exc.errors()
+        )
+        raise DataFormatError(path, f"not a valid preprocessing contract ({reasons})") from None

@@ -1,0 +1,80 @@
+"""The preprocessing contract: its hash, its comparison, and its trip through job and checkpoint."""
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+from flwr.common.config import flatten_dict
+
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.data.preprocessing_contract import (
+    CONTRACT_FILE,
+    PreprocessingContract,
+    read_contract_beside,
+    write_contract,
+)
+from common.errors import ConfigError, DataFormatError
+from common.federation_job import FederationJob, load_federation_job
+from server.job_app import write_job_app
+
+CONTRACT = PreprocessingContract(
+    window="auto", ct_window="brain", spacing_mm=0.8, size=32, class_names="normal,lesion"
+)
+
+
+def test_the_hash_covers_what_the_network_sees_and_not_the_versions() -> None:
+    newer = {**CONTRACT.model_dump(), "versions": {"medfed": "9.9"}}  # its sha256 still holds
+    assert PreprocessingContract.model_validate(newer).differences(CONTRACT) == []
+    other = PreprocessingContract.model_validate({**CONTRACT.hashed_fields(), "size": 64})
+    assert other.sha256 != CONTRACT.sha256
+    assert CONTRACT.differences(other) == ["size: expected 32, found 64"]
+    # ct_window is not used under a fixed window, so it is not part of that contract.
+    fixed = PreprocessingContract(window="percentile", ct_window="bone")
+    assert fixed.ct_window == "" and fixed == PreprocessingContract(window="percentile")
+
+
+def test_an_edited_contract_file_is_refused_naming_it(tmp_path: Path) -> None:
+    write_contract(tmp_path, CONTRACT)
+    assert read_contract_beside(tmp_path / "dataset.npz") == CONTRACT
+    raw = json.loads((tmp_path / CONTRACT_FILE).read_text())
+    raw["spacing_mm"] = 1.0  # the hash still says 0.8
+    (tmp_path / CONTRACT_FILE).write_text(json.dumps(raw))
+    with pytest.raises(DataFormatError, match=CONTRACT_FILE) as error:
+        read_contract_beside(tmp_path)
+    assert "sha256" in str(error.value)
+    assert read_contract_beside(tmp_path / "empty" / "data.npz") is None
+
+
+def test_the_job_table_travels_through_flowers_run_config_and_the_checkpoint(
+    tmp_path: Path,
+) -> None:
+    job = FederationJob.model_validate({"image_size": 32, "preprocessing": CONTRACT.model_dump()})
+    write_job_app(tmp_path, job)
+    pyproject = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())
+    run_config = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])  # as Flower reads it
+    assert "preprocessing.spacing_mm" in run_config
+    assert FederationJob.from_flat(run_config).preprocessing == CONTRACT
+    assert load_federation_job(tmp_path / "job.toml") == job
+
+    no_spacing = FederationJob.model_validate(
+        {"image_size": 32, "preprocessing": {**CONTRACT.hashed_fields(), "spacing_mm": None}}
+    )
+    assert "preprocessing.spacing_mm" not in no_spacing.to_flat()  # TOML has no None
+    assert FederationJob.from_flat(no_spacing.to_flat()) == no_spacing
+    assert "preprocessing.window" not in FederationJob().to_flat()  # absent: accept any
+
+    path = save_checkpoint(tmp_path / "model.pt", {"w": torch.zeros(1)}, job, 2)
+    saved = FederationJob.model_validate(load_checkpoint(path)["job"])
+    assert saved.preprocessing == CONTRACT
+
+
+def test_a_job_whose_contract_contradicts_its_shape_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text('image_size = 64\n[preprocessing]\nsize = 32\nwindow = "lung"\n')
+    with pytest.raises(ConfigError, match="preprocessing has size = 32"):
+        load_federation_job(path)
+    path.write_text('image_size = 32\n[preprocessing]\nsize = 32\nsha256 = "abc"\n')
+    with pytest.raises(ConfigError, match="sha256 abc does not match"):
+        load_federation_job(path)
