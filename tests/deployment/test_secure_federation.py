@@ -287,6 +287,51 @@ def test_two_round_job_with_tls_site_auth_secagg_and_dp(federation: Federation) 
         assert all(e.bytes > 0 and len(e.sha256) == 64 for e in sent)
 
 
+def test_the_same_job_toml_runs_in_a_simulation_with_the_same_accounting(
+    federation: Federation,
+) -> None:
+    """`medfed-sim run --config` takes the coordinator's job.toml as it is, on the same data.
+
+    The hospitals draw secret training seeds (DP noise must not be predictable), so the two
+    global models differ by that noise; what is deterministic must agree exactly: the job, the
+    model's structure, each site's samples, noise multiplier and epsilon in every round.
+    """
+    caches = federation.root / "sim-caches"  # the three hospitals' own data, as site caches
+    for index in range(len(SITES)):
+        (caches / f"site-{index}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(federation.root / f"site{index}.npz", caches / f"site-{index}" / "dataset.npz")
+    deployed = federation.run_dir("trial")
+    simulated = federation.root / "sim-trial"
+    result = subprocess.run(
+        [str(BIN / "medfed-sim"), "run", "--config", str(federation.root / "trial.toml"),
+         "--data", str(caches), "--sites", "3", "--partition", "site", "--out", str(simulated)],
+        capture_output=True, text=True, timeout=600, cwd=federation.root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Secure aggregation completed" in (simulated / "run.log").read_text()
+
+    def job_of(run_dir: Path) -> dict:
+        job = load_checkpoint(run_dir / "global_model.pt")["job"]
+        return {key: value for key, value in job.items() if key != "class_names"}
+
+    assert job_of(simulated) == job_of(deployed)
+
+    def accounting(run_dir: Path, names: dict[str, str]) -> set[tuple]:
+        sites = json.loads((run_dir / "metrics.json").read_text())["sites"]
+        return {
+            (names[s["site"]], s["round"], s["num-examples"], round(s["noise-multiplier"], 9),
+             round(s["epsilon"], 9))
+            for s in sites if s["phase"] == "train"
+        }  # fmt: skip
+
+    hospitals = {site: f"site-{index}" for index, site in enumerate(SITES)}
+    same = {f"site-{index}": f"site-{index}" for index in range(len(SITES))}
+    assert accounting(simulated, same) == accounting(deployed, hospitals)
+    models = [load_checkpoint(d / "global_model.pt")["state_dict"] for d in (simulated, deployed)]
+    assert {k: v.shape for k, v in models[0].items()} == {k: v.shape for k, v in models[1].items()}
+    assert all(torch.isfinite(t).all() for model in models for t in model.values())
+
+
 def _chromium() -> str:
     found = shutil.which("chromium")
     if found is None:
