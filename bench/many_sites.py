@@ -151,15 +151,17 @@ def main() -> None:
         run_once(args.data.resolve(), n, args.rounds, args.site_fraction, out) for n in args.sites
     ]
     print(json.dumps(rows, indent=2))
+    print(f"load average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     header = (
-        "| sites | train images | sites without val | round s | fit s | total s "
-        "| peak RSS MiB | peak PSS MiB | processes |"
+        "| sites | trained per round | train images | sites without val | round s | fit s "
+        "| total s | peak RSS MiB | peak PSS MiB | processes |"
     )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for row in rows:
         print(
-            f"| {row['sites']} | {row['train_images']} | {row['sites_without_val']} "
+            f"| {row['sites']} | {' / '.join(map(str, row['sites_trained_per_round']))} "
+            f"| {row['train_images']} | {row['sites_without_val']} "
             f"| {' / '.join(map(str, row['round_s']))} | {' / '.join(map(str, row['fit_s']))} "
             f"| {row['total_s']} | {row['peak_rss_mib']} | {row['peak_pss_mib']} "
             f"| {row['peak_processes']} |"
