@@ -84,6 +84,14 @@ class FederationJob(_Section):
     min_sites: int = Field(
         2, ge=1, le=1000, description="Fewest sites a round needs to start and to complete."
     )
+    #: Large simulations sample: each round asks max(min_sites, fraction x connected sites).
+    site_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Fraction of the connected sites sampled each round to train and to "
+        "evaluate (Flower's fraction_fit / fraction_evaluate); never fewer than min_sites.",
+    )
     seed: int = Field(0, description="Seed of the initial model (sites draw secret seeds).")
     image_size: int = Field(64, ge=8, le=1024, description="Side of the square images (pixels).")
     #: The data the model takes: channels and output classes (image classes, or mask classes

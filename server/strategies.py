@@ -128,8 +128,8 @@ class DeltaFedAvg(FedAvg):
         self._fit_metrics: dict[str, Scalar] = {}
         offset = hooks.completed_rounds
         super().__init__(
-            fraction_fit=1.0,
-            fraction_evaluate=1.0,
+            fraction_fit=job.site_fraction,
+            fraction_evaluate=job.site_fraction,
             min_fit_clients=min_sites,
             min_evaluate_clients=min_sites,
             min_available_clients=min_sites,

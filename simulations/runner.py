@@ -132,7 +132,7 @@ def _run_federation(
     )
     app_dir = write_job_app(run_dir, job, resume, environment)
     code = run_on_simulation_engine(
-        app_dir, run_dir, settings.sites, settings.cpus_per_site, verbose
+        app_dir, run_dir, settings.sites, settings.cpus_per_site, verbose, settings.ray_address
     )
     metrics = run_dir / "metrics.json"
     done = (

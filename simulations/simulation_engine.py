@@ -74,7 +74,8 @@ _NOISE = re.compile(r"default simulated SuperNodes changed|No fit_metrics_aggreg
 def _shown(line: str, verbose: bool) -> bool:
     if not line.strip():
         return False
-    return verbose or (bool(_PROGRESS.search(line)) and not _NOISE.search(line))
+    plain = _ANSI.sub("", line)
+    return verbose or (bool(_PROGRESS.search(plain)) and not _NOISE.search(plain))
 
 
 def _stream(
@@ -101,20 +102,57 @@ def _stream(
                 process.wait(timeout=30)
 
 
+def _federation_config(num_sites: int, cpus_per_site: float, ray_address: str | None) -> str:
+    """Flower's simulation settings: one SuperNode per site, and the CPUs of a private Ray."""
+    config = (
+        f"num-supernodes={num_sites} client-resources-num-cpus={cpus_per_site:g} "
+        "client-resources-num-gpus=0"
+    )
+    if ray_address is None:  # Ray refuses resource sizes when it joins an existing cluster
+        config += f" init-args-num-cpus={os.cpu_count() or 1}"
+    return config
+
+
+def _ray_environment(env: dict[str, str], ray_address: str | None) -> str | None:
+    """Point Ray at ``ray_address``, else at a fresh private folder; the folder to remove.
+
+    Without an address RAY_ADDRESS is removed, so a run never joins a cluster by accident (a
+    shell where `ray start` ran may export it); the private folder holds no
+    ray_current_cluster file, so Ray starts its own instance. Its socket paths must stay under
+    107 bytes: the folder is a short one under the system's temporary directory.
+    """
+    env["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "0"
+    if ray_address is not None:
+        env["RAY_ADDRESS"] = ray_address
+        return None
+    env.pop("RAY_ADDRESS", None)
+    ray_tmp = tempfile.mkdtemp(prefix="medfed-ray-")
+    env["RAY_TMPDIR"] = ray_tmp
+    return ray_tmp
+
+
 def run_on_simulation_engine(
-    app_dir: Path, run_dir: Path, num_sites: int, cpus_per_site: float = 1.0, verbose: bool = False
+    app_dir: Path,
+    run_dir: Path,
+    num_sites: int,
+    cpus_per_site: float = 1.0,
+    verbose: bool = False,
+    ray_address: str | None = None,
 ) -> int:
     """`flwr run` ``app_dir`` with ``num_sites`` simulated SuperNodes; returns flwr's exit code.
 
-    Logs land in ``run_dir/run.log`` (the job) and ``run_dir/logs/superlink.log``. Ray gets a
-    short private temporary folder (its socket paths must stay under 107 bytes).
+    Logs land in ``run_dir/run.log`` (the job) and ``run_dir/logs/superlink.log``. The
+    simulation runtime starts a private Ray, or with ``ray_address`` joins that existing
+    cluster (Ray's RAY_ADDRESS in its environment): the sites then run on the cluster's nodes,
+    which must see ``run_dir`` at the same path and run the same medfed.
     """
     port = _free_port()
     flwr_home = run_dir / "flwr-home"
     _write_connection(flwr_home, port)
-    ray_tmp = tempfile.mkdtemp(prefix="medfed-ray-")
     env = flower_environment(flwr_home)
-    env.update({"RAY_TMPDIR": ray_tmp, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"})
+    ray_tmp = _ray_environment(env, ray_address)
+    if ray_address is not None:
+        logger.info("simulated sites run on the Ray cluster at %s", ray_address)
     superlink = start_logged(
         _superlink_command(port),
         run_dir / "logs" / "superlink.log",
@@ -126,15 +164,12 @@ def run_on_simulation_engine(
             raise MedfedError(
                 f"the simulation's SuperLink did not start; see {run_dir / 'logs/superlink.log'}"
             )
-        federation = (
-            f"num-supernodes={num_sites} client-resources-num-cpus={cpus_per_site:g} "
-            f"client-resources-num-gpus=0 init-args-num-cpus={os.cpu_count() or 1}"
-        )
         command = [
             flower_command("flwr"), "run", str(app_dir), CONNECTION, "--stream",
-            "--federation-config", federation,
+            "--federation-config", _federation_config(num_sites, cpus_per_site, ray_address),
         ]  # fmt: skip
         return _stream(command, env, run_dir, run_dir / "run.log", verbose)
     finally:
         stop_session(superlink)
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        if ray_tmp is not None:
+            shutil.rmtree(ray_tmp, ignore_errors=True)

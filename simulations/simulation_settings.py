@@ -43,6 +43,12 @@ class SimulationSettings(BaseModel):
     cpus_per_site: float = Field(
         1.0, gt=0, le=64, description="CPUs Ray reserves for each simulated site at a time."
     )
+    ray_address: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9.\-]+:\d{1,5}$",
+        description="Run the simulated sites on this existing Ray cluster (its head's HOST:PORT, "
+        "as `ray start --head --port PORT` printed) instead of a private Ray on this machine.",
+    )
 
     @field_validator("partition")
     @classmethod

@@ -62,6 +62,8 @@ def test_the_command_line_options_are_the_described_job_fields() -> None:
             overrides[option.key] = not default
         elif option.kind is str:
             overrides[option.key] = values[default]
+        elif option.key == "site_fraction":  # a fraction of the sites: at most 1
+            overrides[option.key] = default / 2
         else:
             overrides[option.key] = default * 2 if default else 1
     job = build_job(None, overrides)
