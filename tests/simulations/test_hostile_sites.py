@@ -2,9 +2,12 @@
 
 The real ServerApp and ClientApp; a site is made hostile through the simulation-only switch
 (``SimulationSettings.hostile``), applied after its own checks as a modified client would.
-Every run: 4 sites, 1 round, no DP, fixed seeds, so an honest site trains exactly as in the
+Every run: 6 sites, 1 round, no DP, fixed seeds, so an honest site trains exactly as in the
 honest run and the models can be compared. The stated bound: a hostile run's global model is
 no farther (L2) from the honest run's than the honest run moved from the initial model.
+Several hostile sites share a run (each is judged alone) to keep the module to three runs;
+an inflated sample count, and a reversed update only a robust rule resists, are checked on the
+strategy itself (tests/server/test_update_validation.py, test_robust_aggregation.py).
 """
 
 import json
@@ -24,7 +27,7 @@ from simulations.synthetic_lesions import write_synthetic_lesions
 
 pytestmark = pytest.mark.e2e
 
-SITES = 4
+SITES = 6
 
 
 @pytest.fixture(scope="module")
@@ -86,33 +89,16 @@ def _check_close(model: list[np.ndarray], honest: tuple[list, float]) -> float:
     return distance
 
 
-def test_plain_nan_huge_and_wrong_shape_are_rejected_by_name(
+def test_plain_nan_huge_scaled_and_wrong_shaped_updates_are_rejected_by_name(
     dataset: Path, tmp_path_factory: pytest.TempPathFactory, honest: tuple[list, float]
 ) -> None:
-    model, metrics = _run(dataset, tmp_path_factory, _job(), "1:nan,2:huge,3:wrong-shape")
+    hostile = "1:nan,2:huge,3:wrong-shape,4:scale1000"
+    model, metrics = _run(dataset, tmp_path_factory, _job(), hostile)
     rejected = _rejections(metrics)
-    assert set(rejected) == {"site-1", "site-2", "site-3"}
+    assert set(rejected) == {"site-1", "site-2", "site-3", "site-4"}
     assert "non-finite" in rejected["site-1"]
-    assert "beyond" in rejected["site-2"]
+    assert "beyond" in rejected["site-2"] and "beyond" in rejected["site-4"]
     assert "shape" in rejected["site-3"]
-    _check_close(model, honest)
-
-
-def test_plain_scale1000_is_rejected_and_inflated_examples_capped(
-    dataset: Path, tmp_path_factory: pytest.TempPathFactory, honest: tuple[list, float]
-) -> None:
-    model, metrics = _run(dataset, tmp_path_factory, _job(), "1:scale1000,2:inflated-examples")
-    rejected = _rejections(metrics)
-    assert set(rejected) == {"site-1"}  # 10**9 images is capped at max_weight, not refused
-    assert "beyond" in rejected["site-1"]
-    _check_close(model, honest)
-
-
-def test_median_keeps_a_reversed_update_within_the_bounds_out(
-    dataset: Path, tmp_path_factory: pytest.TempPathFactory, honest: tuple[list, float]
-) -> None:
-    model, metrics = _run(dataset, tmp_path_factory, _job(aggregation="median"), "3:flip")
-    assert metrics["rejections"] == []  # within every bound: only the rule can resist it
     _check_close(model, honest)
 
 
