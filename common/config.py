@@ -5,9 +5,10 @@ option name where that differs from the field name: see :mod:`common.job_options
 """
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "CLASSIFICATION_MODELS",
@@ -61,6 +62,20 @@ class ModelConfig(_Frozen):
     norm: Literal["group", "instance", "batch"] = Field(
         "group", description="Normalisation layers (batch is refused with DP)."
     )
+    initial_weights: str = Field(
+        "",
+        description="A medfed checkpoint (e.g. from `medfed-sim pretrain` on public data) the "
+        "global model starts from; read by the coordinator only (sites receive the weights). "
+        "Relative paths resolve against the job file's folder, or the working directory on the "
+        "command line. Empty: seeded random weights.",
+        json_schema_extra=cli("initial-weights"),
+    )
+
+    @field_validator("initial_weights")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        """A given path made absolute, so the ServerApp reads the file the user named."""
+        return str(Path(value).expanduser().resolve()) if value else value
 
 
 class PrivacyConfig(_Frozen):
