@@ -2,6 +2,7 @@
 
 from common.cli_support import command_line_app
 from simulations.commands.generate import generate
+from simulations.commands.pretrain import pretrain
 from simulations.commands.report import report
 from simulations.commands.run import run
 
@@ -14,3 +15,4 @@ app = command_line_app(
 app.command("run")(run)
 app.command("generate")(generate)
 app.command("report")(report)
+app.command("pretrain")(pretrain)
