@@ -42,6 +42,33 @@ class TrainConfig(_Frozen):
         1e-3, gt=0, le=10, description="Local learning rate.", json_schema_extra=cli("lr")
     )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Local optimizer.")
+    class_weights: str = Field(
+        "",
+        max_length=10_000,
+        description="Classification: the loss weight of each class, comma-separated in class "
+        "order (e.g. 1,2.7 counts a lesion image 2.7 times), so that argmax predictions of a rare "
+        "class mean something. Fixed in the job, never computed from a site's data, so it costs "
+        "no privacy (take it from public data: medfed-sim pretrain prints the class counts). "
+        "Empty: equal weights.",
+    )
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_numbers(cls, value: str) -> str:
+        """Each weight a finite number > 0."""
+        for item in filter(None, value.split(",")):
+            try:
+                number = float(item)
+            except ValueError:
+                raise ValueError(f"class_weights item {item!r} is not a number") from None
+            if not (0 < number < float("inf")):
+                raise ValueError(f"class_weights item {item!r} must be a finite number > 0")
+        return value
+
+    @property
+    def class_weight_values(self) -> tuple[float, ...]:
+        """The weights as numbers, () for equal weights."""
+        return tuple(float(item) for item in self.class_weights.split(",") if item)
 
 
 #: The networks of each task (common.models builds them).

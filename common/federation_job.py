@@ -115,6 +115,18 @@ class FederationJob(_Section):
         return self
 
     @model_validator(mode="after")
+    def _weights_fit_classes(self) -> "FederationJob":
+        weights = self.train.class_weight_values
+        if weights and self.task != "classification":
+            raise ValueError("train.class_weights applies to classification only")
+        if weights and len(weights) != self.num_classes:
+            raise ValueError(
+                f"train.class_weights has {len(weights)} weights for num_classes = "
+                f"{self.num_classes}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _robust_aggregation_sees_single_updates(self) -> "FederationJob":
         aggregation = self.strategy.aggregation
         if aggregation != "mean" and self.secure_aggregation.enabled:

@@ -57,7 +57,7 @@ def pretrain(job: FederationJob, data: Path, epochs: int) -> Pretrained:
         shuffle=True,
         seed=job.seed,
     )
-    criterion = task.criterion()
+    criterion = task.criterion(job)
     for epoch in range(1, epochs + 1):
         stats = train_epochs(model, loader, optimizer, 1, criterion)
         logger.info("pretraining epoch %d/%d: loss %.4f", epoch, epochs, stats.loss)
