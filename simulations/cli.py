@@ -1,6 +1,7 @@
 """`medfed-sim`: the researcher's command line; this module only registers the commands."""
 
 from common.cli_support import command_line_app
+from simulations.commands.audit_privacy import audit_privacy
 from simulations.commands.generate import generate
 from simulations.commands.pretrain import pretrain
 from simulations.commands.report import report
@@ -16,3 +17,4 @@ app.command("run")(run)
 app.command("generate")(generate)
 app.command("report")(report)
 app.command("pretrain")(pretrain)
+app.command("audit-privacy")(audit_privacy)
