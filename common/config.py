@@ -5,9 +5,10 @@ option name where that differs from the field name: see :mod:`common.job_options
 """
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = [
     "CLASSIFICATION_MODELS",
@@ -41,6 +42,33 @@ class TrainConfig(_Frozen):
         1e-3, gt=0, le=10, description="Local learning rate.", json_schema_extra=cli("lr")
     )
     optimizer: Literal["adam", "sgd"] = Field("adam", description="Local optimizer.")
+    class_weights: str = Field(
+        "",
+        max_length=10_000,
+        description="Classification: the loss weight of each class, comma-separated in class "
+        "order (e.g. 1,2.7 counts a lesion image 2.7 times), so that argmax predictions of a rare "
+        "class mean something. Fixed in the job, never computed from a site's data, so it costs "
+        "no privacy (take it from public data: medfed-sim pretrain prints the class counts). "
+        "Empty: equal weights.",
+    )
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_numbers(cls, value: str) -> str:
+        """Each weight a finite number > 0."""
+        for item in filter(None, value.split(",")):
+            try:
+                number = float(item)
+            except ValueError:
+                raise ValueError(f"class_weights item {item!r} is not a number") from None
+            if not (0 < number < float("inf")):
+                raise ValueError(f"class_weights item {item!r} must be a finite number > 0")
+        return value
+
+    @property
+    def class_weight_values(self) -> tuple[float, ...]:
+        """The weights as numbers, () for equal weights."""
+        return tuple(float(item) for item in self.class_weights.split(",") if item)
 
 
 #: The networks of each task (common.models builds them).
@@ -61,6 +89,20 @@ class ModelConfig(_Frozen):
     norm: Literal["group", "instance", "batch"] = Field(
         "group", description="Normalisation layers (batch is refused with DP)."
     )
+    initial_weights: str = Field(
+        "",
+        description="A medfed checkpoint (e.g. from `medfed-sim pretrain` on public data) the "
+        "global model starts from; read by the coordinator only (sites receive the weights). "
+        "Relative paths resolve against the job file's folder, or the working directory on the "
+        "command line. Empty: seeded random weights.",
+        json_schema_extra=cli("initial-weights"),
+    )
+
+    @field_validator("initial_weights")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        """A given path made absolute, so the ServerApp reads the file the user named."""
+        return str(Path(value).expanduser().resolve()) if value else value
 
 
 class PrivacyConfig(_Frozen):

@@ -25,6 +25,7 @@ from common.data.preprocessing_contract import PreprocessingContract
 
 __all__ = [
     "ENVIRONMENT_KEYS",
+    "INITIAL_WEIGHTS_KEY",
     "RESUME_KEY",
     "RUN_DIR_KEY",
     "SIMULATION_KEY",
@@ -40,6 +41,8 @@ RUN_DIR_KEY = "run_dir"
 RESUME_KEY = "resume"
 SIMULATION_KEY = "simulation"
 ENVIRONMENT_KEYS = (RUN_DIR_KEY, RESUME_KEY, SIMULATION_KEY)
+#: The dotted key of the checkpoint the global model starts from.
+INITIAL_WEIGHTS_KEY = "model.initial_weights"
 
 
 class _Section(BaseModel):
@@ -137,6 +140,18 @@ class FederationJob(_Section):
         return self
 
     @model_validator(mode="after")
+    def _weights_fit_classes(self) -> "FederationJob":
+        weights = self.train.class_weight_values
+        if weights and self.task != "classification":
+            raise ValueError("train.class_weights applies to classification only")
+        if weights and len(weights) != self.num_classes:
+            raise ValueError(
+                f"train.class_weights has {len(weights)} weights for num_classes = "
+                f"{self.num_classes}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _robust_aggregation_sees_single_updates(self) -> "FederationJob":
         aggregation = self.strategy.aggregation
         if aggregation != "mean" and self.secure_aggregation.enabled:
@@ -212,6 +227,14 @@ def _validate(raw: Mapping[str, Any], source: str) -> FederationJob:
 
 
 def load_federation_job(path: Path, overrides: Mapping[str, Any] | None = None) -> FederationJob:
-    """Read job.toml (top-level keys plus its tables), with dotted ``overrides`` laid over it."""
-    raw = unflatten({**flatten(read_toml(path)), **(overrides or {})})
+    """Read job.toml (top-level keys plus its tables), with dotted ``overrides`` laid over it.
+
+    A relative ``model.initial_weights`` in the file names a file next to it; in ``overrides``
+    (the command line) one relative to the working directory.
+    """
+    from_file = flatten(read_toml(path))
+    weights = from_file.get(INITIAL_WEIGHTS_KEY)
+    if isinstance(weights, str) and weights and not Path(weights).expanduser().is_absolute():
+        from_file[INITIAL_WEIGHTS_KEY] = str(path.parent / weights)
+    raw = unflatten({**from_file, **(overrides or {})})
     return _validate(raw, str(path))

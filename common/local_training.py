@@ -95,7 +95,7 @@ def _train_per_patient(
             engine,
             _optimizer(model, job),
             job.train.local_epochs,
-            task.criterion(),
+            task.criterion(job),
             proximal_mu,
         )
     finally:
@@ -149,7 +149,7 @@ def train_local_round(
                     model, optimizer, loader, grad_sample_mode(job.model.name)
                 )
             stats = train_epochs(
-                trained, loader, optimizer, job.train.local_epochs, task.criterion(), proximal_mu
+                trained, loader, optimizer, job.train.local_epochs, task.criterion(job), proximal_mu
             )
             if isinstance(engine, SitePrivacyEngine):
                 engine.release(trained)

@@ -1,7 +1,8 @@
 """The coordinator's ServerApp, the same on Flower's Simulation Engine and on a real federation.
 
-Wiring only: read the job and where it runs from Flower's run config, build the initial (or
-resumed) global model and the strategy, run the rounds, leave the records in the run folder.
+Wiring only: read the job and where it runs from Flower's run config, build the initial global
+model (seeded, or the job's initial weights) or the resumed one and the strategy, run the rounds,
+leave the records in the run folder.
 """
 
 import hashlib
@@ -17,6 +18,7 @@ from flwr.server import Grid, ServerApp
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data.loading import load_dataset
 from common.federation_job import RESUME_KEY, RUN_DIR_KEY, FederationJob
+from common.initial_weights import initial_state
 from common.models import build_model
 from common.simulation_environment import SimulationEnvironment
 from common.tasks.registry import task_for
@@ -69,7 +71,7 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
     torch.manual_seed(job.seed)
     size = (job.image_size, job.image_size)
     model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
-    state, completed = model.state_dict(), 0
+    state, completed = initial_state(job) or model.state_dict(), 0
     checkpoint = run_dir / CHECKPOINT_NAME
     if bool(config.get(RESUME_KEY, False)):
         saved = load_checkpoint(checkpoint)

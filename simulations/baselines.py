@@ -9,6 +9,7 @@ import torch
 from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.federated_split import SiteData
 from common.federation_job import FederationJob
+from common.initial_weights import initial_state
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState
@@ -36,6 +37,9 @@ def _train_alone(
     model = build_model(
         job.model, splits.in_channels, len(names), splits.image_size, job.privacy.enabled
     )
+    start = initial_state(job)  # the federation's starting point, for a fair comparison
+    if start is not None:
+        model.load_state_dict(start)
     privacy: PrivacyState | None = None
     history = []
     for server_round in range(1, job.rounds + 1):

@@ -1,7 +1,9 @@
 """`medfed-sim`: the researcher's command line; this module only registers the commands."""
 
 from common.cli_support import command_line_app
+from simulations.commands.audit_privacy import audit_privacy
 from simulations.commands.generate import generate
+from simulations.commands.pretrain import pretrain
 from simulations.commands.report import report
 from simulations.commands.run import run
 
@@ -14,3 +16,5 @@ app = command_line_app(
 app.command("run")(run)
 app.command("generate")(generate)
 app.command("report")(report)
+app.command("pretrain")(pretrain)
+app.command("audit-privacy")(audit_privacy)

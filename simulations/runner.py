@@ -18,6 +18,7 @@ from common.data.partition import PartitionScheme
 from common.data.preprocessing_contract import write_contract
 from common.errors import ConfigError, DataFormatError
 from common.federation_job import FederationJob, load_federation_job
+from common.initial_weights import initial_state
 from common.models import build_model
 from common.simulation_environment import SITE_DATA_FILE, SimulationEnvironment, site_folder
 from common.tasks.registry import task_for
@@ -87,6 +88,7 @@ def _check_runnable(
     # Fail fast, before any process starts, on a model DP-SGD cannot train.
     size = (job.image_size, job.image_size)
     build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
+    initial_state(job)  # and on initial weights that do not fit it
 
 
 def _write_sites(run_dir: Path, sites: list[SiteData], splits: DatasetSplits) -> Path:

@@ -24,9 +24,20 @@ def write_npz(
     class_names: tuple[str, ...],
     segment_names: tuple[str, ...] | None = None,
 ) -> Path:
-    """Write ``splits`` (train, val, test) atomically; masks too when every split has them."""
+    """Write ``splits`` (train, val, test) atomically; masks too when every split has them.
+
+    Patient ids too when every split has them, as ``{split}_patients`` strings "SPLIT-ID": a
+    simulated site's data keeps its patients, so that patient-level DP-SGD can run on it. The
+    ids are in-memory group labels that mean something within one split only (joining several
+    caches numbers each split on its own), and splits never share a patient, so each split's
+    ids are written under its own prefix.
+    """
     arrays: dict[str, np.ndarray] = {"class_names": np.array(class_names)}
     with_masks = all(part.masks is not None for part in splits.values())
+    if all(part.patients is not None for part in splits.values()):
+        for name, part in splits.items():
+            ids = np.asarray(part.patients).astype(str)
+            arrays[f"{name}_patients"] = np.char.add(f"{name}-", ids) if ids.size else ids
     for name, part in splits.items():
         arrays[f"{name}_images"] = _stored_images(part.images)
         arrays[f"{name}_labels"] = part.labels.astype(np.int64)

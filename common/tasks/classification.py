@@ -8,7 +8,7 @@ from common.data.arrays import ImageArrays
 from common.tasks.metrics import classification_metrics
 from common.tasks.training import make_loader
 
-__all__ = ["criterion", "evaluate", "predict_probabilities", "targets"]
+__all__ = ["WeightedCrossEntropy", "criterion", "evaluate", "predict_probabilities", "targets"]
 
 
 def targets(data: ImageArrays) -> np.ndarray:
@@ -16,9 +16,29 @@ def targets(data: ImageArrays) -> np.ndarray:
     return data.labels
 
 
-def criterion() -> nn.Module:
-    """Cross-entropy, a mean over the samples of the batch."""
-    return nn.CrossEntropyLoss()
+class WeightedCrossEntropy(nn.Module):
+    """Cross-entropy with a weight per class, a plain mean over the samples of the batch.
+
+    Unlike ``nn.CrossEntropyLoss(weight=...)``, which divides by the batch's summed weights
+    (a quantity that depends on every sample's label), this is the mean of per-sample losses
+    ``w[y_i] * CE_i``: what DP-SGD needs, each sample's gradient its own.
+    """
+
+    def __init__(self, class_weights: tuple[float, ...]) -> None:
+        """Weights in class order."""
+        super().__init__()
+        self.weights: torch.Tensor
+        self.register_buffer("weights", torch.tensor(class_weights, dtype=torch.float32))
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of each sample's weighted cross-entropy."""
+        losses = nn.functional.cross_entropy(logits, labels, reduction="none")
+        return (losses * self.weights[labels]).mean()
+
+
+def criterion(class_weights: tuple[float, ...] = ()) -> nn.Module:
+    """Cross-entropy, a mean over the samples of the batch, optionally weighted per class."""
+    return WeightedCrossEntropy(class_weights) if class_weights else nn.CrossEntropyLoss()
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import numpy as np
 from torch import nn
 
 from common.data.arrays import DEFAULT_SEGMENT_NAMES, DatasetSplits, ImageArrays
+from common.federation_job import FederationJob
 from common.tasks import classification, segmentation
 from common.tasks.metrics import CLASSIFICATION_METRICS
 from common.tasks.segmentation_metrics import SEGMENTATION_METRICS
@@ -24,7 +25,8 @@ class Task:
     #: The metric a run is summed up by (higher is better).
     headline: str
     targets: Callable[[ImageArrays], np.ndarray]
-    criterion: Callable[[], nn.Module]
+    #: The training loss of a job (its class weights, for classification).
+    criterion: Callable[[FederationJob], nn.Module]
     _evaluate: Callable[[nn.Module, ImageArrays, tuple[str, ...]], dict[str, float]]
     #: The names of the model's output classes, from the dataset.
     output_names: Callable[[DatasetSplits], tuple[str, ...]]
@@ -42,7 +44,7 @@ _TASKS = {
         metric_names=CLASSIFICATION_METRICS,
         headline="roc_auc",
         targets=classification.targets,
-        criterion=classification.criterion,
+        criterion=lambda job: classification.criterion(job.train.class_weight_values),
         _evaluate=lambda model, data, _names: classification.evaluate(model, data),
         output_names=lambda splits: splits.class_names,
     ),
@@ -51,7 +53,7 @@ _TASKS = {
         metric_names=SEGMENTATION_METRICS,
         headline="dice",
         targets=segmentation.targets,
-        criterion=segmentation.criterion,
+        criterion=lambda _job: segmentation.criterion(),
         _evaluate=segmentation.evaluate,
         output_names=lambda splits: splits.segment_names or DEFAULT_SEGMENT_NAMES,
     ),

@@ -55,13 +55,17 @@ def test_the_command_line_options_are_the_described_job_fields() -> None:
     # Every option reaches its key: each set to a non-default value, then read back.
     values = {"classification": "segmentation", "adam": "sgd", "cnn": "unet", "group": "instance",
               "rdp": "prv", "fedavg": "fedprox", "auto": "image", "mean": "median"}  # fmt: skip
+    # Options whose default is empty take a value of their own kind; class weights need a
+    # classification task.
+    by_key = {"model.initial_weights": "/srv/medfed/public.pt", "train.class_weights": "1,3",
+              "task": "classification", "model.name": "resnet18"}  # fmt: skip
     overrides = {}
     for option in JOB_OPTIONS:
         default = _field(FederationJob, option.key).default
         if option.kind is bool:
             overrides[option.key] = not default
         elif option.kind is str:
-            overrides[option.key] = values[default]
+            overrides[option.key] = by_key.get(option.key) or values[default]
         elif option.key == "site_fraction":  # a fraction of the sites: at most 1
             overrides[option.key] = default / 2
         else:

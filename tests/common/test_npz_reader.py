@@ -145,3 +145,33 @@ def test_a_damaged_archive_member_is_named(tmp_path: Path) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(DataFormatError, match="damaged.npz: train_images cannot be read"):
         read_npz(path)
+
+
+def test_written_patients_are_read_back_so_a_simulated_site_keeps_them(tmp_path: Path) -> None:
+    from common.data.arrays import ImageArrays
+    from common.data.npz_writer import write_npz
+
+    def part(patients: list[int]) -> ImageArrays:
+        n = len(patients)
+        return ImageArrays(
+            images=np.zeros((n, 1, 4, 4), np.float32),
+            labels=np.arange(n, dtype=np.int64) % 2,
+            patients=np.array(patients, dtype=np.int64),
+        )
+
+    path = write_npz(
+        tmp_path / "site.npz",
+        # ids are per split in memory (joined caches number each split on its own): 3 twice
+        {"train": part([7, 7, 3, 3, 3]), "val": part([3]), "test": part([])},
+        ("a", "b"),
+    )
+    read = read_npz(path)
+    assert read.train.num_patients == 2 and read.val.num_patients == 1
+    assert read.train.patients is not None
+    assert read.train.patients[0] == read.train.patients[1] != read.train.patients[2]
+    without = write_npz(
+        tmp_path / "plain.npz",
+        {"train": ImageArrays(images=np.zeros((2, 1, 4, 4), np.float32), labels=np.array([0, 1]))},
+        ("a", "b"),
+    )
+    assert "train_patients" not in np.load(without).files
