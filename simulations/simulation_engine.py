@@ -68,7 +68,10 @@ _PLAIN_COPY = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d:")
 #: What the console shows of the job's log unless --verbose: progress, warnings, errors.
 _PROGRESS = re.compile(r"WARNING|ERROR|round \d+/\d+ \||^\S*INFO\S*\s+:\s+job ")
 #: Flower's warnings that say nothing to a medfed user.
-_NOISE = re.compile(r"default simulated SuperNodes changed|No fit_metrics_aggregation_fn")
+_NOISE = re.compile(
+    r"default simulated SuperNodes changed|No fit_metrics_aggregation_fn"
+    r"|Manually terminating ClientAppActor"
+)
 
 
 def _shown(line: str, verbose: bool) -> bool:
