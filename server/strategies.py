@@ -188,26 +188,30 @@ class DeltaFedAvg(FedAvg):
 
     def _valid(
         self, job_round: int, results: list[tuple[ClientProxy, FitRes]]
-    ) -> list[tuple[ClientProxy, FitRes]]:
-        """The replies whose deltas fit the model; the others are rejected and recorded.
+    ) -> list[tuple[NDArrays, int]]:
+        """Decoded deltas and weights of the replies that fit the model; the rest is recorded.
 
         Every entry of a delta must be finite and within +-clipping_range (SecAgg+ clamps to
         it; a plain reply beyond it is refused), and no site weighs more than max_weight
         examples (SecAgg+ caps the weight there; a plain reply's claim is capped alike). The
         L2 norm of a plain delta, or of the unmasked SecAgg+ mean, must stay within
-        max_update_norm, to which every honest site clips its own delta.
+        max_update_norm, to which every honest site clips its own delta. Under SecAgg+ every
+        reply carries the same unmasked mean: it is decoded and checked once.
         """
         secure = self.job.secure_aggregation
         bound = secure.clipping_range
         max_norm = secure.max_update_norm * (SECURE_NORM_SLACK if secure.enabled else NORM_SLACK)
+        checked: dict[int, tuple[NDArrays, str | None]] = {}
         kept = []
         for proxy, res in results:
             res.num_examples = min(res.num_examples, int(secure.max_weight))
-            problem = update_problem(
-                parameters_to_ndarrays(res.parameters), self.global_arrays, bound, max_norm
-            )
+            if id(res.parameters) not in checked:
+                delta = parameters_to_ndarrays(res.parameters)
+                problem = update_problem(delta, self.global_arrays, bound, max_norm)
+                checked[id(res.parameters)] = (delta, problem)
+            delta, problem = checked[id(res.parameters)]
             if problem is None:
-                kept.append((proxy, res))
+                kept.append((delta, res.num_examples))
                 continue
             what = "the unmasked SecAgg+ sum" if secure.enabled else "its update"
             self.recorder.record_rejection(
@@ -234,10 +238,7 @@ class DeltaFedAvg(FedAvg):
         if not valid:
             logger.warning("round %d: no valid update; the global model is unchanged", job_round)
             return ndarrays_to_parameters(self.global_arrays), dict(metrics)
-        deltas = aggregate_deltas(
-            self.job.strategy,
-            [(parameters_to_ndarrays(res.parameters), res.num_examples) for _, res in valid],
-        )
+        deltas = aggregate_deltas(self.job.strategy, valid)
         if self._adam is not None:
             self.global_arrays = self._adam.step(self.global_arrays, deltas)
         else:
