@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "start_logged",
     "stop_process",
     "stop_session",
+    "stream_to_log",
     "wait_for_port",
 ]
 
@@ -66,6 +67,43 @@ def start_logged(
         )
     logger.debug("started pid %d: %s (log %s)", process.pid, command[0], log_file)
     return process
+
+
+def stream_to_log(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    log_file: Path,
+    echo: Callable[[str], None],
+    keep: Callable[[str], bool] = lambda _line: True,
+) -> int:
+    """Run ``command`` (e.g. `flwr run --stream`); its exit code.
+
+    Each output line that ``keep`` accepts is appended to ``log_file`` (flushed: the log is
+    readable while the job runs) and passed to ``echo``. Interrupted (Ctrl-C), the command is
+    terminated rather than left streaming.
+    """
+    with log_file.open("a", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            list(command),
+            env=dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert process.stdout is not None
+        try:
+            for line in process.stdout:
+                if keep(line):
+                    log.write(line)
+                    log.flush()
+                    echo(line)
+            return process.wait()
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
 
 
 def signal_group(process: subprocess.Popen[bytes], signum: int) -> None:

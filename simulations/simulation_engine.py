@@ -10,8 +10,8 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import tomli_w
@@ -22,6 +22,7 @@ from common.flower_processes import (
     flower_environment,
     start_logged,
     stop_session,
+    stream_to_log,
     wait_for_port,
 )
 
@@ -81,28 +82,12 @@ def _shown(line: str, verbose: bool) -> bool:
     return verbose or (bool(_PROGRESS.search(plain)) and not _NOISE.search(plain))
 
 
-def _stream(
-    command: list[str], env: dict[str, str], cwd: Path, log_file: Path, verbose: bool
-) -> int:
-    """Run ``command``, appending its output to ``log_file``; show progress on the console."""
-    with log_file.open("a", encoding="utf-8") as log:
-        process = subprocess.Popen(
-            command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert process.stdout is not None
-        try:
-            for line in process.stdout:
-                if _PLAIN_COPY.match(line):
-                    continue
-                log.write(line)
-                log.flush()
-                if _shown(line, verbose):
-                    logger.info("%s", _ANSI.sub("", line.rstrip()))
-            return process.wait()
-        finally:  # interrupted (Ctrl-C): the run is stopped with its SuperLink
-            if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=30)
+def _echo(verbose: bool) -> Callable[[str], None]:
+    def echo(line: str) -> None:
+        if _shown(line, verbose):
+            logger.info("%s", _ANSI.sub("", line.rstrip()))
+
+    return echo
 
 
 def _federation_config(num_sites: int, cpus_per_site: float, ray_address: str | None) -> str:
@@ -171,7 +156,14 @@ def run_on_simulation_engine(
             flower_command("flwr"), "run", str(app_dir), CONNECTION, "--stream",
             "--federation-config", _federation_config(num_sites, cpus_per_site, ray_address),
         ]  # fmt: skip
-        return _stream(command, env, run_dir, run_dir / "run.log", verbose)
+        return stream_to_log(
+            command,
+            env,
+            run_dir,
+            run_dir / "run.log",
+            _echo(verbose),
+            keep=lambda line: not _PLAIN_COPY.match(line),
+        )
     finally:
         stop_session(superlink)
         if ray_tmp is not None:

@@ -4,7 +4,6 @@
 """
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Annotated
@@ -22,7 +21,7 @@ from common.cli_support import (
 )
 from common.errors import ConfigError
 from common.federation_job import FederationJob, load_federation_job
-from common.flower_processes import flower_command, flower_environment
+from common.flower_processes import flower_command, flower_environment, stream_to_log
 from server.commands.options import (
     DEFAULT_STATE,
     StateOption,
@@ -45,21 +44,12 @@ def _completed_rounds(run_dir: Path) -> int:
 def _stream(app_dir: Path, paths: CoordinatorPaths, log_file: Path, console: Console) -> int:
     """`flwr run` the app against the coordinator's SuperLink, echoing and logging its output."""
     command = [flower_command("flwr"), "run", str(app_dir), CONNECTION, "--stream"]
-    with log_file.open("a", encoding="utf-8") as log:
-        process = subprocess.Popen(
-            command,
-            env=flower_environment(paths.flwr_home),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=app_dir.parent,
-        )
-        assert process.stdout is not None
-        for line in process.stdout:
-            log.write(line)
-            log.flush()  # the log is readable while the job runs
-            console.print(line.rstrip(), highlight=False, markup=False)
-        return process.wait()
+
+    def echo(line: str) -> None:
+        console.print(line.rstrip(), highlight=False, markup=False)
+
+    env = flower_environment(paths.flwr_home)
+    return stream_to_log(command, env, app_dir.parent, log_file, echo)
 
 
 def new_run_folder(runs: Path, job_name: str) -> Path:
