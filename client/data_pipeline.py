@@ -13,12 +13,15 @@ from common.data.dicom_prepare import (
     prepare_series,
     read_dicom_folder,
 )
+from common.data.dicom_scan import scan_dicom_folder
 from common.data.dicom_seg import read_segmentations
 from common.data.label_manifest import LabelManifest
 from common.data.nifti_cases import find_nifti_cases, is_nifti_folder, segment_names_of
 from common.data.nifti_prepare import prepare_nifti_cases
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
+from common.data.registered_prepare import RegistrationOptions, prepare_registered
+from common.data.series_volume import VolumeReader
 from common.errors import DataFormatError
 
 __all__ = ["run_pipeline"]
@@ -41,6 +44,7 @@ def run_pipeline(
     segmentation: bool = False,
     segment_names: tuple[str, ...] | None = None,
     max_pixel_mib: float = DEFAULT_MAX_PIXEL_MIB,
+    registration: RegistrationOptions | None = None,
 ) -> tuple[PreparedImages, QualityReport]:
     """Read and decode every file of ``data`` once, then resample each series; with progress.
 
@@ -50,11 +54,15 @@ def run_pipeline(
     (classes ``segment_names``, background first; by default the SEG labels found, sorted).
     A folder without any usable image gives an empty result whose report says why per file.
     A DICOM file declaring more than ``max_pixel_mib`` MiB of pixels is refused unread.
+    With ``registration`` DICOM series are read whole and aligned in 3D before slicing
+    (common.data.registered_prepare); NIfTI folders are refused then.
     """
     if not data.is_dir():
         raise DataFormatError(data, "not a folder")
     report = QualityReport()
     if is_nifti_folder(data):
+        if registration is not None:
+            raise DataFormatError(data, "--register/--sequences read DICOM series, not NIfTI")
         cases = find_nifti_cases(data)
         with Progress(*_COLUMNS, console=console) as progress:
             reading = progress.add_task("read NIfTI cases", total=len(cases))
@@ -66,13 +74,11 @@ def run_pipeline(
         return prepared, report
     with Progress(*_COLUMNS, console=console) as progress:
         reading = progress.add_task("read and decode files", total=None)
-        scan = read_dicom_folder(
-            data,
-            config,
-            keep_pixels=keep_pixels,
-            on_file=lambda done, total: progress.update(reading, completed=done, total=total),
-            max_pixel_mib=max_pixel_mib,
-        )
+        on_file = lambda done, total: progress.update(reading, completed=done, total=total)  # noqa: E731
+        if registration is not None:
+            scan = scan_dicom_folder(data, on_file, VolumeReader(), max_pixel_mib)
+        else:
+            scan = read_dicom_folder(data, config, keep_pixels, on_file, max_pixel_mib)
         masks = None
         if segmentation:
             if not scan.segmentations:
@@ -80,6 +86,13 @@ def run_pipeline(
                     data, f"no DICOM SEG object among {scan.files_seen} files to take masks from"
                 )
             masks = read_segmentations(scan.segmentations, data, report, segment_names)
+        if registration is not None:
+            aligning = progress.add_task("register and resample studies", total=None)
+            prepared = prepare_registered(
+                scan, config, registration, manifest, pseudonymise, report, masks,
+                on_study=lambda done, total: progress.update(aligning, completed=done, total=total),
+            )  # fmt: skip
+            return prepared, report
         decoding = progress.add_task("normalise and resample series", total=len(scan.series))
         prepared = prepare_series(
             scan,

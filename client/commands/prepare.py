@@ -9,6 +9,7 @@ from rich.console import Console
 
 from client.data_pipeline import run_pipeline
 from client.qc_table import print_quality_report
+from client.registration_options import contract_channels, registration_options
 from common.cli_support import MaxPixelMib, add_debug_log, configure_logging, user_errors
 from common.cli_values import check_fraction, check_output_folder, check_positive
 from common.config import TASKS
@@ -23,6 +24,7 @@ from common.data.label_manifest import read_label_manifest
 from common.data.nifti_cases import is_nifti_folder
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import pseudonymous_path
+from common.data.registration import TRANSFORM_KINDS
 from common.data.site_cache import KEY_FILE, write_site_cache
 from common.errors import ConfigError, DataFormatError
 
@@ -79,6 +81,28 @@ def prepare(
     val_fraction: Annotated[float, typer.Option(help="Share of studies for validation.")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of studies for testing.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the study-level split.")] = 0,
+    register: Annotated[
+        str,
+        typer.Option(
+            help="Register each series in 3D before slicing: none, atlas (MNI152 T1, bundled) "
+            "or reference (--reference)."
+        ),
+    ] = "none",
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="--register reference: the volume to register to (NIfTI, NRRD, MHA)."),
+    ] = None,
+    transform: Annotated[
+        str, typer.Option(help=f"Registration transform: {', '.join(TRANSFORM_KINDS)}.")
+    ] = "affine",
+    sequences: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-sequence studies: NAME=PATTERN,... (e.g. T1=*t1*,T2=*t2*,FLAIR=*flair*) "
+            "matched on SeriesDescription/ProtocolName; one channel each, co-registered to "
+            "the first."
+        ),
+    ] = None,
     max_pixel_mib: MaxPixelMib = DEFAULT_MAX_PIXEL_MIB,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
@@ -119,11 +143,18 @@ def prepare(
         segment_names = tuple(s.strip() for s in segments.split(",")) if segments else None
         if segment_names is not None and len(segment_names) < 2:
             raise ConfigError("--segments", "name the background and at least one class")
+        registration = registration_options(register, reference, transform, sequences)
+        if registration is not None and manifest is not None and manifest.keyed_by_file:
+            raise ConfigError(
+                "--labels", "labels per file do not survive 3D registration: label series or "
+                "studies, or use --task segmentation",
+            )  # fmt: skip
         pseudonymise = SitePseudonymiser.from_key_file(out / KEY_FILE)
         add_debug_log(out / DEBUG_LOG)
         prepared, quality = run_pipeline(
             data, config, manifest, pseudonymise, keep_pixels=True, console=console,
             segmentation=segmentation, segment_names=segment_names, max_pixel_mib=max_pixel_mib,
+            registration=registration,
         )  # fmt: skip
         quality.path_names = partial(pseudonymous_path, pseudonymise=pseudonymise)
         class_names = manifest.class_names if manifest is not None else MASK_CLASSES
@@ -132,7 +163,10 @@ def prepare(
                 raise DataFormatError(
                     data, f"no usable image among {quality.files_seen} files (reasons listed above)"
                 )
-            contract = config.contract(task, class_names, prepared.segment_names)
+            contract = config.contract(
+                task, class_names, prepared.segment_names,
+                *contract_channels(registration),
+            )  # fmt: skip
             dataset = write_site_cache(
                 out, prepared, class_names, quality, val_fraction, test_fraction, seed, contract
             )

@@ -9,7 +9,14 @@ from common.data.dicom_pixels import LinearUnits, StoredFrames, decode_stored
 from common.data.quality import IntensityStats
 from common.data.resample_taps import ResamplePlan, plan_resampling
 
-__all__ = ["DecodedImage", "ImageReducer", "MeasuredImage", "ReducedImage", "stored_stats"]
+__all__ = [
+    "DecodedImage",
+    "ImageReducer",
+    "MeasuredImage",
+    "ReducedImage",
+    "WholeImage",
+    "stored_stats",
+]
 
 #: Units of taps that are already float32 modality units (files with a Modality LUT).
 _AS_IS = LinearUnits(1.0, 0.0)
@@ -43,8 +50,18 @@ class MeasuredImage:
     stats: IntensityStats
 
 
-#: What reading a file leaves of it: its taps, or only their statistics.
-ReducedImage = DecodedImage | MeasuredImage
+@dataclass(frozen=True)
+class WholeImage:
+    """A decoded file kept whole, in float32 modality units (registration needs every pixel)."""
+
+    shape: tuple[int, int]
+    frames: int
+    #: Modality units [F, H, W].
+    values: np.ndarray
+
+
+#: What reading a file leaves of it: its taps, only their statistics, or all of its pixels.
+ReducedImage = DecodedImage | MeasuredImage | WholeImage
 
 
 def stored_stats(stored: np.ndarray, units: LinearUnits) -> IntensityStats:

@@ -78,10 +78,15 @@ class PreprocessingConfig:
         task: str,
         class_names: tuple[str, ...],
         segment_names: tuple[str, ...] | None = None,
+        channel_names: tuple[str, ...] = (),
+        registration: str = "none",
     ) -> PreprocessingContract:
         """The preprocessing contract of data prepared with this configuration."""
         return PreprocessingContract.model_validate(
             {
+                "channels": max(len(channel_names), 1),
+                "channel_names": ",".join(channel_names),
+                "registration": registration,
                 "window": self.window,
                 "ct_window": self.ct_window,
                 "percentile_low": PERCENTILES[0],
@@ -102,6 +107,11 @@ class PreprocessingConfig:
         Raises:
             ValueError: The contract scales by percentiles this medfed does not use.
         """
+        if contract.registration != "none" or contract.channels != 1:
+            raise ValueError(
+                f"the data were registered ({contract.registration}) or have "
+                f"{contract.channels} channels: replaying that is not supported yet"
+            )
         wanted = (contract.percentile_low, contract.percentile_high)
         if wanted != PERCENTILES:
             raise ValueError(
@@ -274,7 +284,7 @@ def _taps_stats(images: list[ReducedImage]) -> IntensityStats:
     for image in images:
         if isinstance(image, MeasuredImage):  # measured as read (pixels not kept)
             stats.merge(image.stats)
-        else:
+        elif isinstance(image, DecodedImage):
             kept.append(image)
     if kept:
         taps = np.concatenate([i.taps.reshape(i.frames, -1) for i in kept], dtype=np.float32)

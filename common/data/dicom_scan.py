@@ -56,12 +56,13 @@ _HEADER_TAGS = [
         "SeriesInstanceUID", "StudyInstanceUID", "Modality", "ImagePositionPatient",
         "ImageOrientationPatient", "InstanceNumber", "PixelSpacing", "Rows", "SOPInstanceUID",
         "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "SOPClassUID",
-        "PatientID",
+        "PatientID", "SeriesDescription", "ProtocolName",
     )
 ]  # fmt: skip
 _SERIES_UID, _STUDY_UID, _MODALITY, _SOP_UID = 0x0020000E, 0x0020000D, 0x00080060, 0x00080018
 _POSITION, _ORIENTATION, _INSTANCE, _SPACING = 0x00200032, 0x00200037, 0x00200013, 0x00280030
 _ROWS, _SOP_CLASS, _PATIENT_ID = 0x00280010, 0x00080016, 0x00100020
+_DESCRIPTION, _PROTOCOL = 0x0008103E, 0x00181030
 
 #: Decodes a fully read image file, given its in-plane spacing (see common.data.dicom_image).
 ImageReader = Callable[[pydicom.Dataset, tuple[float, float] | None], "ReducedImage"]
@@ -100,6 +101,9 @@ class SeriesFiles:
     slices: list[SliceHeader] = field(default_factory=list)
     #: Read once with the header, kept in memory to group images by patient; never written.
     patient_id: str = ""
+    #: SeriesDescription and ProtocolName, to tell a study's sequences apart; never written.
+    description: str = ""
+    protocol: str = ""
 
     @property
     def pixel_spacing(self) -> tuple[float, float] | None:
@@ -327,6 +331,8 @@ def scan_dicom_folder(
             study = text(ds, _STUDY_UID) or uid
             entry = series[uid] = SeriesFiles(uid, study, modality or "OT")
             entry.patient_id = text(ds, _PATIENT_ID).strip()
+            entry.description = text(ds, _DESCRIPTION).strip()
+            entry.protocol = text(ds, _PROTOCOL).strip()
         entry.slices.append(header)
     for entry in series.values():
         _order(entry)

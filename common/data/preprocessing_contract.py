@@ -30,6 +30,8 @@ CONTRACT_FILE = "preprocessing.json"
 #: Fields recorded for the record only: not hashed, not compared.
 _UNHASHED = frozenset({"versions", "sha256"})
 _PACKAGES = ("medfed", "pydicom", "monai", "highdicom")
+#: Fields added after contracts were first written, with their defaults (see hashed_fields).
+_LATER_DEFAULTS = {"channel_names": "", "registration": "none"}
 
 
 class _Frozen(BaseModel):
@@ -77,6 +79,11 @@ class PreprocessingContract(_Frozen):
     #: Side of the square output images (pixels).
     size: int = Field(64, ge=1)
     channels: int = Field(1, ge=1)
+    #: Channel names in order (``--sequences``), comma-separated; "" for one unnamed channel.
+    channel_names: str = ""
+    #: What the series were registered to: "none", "atlas:<rigid|affine>" or
+    #: "reference:<rigid|affine>:<sha256 prefix of the reference file>".
+    registration: str = "none"
     dims: Literal[2] = 2
     task: Literal["classification", "segmentation"] = "classification"
     #: Image classes, comma-separated, in label order.
@@ -112,8 +119,16 @@ class PreprocessingContract(_Frozen):
         return self
 
     def hashed_fields(self) -> dict[str, Any]:
-        """The fields that change what the network sees (everything but versions and hash)."""
-        return self.model_dump(mode="json", exclude=set(_UNHASHED))
+        """The fields that change what the network sees (everything but versions and hash).
+
+        Fields added later are left out while they hold their default, so that a contract
+        written before them keeps its hash.
+        """
+        fields = self.model_dump(mode="json", exclude=set(_UNHASHED))
+        for name, default in _LATER_DEFAULTS.items():
+            if fields.get(name) == default:
+                del fields[name]
+        return fields
 
     def digest(self) -> str:
         """SHA-256 of :meth:`hashed_fields` as canonical JSON."""

@@ -98,6 +98,10 @@ class QualityReport:
     unlabelled_series: int = 0
     class_counts: dict[str, int] = field(default_factory=dict)
     split_counts: dict[str, int] = field(default_factory=dict)
+    #: Per registered series (``prepare --register/--sequences``): metric before and after.
+    registration: list[dict[str, Any]] = field(default_factory=list)
+    #: Series or studies left out whole (registration failed, a sequence missing), with why.
+    excluded: list[dict[str, str]] = field(default_factory=list)
     #: Names skipped files in :meth:`as_dict` (e.g. :func:`pseudonymous_path`); None: as read.
     path_names: Callable[[str], str] | None = field(default=None, repr=False, compare=False)
 
@@ -118,6 +122,10 @@ class QualityReport:
         """Record a file that was not used."""
         self.skipped_files.append({"path": path, "reason": reason})
 
+    def exclude(self, key: str, reason: str) -> None:
+        """Record a series or study (by pseudonym) that was left out whole."""
+        self.excluded.append({"key": key, "reason": reason})
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
@@ -136,4 +144,6 @@ class QualityReport:
             "unlabelled": {"images": self.unlabelled_images, "series": self.unlabelled_series},
             "class_counts": self.class_counts,
             "split_counts": self.split_counts,
+            **({"registration": self.registration} if self.registration else {}),
+            **({"excluded": self.excluded} if self.excluded else {}),
         }

@@ -1,0 +1,42 @@
+"""`prepare`'s registration and sequence options, checked once into RegistrationOptions."""
+
+from pathlib import Path
+
+from common.data.registered_prepare import REGISTER_CHOICES, RegistrationOptions
+from common.data.registration import TRANSFORM_KINDS, TransformKind
+from common.data.sequences import parse_sequences
+from common.errors import ConfigError
+
+__all__ = ["contract_channels", "registration_options"]
+
+
+def registration_options(
+    register: str, reference: Path | None, transform: str, sequences: str | None
+) -> RegistrationOptions | None:
+    """The options, or None when neither registration nor sequences were asked for.
+
+    Raises:
+        ConfigError: an unknown value, a reference without ``--register reference`` or the
+            reverse, or a bad ``--sequences`` rule; the message names the option.
+    """
+    if register not in REGISTER_CHOICES:
+        raise ConfigError("--register", f"{register!r} is not one of {list(REGISTER_CHOICES)}")
+    if transform not in TRANSFORM_KINDS:
+        raise ConfigError("--transform", f"{transform!r} is not one of {list(TRANSFORM_KINDS)}")
+    if (register == "reference") != (reference is not None):
+        raise ConfigError("--reference", "give it exactly when --register reference")
+    if reference is not None and not reference.is_file():
+        raise ConfigError("--reference", f"{reference}: no such file")
+    rule = parse_sequences(sequences) if sequences else None
+    if register == "none" and rule is None:
+        return None
+    kind: TransformKind = "rigid" if transform == "rigid" else "affine"
+    return RegistrationOptions(register, kind, reference, rule)
+
+
+def contract_channels(options: RegistrationOptions | None) -> tuple[tuple[str, ...], str]:
+    """(channel names, registration) as the preprocessing contract records them."""
+    if options is None:
+        return (), "none"
+    names = options.sequences.names if options.sequences is not None else ()
+    return names, options.contract_value()

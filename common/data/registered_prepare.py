@@ -1,0 +1,251 @@
+"""`prepare --register` / `--sequences`: 3D series aligned on one grid, then sliced.
+
+Each study (one series, or one series per ``--sequences`` channel) is read as 3D volumes,
+aligned (common.data.study_alignment: registered to the atlas or a reference, sequences
+co-registered to the first), resampled onto one output grid (masks by nearest neighbour),
+windowed per channel, and cut into axial slices of ``size`` x ``size`` pixels with one channel
+per sequence. Slices that not every series covers are dropped. A series or study that cannot be
+used is named in the QC report with the reason, and nothing else is lost.
+"""
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from common.data.arrays import MASK_CLASSES
+from common.data.atlas import ATLAS, atlas_image, read_reference
+from common.data.dicom_patient import patient_identity
+from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, split_key_of
+from common.data.dicom_scan import DicomScan, SeriesFiles
+from common.data.dicom_seg import SegmentationMasks
+from common.data.intensity import scale_to_unit, window_range
+from common.data.label_manifest import LabelManifest
+from common.data.pseudonyms import SitePseudonymiser
+from common.data.quality import IntensityStats, QualityReport
+from common.data.registration import Registration, TransformKind
+from common.data.sequences import SequenceRule, StudySequences, group_by_sequence
+from common.data.series_volume import series_volume
+from common.data.study_alignment import StudyNotAligned, align_study, on_grid, output_grid
+
+__all__ = ["REGISTER_CHOICES", "RegistrationOptions", "prepare_registered"]
+
+logger = logging.getLogger(__name__)
+
+#: Every value ``--register`` takes.
+REGISTER_CHOICES = ("none", ATLAS, "reference")
+#: A grid slice is kept when every series covers at least this share of the best slice's area.
+_MIN_COVERAGE = 0.5
+_SINGLE = "image"
+
+
+@dataclass(frozen=True)
+class RegistrationOptions:
+    """What ``prepare`` aligns to, how, and which series are a study's channels."""
+
+    register: str = "none"
+    transform: TransformKind = "affine"
+    reference: Path | None = None
+    sequences: SequenceRule | None = None
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """One name per channel (``image`` without ``--sequences``)."""
+        return self.sequences.names if self.sequences is not None else (_SINGLE,)
+
+    def contract_value(self) -> str:
+        """What the contract records: ``none``, ``atlas:affine``, ``reference:rigid:<sha>``."""
+        if self.register == "none":
+            return "none"
+        if self.register == ATLAS:
+            return f"{ATLAS}:{self.transform}"
+        digest = (
+            hashlib.sha256(self.reference.read_bytes()).hexdigest()[:16] if self.reference else ""
+        )
+        return f"reference:{self.transform}:{digest}"
+
+    def reference_image(self) -> sitk.Image | None:
+        """The volume to register to, or None (``--register none``)."""
+        if self.register == ATLAS:
+            return atlas_image()
+        if self.register == "reference" and self.reference is not None:
+            return read_reference(self.reference)
+        return None
+
+
+def _studies(scan: DicomScan, options: RegistrationOptions) -> list[StudySequences]:
+    if options.sequences is not None:
+        return group_by_sequence(scan.series.values(), options.sequences)
+    return [StudySequences(s.series_uid, {_SINGLE: [s]}) for s in scan.series.values()]
+
+
+def _window(channel: np.ndarray, window: str, stats: IntensityStats) -> np.ndarray:
+    stats.add(channel)
+    low, high = window_range(window, channel if window == "percentile" else None)
+    return scale_to_unit(channel, low, high)
+
+
+@dataclass
+class _Context:
+    config: PreprocessingConfig
+    options: RegistrationOptions
+    manifest: LabelManifest | None
+    pseudonymise: SitePseudonymiser
+    report: QualityReport
+    segmentations: SegmentationMasks | None
+    reference: sitk.Image | None
+    grid: sitk.Image | None
+
+
+def _row(key: str, name: str, image: sitk.Image, first: sitk.Image) -> dict[str, object]:
+    row: dict[str, object] = {
+        "series": key,
+        "sequence": name,
+        "size": list(image.GetSize()),
+        "spacing_mm": [round(s, 3) for s in image.GetSpacing()],
+    }
+    if image.GetSize() != first.GetSize() or image.GetSpacing() != first.GetSpacing():
+        row["note"] = "size or spacing differs from the first sequence: resampled onto the grid"
+    return row
+
+
+def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedImages) -> None:
+    report, key_of = context.report, context.pseudonymise
+    names = context.options.channel_names
+    study_key = key_of(study.study_uid)
+    for series in study.unmatched:
+        report.exclude(key_of(series.series_uid), "series matches no --sequences rule")
+    problem = study.problem(names)
+    if problem:
+        report.exclude(study_key, problem)
+        return
+    chosen: list[SeriesFiles] = [study.series[n][0] for n in names]
+    masks = context.segmentations.by_source if context.segmentations is not None else None
+    volumes = []
+    for name, series in zip(names, chosen, strict=True):
+        try:
+            volumes.append(series_volume(series, masks))
+        except ValueError as exc:
+            report.exclude(study_key, f"series {key_of(series.series_uid)} ({name}): {exc}")
+            return
+    images = [v.image for v in volumes]
+    rows = [
+        _row(key_of(s.series_uid), n, i, images[0])
+        for s, n, i in zip(chosen, names, images, strict=True)
+    ]
+    try:
+        alignments = align_study(images, context.reference, context.options.transform)
+    except StudyNotAligned as exc:
+        for row, alignment in zip(rows, exc.done, strict=False):
+            if alignment.registration is not None:
+                row.update(_metrics(alignment.registration))
+        rows[exc.index].update(status="failed", reason=exc.reason)
+        report.registration.extend(rows)
+        report.exclude(study_key, f"series {rows[exc.index]['series']} ({names[exc.index]}): "
+                                  f"{exc.reason}")  # fmt: skip
+        return
+    for row, alignment in zip(rows, alignments, strict=True):
+        row["status"] = "registered" if alignment.registration is not None else "not registered"
+        row["to"] = alignment.target
+        if alignment.registration is not None:
+            row.update(_metrics(alignment.registration))
+    report.registration.extend(rows)
+    grid = context.grid or output_grid(
+        images[0], context.config.target_spacing, context.config.size
+    )
+    mask_of = next((i for i, v in enumerate(volumes) if v.mask is not None), 0)
+    channels, mask, coverage = on_grid(images, alignments, grid, volumes[mask_of].mask, mask_of)
+    kept = np.flatnonzero((coverage > 0) & (coverage >= _MIN_COVERAGE * coverage.max()))
+    if kept.size == 0:
+        report.exclude(study_key, "no slice of the output grid is covered by every series")
+        return
+    modality = chosen[0].modality
+    window = context.config.window_for(modality)
+    stats = report.intensity.setdefault(modality, IntensityStats())
+    for series in chosen:
+        report.count_series(series.modality)
+    scaled = np.stack([_window(c[kept], window, stats) for c in channels], axis=1)
+    report.count_images(modality, int(kept.size))
+    if context.segmentations is not None:
+        if mask is None:
+            report.exclude(study_key, "no DICOM SEG mask covers its series")
+            report.unlabelled_images += int(kept.size)
+            return
+        kept_masks = mask[kept]
+        labels = [int(m.any()) for m in kept_masks]
+    else:
+        series_label = None
+        if context.manifest is not None:
+            series_label = context.manifest.series_label(chosen[0].series_uid, study.study_uid)
+        if series_label is None:
+            report.unlabelled_images += int(kept.size)
+            report.unlabelled_series += 1
+            return
+        labels, kept_masks = [series_label] * int(kept.size), None
+    patient = patient_identity(chosen[0])
+    images_out = list(scaled[:, 0]) if scaled.shape[1] == 1 else list(scaled)
+    prepared.add_series(
+        labels,
+        [int(k) for k in kept],
+        key_of(chosen[0].series_uid),
+        study_key,
+        split_key_of(patient),
+        images_out,
+        kept_masks,
+        patient_key=key_of(patient),
+    )
+
+
+def _metrics(registration: Registration) -> dict[str, float]:
+    """Mattes mutual information before and after (lower is better), and the time taken."""
+    return {
+        "metric_before": round(registration.metric_before, 4),
+        "metric_after": round(registration.metric_after, 4),
+        "seconds": round(registration.seconds, 2),
+    }
+
+
+def prepare_registered(
+    scan: DicomScan,
+    config: PreprocessingConfig,
+    options: RegistrationOptions,
+    manifest: LabelManifest | None,
+    pseudonymise: SitePseudonymiser,
+    report: QualityReport,
+    segmentations: SegmentationMasks | None = None,
+    on_study: Callable[[int, int], None] | None = None,
+) -> PreparedImages:
+    """Align, resample, window and slice every study of ``scan`` (read with VolumeReader)."""
+    prepared = PreparedImages()
+    report.files_seen = scan.files_seen
+    for problem in scan.problems:
+        report.skip(problem.path.as_posix(), problem.reason)
+    if segmentations is None:
+        for path in scan.segmentations:
+            report.skip(
+                path.relative_to(scan.root).as_posix(),
+                "DICOM SEG: its masks are read only when preparing a segmentation task",
+            )
+    else:
+        prepared.segment_names = segmentations.segment_names
+    reference = options.reference_image()
+    grid = None
+    if reference is not None:
+        grid = output_grid(reference, config.target_spacing, config.size)
+    context = _Context(
+        config, options, manifest, pseudonymise, report, segmentations, reference, grid
+    )
+    studies = _studies(scan, options)
+    for done, study in enumerate(studies, start=1):
+        _prepare_study(study, context, prepared)
+        if on_study is not None:
+            on_study(done, len(studies))
+    if manifest is not None:
+        report.count_classes(prepared.labels, manifest.class_names)
+    elif segmentations is not None:
+        report.count_classes(prepared.labels, MASK_CLASSES)
+    return prepared
