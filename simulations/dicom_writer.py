@@ -40,12 +40,16 @@ def write_dicom_series(
     identity: SeriesIdentity,
     rescale: tuple[float, float] = (1.0, 0.0),
     shuffle_names_seed: int | None = None,
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    acquisition: dict[str, object] | None = None,
 ) -> list[Path]:
     """Write ``volume`` [slices, rows, cols] (stored values, uint16-range) as one file per slice.
 
     ``spacing`` is (slice, row, col) in mm; positions run along +z. ``rescale`` is
     (slope, intercept) of the modality LUT (CT: stored -> HU). With ``shuffle_names_seed`` the
     file names do not follow slice order, as in real exports, so readers must sort by position.
+    ``origin`` is the first slice's ImagePositionPatient (LPS mm, rows along +x, columns +y);
+    ``acquisition`` sets further attributes on every file (e.g. SeriesDescription, EchoTime).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     stored = np.clip(np.round(volume), 0, 65535).astype(np.uint16)
@@ -80,7 +84,11 @@ def write_dicom_series(
         ds.Modality = identity.modality
         ds.SeriesNumber = 1
         ds.InstanceNumber = index + 1
-        ds.ImagePositionPatient = [0.0, 0.0, float(index * spacing[0])]
+        ds.ImagePositionPatient = [
+            float(origin[0]),
+            float(origin[1]),
+            float(origin[2] + index * spacing[0]),
+        ]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing = [float(spacing[1]), float(spacing[2])]
         ds.SliceThickness = float(spacing[0])
@@ -92,6 +100,8 @@ def write_dicom_series(
         ds.PixelRepresentation = 0
         ds.RescaleSlope, ds.RescaleIntercept = rescale
         ds.PixelData = pixels.tobytes()
+        for keyword, value in (acquisition or {}).items():
+            setattr(ds, keyword, value)
         path = out_dir / f"IM{order[index]:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
