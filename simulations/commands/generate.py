@@ -9,6 +9,7 @@ from rich.progress import Progress
 from common.cli_support import configure_logging, user_errors
 from common.errors import ConfigError
 from simulations.brain_lesions import write_brain_lesion_sites
+from simulations.brain_sequences import SEQUENCES, TRUTH_FILE, write_sequence_sites
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 __all__ = ["generate"]
@@ -31,6 +32,13 @@ def generate(
         int, typer.Option(help="brain-mri: subjects (DICOM series) per hospital.")
     ] = 10,
     seed: Annotated[int, typer.Option(help="Generator seed (same seed, same data).")] = 0,
+    sequences: Annotated[
+        str | None,
+        typer.Option(
+            help="brain-mri: write one series per MR sequence per subject (e.g. T1,T2,FLAIR), "
+            "each with its own known misalignment (true_transforms.json per site)."
+        ),
+    ] = None,
 ) -> None:
     """Generate simulated data (lesions and scanner differences simulated; no real patient)."""
     configure_logging(False)
@@ -52,6 +60,21 @@ def generate(
             raise ConfigError("--subjects", f"{subjects} must be a whole number >= 1")
         if out.exists() and not out.is_dir():
             raise ConfigError("--out", f"{out} is a file: brain-mri writes a folder")
+        names = tuple(n.strip() for n in sequences.split(",")) if sequences else ()
+        unknown = [n for n in names if n not in SEQUENCES]
+        if unknown or (sequences is not None and not names):
+            raise ConfigError("--sequences", f"{unknown or sequences} not among {list(SEQUENCES)}")
+        if names:
+            with Progress() as progress:
+                task = progress.add_task("subjects", total=sites * subjects)
+                folders = write_sequence_sites(
+                    out, names, sites, subjects, seed,
+                    on_subject=lambda done, total: progress.update(task, completed=done),
+                )  # fmt: skip
+            for folder in folders:
+                typer.echo(f"wrote {folder}: DICOM under dicom/ (one folder per sequence), "
+                           f"{TRUTH_FILE}")  # fmt: skip
+            return
         with Progress() as progress:
             task = progress.add_task("subjects", total=sites * subjects)
             folders = write_brain_lesion_sites(
