@@ -62,6 +62,7 @@ def print_quality_report(report: QualityReport, console: Console) -> None:
             f"[yellow]series {entry['series']}: slice gaps from {entry['min_gap_mm']:.2f} "
             f"to {entry['max_gap_mm']:.2f} mm (missing or duplicated slices?)[/]"
         )
+    _print_registration(report, console)
     if report.class_counts:
         console.print(
             "Labelled images per class: "
@@ -74,6 +75,30 @@ def print_quality_report(report: QualityReport, console: Console) -> None:
             "Split by study: " + ", ".join(f"{k} {v}" for k, v in report.split_counts.items())
         )
     console.print(summary_line(report), highlight=False)
+
+
+def _print_registration(report: QualityReport, console: Console) -> None:
+    """One line on the registered series (MI before/after, time) and each study left out."""
+    rows = report.registration
+    if rows:
+        done = [r for r in rows if "metric_after" in r and r.get("status") == "registered"]
+        line = f"Registration: {len(done)} of {len(rows)} series registered"
+        if done:
+            before = sorted(float(r["metric_before"]) for r in done)[len(done) // 2]
+            after = sorted(float(r["metric_after"]) for r in done)[len(done) // 2]
+            seconds = sorted(float(r["seconds"]) for r in done)[len(done) // 2]
+            line += (
+                f"; median Mattes MI {before:.3f} -> {after:.3f} (lower is better), "
+                f"{seconds:.1f} s per series"
+            )
+        console.print(line, highlight=False)
+    if report.excluded:
+        table = Table(title=f"Left out whole ({len(report.excluded)})")
+        table.add_column("series or study")
+        table.add_column("reason")
+        for entry in report.excluded:
+            table.add_row(Text(entry["key"]), Text(entry["reason"]))
+        console.print(table)
 
 
 def summary_line(report: QualityReport) -> str:

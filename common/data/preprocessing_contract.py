@@ -139,11 +139,13 @@ class PreprocessingContract(_Frozen):
         """``field: expected X, found Y`` for each hashed field where ``found`` differs."""
         if found is None:
             return ["no preprocessing record (prepared by an older medfed: prepare it again)"]
-        mine, theirs = self.hashed_fields(), found.hashed_fields()
+        mine = {**_LATER_DEFAULTS, **self.hashed_fields()}
+        theirs = {**_LATER_DEFAULTS, **found.hashed_fields()}
+        keys = [*mine, *(key for key in theirs if key not in mine)]
         return [
-            f"{key}: expected {mine[key]!r}, found {theirs[key]!r}"
-            for key in mine
-            if mine[key] != theirs[key]
+            f"{key}: expected {mine.get(key)!r}, found {theirs.get(key)!r}"
+            for key in keys
+            if mine.get(key) != theirs.get(key)
         ]
 
 

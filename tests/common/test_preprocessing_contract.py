@@ -78,3 +78,13 @@ def test_a_job_whose_contract_contradicts_its_shape_is_refused(tmp_path: Path) -
     path.write_text('image_size = 32\n[preprocessing]\nsize = 32\nsha256 = "abc"\n')
     with pytest.raises(ConfigError, match="sha256 abc does not match"):
         load_federation_job(path)
+
+
+def test_contracts_written_before_registration_keep_their_hash() -> None:
+    registered = PreprocessingContract.model_validate(
+        {**CONTRACT.hashed_fields(), "channels": 3, "channel_names": "T1,T2,FLAIR",
+         "registration": "atlas:affine"}
+    )  # fmt: skip
+    assert "registration" not in CONTRACT.hashed_fields()  # the default leaves the hash as it was
+    assert registered.sha256 != CONTRACT.sha256
+    assert "registration: expected 'atlas:affine', found 'none'" in registered.differences(CONTRACT)

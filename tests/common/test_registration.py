@@ -9,10 +9,10 @@ import pydicom
 import pytest
 
 from common.data.atlas import atlas_image
+from common.data.dicom_prepare import PreprocessingConfig
 from common.data.dicom_scan import scan_dicom_folder
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
-from common.data.dicom_prepare import PreprocessingConfig
 from common.data.registered_prepare import RegistrationOptions, prepare_registered
 from common.data.sequences import group_by_sequence, parse_sequences
 from common.data.series_volume import VolumeReader, series_volume
