@@ -39,7 +39,7 @@ class VolumeReader:
 
 @dataclass(frozen=True)
 class SeriesVolume:
-    """A series as a float32 volume, its mask volume when SEG objects cover it, its files."""
+    """A series as a float32 volume, and its mask volume when SEG objects cover it."""
 
     image: sitk.Image
     #: uint8 label volume on the image's grid (0 where no mask was given); None without masks.

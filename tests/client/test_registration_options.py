@@ -1,0 +1,35 @@
+"""`prepare`'s --register, --reference, --transform and --sequences, checked before any read."""
+
+from pathlib import Path
+
+import pytest
+
+from client.registration_options import contract_channels, registration_options
+from common.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("register", "reference", "transform", "sequences", "option"),
+    [
+        ("mni", None, "affine", None, "--register"),
+        ("reference", None, "affine", None, "--reference"),
+        ("atlas", Path("ref.nii.gz"), "affine", None, "--reference"),
+        ("atlas", None, "bspline", None, "--transform"),
+        ("none", None, "rigid", "T1", "--sequences"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_option(
+    register: str, reference: Path | None, transform: str, sequences: str | None, option: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        registration_options(register, reference, transform, sequences)
+    assert str(error.value).startswith(option)
+
+
+def test_what_the_contract_records() -> None:
+    assert registration_options("none", None, "affine", None) is None
+    assert contract_channels(None) == ((), "none")
+    options = registration_options("atlas", None, "rigid", "T1=*t1*,FLAIR=*flair*")
+    assert contract_channels(options) == (("T1", "FLAIR"), "atlas:rigid")
+    plain = registration_options("none", None, "affine", "T1=*t1*,T2=*t2*")
+    assert contract_channels(plain) == (("T1", "T2"), "none")
