@@ -60,7 +60,8 @@ class _Stems:
         self._used: set[str] = set()
 
     def __call__(self, name: str) -> str:
-        base = re.sub(r"(\.nii\.gz|\.nii|\.dcm|\.png|\.jpe?g)$", "", name, flags=re.IGNORECASE)
+        suffixes = r"(\.nii\.gz|\.nii|\.dcm|\.png|\.jpe?g|\.tiff?|\.bmp|\.gif)$"
+        base = re.sub(suffixes, "", name, flags=re.IGNORECASE)
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", base.replace("/", "__")).strip("._") or "input"
         stem, number = base, 2
         while stem in self._used:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.data.arrays import MASK_CLASSES
+from common.data.colour import channel_count
 from common.data.dicom_image import (
     DecodedImage,
     ImageReducer,
@@ -66,6 +67,8 @@ class PreprocessingConfig:
     #: In-plane pixel spacing in mm after resampling; None resizes without physical scaling.
     target_spacing: float | None = None
     size: int = 64
+    #: Colour rule of common.data.colour (grey, rgb, r, g, b).
+    channels: str = "grey"
 
     def window_for(self, modality: str) -> str:
         """The normalisation used for one modality."""
@@ -88,6 +91,8 @@ class PreprocessingConfig:
                 "percentile_high": PERCENTILES[1],
                 "spacing_mm": self.target_spacing,
                 "size": self.size,
+                "channels": channel_count(self.channels),
+                "colour": self.channels,
                 "task": task,
                 "class_names": ",".join(class_names),
                 "segment_names": ",".join(segment_names or ()),
@@ -112,6 +117,7 @@ class PreprocessingConfig:
             ct_window=contract.ct_window or cls.ct_window,
             target_spacing=contract.spacing_mm,
             size=contract.size,
+            channels=contract.colour,
         )
 
 

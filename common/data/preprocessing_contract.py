@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.data.colour import ChannelRule, channel_count
 from common.data.intensity import PERCENTILES, WINDOW_PRESETS
 from common.errors import DataFormatError
 
@@ -77,6 +78,8 @@ class PreprocessingContract(_Frozen):
     #: Side of the square output images (pixels).
     size: int = Field(64, ge=1)
     channels: int = Field(1, ge=1)
+    #: Colour rule (common.data.colour): grey, rgb, r, g or b; ``channels`` follows from it.
+    colour: ChannelRule = "grey"
     dims: Literal[2] = 2
     task: Literal["classification", "segmentation"] = "classification"
     #: Image classes, comma-separated, in label order.
@@ -101,6 +104,8 @@ class PreprocessingContract(_Frozen):
             raise ValueError(f"window {self.window!r} is not one of {list(windows)}")
         if self.window == "auto" and self.ct_window not in WINDOW_PRESETS:
             raise ValueError(f"ct_window {self.ct_window!r} is not one of {list(WINDOW_PRESETS)}")
+        if self.channels != channel_count(self.colour):
+            raise ValueError(f"channels {self.channels} do not match colour {self.colour!r}")
         if self.percentile_low >= self.percentile_high:
             raise ValueError(
                 f"percentile_low {self.percentile_low} must be below {self.percentile_high}"
@@ -112,8 +117,13 @@ class PreprocessingContract(_Frozen):
         return self
 
     def hashed_fields(self) -> dict[str, Any]:
-        """The fields that change what the network sees (everything but versions and hash)."""
-        return self.model_dump(mode="json", exclude=set(_UNHASHED))
+        """The fields that change what the network sees (everything but versions and hash).
+
+        ``colour`` grey, the rule of every cache written before the field existed, is left
+        out, so their recorded hashes still match.
+        """
+        exclude = set(_UNHASHED) | ({"colour"} if self.colour == "grey" else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
     def digest(self) -> str:
         """SHA-256 of :meth:`hashed_fields` as canonical JSON."""
@@ -124,10 +134,11 @@ class PreprocessingContract(_Frozen):
         """``field: expected X, found Y`` for each hashed field where ``found`` differs."""
         if found is None:
             return ["no preprocessing record (prepared by an older medfed: prepare it again)"]
-        mine, theirs = self.hashed_fields(), found.hashed_fields()
+        mine, theirs = self.model_dump(mode="json"), found.model_dump(mode="json")
+        keys = self.hashed_fields().keys() | found.hashed_fields().keys()
         return [
             f"{key}: expected {mine[key]!r}, found {theirs[key]!r}"
-            for key in mine
+            for key in sorted(keys, key=list(mine).index)
             if mine[key] != theirs[key]
         ]
 
