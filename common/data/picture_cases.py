@@ -20,6 +20,7 @@ __all__ = [
     "PICTURE_SUFFIXES",
     "Picture",
     "PictureCase",
+    "find_mask",
     "find_picture_cases",
     "is_2d_nifti",
     "is_picture_folder",
@@ -141,6 +142,15 @@ def find_picture_cases(root: Path) -> list[PictureCase]:
             name = path.relative_to(root).as_posix()
             cases.append(PictureCase(_stem(path), name, path, masks.get(_stem(path))))
     return cases
+
+
+def find_mask(folder: Path, image_name: str) -> Path | None:
+    """The picture or NIfTI in ``folder`` named like ``image_name`` (suffix aside), if any."""
+    stem = _stem(Path(image_name))
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if path.is_file() and (_is_picture(path) or _is_nifti(path)) and _stem(path) == stem:
+            return path
+    return None
 
 
 def _picture_pixels(path: Path) -> tuple[np.ndarray, float]:

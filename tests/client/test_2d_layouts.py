@@ -17,11 +17,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from client.cli import app as site_app
+from client.inference.geometry import to_source_size
+from client.inference.mask_comparison import compare_with_mask
 from client.predict_cli import app as predict_app
 from common.checkpoint import save_checkpoint
 from common.data.colour import apply_channel_rule
 from common.data.loading import load_dataset
 from common.data.preprocessing_contract import PreprocessingContract, read_contract_beside
+from common.data.resampling import resample_masks
+from common.errors import DataFormatError
 from common.exit_codes import ExitCode
 from common.federation_job import FederationJob
 from common.models import build_model
@@ -225,12 +229,37 @@ def test_predict_replays_the_colour_rule(rgb_cache: Path, pictures: Path, tmp_pa
     checkpoint = save_checkpoint(tmp_path / "rgb.pt", model.state_dict(), job, 1, {})
     out = tmp_path / "out"
     args = ["predict", "--model", str(checkpoint), "--input", str(pictures / "images")]
+    args += ["--masks", str(pictures / "masks")]
     result = CliRunner().invoke(predict_app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["preprocessing"]["colour"] == "rgb" and len(summary["inputs"]) == 9
     mask = nib.load(out / summary["inputs"][8]["mask_nifti"])
     assert mask.shape[:2] == (56, 64)  # (x, y) of the 64 x 56 source picture
+    compared = summary["inputs"][8]["compared_with_mask"]
+    assert compared["mask"] == "eye08.gif" and compared["hd95_unit"] == "pixels"
+    assert set(compared["original_resolution"]) >= {"dice", "iou", "hd95", "dice_lesion"}
+    assert summary["compared_with_masks"]["inputs"] == 9
+
+
+def test_metrics_at_the_original_resolution_and_in_mm(tmp_path: Path) -> None:
+    """A perfect prediction at the model's size is not perfect on the source grid."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    truth = np.zeros((50, 60), dtype=np.uint8)
+    truth[10:13, 5:55] = 1  # a thin vessel: downsampling loses its edges
+    nib.save(nib.Nifti1Image(truth.T, np.diag([0.5, 0.5, 1.0, 1.0])), masks / "v.nii.gz")
+    small = resample_masks(truth[None], (0.5, 0.5), None, 16)
+    upsampled = to_source_size(small, (50, 60), (0.5, 0.5), None, nearest=True)
+    names = ("background", "vessel")
+    in_mm = compare_with_mask(masks, "v.png", upsampled, small, (0.5, 0.5), None, names)
+    assert in_mm["model_resolution"]["dice"] == 1.0 and in_mm["hd95_unit"] == "mm"
+    assert 0.1 < in_mm["original_resolution"]["dice"] < 0.95
+    in_pixels = compare_with_mask(masks, "v.png", upsampled, small, None, None, names)
+    pixels, mm = in_pixels["original_resolution"]["hd95"], in_mm["original_resolution"]["hd95"]
+    assert pixels > 0 and mm == pytest.approx(pixels * 0.5)
+    with pytest.raises(DataFormatError, match="no mask named like w.png"):
+        compare_with_mask(masks, "w.png", upsampled, small, None, None, names)
 
 
 def test_a_grey_contract_keeps_the_hash_it_had_before_colour(tmp_path: Path) -> None:
