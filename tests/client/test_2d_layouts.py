@@ -143,16 +143,32 @@ def test_msd_like_2d_nifti_layout_with_named_labels(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     code, output = _prepare(
         "--data", str(root), "--out", str(cache), "--task", "segmentation",
-        "--spacing", "1.0", "--size", "24",
+        "--spacing", "1.0", "--size", "32",
     )  # fmt: skip
     assert code == 0, output
     splits = load_dataset(cache)
     assert splits.segment_names == ("background", "artery", "vein")
     masks = np.concatenate([splits.train.masks, splits.val.masks, splits.test.masks])
-    # 40 px at 0.5 mm is 20 mm: 20 px at 1 mm, padded to 24; the disc is class 2 only
+    # 40 px at 0.5 mm is 20 mm: 20 px at 1 mm, padded to 32; the disc is class 2 only
     assert set(np.unique(masks)) == {0, 2}
-    assert not masks[:, :2].any() and not masks[:, -2:].any()
+    assert not masks[:, :6].any() and not masks[:, -6:].any()
     assert abs(int((masks == 2).sum(axis=(1, 2)).mean()) - np.pi * 4**2) < 15
+
+    # predict replays it on a 2D NIfTI: the mask keeps the input's affine, HD95 is in mm
+    job = fit_job_to_data(FederationJob.model_validate({"task": "segmentation"}), splits)
+    torch.manual_seed(0)
+    model = build_model(job.model, 1, 3, (32, 32), dp_enabled=False)
+    checkpoint = save_checkpoint(tmp_path / "grey.pt", model.state_dict(), job, 1, {})
+    out = tmp_path / "out"
+    image = root / "imagesTr" / "c1.nii.gz"
+    args = ["predict", "--model", str(checkpoint), "--input", str(image), "--out", str(out)]
+    result = CliRunner().invoke(predict_app, [*args, "--masks", str(root / "labelsTr")])
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((out / "summary.json").read_text())["inputs"]
+    predicted = nib.load(out / entry["mask_nifti"])
+    assert predicted.shape[:2] == (40, 40) and np.allclose(predicted.affine, nib.load(image).affine)
+    assert entry["compared_with_mask"]["hd95_unit"] == "mm"
+    assert "dice_vein" in entry["compared_with_mask"]["original_resolution"]
 
 
 def test_msd_like_png_layout_and_labels_csv_classification(tmp_path: Path) -> None:
