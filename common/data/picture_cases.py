@@ -195,12 +195,16 @@ def read_picture_file(path: Path) -> Picture:
     """Decode one 2D image, a picture (Pillow) or a 2D NIfTI (nibabel).
 
     Raises:
-        DataFormatError: The file is a NIfTI volume, not a 2D image.
+        DataFormatError: The file is a NIfTI volume, not a 2D image, or has no image suffix.
         Exception: Pillow and nibabel raise many types for damaged files; callers name them.
     """
     if _is_nifti(path):
         values, spacing = _nifti_pixels(path)
         return Picture(values, None, spacing)
+    if not _is_picture(path):
+        raise DataFormatError(
+            path, f"not an image: {path.suffix or 'no suffix'} is not a picture or NIfTI suffix"
+        )
     pixels, full_scale = _picture_pixels(path)
     return Picture(pixels, full_scale, None)
 

@@ -96,7 +96,7 @@ def prepare_picture_cases(
             continue
         modality = modality_of(picture)
         mask = None
-        if case.mask is not None:
+        if case.mask is not None and manifest is None:
             try:
                 mask = read_mask(case.mask, picture.pixels.shape[:2], len(segment_names))
             except DataFormatError as exc:

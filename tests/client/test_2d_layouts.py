@@ -201,15 +201,17 @@ def test_check_names_damaged_and_mismatched_files(pictures: Path, tmp_path: Path
     (site / "images" / "eye00.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(site / "masks" / "eye01.gif")
     Image.fromarray(np.full((48 + 4, 56), 7, np.uint8)).save(site / "masks" / "eye02.gif")
+    (site / "images" / "notes.txt").write_text("exported by the fundus camera")
     report = tmp_path / "qc.json"
     result = CliRunner().invoke(site_app, ["check", "--data", str(site), "--report", str(report)])
     assert result.exit_code == 0, result.output
     reasons = sorted(s["reason"] for s in json.loads(report.read_text())["skipped_files"])
-    assert len(reasons) == 3
+    assert len(reasons) == 4
     assert reasons[0].startswith("damaged: image not readable (UnidentifiedImageError")
     assert reasons[1].endswith("mask size (5, 5) differs from its image's (50, 56)")
     assert reasons[2].endswith("mask values 7 are not class indices 0..1 nor a binary mask")
-    assert "4 files" not in result.output and "8 files: 1 images" in result.output
+    assert reasons[3] == "not an image: .txt is not a picture or NIfTI suffix"
+    assert "9 files: 1 images" in result.output
 
 
 def test_colour_and_spacing_refused_where_they_cannot_apply(pictures: Path, tmp_path: Path) -> None:
