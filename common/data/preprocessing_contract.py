@@ -78,7 +78,8 @@ class PreprocessingContract(_Frozen):
     #: Side of the square output images (pixels).
     size: int = Field(64, ge=1)
     channels: int = Field(1, ge=1)
-    #: Colour rule (common.data.colour): grey, rgb, r, g or b; ``channels`` follows from it.
+    #: Colour rule (common.data.colour): grey, rgb, r, g or b; ``channels`` follows from it
+    #: except under grey, whose channels may be stacked grey images.
     colour: ChannelRule = "grey"
     dims: Literal[2] = 2
     task: Literal["classification", "segmentation"] = "classification"
@@ -104,7 +105,8 @@ class PreprocessingContract(_Frozen):
             raise ValueError(f"window {self.window!r} is not one of {list(windows)}")
         if self.window == "auto" and self.ct_window not in WINDOW_PRESETS:
             raise ValueError(f"ct_window {self.ct_window!r} is not one of {list(WINDOW_PRESETS)}")
-        if self.channels != channel_count(self.colour):
+        # grey images may still be stacked into several channels (e.g. one per MR sequence)
+        if self.colour != "grey" and self.channels != channel_count(self.colour):
             raise ValueError(f"channels {self.channels} do not match colour {self.colour!r}")
         if self.percentile_low >= self.percentile_high:
             raise ValueError(
