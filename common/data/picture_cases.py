@@ -6,6 +6,7 @@ Images are pictures (PNG, JPEG, TIFF, BMP, GIF) or 2D NIfTI; masks are pictures 
 """
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 from PIL import Image, ImageOps
 
+from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
 from common.errors import DataFormatError
 
 __all__ = [
@@ -124,8 +126,12 @@ def find_picture_cases(root: Path) -> list[PictureCase]:
     manifest = root / "dataset.json"
     cases: list[PictureCase] = []
     if manifest.is_file():
+        inside = root.resolve()
         for image, label in _msd_entries(manifest):
             mask = root / label if label else None
+            for listed in (root / image, mask):
+                if listed is not None and not listed.resolve().is_relative_to(inside):
+                    raise DataFormatError(manifest, f"lists {listed}, outside {root}")
             cases.append(PictureCase(_stem(Path(image)), image, root / image, mask))
         missing = [c.name for c in cases if not c.image.is_file()]
         missing += [str(c.mask) for c in cases if c.mask is not None and not c.mask.is_file()]
@@ -153,8 +159,20 @@ def find_mask(folder: Path, image_name: str) -> Path | None:
     return None
 
 
+def _refuse_large(path: Path, values: int) -> None:
+    """Refuse, before decoding, an image whose header declares more than the pixel cap."""
+    declared_mib = values * 4 / 2**20  # decoded as float32
+    if declared_mib > DEFAULT_MAX_PIXEL_MIB:
+        raise DataFormatError(
+            path,
+            f"refused: its header declares {declared_mib:.0f} MiB of pixels, above the "
+            f"{DEFAULT_MAX_PIXEL_MIB:.0f} MiB cap",
+        )
+
+
 def _picture_pixels(path: Path) -> tuple[np.ndarray, float]:
     with Image.open(path) as opened:
+        _refuse_large(path, opened.width * opened.height * len(opened.getbands()))
         image = ImageOps.exif_transpose(opened)
         if image.mode in _SIXTEEN_BIT_MODES:
             pixels = np.asarray(image, dtype=np.float32)
@@ -177,6 +195,7 @@ def _nifti_pixels(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     image = nib.load(path)
     if not isinstance(image, SpatialImage):  # nibabel also loads formats without an affine
         raise DataFormatError(path, "not a NIfTI image (no affine)")
+    _refuse_large(path, math.prod(image.shape))
     raw = np.asanyarray(image.dataobj)
     if raw.dtype.names:  # RGB24 / RGBA32 NIfTI: one structured value per voxel
         raw = np.stack([raw[name] for name in raw.dtype.names], axis=-1)

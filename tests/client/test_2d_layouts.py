@@ -23,6 +23,7 @@ from client.predict_cli import app as predict_app
 from common.checkpoint import save_checkpoint
 from common.data.colour import apply_channel_rule
 from common.data.loading import load_dataset
+from common.data.picture_cases import find_picture_cases, read_picture_file
 from common.data.preprocessing_contract import PreprocessingContract, read_contract_beside
 from common.data.resampling import resample_masks
 from common.errors import DataFormatError
@@ -288,3 +289,18 @@ def test_a_grey_contract_keeps_the_hash_it_had_before_colour(tmp_path: Path) -> 
     assert PreprocessingContract.model_validate(old).colour == "grey"
     with pytest.raises(ValueError, match="channels 1 do not match colour 'rgb'"):
         PreprocessingContract.model_validate({"colour": "rgb"})
+
+
+def test_hostile_headers_and_paths_are_refused_unread(tmp_path: Path) -> None:
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 1), np.uint8), np.eye(4)), tmp_path / "a.nii")
+    header = bytearray((tmp_path / "a.nii").read_bytes())
+    header[40:56] = np.array([3, 20000, 20000, 1, 1, 1, 1, 1], "<i2").tobytes()  # dim[]
+    (tmp_path / "big.nii").write_bytes(bytes(header))
+    with pytest.raises(DataFormatError, match="declares 1526 MiB of pixels, above the 256"):
+        read_picture_file(tmp_path / "big.nii")
+    site = tmp_path / "site"
+    site.mkdir()
+    training = [{"image": "../a.nii", "label": None}]
+    (site / "dataset.json").write_text(json.dumps({"training": training}))
+    with pytest.raises(DataFormatError, match="outside"):
+        find_picture_cases(site)
