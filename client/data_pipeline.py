@@ -18,6 +18,8 @@ from common.data.dicom_seg import read_segmentations
 from common.data.label_manifest import LabelManifest
 from common.data.nifti_cases import find_nifti_cases, is_nifti_folder, segment_names_of
 from common.data.nifti_prepare import prepare_nifti_cases
+from common.data.picture_cases import find_picture_cases, is_picture_folder
+from common.data.picture_prepare import prepare_picture_cases
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
 from common.data.registered_prepare import RegistrationOptions, prepare_registered
@@ -48,8 +50,10 @@ def run_pipeline(
 ) -> tuple[PreparedImages, QualityReport]:
     """Read and decode every file of ``data`` once, then resample each series; with progress.
 
-    A folder with ``dataset.json`` (Medical Segmentation Decathlon) or ``images/`` of NIfTI
-    files is read as NIfTI cases whose masks label the slices; anything else as DICOM. With
+    A 2D folder (``images/`` + ``masks/`` or an MSD-like ``dataset.json`` of pictures or 2D
+    NIfTI) is read as 2D images labelled by their masks or by a labels CSV keyed by file; a
+    folder with ``dataset.json`` (Medical Segmentation Decathlon) or ``images/`` of NIfTI
+    files as NIfTI cases whose masks label the slices; anything else as DICOM. With
     ``segmentation`` DICOM images are labelled by the DICOM SEG objects found among the files
     (classes ``segment_names``, background first; by default the SEG labels found, sorted).
     A folder without any usable image gives an empty result whose report says why per file.
@@ -60,6 +64,16 @@ def run_pipeline(
     if not data.is_dir():
         raise DataFormatError(data, "not a folder")
     report = QualityReport()
+    if is_picture_folder(data):
+        pictures = find_picture_cases(data)
+        with Progress(*_COLUMNS, console=console) as progress:
+            reading = progress.add_task("read 2D images", total=len(pictures))
+            prepared = prepare_picture_cases(
+                pictures, config, pseudonymise, report, manifest=manifest, keep_pixels=keep_pixels,
+                on_case=lambda done, total: progress.update(reading, completed=done),
+                segment_names=segment_names or segment_names_of(data) or DEFAULT_SEGMENT_NAMES,
+            )  # fmt: skip
+        return prepared, report
     if is_nifti_folder(data):
         if registration is not None:
             raise DataFormatError(data, "--register/--sequences read DICOM series, not NIfTI")

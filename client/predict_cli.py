@@ -29,7 +29,8 @@ def predict(
         Path,
         typer.Option(
             "--input",
-            help="A DICOM, NIfTI (.nii/.nii.gz) or PNG/JPEG file, or a folder of them (any depth).",
+            help="A DICOM, NIfTI (.nii/.nii.gz) or picture (PNG, JPEG, TIFF, BMP, GIF) file, or "
+            "a folder of them (any depth).",
         ),
     ],
     out: Annotated[Path, typer.Option(help="Folder for the predictions (stays at the site).")],
@@ -53,6 +54,13 @@ def predict(
         typer.Option(
             help="Pixel spacing (mm) images are resampled to: from the model's contract, as "
             "--window (default: resize without physical scaling)."
+        ),
+    ] = None,
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            help="Segmentation: folder of the site's own masks, named like the 2D inputs, to "
+            "score the predictions against at the source's and the model's resolution."
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
@@ -82,6 +90,8 @@ def predict(
             raise DataFormatError(model, "no such checkpoint file (--model)")
         if not input_path.exists():
             raise DataFormatError(input_path, "no such file or folder (--input)")
+        if masks is not None and not masks.is_dir():
+            raise DataFormatError(masks, "no such folder (--masks)")
         add_debug_log(out / "debug.log")
         options = PredictOptions(
             model=model,
@@ -90,6 +100,7 @@ def predict(
             preprocessing=PreprocessingOverrides(window, ct_window, spacing),
             batch_size=batch_size,
             saliency=saliency,
+            masks=masks,
         )
         summary = run_predict(options, console)
     skipped = [{"path": s["input"], "reason": s["reason"]} for s in summary["skipped"]]

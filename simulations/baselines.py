@@ -2,10 +2,12 @@
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from common.checkpoint import save_checkpoint
 from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.federated_split import SiteData
 from common.federation_job import FederationJob
@@ -15,21 +17,36 @@ from common.models import build_model
 from common.privacy import PrivacyState
 from common.tasks.registry import task_for
 
-__all__ = ["BASELINES", "run_baseline"]
+__all__ = ["BASELINES", "baseline_model_path", "run_baseline"]
 
 logger = logging.getLogger(__name__)
 
 BASELINES = ("pooled", "local")
 
 
+def baseline_model_path(run_dir: Path, name: str, site: int | None = None) -> Path:
+    """Where a baseline's model is saved, beside the federated global_model.pt.
+
+    ``pooled_model.pt``, and ``local_model_site-K.pt`` for each site K of the local baseline.
+    """
+    return run_dir / (f"{name}_model.pt" if site is None else f"{name}_model_site-{site}.pt")
+
+
 def _train_alone(
-    job: FederationJob, train: ImageArrays, splits: DatasetSplits, seed: int, label: str
+    job: FederationJob,
+    train: ImageArrays,
+    splits: DatasetSplits,
+    seed: int,
+    label: str,
+    model_path: Path,
 ) -> list[dict[str, Any]]:
     """Train one model on ``train`` for as many rounds x local epochs as the federation did.
 
     The same DP settings apply (noise calibrated for the same epsilon over the same number of
     epochs), so a baseline differs from the federated run only in where the data sits.
-    Returns per-round metrics on the global test set.
+    Returns per-round metrics on the global test set; the trained model is saved to
+    ``model_path`` as a checkpoint ``medfed predict`` reads (the federated job, hence its
+    preprocessing contract, and the last round's test metrics).
     """
     torch.manual_seed(job.seed)
     task = task_for(job.task)
@@ -61,23 +78,38 @@ def _train_alone(
             metrics[task.headline],
             metrics["loss"],
         )
+    last = {k: float(v) for k, v in history[-1].items() if isinstance(v, int | float)}
+    save_checkpoint(model_path, model.state_dict(), job, job.rounds, last)
     return history
 
 
 def run_baseline(
-    name: str, job: FederationJob, splits: DatasetSplits, sites: list[SiteData]
+    name: str, job: FederationJob, splits: DatasetSplits, sites: list[SiteData], run_dir: Path
 ) -> dict[str, Any]:
-    """Run baseline ``name`` ('pooled' or 'local'); returns its per-round test metrics."""
+    """Run baseline ``name`` ('pooled' or 'local'); returns its per-round test metrics.
+
+    Each model trained is saved in ``run_dir`` (:func:`baseline_model_path`).
+    """
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "pooled": lambda: {
             "rounds": _train_alone(
-                job, ImageArrays.concatenate([s.train for s in sites]), splits, job.seed, "pooled"
+                job,
+                ImageArrays.concatenate([s.train for s in sites]),
+                splits,
+                job.seed,
+                "pooled",
+                baseline_model_path(run_dir, "pooled"),
             )
         },
         "local": lambda: {
             "sites": {
                 str(site_id): _train_alone(
-                    job, site.train, splits, job.seed + 1 + site_id, f"local site {site_id}"
+                    job,
+                    site.train,
+                    splits,
+                    job.seed + 1 + site_id,
+                    f"local site {site_id}",
+                    baseline_model_path(run_dir, "local", site_id),
                 )
                 for site_id, site in enumerate(sites)
             }

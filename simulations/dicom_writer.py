@@ -12,6 +12,27 @@ __all__ = ["SeriesIdentity", "write_dicom_series"]
 
 _STORAGE = {"CT": CTImageStorage, "MR": MRImageStorage}
 
+#: Attributes each image IOD requires (Type 1, or Type 2/2C present, possibly empty) that no
+#: other part of the writer sets, so the files pass ``dciodvfy`` (PS3.3 C.7.3.1, C.7.4.1, C.8).
+_COMMON_ATTRIBUTES: dict[str, object] = {
+    "PatientPosition": "HFS",  # Type 2C: required for CT and MR
+    "PositionReferenceIndicator": "",  # Type 2: no anatomical reference point
+}
+_MODALITY_ATTRIBUTES: dict[str, dict[str, object]] = {
+    # a T1-weighted 2D spin-echo: the defined terms of PS3.3 C.8.3.1
+    "MR": {
+        "ImageType": ["ORIGINAL", "PRIMARY", "OTHER"],
+        "ScanningSequence": "SE",
+        "SequenceVariant": "NONE",
+        "ScanOptions": "",
+        "MRAcquisitionType": "2D",
+        "RepetitionTime": 500.0,
+        "EchoTime": 15.0,
+        "EchoTrainLength": 1,
+    },
+    "CT": {"ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"], "KVP": 120.0, "AcquisitionNumber": 1},
+}
+
 
 @dataclass
 class SeriesIdentity:
@@ -31,6 +52,8 @@ class SeriesIdentity:
     #: One frame of reference per series: its slices share a patient coordinate system.
     frame_of_reference_uid: str = field(default_factory=generate_uid)
     modality: str = "MR"
+    #: BodyPartExamined; an unpaired part, so Laterality (Type 2C) is absent.
+    body_part: str = "HEAD"
 
 
 def write_dicom_series(
@@ -82,6 +105,11 @@ def write_dicom_series(
         ds.SeriesInstanceUID = identity.series_uid
         ds.FrameOfReferenceUID = identity.frame_of_reference_uid
         ds.Modality = identity.modality
+        ds.BodyPartExamined = identity.body_part
+        for keyword, value in (
+            _COMMON_ATTRIBUTES | _MODALITY_ATTRIBUTES.get(identity.modality, {})
+        ).items():
+            setattr(ds, keyword, value)
         ds.SeriesNumber = 1
         ds.InstanceNumber = index + 1
         ds.ImagePositionPatient = [

@@ -158,7 +158,8 @@ def run_simulation_job(
 
     Writes to ``run_dir``: job.toml and simulation.json, sites.json (samples and label counts
     per site), sites/ (each site's data, ledger and audit log), the metrics files and
-    global_model.pt, baselines.json, summary.json and summary.md.
+    global_model.pt, the baselines' models beside it (pooled_model.pt,
+    local_model_site-K.pt), baselines.json, summary.json and summary.md.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     splits = load_dataset(settings.data, image_size=job.image_size, seed=job.seed)
@@ -176,7 +177,7 @@ def run_simulation_job(
         splits.num_classes, settings.sites, settings.partition,
     )  # fmt: skip
     _run_federation(job, settings, run_dir, resume=False, verbose=verbose)
-    results = {name: run_baseline(name, job, splits, sites) for name in baselines}
+    results = {name: run_baseline(name, job, splits, sites, run_dir) for name in baselines}
     (run_dir / "baselines.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     summary = summarise_run(run_dir, results, task_for(job.task).metric_names)
     logger.info("run folder: %s", run_dir)

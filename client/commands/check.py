@@ -33,7 +33,13 @@ __all__ = ["check"]
 
 
 def check(
-    data: Annotated[Path, typer.Option(help="Folder of DICOM files (any depth, mixed studies).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of DICOM files (any depth, mixed studies), NIfTI cases, or 2D images "
+            "(images/ + masks/, or dataset.json)."
+        ),
+    ],
     labels: Annotated[
         Path | None, typer.Option(help="Labels CSV, to count missing labels.")
     ] = None,

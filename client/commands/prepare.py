@@ -14,6 +14,7 @@ from common.cli_support import MaxPixelMib, add_debug_log, configure_logging, us
 from common.cli_values import check_fraction, check_output_folder, check_positive
 from common.config import TASKS
 from common.data.arrays import MASK_CLASSES
+from common.data.colour import CHANNEL_RULES
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
 from common.data.dicom_prepare import (
     WINDOW_CHOICES,
@@ -22,6 +23,7 @@ from common.data.dicom_prepare import (
 )
 from common.data.label_manifest import read_label_manifest
 from common.data.nifti_cases import is_nifti_folder
+from common.data.picture_cases import is_picture_folder
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import pseudonymous_path
 from common.data.registration import TRANSFORM_KINDS
@@ -37,7 +39,13 @@ _MIN_SIZE = 8
 
 
 def prepare(
-    data: Annotated[Path, typer.Option(help="Folder of DICOM files (any depth, mixed studies).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="Folder of DICOM files (any depth, mixed studies), NIfTI cases, or 2D images "
+            "(images/ + masks/, or dataset.json)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Cache folder to write (stays at the site).")],
     labels: Annotated[
         Path | None,
@@ -78,6 +86,13 @@ def prepare(
         typer.Option(help="Resample to this pixel spacing (mm) before cropping/padding to --size."),
     ] = None,
     size: Annotated[int, typer.Option(help="Output image side in pixels.")] = 64,
+    channels: Annotated[
+        str,
+        typer.Option(
+            help=f"Colour rule ({', '.join(CHANNEL_RULES)}): grey averages R, G and B; rgb keeps "
+            "3 channels; r, g or b keeps one. Other than grey: 2D image folders only."
+        ),
+    ] = "grey",
     val_fraction: Annotated[float, typer.Option(help="Share of studies for validation.")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of studies for testing.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the study-level split.")] = 0,
@@ -128,15 +143,27 @@ def prepare(
         check_output_folder("--out", out)
         if not data.is_dir():
             raise DataFormatError(data, "no such folder (--data)")
+        if channels not in CHANNEL_RULES:
+            raise ConfigError("--channels", f"{channels!r} is not one of {list(CHANNEL_RULES)}")
+        two_d = is_picture_folder(data)
+        if channels != "grey" and not two_d:
+            raise ConfigError(
+                "--channels",
+                f"{channels}: only a 2D image folder (images/ + masks/ or dataset.json of "
+                f"pictures or 2D NIfTI) is read in colour; {data} is read as grey",
+            )
         config = PreprocessingConfig(
-            window=window, ct_window=ct_window, target_spacing=spacing, size=size
-        )
+            window=window, ct_window=ct_window, target_spacing=spacing, size=size,
+            channels=channels,
+        )  # fmt: skip
         if task not in TASKS:
             raise ConfigError("--task", f"{task!r} is not one of {list(TASKS)}")
         segmentation = task == "segmentation"
         order = tuple(c.strip() for c in classes.split(",")) if classes else None
-        if labels is None and not segmentation and not is_nifti_folder(data):
-            raise ConfigError("--labels", f"{data} is not a NIfTI folder: give a labels CSV")
+        if labels is None and not segmentation and not (two_d or is_nifti_folder(data)):
+            raise ConfigError(
+                "--labels", f"{data} is not a NIfTI or 2D image folder: give a labels CSV"
+            )
         if segmentation and labels is not None:
             raise ConfigError("--labels", "segmentation takes its labels from the masks")
         manifest = read_label_manifest(labels, order) if labels is not None else None

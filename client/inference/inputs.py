@@ -18,11 +18,11 @@ from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, decode_stored, pixel
 from common.data.dicom_prepare import PreprocessingConfig, normalise_and_resample
 from common.data.dicom_problems import decode_error_reason, error_text, missing_image_reason
 from common.data.dicom_scan import SeriesFiles, SliceHeader, inflated_size_problem
-from common.data.image_folder_reader import picture_in_unit_range, read_picture
-from common.data.intensity import normalise_intensity, scale_to_unit
+from common.data.intensity import scale_to_unit
 from common.data.nifti_cases import NiftiCase, read_nifti_case
 from common.data.nifti_prepare import normalise_and_resample_volume
-from common.data.resampling import resample_images
+from common.data.picture_cases import is_2d_nifti, read_picture_file
+from common.data.picture_prepare import preprocess_picture
 from common.errors import DataFormatError
 
 __all__ = ["NoDecodableImage", "PreparedInput", "read_input"]
@@ -37,7 +37,7 @@ class PreparedInput:
     source: Source
     #: [N, rows, cols] in [0, 1] after intensity normalisation, at the source size.
     display: np.ndarray
-    #: [N, 1, size, size] float32, what the network sees.
+    #: [N, C, size, size] float32, what the network sees.
     batch: np.ndarray
     #: Per image: its file relative to ``--input`` and the frame within that file.
     image_files: list[str] = field(default_factory=list)
@@ -160,6 +160,12 @@ def _read_dicom(source: Source, root: Path, config: PreprocessingConfig) -> Prep
 
 def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> PreparedInput:
     path = source.files[0]
+    if is_2d_nifti(path):  # one 2D image: prepare's 2D path, with the NIfTI's geometry
+        prepared = _read_picture(source, root, config)
+        image = nib.load(path)
+        if isinstance(image, SpatialImage):
+            prepared.affine = np.asarray(image.affine, dtype=np.float64)
+        return prepared
     case = NiftiCase(source.name, path, None)
     try:
         volume, _, spacing = read_nifti_case(case)
@@ -182,28 +188,23 @@ def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> Prep
     )
 
 
-def _picture_pixels(path: Path) -> tuple[np.ndarray, bool]:
-    """Grayscale pixels as float32 and whether they are 16-bit (else 8-bit)."""
-    try:
-        return read_picture(path)
-    except Exception as exc:  # Pillow raises many types on damaged files
-        raise DataFormatError(path, f"not a readable picture ({error_text(exc)})") from None
-
-
 def _read_picture(source: Source, root: Path, config: PreprocessingConfig) -> PreparedInput:
-    pixels, sixteen_bit = _picture_pixels(source.files[0])
-    if config.window == "auto":  # as the image-folder reader prepares pictures for training
-        display = pixels / (65535.0 if sixteen_bit else 255.0)
-        model_size = picture_in_unit_range(pixels, sixteen_bit, config.size)[None]
-    else:
-        display = normalise_intensity(pixels, config.window)
-        model_size = resample_images(display[None], None, None, config.size)
+    """A picture or 2D NIfTI through prepare's own 2D path (common.data.picture_prepare)."""
+    path = source.files[0]
+    try:
+        picture = read_picture_file(path)
+    except DataFormatError:
+        raise
+    except Exception as exc:  # Pillow and nibabel raise many types on damaged files
+        raise DataFormatError(path, f"damaged: image not readable ({error_text(exc)})") from None
+    display, model_size = preprocess_picture(picture, config)
     return PreparedInput(
         source,
-        display[None].astype(np.float32),
-        model_size[:, None].astype(np.float32),
+        display.mean(axis=0, keepdims=True),  # overlays are drawn on grey
+        model_size[None],
         image_files=[source.name],
         image_frames=[0],
+        spacing=picture.spacing,
     )
 
 
@@ -212,12 +213,19 @@ def read_input(source: Source, root: Path, config: PreprocessingConfig) -> Prepa
 
     DICOM and NIfTI go through prepare's own functions (``config.window_for`` their modality;
     for DICOM percentiles over the series' resampling taps, for NIfTI over the volume), so
-    a training series gives the network what its cache holds. Pictures under window 'auto'
-    are scaled by their bit depth, as the image-folder reader does for training. A DICOM
+    a training series gives the network what its cache holds. Pictures and 2D NIfTI go through
+    prepare's 2D path (common.data.picture_prepare), with the model's colour rule. A DICOM
     slice that cannot be decoded is listed in ``skipped`` and the rest of its series is used.
 
     Raises:
         DataFormatError: Nothing of the input can be read; the message names the file.
     """
+    two_d = source.kind == "picture" or (source.kind == "nifti" and is_2d_nifti(source.files[0]))
+    if config.channels != "grey" and not two_d:
+        raise DataFormatError(
+            root / source.name,
+            f"the model sees {config.channels} images; only pictures and 2D NIfTI are read in "
+            "colour (DICOM and NIfTI volumes as grey)",
+        )
     readers = {"dicom": _read_dicom, "nifti": _read_nifti, "picture": _read_picture}
     return readers[source.kind](source, root, config)

@@ -74,9 +74,12 @@ def load_trained_model(path: Path) -> TrainedModel:
     if height != width:
         raise DataFormatError(path, f"image size {height}x{width} is not square")
     in_channels, num_classes = int(payload["in_channels"]), int(payload["num_classes"])
-    if in_channels != 1:
+    # the preprocessing contract's colour rule gives the channels; without one, grey
+    expected = job.preprocessing.channels if job.preprocessing is not None else 1
+    if in_channels != expected:
         raise DataFormatError(
-            path, f"the network takes {in_channels} channels; predict reads grayscale images"
+            path,
+            f"the network takes {in_channels} channels but its preprocessing gives {expected}",
         )
     network = build_model(job.model, in_channels, num_classes, (height, width), dp_enabled=False)
     try:

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from client.inference.dicom_seg import SegWriteError, write_dicom_seg
 from client.inference.geometry import to_source_size
 from client.inference.inputs import NoDecodableImage, PreparedInput, read_input
+from client.inference.mask_comparison import compare_with_mask, mean_comparison
 from client.inference.model import TrainedModel, load_trained_model
 from client.inference.overlays import heat_overlay, mask_overlay, write_png
 from client.inference.replay import PreprocessingOverrides, replay_preprocessing
@@ -51,6 +52,8 @@ class PredictOptions:
     preprocessing: PreprocessingOverrides = PreprocessingOverrides()
     batch_size: int = 32
     saliency: bool = True
+    #: Segmentation: the site's own masks (same names as the 2D inputs) to score against.
+    masks: Path | None = None
 
 
 class _Stems:
@@ -60,7 +63,8 @@ class _Stems:
         self._used: set[str] = set()
 
     def __call__(self, name: str) -> str:
-        base = re.sub(r"(\.nii\.gz|\.nii|\.dcm|\.png|\.jpe?g)$", "", name, flags=re.IGNORECASE)
+        suffixes = r"(\.nii\.gz|\.nii|\.dcm|\.png|\.jpe?g|\.tiff?|\.bmp|\.gif)$"
+        base = re.sub(suffixes, "", name, flags=re.IGNORECASE)
         base = re.sub(r"[^A-Za-z0-9._-]+", "_", base.replace("/", "__")).strip("._") or "input"
         stem, number = base, 2
         while stem in self._used:
@@ -161,11 +165,29 @@ class _Predictor:
                 "no foreground predicted: the mask is empty (the DICOM SEG, if any, holds an "
                 "empty frame per source image)"
             )
+        if self.options.masks is not None:
+            self._compare(item, masks, small, entry)
         paths = self._png_paths("overlays", stem, len(masks))
         for image, mask, path in zip(item.display, masks, paths, strict=True):
             write_png(mask_overlay(image, mask), path)
         entry["overlays"] = [self._relative(p) for p in paths]
         return entry
+
+    def _compare(
+        self, item: PreparedInput, masks: np.ndarray, small: np.ndarray, entry: dict[str, Any]
+    ) -> None:
+        """Score a 2D input's prediction against its own mask (``--masks``), in ``entry``."""
+        assert self.options.masks is not None
+        if item.source.kind == "dicom" or len(masks) != 1:
+            entry.setdefault("notes", []).append("not compared: --masks scores 2D images only")
+            return
+        try:
+            entry["compared_with_mask"] = compare_with_mask(
+                self.options.masks, Path(item.source.name).name, masks, small,
+                item.spacing, self.target_spacing, self.model.output_names,
+            )  # fmt: skip
+        except DataFormatError as exc:
+            entry.setdefault("notes", []).append(f"not compared: {exc}")
 
     def __call__(self, item: PreparedInput) -> dict[str, Any]:
         stem = self.stems(item.source.name)
@@ -221,6 +243,7 @@ def _write_summary(
         "preprocessing": _preprocessing(model, config),
         "predictions_csv": CSV_NAME if model.task == "classification" else None,
         "inputs": entries,
+        **({"compared_with_masks": mean_comparison(entries)} if options.masks else {}),
         "skipped": [{"input": s.input, "reason": s.reason} for s in skipped],
     }
     path = options.out / SUMMARY_NAME

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Literal
 
 from common.data.dicom_scan import SeriesFiles, scan_dicom_folder
+from common.data.picture_cases import PICTURE_SUFFIXES
 from common.errors import DataFormatError
 
 __all__ = ["NIFTI_SUFFIXES", "PICTURE_SUFFIXES", "Skipped", "Source", "Sources", "find_sources"]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 Kind = Literal["dicom", "nifti", "picture"]
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from common.data.arrays import MASK_CLASSES
+from common.data.colour import channel_count
 from common.data.dicom_image import (
     DecodedImage,
     ImageReducer,
@@ -66,6 +67,8 @@ class PreprocessingConfig:
     #: In-plane pixel spacing in mm after resampling; None resizes without physical scaling.
     target_spacing: float | None = None
     size: int = 64
+    #: Colour rule of common.data.colour (grey, rgb, r, g, b).
+    channels: str = "grey"
 
     def window_for(self, modality: str) -> str:
         """The normalisation used for one modality."""
@@ -84,7 +87,7 @@ class PreprocessingConfig:
         """The preprocessing contract of data prepared with this configuration."""
         return PreprocessingContract.model_validate(
             {
-                "channels": max(len(channel_names), 1),
+                "channels": len(channel_names) if channel_names else channel_count(self.channels),
                 "channel_names": ",".join(channel_names),
                 "registration": registration,
                 "window": self.window,
@@ -93,6 +96,7 @@ class PreprocessingConfig:
                 "percentile_high": PERCENTILES[1],
                 "spacing_mm": self.target_spacing,
                 "size": self.size,
+                "colour": self.channels,
                 "task": task,
                 "class_names": ",".join(class_names),
                 "segment_names": ",".join(segment_names or ()),
@@ -107,10 +111,10 @@ class PreprocessingConfig:
         Raises:
             ValueError: The contract scales by percentiles this medfed does not use.
         """
-        if contract.registration != "none" or contract.channels != 1:
+        if contract.registration != "none" or contract.channel_names:
             raise ValueError(
-                f"the data were registered ({contract.registration}) or have "
-                f"{contract.channels} channels: replaying that is not supported yet"
+                f"the data were registered ({contract.registration}) or stack sequences "
+                f"({contract.channel_names or 'none'}): replaying that is not supported yet"
             )
         wanted = (contract.percentile_low, contract.percentile_high)
         if wanted != PERCENTILES:
@@ -122,6 +126,7 @@ class PreprocessingConfig:
             ct_window=contract.ct_window or cls.ct_window,
             target_spacing=contract.spacing_mm,
             size=contract.size,
+            channels=contract.colour,
         )
 
 

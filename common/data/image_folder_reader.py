@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from common.data.arrays import DatasetSplits, ImageArrays
+from common.data.colour import apply_channel_rule
+from common.data.picture_cases import read_picture_file
 from common.errors import DataFormatError
 
 __all__ = ["read_image_folder"]
@@ -16,7 +18,6 @@ __all__ = ["read_image_folder"]
 logger = logging.getLogger(__name__)
 
 _SPLITS = ("train", "val", "test")
-_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 # What Pillow raises for files it cannot decode (FileNotFoundError is reported on its own).
 _DECODE_ERRORS = (
     UnidentifiedImageError,
@@ -72,23 +73,18 @@ def _read_rows(csv_path: Path) -> list[_Row]:
 
 
 def read_picture(path: Path) -> tuple[np.ndarray, bool]:
-    """A PNG/JPEG's grayscale stored values (float32 [H, W]) and whether it is 16-bit.
+    """A picture's grey stored values (float32 [H, W]) and whether it is 16-bit.
+
+    Grey is the colour rule of every format (common.data.colour): the mean of R, G and B.
 
     Raises:
         FileNotFoundError: The file does not exist.
         Exception: One of ``_DECODE_ERRORS`` when the file cannot be decoded or its pixel
             values do not fit its bit depth.
     """
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)
-        if image.mode in _SIXTEEN_BIT_MODES:
-            pixels = np.asarray(image, dtype=np.float32)
-            if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
-                raise ValueError(f"{image.mode} pixel values outside 0..65535")
-            return pixels, True
-        if image.mode == "F":
-            raise ValueError("floating-point images are not supported; save 8- or 16-bit")
-        return np.asarray(image.convert("L"), dtype=np.float32), False
+    picture = read_picture_file(path)
+    sixteen_bit = picture.full_scale is not None and picture.full_scale > 255
+    return apply_channel_rule(picture.pixels, "grey")[0], sixteen_bit
 
 
 def picture_in_unit_range(pixels: np.ndarray, sixteen_bit: bool, image_size: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.image_folder_reader import read_image_folder
 from common.data.npz_reader import read_npz
+from common.data.picture_cases import is_picture_folder
 from common.data.preprocessing_contract import PreprocessingContract, read_contract_beside
 from common.data.site_cache import DATASET_FILE
 from common.errors import DataFormatError
@@ -93,11 +94,17 @@ def load_dataset(path: Path, image_size: int = 64, seed: int = 0) -> DatasetSpli
         return _read_npz_with_contract(path / DATASET_FILE)
     if path.is_dir() and (path / "labels.csv").is_file():
         return read_image_folder(path, image_size=image_size, seed=seed)
+    if path.is_dir() and is_picture_folder(path):
+        # imported here: preparing needs MONAI, which reading a cache does not
+        from common.data.picture_dataset import read_picture_folder
+
+        return read_picture_folder(path, image_size=image_size, seed=seed)
     if not path.exists():
         raise DataFormatError(path, "no such file or folder")
     raise DataFormatError(
         path,
         "not a supported dataset: give a MedMNIST-style .npz file, a cache folder written by "
-        "medfed-site prepare, or a folder of PNG/JPEG images with a labels.csv "
-        "(columns file,label[,split])",
+        "medfed-site prepare, a folder of PNG/JPEG images with a labels.csv "
+        "(columns file,label[,split]), or a 2D image folder (images/ + masks/, or dataset.json "
+        "with imagesTr/labelsTr of pictures or 2D NIfTI)",
     )

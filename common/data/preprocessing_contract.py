@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.data.colour import ChannelRule, channel_count
 from common.data.intensity import PERCENTILES, WINDOW_PRESETS
 from common.errors import DataFormatError
 
@@ -31,7 +32,7 @@ CONTRACT_FILE = "preprocessing.json"
 _UNHASHED = frozenset({"versions", "sha256"})
 _PACKAGES = ("medfed", "pydicom", "monai", "highdicom")
 #: Fields added after contracts were first written, with their defaults (see hashed_fields).
-_LATER_DEFAULTS = {"channel_names": "", "registration": "none"}
+_LATER_DEFAULTS = {"channel_names": "", "registration": "none", "colour": "grey"}
 
 
 class _Frozen(BaseModel):
@@ -84,6 +85,9 @@ class PreprocessingContract(_Frozen):
     #: What the series were registered to: "none", "atlas:<rigid|affine>" or
     #: "reference:<rigid|affine>:<sha256 prefix of the reference file>".
     registration: str = "none"
+    #: Colour rule (common.data.colour): grey, rgb, r, g or b; ``channels`` follows from it
+    #: except under grey, whose channels may be stacked grey images.
+    colour: ChannelRule = "grey"
     dims: Literal[2] = 2
     task: Literal["classification", "segmentation"] = "classification"
     #: Image classes, comma-separated, in label order.
@@ -108,6 +112,9 @@ class PreprocessingContract(_Frozen):
             raise ValueError(f"window {self.window!r} is not one of {list(windows)}")
         if self.window == "auto" and self.ct_window not in WINDOW_PRESETS:
             raise ValueError(f"ct_window {self.ct_window!r} is not one of {list(WINDOW_PRESETS)}")
+        # grey images may still be stacked into several channels (e.g. one per MR sequence)
+        if self.colour != "grey" and self.channels != channel_count(self.colour):
+            raise ValueError(f"channels {self.channels} do not match colour {self.colour!r}")
         if self.percentile_low >= self.percentile_high:
             raise ValueError(
                 f"percentile_low {self.percentile_low} must be below {self.percentile_high}"
@@ -141,7 +148,7 @@ class PreprocessingContract(_Frozen):
             return ["no preprocessing record (prepared by an older medfed: prepare it again)"]
         mine = {**_LATER_DEFAULTS, **self.hashed_fields()}
         theirs = {**_LATER_DEFAULTS, **found.hashed_fields()}
-        keys = [*mine, *(key for key in theirs if key not in mine)]
+        keys = sorted(mine.keys() | theirs.keys(), key=list(type(self).model_fields).index)
         return [
             f"{key}: expected {mine.get(key)!r}, found {theirs.get(key)!r}"
             for key in keys

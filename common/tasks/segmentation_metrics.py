@@ -33,14 +33,18 @@ def _pooled(metric: DiceMetric | MeanIoU, pred: torch.Tensor, true: torch.Tensor
     return scores.reshape(-1).numpy()
 
 
-def _hd95_per_class(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
-    """Mean HD95 in pixels over slices whose ground truth has the class.
+def _hd95_per_class(
+    pred: torch.Tensor, true: torch.Tensor, spacing: tuple[float, float] | None = None
+) -> np.ndarray:
+    """Mean HD95 over slices whose ground truth has the class, in pixels (or mm).
 
+    With the (row, column) ``spacing`` of the masks, distances are in mm.
     A slice where the class is present but not predicted scores the image diagonal, the
     largest distance possible on it; slices without the class in the ground truth are left out.
     """
     num_classes = true.shape[1]
-    diagonal = math.hypot(*true.shape[2:])
+    scale = spacing or (1.0, 1.0)
+    diagonal = math.hypot(true.shape[2] * scale[0], true.shape[3] * scale[1])
     scores = np.full(num_classes - 1, np.nan)
     metric = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")
     for cls in range(1, num_classes):
@@ -53,7 +57,7 @@ def _hd95_per_class(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
         if (~missed).any():
             with warnings.catch_warnings():  # MONAI 1.6 warns about its own internal argument
                 warnings.filterwarnings("ignore", message=".*always_return_as_numpy")
-                found = metric(pred_c[~missed], true_c[~missed])
+                found = metric(pred_c[~missed], true_c[~missed], spacing=list(scale))
             assert isinstance(found, torch.Tensor)  # as in _pooled
             distances[(~missed).numpy()] = found.reshape(-1)
         scores[cls - 1] = float(distances.mean())
@@ -61,12 +65,16 @@ def _hd95_per_class(pred: torch.Tensor, true: torch.Tensor) -> np.ndarray:
 
 
 def segmentation_metrics(
-    y_true: np.ndarray, y_pred: np.ndarray, segment_names: tuple[str, ...]
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    segment_names: tuple[str, ...],
+    spacing: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """Metrics of predicted masks [N, H, W] against true masks [N, H, W] (class index per pixel).
 
     Dice and IoU are computed over the pixels of the whole set, per foreground class; HD95 (in
-    pixels of the model input) per slice holding the class, then averaged. Each metric is
+    pixels of the masks given, or in mm given their (row, column) ``spacing``) per slice
+    holding the class, then averaged. Each metric is
     reported per class as ``<metric>_<segment name>`` and as the mean over foreground classes;
     a class absent from both prediction and ground truth is NaN.
     """
@@ -78,7 +86,7 @@ def segmentation_metrics(
     per_class = {
         "dice": _pooled(DiceMetric(include_background=False, reduction="none"), pred, true),
         "iou": _pooled(MeanIoU(include_background=False, reduction="none"), pred, true),
-        "hd95": _hd95_per_class(pred, true),
+        "hd95": _hd95_per_class(pred, true, spacing),
     }
     results: dict[str, float] = {}
     for name, scores in per_class.items():
