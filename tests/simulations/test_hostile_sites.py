@@ -102,16 +102,31 @@ def test_plain_nan_huge_scaled_and_wrong_shaped_updates_are_rejected_by_name(
     _check_close(model, honest)
 
 
-def test_secure_aggregation_survives_nan_and_scale1000(
+def test_secure_aggregation_survives_nan_scale1000_wrong_shape_and_inflated_weight(
     dataset: Path, tmp_path_factory: pytest.TempPathFactory, honest: tuple[list, float]
 ) -> None:
     """The server sees only the unmasked mean: a poisoned part makes it fail the checks.
 
-    Not covered: a wrong-shaped masked vector stops Flower's SecAggPlusWorkflow itself
-    (``parameters_addition`` in its collect stage raises; seen 2026-11-29, flwr 1.41).
+    A wrong-shaped masked vector, or a declared sample count its masked weight cannot hold,
+    is taken out of the round before Flower's SecAgg+ sums it (it used to stop the job).
     """
-    model, metrics = _run(dataset, tmp_path_factory, _job(secure=True), "1:nan,2:scale1000")
+    hostile = "1:nan,2:scale1000,3:wrong-shape,4:inflated-examples"
+    model, metrics = _run(dataset, tmp_path_factory, _job(secure=True), hostile)
     rejected = _rejections(metrics)
-    assert set(rejected) <= {"node 0"} or all("SecAgg+" in r for r in rejected.values())
+    assert "shape" in rejected.pop("site-3")
+    assert "max_weight" in rejected.pop("site-4")
     assert rejected, "the poisoned unmasked mean was aggregated"
+    assert all("SecAgg+" in reason for reason in rejected.values()), rejected
+    assert not any(f["phase"] == "train" for f in metrics.get("failures", [])), metrics
     _check_close(model, honest)
+
+
+def test_secure_round_finishes_without_a_wrong_shaped_masked_update(
+    dataset: Path, tmp_path_factory: pytest.TempPathFactory, honest: tuple[list, float]
+) -> None:
+    model, metrics = _run(dataset, tmp_path_factory, _job(secure=True), "3:wrong-shape")
+    rejected = _rejections(metrics)
+    assert list(rejected) == ["site-3"] and "masked array 0 has shape" in rejected["site-3"]
+    assert metrics["federated"]["train"], "the round did not finish with the other sites"
+    distance = _check_close(model, honest)
+    assert distance < honest[1]  # moved by the honest sites' mean, not kept at the start
