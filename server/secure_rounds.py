@@ -75,14 +75,14 @@ def _vector_problem(index: int, blob: object, shape: tuple[int, ...], mod_range:
 
 
 def masked_reply_problem(
-    reply: Message, shapes: list[tuple[int, ...]], mod_range: int, max_weight: float
+    reply: RecordDict, shapes: list[tuple[int, ...]], mod_range: int, max_weight: float
 ) -> str | None:
-    """Why a site's masked-vector reply cannot enter the masked sum; None when it can.
+    """Why a site's masked-vector reply (its content) cannot enter the masked sum; None if it can.
 
     ``shapes`` are the model's arrays; SecAgg+ puts the site's quantised weight first, shape (1,).
     """
     try:
-        fit = recorddict_to_fitres(reply.content, keep_input=True)
+        fit = recorddict_to_fitres(reply, keep_input=True)
     except (KeyError, TypeError, ValueError) as error:
         return f"its masked reply is not a training result ({type(error).__name__})"
     if not 0 <= fit.num_examples <= max_weight:
@@ -90,7 +90,7 @@ def masked_reply_problem(
             f"its masked reply declares {fit.num_examples} training images, outside "
             f"[0, max_weight {max_weight:g}] (its masked weight would wrap around)"
         )
-    configs = reply.content.config_records.get(RECORD_KEY_CONFIGS)
+    configs = reply.config_records.get(RECORD_KEY_CONFIGS)
     vectors = None if configs is None else configs.get(Key.MASKED_PARAMETERS)
     if not isinstance(vectors, list):
         return "its masked reply holds no masked vectors"
@@ -104,9 +104,9 @@ def masked_reply_problem(
     return None
 
 
-def shares_reply_problem(reply: Message, sampled: set[int]) -> str | None:
+def shares_reply_problem(reply: RecordDict, sampled: set[int]) -> str | None:
     """Why a site's unmask reply (key shares per node) cannot be used; None when it can."""
-    configs = reply.content.config_records.get(RECORD_KEY_CONFIGS)
+    configs = reply.config_records.get(RECORD_KEY_CONFIGS)
     nodes = None if configs is None else configs.get(Key.NODE_ID_LIST)
     shares = None if configs is None else configs.get(Key.SHARE_LIST)
     if not isinstance(nodes, list) or not isinstance(shares, list) or len(nodes) != len(shares):
@@ -118,9 +118,9 @@ def shares_reply_problem(reply: Message, sampled: set[int]) -> str | None:
     return None
 
 
-def _claimed_name(reply: Message) -> str | None:
+def _claimed_name(reply: RecordDict) -> str | None:
     try:
-        name = recorddict_to_fitres(reply.content, keep_input=True).metrics.get(keys.SITE_NAME)
+        name = recorddict_to_fitres(reply, keep_input=True).metrics.get(keys.SITE_NAME)
     except (KeyError, TypeError, ValueError):
         return None
     return name if isinstance(name, str) else None
@@ -130,7 +130,7 @@ class _CheckedGrid(Grid):
     """The workflow's grid with the replies ``check`` refuses taken out of each batch."""
 
     def __init__(
-        self, grid: Grid, check: Callable[[Message], str | None], reject: RejectReply
+        self, grid: Grid, check: Callable[[RecordDict], str | None], reject: RejectReply
     ) -> None:
         self._grid, self._check, self._reject = grid, check, reject
 
@@ -166,11 +166,11 @@ class _CheckedGrid(Grid):
         """Flower's replies, less the well-delivered ones that fail the check."""
         kept = []
         for reply in self._grid.send_and_receive(messages, timeout=timeout):
-            problem = None if reply.has_error() else self._check(reply)
+            problem = None if reply.has_error() else self._check(reply.content)
             if problem is None:
                 kept.append(reply)
             else:
-                self._reject(reply.metadata.src_node_id, _claimed_name(reply), problem)
+                self._reject(reply.metadata.src_node_id, _claimed_name(reply.content), problem)
         return kept
 
 
@@ -194,7 +194,7 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
         model = context.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
         shapes = [array.shape for array in model]
 
-        def check(reply: Message) -> str | None:
+        def check(reply: RecordDict) -> str | None:
             return masked_reply_problem(reply, shapes, state.mod_range, state.max_weight)
 
         checked = _CheckedGrid(grid, check, self.on_rejected)
