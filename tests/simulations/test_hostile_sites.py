@@ -5,9 +5,11 @@ The real ServerApp and ClientApp; a site is made hostile through the simulation-
 Every run: 6 sites, 1 round, no DP, fixed seeds, so an honest site trains exactly as in the
 honest run and the models can be compared. The stated bound: a hostile run's global model is
 no farther (L2) from the honest run's than the honest run moved from the initial model.
-Several hostile sites share a run (each is judged alone) to keep the module to three runs;
-an inflated sample count, and a reversed update only a robust rule resists, are checked on the
-strategy itself (tests/server/test_update_validation.py, test_robust_aggregation.py).
+Several hostile sites share a run (each is judged alone) to keep the module to four runs
+(honest, plain, SecAgg+ with every kind, SecAgg+ with a wrong-shaped masked update alone,
+whose round must finish with the other five); a plain inflated sample count, and a reversed
+update only a robust rule resists, are checked on the strategy itself
+(tests/server/test_update_validation.py, test_robust_aggregation.py).
 """
 
 import json
