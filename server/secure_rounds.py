@@ -4,28 +4,221 @@ The ServerApp runs every round through ``DefaultWorkflow`` with a legacy strateg
 its fit step is ``SecAggPlusWorkflow`` (Bell et al. 2020, eprint 2020/704). Nothing else in
 server/ touches ``flwr.server.workflow`` or ``LegacyContext``; tests/server/test_flower_contract.py
 fails loudly if a Flower upgrade changes what is used here.
+
+Flower's workflow trusts every reply: one masked vector of the wrong shape or count makes its
+sum raise (or silently truncate) and stops the job for every site. Here each reply of the
+masked-vector and unmask stages is checked before Flower reads it; a malformed one is taken out
+of the round, which SecAgg+ then treats as a site that dropped out after sharing its keys (its
+pairwise masks are rebuilt from the other sites' shares, Bell et al. section 3), and reported
+through ``on_rejected``. If too few sites remain, Flower halts the round and the global model
+stays as it was.
 """
 
-from flwr.app import Context
+import io
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from flwr.app import Context, Message, RecordDict
+from flwr.common import bytes_to_ndarray
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.compat.common.recorddict_compat import recorddict_to_fitres
 from flwr.server import Grid, LegacyContext, ServerConfig
 from flwr.server.strategy import Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
+from flwr.supercore.run import Run
 
+from common import message_keys as keys
 from common.federation_job import SecureAggregationConfig
 
-__all__ = ["run_rounds"]
+__all__ = ["RejectReply", "masked_reply_problem", "run_rounds", "shares_reply_problem"]
+
+#: Called with (node id, the name the reply claims or None, why it was taken out of the round).
+RejectReply = Callable[[int, str | None, str], None]
+
+_NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
-def _fit_workflow(secure: SecureAggregationConfig) -> SecAggPlusWorkflow | None:
+def _npy_header(blob: bytes) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and dtype an .npy blob declares, read before any array is allocated."""
+    stream = io.BytesIO(blob)
+    try:
+        reader = _NPY_HEADERS.get(np.lib.format.read_magic(stream))
+        if reader is None:
+            return None
+        shape, _fortran, dtype = reader(stream)
+    except ValueError:
+        return None
+    return tuple(shape), np.dtype(dtype)
+
+
+def _vector_problem(index: int, blob: object, shape: tuple[int, ...], mod_range: int) -> str | None:
+    what = "masked weight" if index == 0 else f"masked array {index - 1}"
+    header = _npy_header(blob) if isinstance(blob, bytes) else None
+    if header is None:
+        return f"{what} is not a serialised array"
+    if header[0] != shape:
+        return f"{what} has shape {header[0]}, the model's is {shape}"
+    if header[1].kind not in "iu":
+        return f"{what} holds {header[1]}, not integers"
+    try:
+        vector = bytes_to_ndarray(blob)  # type: ignore[arg-type]  # checked bytes above
+    except ValueError as error:
+        return f"{what} does not decode ({error})"
+    if vector.size and (int(vector.min()) < 0 or int(vector.max()) >= mod_range):
+        return f"{what} has entries outside [0, {mod_range})"
+    return None
+
+
+def masked_reply_problem(
+    reply: RecordDict, shapes: list[tuple[int, ...]], mod_range: int, max_weight: float
+) -> str | None:
+    """Why a site's masked-vector reply (its content) cannot enter the masked sum; None if it can.
+
+    ``shapes`` are the model's arrays; SecAgg+ puts the site's quantised weight first, shape (1,).
+    """
+    try:
+        fit = recorddict_to_fitres(reply, keep_input=True)
+    except (KeyError, TypeError, ValueError) as error:
+        return f"its masked reply is not a training result ({type(error).__name__})"
+    if not 0 <= fit.num_examples <= max_weight:
+        return (
+            f"its masked reply declares {fit.num_examples} training images, outside "
+            f"[0, max_weight {max_weight:g}] (its masked weight would wrap around)"
+        )
+    configs = reply.config_records.get(RECORD_KEY_CONFIGS)
+    vectors = None if configs is None else configs.get(Key.MASKED_PARAMETERS)
+    if not isinstance(vectors, list):
+        return "its masked reply holds no masked vectors"
+    expected = [(1,), *shapes]
+    if len(vectors) != len(expected):
+        return f"{len(vectors)} masked vectors where the model needs {len(expected)}"
+    for index, (blob, shape) in enumerate(zip(vectors, expected, strict=True)):
+        problem = _vector_problem(index, blob, shape, mod_range)
+        if problem is not None:
+            return problem
+    return None
+
+
+def shares_reply_problem(reply: RecordDict, sampled: set[int]) -> str | None:
+    """Why a site's unmask reply (key shares per node) cannot be used; None when it can."""
+    configs = reply.config_records.get(RECORD_KEY_CONFIGS)
+    nodes = None if configs is None else configs.get(Key.NODE_ID_LIST)
+    shares = None if configs is None else configs.get(Key.SHARE_LIST)
+    if not isinstance(nodes, list) or not isinstance(shares, list) or len(nodes) != len(shares):
+        return "its unmask reply does not pair node ids with key shares"
+    if not all(isinstance(node, int) and node in sampled for node in nodes):
+        return "its unmask reply names nodes outside the round"
+    if not all(isinstance(share, bytes) for share in shares):
+        return "its unmask reply holds key shares that are not bytes"
+    return None
+
+
+def _claimed_name(reply: RecordDict) -> str | None:
+    try:
+        name = recorddict_to_fitres(reply, keep_input=True).metrics.get(keys.SITE_NAME)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+class _CheckedGrid(Grid):
+    """The workflow's grid with the replies ``check`` refuses taken out of each batch."""
+
+    def __init__(
+        self, grid: Grid, check: Callable[[RecordDict], str | None], reject: RejectReply
+    ) -> None:
+        self._grid, self._check, self._reject = grid, check, reject
+
+    def set_run(self, run: Run) -> None:  # noqa: D102 (delegated)
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:  # noqa: D102
+        return self._grid.run
+
+    def create_message(  # noqa: D102
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Flower's replies, less the well-delivered ones that fail the check."""
+        kept = []
+        for reply in self._grid.send_and_receive(messages, timeout=timeout):
+            problem = None if reply.has_error() else self._check(reply.content)
+            if problem is None:
+                kept.append(reply)
+            else:
+                self._reject(reply.metadata.src_node_id, _claimed_name(reply.content), problem)
+        return kept
+
+
+class _CheckedSecAggPlus(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow that takes malformed replies out before it reads them."""
+
+    def __init__(self, secure: SecureAggregationConfig, on_rejected: RejectReply) -> None:
+        super().__init__(
+            num_shares=secure.num_shares,
+            reconstruction_threshold=secure.reconstruction_threshold,
+            max_weight=secure.max_weight,
+            clipping_range=secure.clipping_range,
+            timeout=secure.timeout_s,
+        )
+        self.on_rejected = on_rejected
+
+    def collect_masked_vectors_stage(
+        self, grid: Grid, context: LegacyContext, state: WorkflowState
+    ) -> bool:
+        """Flower's stage on the replies whose masked vectors fit the model."""
+        model = context.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
+        shapes = [array.shape for array in model]
+
+        def check(reply: RecordDict) -> str | None:
+            return masked_reply_problem(reply, shapes, state.mod_range, state.max_weight)
+
+        checked = _CheckedGrid(grid, check, self.on_rejected)
+        return bool(super().collect_masked_vectors_stage(checked, context, state))
+
+    def unmask_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        """Flower's stage on the replies whose key shares are well formed."""
+        sampled = set(state.sampled_node_ids)
+        checked = _CheckedGrid(
+            grid, lambda reply: shares_reply_problem(reply, sampled), self.on_rejected
+        )
+        return bool(super().unmask_stage(checked, context, state))
+
+
+def _ignore(_node: int, _name: str | None, _reason: str) -> None:
+    return None
+
+
+def _fit_workflow(
+    secure: SecureAggregationConfig, on_rejected: RejectReply = _ignore
+) -> SecAggPlusWorkflow | None:
     if not secure.enabled:
         return None
-    return SecAggPlusWorkflow(
-        num_shares=secure.num_shares,
-        reconstruction_threshold=secure.reconstruction_threshold,
-        max_weight=secure.max_weight,
-        clipping_range=secure.clipping_range,
-        timeout=secure.timeout_s,
-    )
+    return _CheckedSecAggPlus(secure, on_rejected)
 
 
 def run_rounds(
@@ -35,15 +228,17 @@ def run_rounds(
     rounds: int,
     secure: SecureAggregationConfig,
     round_timeout_s: float | None = None,
+    on_rejected: RejectReply = _ignore,
 ) -> None:
     """Run ``rounds`` rounds of ``strategy`` on the sites of ``grid``, with SecAgg+ if enabled.
 
     ``round_timeout_s`` bounds how long a plain round waits for its replies; sites that have
-    not answered by then count as dropped for that round.
+    not answered by then count as dropped for that round. Under SecAgg+ ``on_rejected`` hears
+    of every malformed reply taken out of a round.
     """
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=rounds, round_timeout=round_timeout_s),
         strategy=strategy,
     )
-    DefaultWorkflow(fit_workflow=_fit_workflow(secure))(grid, legacy)
+    DefaultWorkflow(fit_workflow=_fit_workflow(secure, on_rejected))(grid, legacy)

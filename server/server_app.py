@@ -100,7 +100,10 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
         job.name, remaining, job.min_sites, mode, job.strategy.name,
     )  # fmt: skip
     if remaining > 0:
-        run_rounds(grid, context, strategy, remaining, job.secure_aggregation)
+        run_rounds(
+            grid, context, strategy, remaining, job.secure_aggregation,
+            on_rejected=strategy.reject_reply,
+        )  # fmt: skip
     recorder.write()
     logger.info("job %s finished; global model in %s", job.name, checkpoint)
     return strategy

@@ -125,6 +125,8 @@ class DeltaFedAvg(FedAvg):
         )
         self._fit_started = time.monotonic()
         self._sampled: list[int] = []
+        self._rejected: set[int] = set()
+        self._round = hooks.completed_rounds
         self._fit_metrics: dict[str, Scalar] = {}
         offset = hooks.completed_rounds
         super().__init__(
@@ -146,9 +148,17 @@ class DeltaFedAvg(FedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Start the round's clock (SecAgg+ calls this at its first stage)."""
         self._fit_started = time.monotonic()
+        self._round, self._rejected = self._job_round(server_round), set()
         instructions = super().configure_fit(server_round, parameters, client_manager)
         self._sampled = [proxy.node_id for proxy, _ in instructions]
         return instructions
+
+    def reject_reply(self, node_id: int, claimed_name: str | None, reason: str) -> None:
+        """Record a SecAgg+ reply taken out of the round before Flower read it (malformed)."""
+        if claimed_name is not None and node_id not in self.hooks.site_names:
+            self.hooks.site_names[node_id] = claimed_name
+        self._rejected.add(node_id)
+        self.recorder.record_rejection(self._round, node_id, self._site(node_id), reason)
 
     def _site(self, node_id: int) -> str:
         return self.hooks.site_names.get(node_id, f"node {node_id}")
@@ -179,7 +189,7 @@ class DeltaFedAvg(FedAvg):
         are the sites asked that did not answer. With one such site the reason is exact; with
         several, each is given all the reasons.
         """
-        silent = [node for node in sampled if node not in replied]
+        silent = [node for node in sampled if node not in replied | self._rejected]
         reasons = [_failure_reason(failure) for failure in failures]
         for index, node in enumerate(silent):
             paired = len(reasons) == len(silent)
@@ -292,7 +302,7 @@ class DeltaFedAvg(FedAvg):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         """Remember whom the round's evaluation asks (to name the sites that do not answer)."""
         instructions = super().configure_evaluate(server_round, parameters, client_manager)
-        self._sampled = [proxy.node_id for proxy, _ in instructions]
+        self._sampled, self._rejected = [proxy.node_id for proxy, _ in instructions], set()
         return instructions
 
     def global_state(self) -> dict[str, torch.Tensor]:

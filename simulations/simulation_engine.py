@@ -26,7 +26,7 @@ from common.flower_processes import (
     wait_for_port,
 )
 
-__all__ = ["CONNECTION", "run_on_simulation_engine"]
+__all__ = ["CONNECTION", "RAY_LOOPBACK_ENV", "run_on_simulation_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,19 +101,30 @@ def _federation_config(num_sites: int, cpus_per_site: float, ray_address: str | 
     return config
 
 
+#: A private Ray on loopback only. Ray has no authentication, and on Linux its GCS server,
+#: raylet and workers listen on every interface; flwr 1.41 passes Ray only four init args
+#: (CPUs, GPUs, logging), none of them an address, and Ray 2.55 replaces a node address of
+#: 127.0.0.1 by the machine's outward one. Ray's switch for single-machine clusters (the
+#: default on Windows and macOS) makes it take 127.0.0.1 as the node address, which every
+#: server then binds to (checked by tests/simulations/test_ray_loopback.py).
+RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
 def _ray_environment(env: dict[str, str], ray_address: str | None) -> str | None:
     """Point Ray at ``ray_address``, else at a fresh private folder; the folder to remove.
 
     Without an address RAY_ADDRESS is removed, so a run never joins a cluster by accident (a
     shell where `ray start` ran may export it); the private folder holds no
-    ray_current_cluster file, so Ray starts its own instance. Its socket paths must stay under
-    107 bytes: the folder is a short one under the system's temporary directory.
+    ray_current_cluster file, so Ray starts its own instance, bound to loopback
+    (:data:`RAY_LOOPBACK_ENV`). Its socket paths must stay under 107 bytes: the folder is a
+    short one under the system's temporary directory.
     """
     env["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "0"
     if ray_address is not None:
         env["RAY_ADDRESS"] = ray_address
         return None
     env.pop("RAY_ADDRESS", None)
+    env.update(RAY_LOOPBACK_ENV)
     ray_tmp = tempfile.mkdtemp(prefix="medfed-ray-")
     env["RAY_TMPDIR"] = ray_tmp
     return ray_tmp

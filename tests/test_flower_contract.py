@@ -55,3 +55,15 @@ def test_the_legacy_workflow_takes_the_settings_a_job_gives_it() -> None:
     workflow = secure_rounds._fit_workflow(SecureAggregationConfig(clipping_range=3.0))
     assert isinstance(workflow, SecAggPlusWorkflow) and workflow.clipping_range == 3.0
     assert secure_rounds._fit_workflow(SecureAggregationConfig(enabled=False)) is None
+
+
+def test_the_secagg_stages_and_state_the_coordinator_checks_replies_in() -> None:
+    # secure_rounds overrides two stages and wraps the grid they are given; a Flower upgrade
+    # that renames a stage, adds an abstract Grid method or drops a state field fails here.
+    for stage in ("collect_masked_vectors_stage", "unmask_stage"):
+        parameters = list(inspect.signature(getattr(SecAggPlusWorkflow, stage)).parameters)
+        assert parameters == ["self", "grid", "context", "state"], (stage, parameters)
+    assert not secure_rounds._CheckedGrid.__abstractmethods__
+    state = secure_rounds.WorkflowState()
+    for field in ("mod_range", "max_weight", "sampled_node_ids", "active_node_ids"):
+        assert hasattr(state, field), field

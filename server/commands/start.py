@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
 from common.cli_support import configure_logging, user_errors
 from common.flower_processes import stop_process
@@ -22,8 +21,16 @@ from server.coordinator import (
     write_flwr_config,
     write_info,
 )
-from server.fleet_gateway import DEFAULT_MAX_BODY_BYTES, create_fleet_gateway
+from server.fleet_gateway import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_BURST,
+    DEFAULT_REQUESTS_PER_S,
+    create_fleet_gateway,
+    serve_fleet_gateway,
+)
 from server.provisioning import KitPaths
+from server.rate_limit import PeerRateLimit
 
 __all__ = ["start"]
 
@@ -70,6 +77,16 @@ def start(
             min=0.001, help="Largest request the gateway accepts (MiB); larger ones get 413."
         ),
     ] = DEFAULT_MAX_BODY_BYTES / 2**20,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Connections the gateway serves at once; more get 503.")
+    ] = DEFAULT_MAX_CONNECTIONS,
+    max_requests_per_s: Annotated[
+        float,
+        typer.Option(min=0.001, help="Requests per second per peer address; more get 429."),
+    ] = DEFAULT_REQUESTS_PER_S,
+    request_burst: Annotated[
+        float, typer.Option(min=1, help="Requests a peer address may send in one burst.")
+    ] = DEFAULT_REQUEST_BURST,
     verbose: VerboseOption = False,
 ) -> None:
     """Run the coordinator until interrupted (Ctrl-C or SIGTERM stops every process it started)."""
@@ -100,6 +117,7 @@ def start(
             verify=False if insecure else str(coordinator_kit / "ca.crt"),
             traffic_log=paths.logs / "fleet-traffic.csv",
             max_body_bytes=int(max_body_mib * 2**20),
+            rate_limit=PeerRateLimit(max_requests_per_s, request_burst),
         )
         logger.info(
             "coordinator up: sites connect to %s:%d; Control API on 127.0.0.1:%d only",
@@ -119,7 +137,7 @@ def start(
         # lets the `finally` below stop the SuperLink instead of dying with it still running.
         signal.signal(signal.SIGTERM, _exit_on_signal)
         stopping = _stop_if_superlink_dies(superlink, paths.logs / "superlink.log")
-        uvicorn.run(gateway, host=host, port=fleet_port, log_level="warning", **tls)
+        serve_fleet_gateway(gateway, host, fleet_port, max_connections, **tls)
     finally:
         if stopping is not None:
             stopping.set()

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -30,13 +29,14 @@ from deployment_processes import (
     stop_tree,
     wait_until,
 )
+from federation_setup import Federation, provision, running_federation
 
 from client.audit_log import AuditLog
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
 from common.models import build_model
-from server.coordinator import CoordinatorPaths, flwr_cli_json, online_sites
+from server.coordinator import CoordinatorPaths, flwr_cli_json
 from server.job_app import write_job_app
 from server.provisioning import KitPaths, issue_server_certificate
 from server.server_app import state_digest
@@ -47,132 +47,20 @@ pytestmark = pytest.mark.e2e
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 #: Each site's privacy budget (site.toml [limits] max-epsilon), over all jobs on its data.
 BUDGETS = {"hospital-a": 30.0, "hospital-b": 9.0, "hospital-c": 30.0}
-JOB = """
-name = "{name}"
-rounds = {rounds}
-min_sites = {min_sites}
-image_size = 32
-seed = 3
-
-[train]
-batch_size = 32
-learning_rate = 0.003
-
-[privacy]
-enabled = true
-target_epsilon = {epsilon}
-unit = "image"  # the synthetic .npz sites know no patients
-
-[secure_aggregation]
-enabled = true
-timeout_s = 90.0
-"""
-
-
-@dataclass
-class Federation:
-    root: Path
-    kits: Path
-    state: Path
-    fleet_port: int
-    control_port: int
-    coordinator: subprocess.Popen
-    sites: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def start_site(self, kit: Path, data: Path, name: str, *extra: str) -> subprocess.Popen:
-        logs = self.root / f"logs-{name}"
-        command = [
-            str(BIN / "medfed-site"), "start", "--kit", str(kit), "--data", str(data),
-            "--port", str(free_port()), "--logs", str(logs),
-            "--state", str(self.root / f"state-{name}"), *extra,
-        ]  # fmt: skip
-        return subprocess.Popen(
-            command,
-            stdout=(self.root / f"{name}.out").open("wb"),
-            stderr=subprocess.STDOUT,
-            cwd=self.root,
-        )
-
-    def online_nodes(self) -> int:
-        return online_sites(CoordinatorPaths(self.state))
-
-    def run_job(
-        self, name: str, rounds: int, min_sites: int, epsilon: float = 8.0
-    ) -> subprocess.Popen:
-        job = self.root / f"{name}.toml"
-        job.write_text(JOB.format(name=name, rounds=rounds, min_sites=min_sites, epsilon=epsilon))
-        return subprocess.Popen(
-            [str(BIN / "medfed-server"), "run", str(job), "--state", str(self.state)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=self.root,
-        )
-
-    def run_dir(self, name: str) -> Path:
-        (found,) = (self.state / "runs").glob(f"*-{name}")
-        return found
-
-
-def _provision(root: Path, fleet_port: int, sites: tuple[str, ...], out: Path) -> None:
-    spec = root / f"{out.name}.toml"
-    body = f'[coordinator]\naddress = "127.0.0.1"\nfleet-port = {fleet_port}\n'
-    body += "".join(f'[[sites]]\nname = "{site}"\n' for site in sites)
-    spec.write_text(body)
-    subprocess.run(
-        [str(BIN / "medfed-server"), "provision", "--federation", str(spec), "--out", str(out)],
-        check=True,
-        capture_output=True,
-    )
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     root = tmp_path_factory.mktemp("federation")
-    fleet_port, control_port = free_port(), free_port()
-    kits = root / "kits"
-    _provision(root, fleet_port, SITES, kits)
-    for site, budget in BUDGETS.items():  # what each hospital's privacy officer set
-        settings = kits / "sites" / site / "site.toml"
-        settings.write_text(
-            settings.read_text().replace("max-epsilon = 8.0", f"max-epsilon = {budget}")
-        )
-    for index in range(len(SITES)):
-        write_synthetic_lesions(
-            root / f"site{index}.npz", n_train=96, n_val=32, n_test=8, seed=index
-        )
-    state = root / "state"
-    coordinator = subprocess.Popen(
-        [
-            str(BIN / "medfed-server"),
-            "start",
-            "--kits",
-            str(kits),
-            "--state",
-            str(state),
-            "--host",
-            "127.0.0.1",
-            "--fleet-port",
-            str(fleet_port),
-            "--control-port",
-            str(control_port),
-        ],  # fmt: skip
-        stdout=(root / "coordinator.out").open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    fed = Federation(root, kits, state, fleet_port, control_port, coordinator)
-    try:
-        wait_until(lambda: (state / "coordinator.json").is_file(), 90, "the coordinator")
-        for index, site in enumerate(SITES):
-            fed.sites[site] = fed.start_site(kits / "sites" / site, root / f"site{index}.npz", site)
-        wait_until(lambda: fed.online_nodes() == len(SITES), 120, "three online site nodes")
+    data = {site: root / f"site{index}.npz" for index, site in enumerate(SITES)}
+    for index, path in enumerate(data.values()):
+        write_synthetic_lesions(path, n_train=96, n_val=32, n_test=8, seed=index)
+
+    def budget(site: str, text: str) -> str:  # what each hospital's privacy officer set
+        return text.replace("max-epsilon = 8.0", f"max-epsilon = {BUDGETS[site]}")
+
+    with running_federation(root, data, budget) as fed:
         yield fed
-    finally:
-        for process in fed.sites.values():
-            stop_tree(process)
-        stop_tree(coordinator)
-        assert coordinator.returncode is not None
 
 
 def test_every_flower_process_runs_without_telemetry_or_runtime_installs(
@@ -413,7 +301,7 @@ def test_a_key_that_was_not_provisioned_is_refused(federation: Federation) -> No
 
 def test_a_site_with_another_federations_ca_cannot_connect(federation: Federation) -> None:
     other = federation.root / "other-kits"
-    _provision(federation.root, federation.fleet_port, ("hospital-a",), other)
+    provision(federation.root, federation.fleet_port, ("hospital-a",), other)
     log = _site_attempt(federation, other / "sites" / "hospital-a", "wrong-ca")
     assert "CERTIFICATE_VERIFY_FAILED" in log
 
@@ -508,7 +396,7 @@ def test_a_job_resumes_after_its_server_app_is_killed(federation: Federation) ->
 def test_a_site_provisioned_later_joins_after_enrol_and_old_kits_still_work(
     federation: Federation,
 ) -> None:
-    _provision(federation.root, federation.fleet_port, (*SITES, "hospital-d"), federation.kits)
+    provision(federation.root, federation.fleet_port, (*SITES, "hospital-d"), federation.kits)
     enrol = subprocess.run(
         [str(BIN / "medfed-server"), "enrol", "--kits", str(federation.kits),
          "--state", str(federation.state)],

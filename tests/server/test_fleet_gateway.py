@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from server.fleet_gateway import create_fleet_gateway
+from server.rate_limit import PeerRateLimit
 
 
 @pytest.fixture
@@ -47,17 +48,47 @@ def test_a_fleet_call_is_forwarded(gateway: TestClient) -> None:
     assert reply.status_code == 502  # forwarded, and the (absent) SuperLink did not answer
 
 
+def test_a_peer_past_its_request_rate_gets_429_before_anything_else() -> None:
+    now = [0.0]
+    limit = PeerRateLimit(rate=20.0, burst=5, clock=lambda: now[0])
+    app = create_fleet_gateway("http://127.0.0.1:9", verify=False, timeout_s=2.0, rate_limit=limit)
+    flooder = TestClient(app, client=("198.51.100.7", 4000))
+    other = TestClient(app, client=("198.51.100.8", 4000))
+    codes = [flooder.post("/v1/control/list-runs").status_code for _ in range(5)]
+    assert codes == [403] * 5  # the burst: judged on its merits
+    refused = flooder.post("/v1/fleet/pull-messages", content=b"\x08\x01")
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+    assert other.post("/v1/fleet/pull-messages").status_code == 502  # its own bucket
+    now[0] += 0.05  # one request's worth of refill at 20/s
+    assert flooder.post("/v1/fleet/pull-messages").status_code == 502
+    assert flooder.post("/v1/fleet/pull-messages").status_code == 429
+
+
+def test_the_rate_limit_forgets_the_oldest_peers_beyond_its_table() -> None:
+    now = [0.0]
+    limit = PeerRateLimit(rate=1.0, burst=1, max_peers=2, clock=lambda: now[0])
+    assert limit.allow("a") and not limit.allow("a")
+    assert limit.allow("b") and limit.allow("c")  # "a" is forgotten: memory stays bounded
+    assert limit.allow("a") and not limit.allow("a")
+    now[0] = 1.0
+    assert limit.allow("a")  # refilled at 1 request/s
+    with pytest.raises(ValueError, match="must be positive"):
+        PeerRateLimit(rate=float("nan"), burst=1)
+
+
 # -- a body limit enforced while the body streams in, measured on a real gateway process --------
 
 LIMIT_MIB = 16
 GROWTH_BOUND_MIB = 64  # the stated bound: a 400 MiB body may not grow the gateway past this
 
-_GATEWAY = """
-import sys, uvicorn
-from server.fleet_gateway import create_fleet_gateway
+MAX_CONNECTIONS = 4
+
+_GATEWAY = f"""
+import sys
+from server.fleet_gateway import create_fleet_gateway, serve_fleet_gateway
 app = create_fleet_gateway("http://127.0.0.1:9", verify=False, timeout_s=2.0,
                            max_body_bytes=int(sys.argv[2]) * 2**20)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+serve_fleet_gateway(app, "127.0.0.1", int(sys.argv[1]), max_connections={MAX_CONNECTIONS})
 """
 
 
@@ -127,3 +158,28 @@ def test_an_oversized_streamed_body_gets_413_and_memory_stays_bounded(
     small, _ = _send(port, b"POST /v1/fleet/pull-messages HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Length: 2\r\n\r\n\x08\x01", 0, b"")  # fmt: skip
     assert small.startswith(b"HTTP/1.1 502")  # within the limit: forwarded (nothing upstream)
+
+
+def test_connections_past_the_limit_get_503_before_any_body_is_read(
+    gateway_process: tuple[int, int],
+) -> None:
+    """Slow uploads (headers sent, body pending) hold every slot; the next caller gets 503."""
+    _, port = gateway_process
+    head = b"POST /v1/fleet/push-messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    held = [
+        socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        for conn in held:
+            conn.sendall(head + b"x")
+        time.sleep(0.5)  # the gateway has taken them all in
+        reply, _ = _send(port, b"POST /v1/fleet/pull-messages HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Length: 2\r\n\r\n\x08\x01", 0, b"")  # fmt: skip
+        assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+    finally:
+        for conn in held:
+            conn.close()
+    time.sleep(0.5)
+    reply, _ = _send(port, b"POST /v1/fleet/pull-messages HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 2\r\n\r\n\x08\x01", 0, b"")  # fmt: skip
+    assert reply.startswith(b"HTTP/1.1 502")  # a slot again: forwarded (nothing upstream)

@@ -5,9 +5,11 @@ The real ServerApp and ClientApp; a site is made hostile through the simulation-
 Every run: 6 sites, 1 round, no DP, fixed seeds, so an honest site trains exactly as in the
 honest run and the models can be compared. The stated bound: a hostile run's global model is
 no farther (L2) from the honest run's than the honest run moved from the initial model.
-Several hostile sites share a run (each is judged alone) to keep the module to three runs;
-an inflated sample count, and a reversed update only a robust rule resists, are checked on the
-strategy itself (tests/server/test_update_validation.py, test_robust_aggregation.py).
+Several hostile sites share a run (each is judged alone) to keep the module to four runs
+(honest, plain, SecAgg+ with every kind, SecAgg+ with a wrong-shaped masked update alone,
+whose round must finish with the other five); a plain inflated sample count, and a reversed
+update only a robust rule resists, are checked on the strategy itself
+(tests/server/test_update_validation.py, test_robust_aggregation.py).
 """
 
 import json
@@ -102,16 +104,31 @@ def test_plain_nan_huge_scaled_and_wrong_shaped_updates_are_rejected_by_name(
     _check_close(model, honest)
 
 
-def test_secure_aggregation_survives_nan_and_scale1000(
+def test_secure_aggregation_survives_nan_scale1000_wrong_shape_and_inflated_weight(
     dataset: Path, tmp_path_factory: pytest.TempPathFactory, honest: tuple[list, float]
 ) -> None:
     """The server sees only the unmasked mean: a poisoned part makes it fail the checks.
 
-    Not covered: a wrong-shaped masked vector stops Flower's SecAggPlusWorkflow itself
-    (``parameters_addition`` in its collect stage raises; seen 2026-11-29, flwr 1.41).
+    A wrong-shaped masked vector, or a declared sample count its masked weight cannot hold,
+    is taken out of the round before Flower's SecAgg+ sums it (it used to stop the job).
     """
-    model, metrics = _run(dataset, tmp_path_factory, _job(secure=True), "1:nan,2:scale1000")
+    hostile = "1:nan,2:scale1000,3:wrong-shape,4:inflated-examples"
+    model, metrics = _run(dataset, tmp_path_factory, _job(secure=True), hostile)
     rejected = _rejections(metrics)
-    assert set(rejected) <= {"node 0"} or all("SecAgg+" in r for r in rejected.values())
+    assert "shape" in rejected.pop("site-3")
+    assert "max_weight" in rejected.pop("site-4")
     assert rejected, "the poisoned unmasked mean was aggregated"
+    assert all("SecAgg+" in reason for reason in rejected.values()), rejected
+    assert not any(f["phase"] == "train" for f in metrics.get("failures", [])), metrics
     _check_close(model, honest)
+
+
+def test_secure_round_finishes_without_a_wrong_shaped_masked_update(
+    dataset: Path, tmp_path_factory: pytest.TempPathFactory, honest: tuple[list, float]
+) -> None:
+    model, metrics = _run(dataset, tmp_path_factory, _job(secure=True), "3:wrong-shape")
+    rejected = _rejections(metrics)
+    assert list(rejected) == ["site-3"] and "masked array 0 has shape" in rejected["site-3"]
+    assert metrics["federated"]["train"], "the round did not finish with the other sites"
+    distance = _check_close(model, honest)
+    assert distance < honest[1]  # moved by the honest sites' mean, not kept at the start
