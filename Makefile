@@ -61,12 +61,13 @@ simulate-segmentation: $(SEGCACHE)/.prepared
 	$(BIN)/medfed-sim run --data $(SEGCACHE) --task segmentation --sites 3 --partition site \
 		--rounds 20 --local-epochs 2 --lr 0.003 --no-dp --baseline pooled --out $(SEGRUN)
 
-## test: lint, type check (mypy, configured in pyproject.toml), then the whole test suite.
+## test: lint, type check (mypy, configured in pyproject.toml), then the whole test suite on two
+## workers, a test file each (end-to-end files first: tests/conftest.py), slowest tests listed.
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
