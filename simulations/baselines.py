@@ -13,6 +13,7 @@ from common.initial_weights import initial_state
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState
+from common.tasks import classification
 from common.tasks.registry import task_for
 
 __all__ = ["BASELINES", "run_baseline"]
@@ -23,13 +24,20 @@ BASELINES = ("pooled", "local")
 
 
 def _train_alone(
-    job: FederationJob, train: ImageArrays, splits: DatasetSplits, seed: int, label: str
+    job: FederationJob,
+    train: ImageArrays,
+    val: ImageArrays,
+    splits: DatasetSplits,
+    seed: int,
+    label: str,
 ) -> list[dict[str, Any]]:
     """Train one model on ``train`` for as many rounds x local epochs as the federation did.
 
     The same DP settings apply (noise calibrated for the same epsilon over the same number of
     epochs), so a baseline differs from the federated run only in where the data sits.
-    Returns per-round metrics on the global test set.
+    Returns per-round metrics on the global test set; for binary classification at the
+    threshold chosen on ``val`` (the validation data the baseline's sites hold), as the
+    federation chooses its own.
     """
     torch.manual_seed(job.seed)
     task = task_for(job.task)
@@ -47,7 +55,11 @@ def _train_alone(
             model, train, job, seed=seed * 1_009 + server_round, privacy_state=privacy
         )
         privacy = update.privacy_state
-        metrics = task.evaluate(model, splits.test, names)
+        metrics = (
+            classification.evaluate_at_validation_threshold(model, val, splits.test)
+            if job.task == "classification"
+            else task.evaluate(model, splits.test, names)
+        )
         row: dict[str, Any] = {"round": server_round, "train-loss": update.loss, **metrics}
         if update.epsilon is not None:
             row["epsilon"] = update.epsilon
@@ -71,13 +83,23 @@ def run_baseline(
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "pooled": lambda: {
             "rounds": _train_alone(
-                job, ImageArrays.concatenate([s.train for s in sites]), splits, job.seed, "pooled"
+                job,
+                ImageArrays.concatenate([s.train for s in sites]),
+                ImageArrays.concatenate([s.val for s in sites]),
+                splits,
+                job.seed,
+                "pooled",
             )
         },
         "local": lambda: {
             "sites": {
                 str(site_id): _train_alone(
-                    job, site.train, splits, job.seed + 1 + site_id, f"local site {site_id}"
+                    job,
+                    site.train,
+                    site.val,
+                    splits,
+                    job.seed + 1 + site_id,
+                    f"local site {site_id}",
                 )
                 for site_id, site in enumerate(sites)
             }

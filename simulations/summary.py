@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from common.tasks.metrics import CLASSIFICATION_METRICS
+from common.tasks.threshold import THRESHOLD
 
 __all__ = ["summarise_run", "summary_table"]
 
@@ -36,6 +37,7 @@ def summarise_run(
         rows["local (mean of sites)"] = {
             key: _nanmean([final.get(key) for final in per_site.values()])
             for key in (*metric_names, "epsilon")
+            if any(key in final for final in per_site.values())
         }
     summary = {"rounds": int(last_round), "metric_names": list(metric_names), "test_metrics": rows}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -51,8 +53,13 @@ def _nanmean(values: list[Any]) -> float | None:
 def summary_table(
     rows: dict[str, dict[str, Any]], metric_names: tuple[str, ...] = CLASSIFICATION_METRICS
 ) -> str:
-    """A Markdown table: one row per approach, one column per metric (test set)."""
-    columns = [*metric_names, "epsilon"]
+    """A Markdown table: one row per approach, one column per metric (test set).
+
+    A ``threshold`` column shows the decision threshold chosen on validation data where a row
+    has one ("-": at argmax).
+    """
+    chosen = [THRESHOLD] if any(THRESHOLD in metrics for metrics in rows.values()) else []
+    columns = [*metric_names, *chosen, "epsilon"]
     lines = [
         "| model | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),

@@ -8,7 +8,7 @@ from rich.progress import Progress
 
 from common.cli_support import configure_logging, user_errors
 from common.errors import ConfigError
-from simulations.brain_lesions import write_brain_lesion_sites
+from simulations.brain_lesions import SLICE_RANGE, write_brain_lesion_sites
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 __all__ = ["generate"]
@@ -31,6 +31,13 @@ def generate(
         int, typer.Option(help="brain-mri: subjects (DICOM series) per hospital.")
     ] = 10,
     seed: Annotated[int, typer.Option(help="Generator seed (same seed, same data).")] = 0,
+    slices: Annotated[
+        int | None,
+        typer.Option(
+            help="brain-mri: contiguous axial slices kept per subject, at a random depth "
+            f"[default: all {SLICE_RANGE[1] - SLICE_RANGE[0]}]."
+        ),
+    ] = None,
 ) -> None:
     """Generate simulated data (lesions and scanner differences simulated; no real patient)."""
     configure_logging(False)
@@ -50,6 +57,8 @@ def generate(
             raise ConfigError("--sites", f"{sites} is not in 1-4 (one simulated scanner each)")
         if subjects < 1:
             raise ConfigError("--subjects", f"{subjects} must be a whole number >= 1")
+        if slices is not None and slices < 1:
+            raise ConfigError("--slices", f"{slices} must be a whole number >= 1")
         if out.exists() and not out.is_dir():
             raise ConfigError("--out", f"{out} is a file: brain-mri writes a folder")
         with Progress() as progress:
@@ -57,6 +66,7 @@ def generate(
             folders = write_brain_lesion_sites(
                 out, sites, subjects, seed,
                 on_subject=lambda done, total: progress.update(task, completed=done),
+                slices_per_subject=slices,
             )  # fmt: skip
     for folder in folders:
         typer.echo(f"wrote {folder}: DICOM under dicom/, labels.csv, masks/")
