@@ -303,7 +303,8 @@ class DeltaFedAvg(FedAvg):
     ) -> float | None:
         """The threshold of highest balanced accuracy on the sites' summed validation counts.
 
-        A site whose counts do not decode is left out of the sum and named in the log.
+        A site whose counts do not decode, or do not add up to the validation images it
+        declared, is left out of the sum and named in the log.
         """
         total: np.ndarray | None = None
         for proxy, res in results:
@@ -312,6 +313,11 @@ class DeltaFedAvg(FedAvg):
                 continue
             try:
                 counts = decode_counts(str(text))
+                if int(counts.sum()) != res.num_examples:
+                    raise ValueError(
+                        f"score counts add up to {int(counts.sum())}, not the "
+                        f"{res.num_examples} validation images the site declared"
+                    )
             except ValueError as error:
                 site = self._site(proxy.node_id)
                 logger.warning("round %d: site %s score counts ignored: %s", job_round, site, error)

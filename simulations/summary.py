@@ -37,7 +37,6 @@ def summarise_run(
         rows["local (mean of sites)"] = {
             key: _nanmean([final.get(key) for final in per_site.values()])
             for key in (*metric_names, "epsilon")
-            if any(key in final for final in per_site.values())
         }
     summary = {"rounds": int(last_round), "metric_names": list(metric_names), "test_metrics": rows}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
