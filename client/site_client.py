@@ -31,7 +31,9 @@ from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState, planned_local_round
 from common.simulation_environment import SimulationEnvironment
+from common.tasks import classification
 from common.tasks.registry import task_for
+from common.tasks.threshold import encode_counts, score_counts
 
 __all__ = ["SiteClient", "SiteDroppedOut", "clip_update_norm", "secret_seed"]
 
@@ -133,6 +135,7 @@ class SiteClient(NumPyClient):
         self.job = job or FederationJob.from_flat(context.run_config)
         self.limits = limits or site_limits(context)
         self.limits.check(self.job)
+        self.job = self.limits.enforced(self.job)
         simulated = simulated_site(context)
         self.drops_from = _drop_round(simulated)
         self.hostile = _hostile_kind(simulated)  # tests only: never set at a hospital
@@ -292,6 +295,12 @@ class SiteClient(NumPyClient):
         task = task_for(self.job.task)
         # The job's output names where it declares them, else the site's own.
         names = self.job.output_names if self.job.class_names else task.output_names(self.data)
-        results = task.evaluate(self._model(parameters), self.data.val, names)
-        loss = results.pop("loss")
+        model = self._model(parameters)
+        results: dict[str, bool | bytes | float | int | str] = {
+            **task.evaluate(model, self.data.val, names)
+        }
+        loss = float(results.pop("loss"))
+        if self.job.task == "classification" and len(names) == 2:
+            scores = classification.predict_probabilities(model, self.data.val)[:, 1]
+            results[keys.SCORE_COUNTS] = encode_counts(score_counts(self.data.val.labels, scores))
         return loss, len(self.data.val), {**results, keys.SITE_NAME: self.limits.name}

@@ -23,6 +23,8 @@ __all__ = [
     "DELTA",
     "INTEGRITY_KEY",
     "MAX_EPSILON",
+    "PRIVACY_UNIT",
+    "PRIVACY_UNITS",
     "REQUIRE_DP",
     "REQUIRE_SECURE_AGGREGATION",
     "SITE_NAME",
@@ -30,6 +32,7 @@ __all__ = [
     "SiteLimits",
     "checked_delta",
     "checked_epsilon",
+    "checked_unit",
 ]
 
 #: Node config keys set by ``medfed-site start`` (the same names as in site.toml's [limits]).
@@ -39,6 +42,9 @@ MAX_EPSILON = "max-epsilon"
 DELTA = "delta"
 REQUIRE_SECURE_AGGREGATION = "require-secure-aggregation"
 REQUIRE_DP = "require-dp"
+#: The unit every job's DP must protect at this site: "patient", or "any" (the default).
+PRIVACY_UNIT = "privacy-unit"
+PRIVACY_UNITS = ("patient", "any")
 #: The site's state folder (privacy ledger, audit log).
 STATE_DIR = "state-dir"
 #: The file of the key that authenticates the records' chain heads (outside the state folder).
@@ -62,6 +68,15 @@ def checked_delta(value: float, source: str) -> float:
     return float(value)
 
 
+def checked_unit(value: object, source: str) -> str:
+    """``value`` if it is one of PRIVACY_UNITS; else a ConfigError naming ``source``."""
+    if value not in PRIVACY_UNITS:
+        raise ConfigError(
+            source, f"{PRIVACY_UNIT} = {value!r}: must be one of {', '.join(PRIVACY_UNITS)}"
+        )
+    return str(value)
+
+
 @dataclass(frozen=True)
 class SiteLimits:
     """What this site allows: its data, its privacy budget and the protections it insists on."""
@@ -77,10 +92,19 @@ class SiteLimits:
     require_dp: bool = True
     #: File of the HMAC key that authenticates the records' chain heads (outside state_dir).
     integrity_key: Path | None = None
+    #: "patient": every job must protect whole patients (a job asking "image" is refused, and
+    #: "auto" runs per patient or not at all); "any": the job's unit.
+    privacy_unit: str = "any"
 
     def __post_init__(self) -> None:
         checked_epsilon(self.max_epsilon, f"site {self.name}'s limits")
         checked_delta(self.delta, f"site {self.name}'s limits")
+        checked_unit(self.privacy_unit, f"site {self.name}'s limits")
+
+    @property
+    def epsilon_unit(self) -> str:
+        """What this site's ledger total protects: per patient only if the site requires it."""
+        return "patient" if self.privacy_unit == "patient" else "image"
 
     @classmethod
     def from_node_config(cls, node_config: "Mapping[str, UserConfigValue]") -> "SiteLimits":
@@ -97,6 +121,7 @@ class SiteLimits:
                 integrity_key=(
                     Path(str(node_config[INTEGRITY_KEY])) if INTEGRITY_KEY in node_config else None
                 ),
+                privacy_unit=str(node_config.get(PRIVACY_UNIT, "any")),
             )
         except (KeyError, TypeError, ValueError):
             raise ConfigError(
@@ -105,6 +130,16 @@ class SiteLimits:
                 "(set by medfed-site start)",
             ) from None
         return limits
+
+    def enforced(self, job: FederationJob) -> FederationJob:
+        """The job as this site runs it: where the site requires patients, ``auto`` is patient.
+
+        Data without patient keys is then refused at training, never run per image.
+        """
+        if self.privacy_unit != "patient" or job.privacy.unit != "auto":
+            return job
+        privacy = job.privacy.model_copy(update={"unit": "patient"})
+        return job.model_copy(update={"privacy": privacy})
 
     def check(self, job: FederationJob) -> None:
         """Refuse a job that asks for less protection than this site insists on."""
@@ -121,6 +156,11 @@ class SiteLimits:
             )
         if not job.privacy.enabled:
             return
+        if self.privacy_unit == "patient" and job.privacy.unit == "image":
+            raise ConfigError(
+                where,
+                f'has privacy.unit = "image"; site {self.name} requires "patient"; refused',
+            )
         if job.privacy.target_delta > self.delta:
             raise ConfigError(
                 where,

@@ -16,12 +16,14 @@ from client.site_limits import (
     DELTA,
     INTEGRITY_KEY,
     MAX_EPSILON,
+    PRIVACY_UNIT,
     REQUIRE_DP,
     REQUIRE_SECURE_AGGREGATION,
     SITE_NAME,
     STATE_DIR,
     checked_delta,
     checked_epsilon,
+    checked_unit,
 )
 from client.site_records import require_intact
 from common.data.loading import load_dataset
@@ -45,6 +47,13 @@ class SiteKit:
     delta: float = DEFAULT_DELTA
     require_secure_aggregation: bool = True
     require_dp: bool = True
+    #: "patient": the site refuses jobs whose DP protects less than a whole patient.
+    privacy_unit: str = "any"
+
+    @property
+    def epsilon_unit(self) -> str:
+        """What the site's ledger total protects: per patient only if the site requires it."""
+        return "patient" if self.privacy_unit == "patient" else "image"
 
     @classmethod
     def read(cls, root: Path) -> "SiteKit":
@@ -61,6 +70,7 @@ class SiteKit:
                 delta=checked_delta(_number(limits, DELTA, DEFAULT_DELTA), str(settings)),
                 require_secure_aggregation=_flag(limits, REQUIRE_SECURE_AGGREGATION),
                 require_dp=_flag(limits, REQUIRE_DP),
+                privacy_unit=checked_unit(limits.get(PRIVACY_UNIT, "any"), str(settings)),
             )
         except FileNotFoundError:
             raise ConfigError(str(settings), "not found: is --kit a site's startup kit?") from None
@@ -121,6 +131,7 @@ def supernode_command(
             f"{DELTA}={kit.delta!r}",
             f"{REQUIRE_SECURE_AGGREGATION}={str(kit.require_secure_aggregation).lower()}",
             f"{REQUIRE_DP}={str(kit.require_dp).lower()}",
+            f"{PRIVACY_UNIT}={_toml_string(kit.privacy_unit)}",
             f"{STATE_DIR}={_toml_string(str(state.resolve()))}",
         ]
     )

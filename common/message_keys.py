@@ -10,6 +10,7 @@ __all__ = [
     "NUM_EXAMPLES",
     "PRIVACY_STATE",
     "PRIVACY_UNIT",
+    "SCORE_COUNTS",
     "SERVER_ROUND",
     "SITE_NAME",
     "STEPS",
@@ -30,6 +31,9 @@ DELTA = "delta"
 NOISE_MULTIPLIER = "noise-multiplier"
 #: What one unit of privacy protects: "patient" or "image".
 PRIVACY_UNIT = "privacy-unit"
+#: Binary classification: the site's validation images per class and score bin, as
+#: common.tasks.threshold encodes them (a clear, non-DP release: docs/privacy.md).
+SCORE_COUNTS = "score-counts"
 #: Epsilon spent on the site's data over every job so far (its privacy ledger).
 EPSILON_SITE_TOTAL = "epsilon-site-total"
 #: The site's own limit on that total (its max-epsilon).

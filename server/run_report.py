@@ -78,6 +78,14 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _epsilon_unit(sites: list[dict[str, Any]]) -> str:
+    """The unit the sites' epsilons protect, from their replies ("" when none says)."""
+    units = {str(s[keys.PRIVACY_UNIT]) for s in sites if keys.PRIVACY_UNIT in s}
+    if not units:
+        return ""
+    return f"per {units.pop()}" if len(units) == 1 else "per image (sites' units differ)"
+
+
 def _round_table(metrics: dict[str, Any]) -> str:
     evaluated = metrics["federated"].get("evaluate", {})
     tested = metrics.get("global", {})
@@ -92,8 +100,9 @@ def _round_table(metrics: dict[str, Any]) -> str:
         ]  # fmt: skip
         rows.append([r, *shown, f"{max(epsilons):.2f}" if epsilons else ""])
     label = "global model on the test set" if tested else "sites' validation (weighted mean)"
+    unit = _epsilon_unit(metrics["sites"])
     return f"<h2>Rounds ({label})</h2>" + _table(
-        ["round", *columns, "epsilon (max over sites)"], rows
+        ["round", *columns, f"epsilon {unit} (max over sites)".replace("  ", " ")], rows
     )
 
 
@@ -106,7 +115,8 @@ def _privacy_chart(sites: list[dict[str, Any]]) -> str:
         for s in sites
         if s["phase"] == "train" and keys.EPSILON_BUDGET in s
     }
-    return line_chart("Privacy spent per site", spent, "epsilon", budgets)
+    unit = _epsilon_unit(sites)
+    return line_chart("Privacy spent per site", spent, f"epsilon {unit}".strip(), budgets)
 
 
 def _live_section(live: LiveStatus) -> str:

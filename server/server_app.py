@@ -8,7 +8,6 @@ leave the records in the run folder.
 import hashlib
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,12 +15,11 @@ from flwr.app import Context
 from flwr.server import Grid, ServerApp
 
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.data.loading import load_dataset
 from common.federation_job import RESUME_KEY, RUN_DIR_KEY, FederationJob
 from common.initial_weights import initial_state
 from common.models import build_model
 from common.simulation_environment import SimulationEnvironment
-from common.tasks.registry import task_for
+from server.central_evaluation import CentralEvaluation
 from server.run_recorder import RunRecorder
 from server.secure_rounds import run_rounds
 from server.strategies import DeltaFedAvg, RoundHooks
@@ -40,22 +38,6 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _central_evaluation(
-    job: FederationJob, test_data: str
-) -> Callable[[dict[str, torch.Tensor]], dict[str, float]]:
-    """Global state -> metrics on the simulation's held-out test set."""
-    test = load_dataset(Path(test_data)).test
-    task = task_for(job.task)
-    size = (job.image_size, job.image_size)
-    model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
-
-    def evaluate(state: dict[str, torch.Tensor]) -> dict[str, float]:
-        model.load_state_dict(state)
-        return task.evaluate(model, test, job.output_names)
-
-    return evaluate
 
 
 def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
@@ -83,13 +65,15 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
         recorder = RunRecorder.resume(run_dir, job.rounds, completed)
     else:
         recorder = RunRecorder(run_dir, job.rounds)
+    central = (
+        CentralEvaluation(job, simulation.test_data)
+        if simulation is not None and simulation.test_data
+        else None
+    )
     hooks = RoundHooks(
         checkpoint=lambda r, s, m: save_checkpoint(checkpoint, s, job, r, m),
-        evaluate=(
-            _central_evaluation(job, simulation.test_data)
-            if simulation is not None and simulation.test_data
-            else None
-        ),
+        evaluate=central,
+        evaluate_at=central.at_threshold if central is not None else None,
         completed_rounds=completed,
     )
     strategy = DeltaFedAvg(job, state, recorder, hooks, job.min_sites)

@@ -35,6 +35,7 @@ from flwr.server.strategy import FedAvg
 
 from common import message_keys as keys
 from common.federation_job import FederationJob
+from common.tasks.threshold import THRESHOLD, choose_threshold, decode_counts
 from server.delta_aggregation import aggregate_deltas
 from server.metric_aggregation import aggregate_metric_dicts
 from server.run_recorder import RunRecorder
@@ -61,6 +62,8 @@ class RoundHooks:
     checkpoint: Callable[[int, dict[str, torch.Tensor], dict[str, float]], object]
     #: Global state -> metrics on a held-out test set (simulations hold one), or None.
     evaluate: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None
+    #: Threshold -> the last evaluated global model's test metrics at it, or None.
+    evaluate_at: Callable[[float], dict[str, float]] | None = None
     #: Round numbers of this run follow the ``completed_rounds`` of a resumed job.
     completed_rounds: int = 0
     site_names: dict[int, str] = field(default_factory=dict)
@@ -285,6 +288,14 @@ class DeltaFedAvg(FedAvg):
             [(res.num_examples, {keys.EVAL_LOSS: res.loss, **res.metrics}) for _, res in results],
             keys.NUM_EXAMPLES,
         )
+        threshold = self._validation_threshold(job_round, results)
+        if threshold is not None:
+            metrics[THRESHOLD] = threshold
+            tested = self.recorder.global_rounds.get(job_round)
+            if tested is not None and self.hooks.evaluate_at is not None:
+                self.recorder.record_global(
+                    job_round, {**tested, **self.hooks.evaluate_at(threshold)}
+                )
         if results:
             self.recorder.record_federated("evaluate", job_round, metrics)
         done = {**self._fit_metrics, **metrics}
@@ -296,6 +307,33 @@ class DeltaFedAvg(FedAvg):
         self.recorder.round_done(job_round)
         loss = metrics.get(keys.EVAL_LOSS)
         return (float(loss) if isinstance(loss, int | float) else None), dict(metrics)
+
+    def _validation_threshold(
+        self, job_round: int, results: list[tuple[ClientProxy, EvaluateRes]]
+    ) -> float | None:
+        """The threshold of highest balanced accuracy on the sites' summed validation counts.
+
+        A site whose counts do not decode, or do not add up to the validation images it
+        declared, is left out of the sum and named in the log.
+        """
+        total: np.ndarray | None = None
+        for proxy, res in results:
+            text = res.metrics.get(keys.SCORE_COUNTS)
+            if text is None:
+                continue
+            try:
+                counts = decode_counts(str(text))
+                if int(counts.sum()) != res.num_examples:
+                    raise ValueError(
+                        f"score counts add up to {int(counts.sum())}, not the "
+                        f"{res.num_examples} validation images the site declared"
+                    )
+            except ValueError as error:
+                site = self._site(proxy.node_id)
+                logger.warning("round %d: site %s score counts ignored: %s", job_round, site, error)
+                continue
+            total = counts if total is None else total + counts
+        return None if total is None else choose_threshold(total)
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager

@@ -15,6 +15,7 @@ from common.initial_weights import initial_state
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState
+from common.tasks import classification
 from common.tasks.registry import task_for
 
 __all__ = ["BASELINES", "baseline_model_path", "run_baseline"]
@@ -35,6 +36,7 @@ def baseline_model_path(run_dir: Path, name: str, site: int | None = None) -> Pa
 def _train_alone(
     job: FederationJob,
     train: ImageArrays,
+    val: ImageArrays,
     splits: DatasetSplits,
     seed: int,
     label: str,
@@ -44,9 +46,11 @@ def _train_alone(
 
     The same DP settings apply (noise calibrated for the same epsilon over the same number of
     epochs), so a baseline differs from the federated run only in where the data sits.
-    Returns per-round metrics on the global test set; the trained model is saved to
-    ``model_path`` as a checkpoint ``medfed predict`` reads (the federated job, hence its
-    preprocessing contract, and the last round's test metrics).
+    Returns per-round metrics on the global test set; for binary classification at the
+    threshold chosen on ``val`` (the validation data the baseline's sites hold), as the
+    federation chooses its own. The trained model is saved to ``model_path`` as a checkpoint
+    ``medfed predict`` reads (the federated job, hence its preprocessing contract, and the last
+    round's test metrics).
     """
     torch.manual_seed(job.seed)
     task = task_for(job.task)
@@ -64,7 +68,11 @@ def _train_alone(
             model, train, job, seed=seed * 1_009 + server_round, privacy_state=privacy
         )
         privacy = update.privacy_state
-        metrics = task.evaluate(model, splits.test, names)
+        metrics = (
+            classification.evaluate_at_validation_threshold(model, val, splits.test)
+            if job.task == "classification"
+            else task.evaluate(model, splits.test, names)
+        )
         row: dict[str, Any] = {"round": server_round, "train-loss": update.loss, **metrics}
         if update.epsilon is not None:
             row["epsilon"] = update.epsilon
@@ -95,6 +103,7 @@ def run_baseline(
             "rounds": _train_alone(
                 job,
                 ImageArrays.concatenate([s.train for s in sites]),
+                ImageArrays.concatenate([s.val for s in sites]),
                 splits,
                 job.seed,
                 "pooled",
@@ -106,6 +115,7 @@ def run_baseline(
                 str(site_id): _train_alone(
                     job,
                     site.train,
+                    site.val,
                     splits,
                     job.seed + 1 + site_id,
                     f"local site {site_id}",

@@ -151,16 +151,37 @@ def _on_image_grid(mask: np.ndarray, image_shape: tuple[int, ...]) -> np.ndarray
     return grid
 
 
+def _slab(
+    volume: np.ndarray, mask: np.ndarray, slices: int | None, entropy: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``slices`` contiguous axial slices at a random depth (all of them for ``None``).
+
+    The depth is drawn from its own generator (seeded by ``entropy``), so keeping every slice
+    leaves the subjects exactly as they were.
+    """
+    if slices is None or slices >= len(volume):
+        return volume, mask
+    start = int(np.random.default_rng(entropy).integers(0, len(volume) - slices + 1))
+    return volume[start : start + slices], mask[start : start + slices]
+
+
 def write_brain_lesion_sites(
     out: Path,
     sites: int = 3,
     subjects_per_site: int = 10,
     seed: int = 0,
     on_subject: Callable[[int, int], None] | None = None,
+    slices_per_subject: int | None = None,
 ) -> list[Path]:
-    """Write ``sites`` site folders of DICOM series with labels; returns the site folders."""
+    """Write ``sites`` site folders of DICOM series with labels; returns the site folders.
+
+    ``slices_per_subject`` keeps that many contiguous axial slices of each subject (at a random
+    depth) instead of all of them: many patients with few images each, as patient-level DP needs.
+    """
     if not 1 <= sites <= len(SITE_SCANNERS):
         raise ValueError(f"sites must be 1-{len(SITE_SCANNERS)}, got {sites}")
+    if slices_per_subject is not None and slices_per_subject < 1:
+        raise ValueError(f"slices_per_subject must be >= 1, got {slices_per_subject}")
     templates = _templates()
     rng = np.random.default_rng(seed)
     folders = []
@@ -170,7 +191,9 @@ def write_brain_lesion_sites(
         site_dir = out / f"site-{site}"
         rows = ["file,label"]
         for subject in range(subjects_per_site):
-            volume, mask = _subject(templates, scanner, rng)
+            volume, mask = _slab(
+                *_subject(templates, scanner, rng), slices_per_subject, [seed, site, subject]
+            )
             identity = SeriesIdentity(
                 patient_name=f"Simulated^Subject{site}{subject:02d}",
                 patient_id=f"SIM-{site}-{subject:03d}",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from common.tasks.metrics import CLASSIFICATION_METRICS
+from common.tasks.threshold import THRESHOLD
 
 __all__ = ["summarise_run", "summary_table"]
 
@@ -51,8 +52,13 @@ def _nanmean(values: list[Any]) -> float | None:
 def summary_table(
     rows: dict[str, dict[str, Any]], metric_names: tuple[str, ...] = CLASSIFICATION_METRICS
 ) -> str:
-    """A Markdown table: one row per approach, one column per metric (test set)."""
-    columns = [*metric_names, "epsilon"]
+    """A Markdown table: one row per approach, one column per metric (test set).
+
+    A ``threshold`` column shows the decision threshold chosen on validation data where a row
+    has one ("-": at argmax).
+    """
+    chosen = [THRESHOLD] if any(THRESHOLD in metrics for metrics in rows.values()) else []
+    columns = [*metric_names, *chosen, "epsilon"]
     lines = [
         "| model | " + " | ".join(columns) + " |",
         "|---|" + "---|" * len(columns),

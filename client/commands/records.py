@@ -92,9 +92,11 @@ def privacy(
 ) -> None:
     """Print every DP round on this site's data and the epsilon spent, against its limit.
 
-    Epsilon is reported at the site's own delta (site.toml), whatever each job asked. JSON
-    keys: site, delta, max_epsilon, spent_epsilon, left_epsilon, jobs, rounds (one object per
-    ledger row), verification (intact, authenticated, ledger_rows, audit_entries, problems).
+    Epsilon is reported at the site's own delta (site.toml), whatever each job asked, and with
+    its unit: per patient where site.toml requires ``privacy-unit = "patient"`` (every job then
+    ran per patient), else per image (the unit every job protects at least). JSON keys: site,
+    delta, unit, max_epsilon, spent_epsilon, left_epsilon, jobs, rounds (one object per ledger
+    row), verification (intact, authenticated, ledger_rows, audit_entries, problems).
     Exits 6 when the records fail verification.
     """
     configure_logging(False)
@@ -112,6 +114,7 @@ def privacy(
             {
                 "site": site.name,
                 "delta": delta,
+                "unit": site.epsilon_unit,
                 "max_epsilon": site.max_epsilon,
                 "spent_epsilon": spent,
                 "left_epsilon": left,
@@ -123,8 +126,9 @@ def privacy(
         )
         return
     table = Table(title=f"privacy ledger of {site.name}")
+    unit = site.epsilon_unit
     for column in ("time", "job", "run", "round", "noise", "sample rate", "steps",
-                   "epsilon (job)", "epsilon (all jobs)"):  # fmt: skip
+                   f"epsilon per {unit} (job)", f"epsilon per {unit} (all jobs)"):  # fmt: skip
         table.add_column(column)
     for row in rows:
         table.add_row(
@@ -136,9 +140,14 @@ def privacy(
     console = Console()
     console.print(table)
     console.print(
-        f"spent epsilon {spent:.2f} at delta {delta:g} over {jobs} job(s); "
+        f"spent epsilon {spent:.2f} per {unit} at delta {delta:g} over {jobs} job(s); "
         f"limit {site.max_epsilon:g}; left {left:.2f}"
     )
+    if unit == "image":
+        console.print(
+            'per image: site.toml does not require privacy-unit = "patient", so a job may '
+            "have run per image; a patient is protected only through group privacy"
+        )
     _print_verification(console, report)
 
 

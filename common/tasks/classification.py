@@ -6,9 +6,17 @@ from torch import nn
 
 from common.data.arrays import ImageArrays
 from common.tasks.metrics import classification_metrics
+from common.tasks.threshold import choose_threshold, metrics_at_threshold, score_counts
 from common.tasks.training import make_loader
 
-__all__ = ["WeightedCrossEntropy", "criterion", "evaluate", "predict_probabilities", "targets"]
+__all__ = [
+    "WeightedCrossEntropy",
+    "criterion",
+    "evaluate",
+    "evaluate_at_validation_threshold",
+    "predict_probabilities",
+    "targets",
+]
 
 
 def targets(data: ImageArrays) -> np.ndarray:
@@ -58,3 +66,25 @@ def evaluate(model: nn.Module, data: ImageArrays, batch_size: int = 256) -> dict
         "loss": float(-np.log(clipped).mean()),
         **classification_metrics(data.labels, probabilities),
     }
+
+
+def evaluate_at_validation_threshold(
+    model: nn.Module, val: ImageArrays, test: ImageArrays
+) -> dict[str, float]:
+    """:func:`evaluate` on ``test``, binary metrics at the threshold chosen on ``val``.
+
+    The threshold is the one of highest balanced accuracy on ``val``'s score counts, as the
+    federation chooses it from its sites' counts; metrics stay at argmax when ``val`` lacks a
+    class or the task has more than two.
+    """
+    results = evaluate(model, test)
+    if len(val) == 0:
+        return results
+    val_probabilities = predict_probabilities(model, val)
+    if val_probabilities.shape[1] != 2:
+        return results
+    threshold = choose_threshold(score_counts(val.labels, val_probabilities[:, 1]))
+    if threshold is None:
+        return results
+    probabilities = predict_probabilities(model, test)
+    return {**results, **metrics_at_threshold(test.labels, probabilities, threshold)}

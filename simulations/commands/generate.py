@@ -8,7 +8,7 @@ from rich.progress import Progress
 
 from common.cli_support import configure_logging, user_errors
 from common.errors import ConfigError
-from simulations.brain_lesions import write_brain_lesion_sites
+from simulations.brain_lesions import SLICE_RANGE, write_brain_lesion_sites
 from simulations.brain_sequences import SEQUENCES, TRUTH_FILE, write_sequence_sites
 from simulations.synthetic_lesions import write_synthetic_lesions
 
@@ -39,6 +39,13 @@ def generate(
             "each with its own known misalignment (true_transforms.json per site)."
         ),
     ] = None,
+    slices: Annotated[
+        int | None,
+        typer.Option(
+            help="brain-mri: contiguous axial slices kept per subject, at a random depth "
+            f"[default: all {SLICE_RANGE[1] - SLICE_RANGE[0]}]."
+        ),
+    ] = None,
 ) -> None:
     """Generate simulated data (lesions and scanner differences simulated; no real patient)."""
     configure_logging(False)
@@ -58,12 +65,18 @@ def generate(
             raise ConfigError("--sites", f"{sites} is not in 1-4 (one simulated scanner each)")
         if subjects < 1:
             raise ConfigError("--subjects", f"{subjects} must be a whole number >= 1")
+        if slices is not None and slices < 1:
+            raise ConfigError("--slices", f"{slices} must be a whole number >= 1")
         if out.exists() and not out.is_dir():
             raise ConfigError("--out", f"{out} is a file: brain-mri writes a folder")
         names = tuple(n.strip() for n in sequences.split(",")) if sequences else ()
         unknown = [n for n in names if n not in SEQUENCES]
         if unknown or (sequences is not None and not names):
             raise ConfigError("--sequences", f"{unknown or sequences} not among {list(SEQUENCES)}")
+        if names and slices is not None:
+            raise ConfigError(
+                "--slices", "keeps slices of single-series subjects: not with --sequences"
+            )
         if names:
             with Progress() as progress:
                 task = progress.add_task("subjects", total=sites * subjects)
@@ -80,6 +93,7 @@ def generate(
             folders = write_brain_lesion_sites(
                 out, sites, subjects, seed,
                 on_subject=lambda done, total: progress.update(task, completed=done),
+                slices_per_subject=slices,
             )  # fmt: skip
     for folder in folders:
         typer.echo(f"wrote {folder}: DICOM under dicom/, labels.csv, masks/")

@@ -68,6 +68,7 @@ def test_privacy_and_audit_report_intact_records_as_json(tmp_path: Path) -> None
     code, privacy, _ = _site("privacy", "--kit", str(kit), "--state", str(state))
     assert code == 0
     assert privacy["site"] == "hospital-a" and privacy["max_epsilon"] == 8
+    assert privacy["unit"] == "image"  # site.toml does not require patients
     assert privacy["jobs"] == 1 and len(privacy["rounds"]) == 3
     assert 0 < privacy["spent_epsilon"] < 8
     assert privacy["left_epsilon"] == pytest.approx(8 - privacy["spent_epsilon"])

@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flwr.common.config import parse_config_args
 
@@ -10,6 +11,7 @@ from client.site_limits import (
     DATA_PATH,
     DELTA,
     MAX_EPSILON,
+    PRIVACY_UNIT,
     REQUIRE_DP,
     REQUIRE_SECURE_AGGREGATION,
     SITE_NAME,
@@ -17,8 +19,10 @@ from client.site_limits import (
 )
 from client.site_node import SiteKit, supernode_command
 from common.config import PrivacyConfig
+from common.data.arrays import ImageArrays
 from common.errors import ConfigError
 from common.federation_job import FederationJob, SecureAggregationConfig
+from common.privacy import privacy_unit
 
 
 def _limits(max_epsilon: float = 8.0, **extra: object) -> SiteLimits:
@@ -126,3 +130,36 @@ def test_site_toml_limits_reach_the_client_app_through_the_node_config(tmp_path:
     assert (limits.require_secure_aggregation, limits.require_dp) == (False, True)
     with pytest.raises(ConfigError, match="above site hospital-a's delta 1e-06"):
         limits.check(FederationJob())  # the default job's delta 1e-5 is now too loose
+
+
+def test_a_site_requiring_patients_refuses_an_image_level_job(tmp_path: Path) -> None:
+    kit = SiteKit.read(_kit(tmp_path, limits='privacy-unit = "patient"\n'))
+    command = supernode_command(kit, tmp_path / "cache", 9094)
+    limits = SiteLimits.from_node_config(
+        parse_config_args([command[command.index("--node-config") + 1]])
+    )
+    assert limits.privacy_unit == "patient" and kit.epsilon_unit == "patient"
+    job = FederationJob(name="per-image", privacy=PrivacyConfig(unit="image"))
+    with pytest.raises(ConfigError) as refused:
+        limits.check(job)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert 'per-image: has privacy.unit = "image"; site hospital-a requires "patient"' in message
+    limits.check(FederationJob(privacy=PrivacyConfig(target_epsilon=4.0, unit="patient")))
+
+
+def test_a_site_requiring_patients_runs_auto_per_patient_or_not_at_all(tmp_path: Path) -> None:
+    limits = _limits(**{PRIVACY_UNIT: "patient"})
+    job = limits.enforced(FederationJob())
+    assert job.privacy.unit == "patient"
+    no_patients = ImageArrays(np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64))
+    with pytest.raises(ConfigError, match="privacy.unit: 'patient' needs data that knows"):
+        privacy_unit(job.privacy, no_patients)
+    assert _limits().enforced(FederationJob()).privacy.unit == "auto"  # the default: any unit
+    assert SiteKit.read(_kit(tmp_path)).epsilon_unit == "image"
+
+
+@pytest.mark.parametrize("bad", ['"study"', "true", '"Patient"'])
+def test_a_bad_privacy_unit_in_site_toml_is_named(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"site.toml: privacy-unit = .*patient, any"):
+        SiteKit.read(_kit(tmp_path, limits=f"privacy-unit = {bad}\n"))

@@ -13,7 +13,7 @@ def _run_folder(tmp_path: Path) -> Path:
     sites = [
         {"round": r, "phase": phase, "node_id": n, "site": site, "num-examples": 10,
          "train-loss": 1.0 / r, "epsilon": 2.0 * r, "epsilon-site-total": 2.5 * r,
-         "epsilon-budget": 9.0, "roc_auc": 0.5 + 0.1 * r}
+         "epsilon-budget": 9.0, "roc_auc": 0.5 + 0.1 * r, "privacy-unit": "patient"}
         for r in (1, 2) for n, site in enumerate(("hospital-a", "hospital-b"))
         for phase in ("train", "evaluate")
     ]  # fmt: skip
@@ -38,6 +38,8 @@ def test_the_report_shows_progress_rounds_sites_privacy_and_refusals(tmp_path: P
     assert page.count("<svg") == 4
     assert "hospital-a budget" in page  # the site's limit drawn beside its spending
     assert "0.700" in page  # round 2's ROC-AUC in the rounds table
+    assert "epsilon per patient (max over sites)" in page  # the unit the sites reported
+    assert page.count("epsilon per patient") >= 2  # the privacy chart's axis too
     assert "&lt;budget&gt;" in page  # reasons are escaped, never injected
     assert "<meta http-equiv" not in page  # a static report does not reload itself
 

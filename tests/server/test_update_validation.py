@@ -4,11 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.common import parameters_to_ndarrays
-from site_replies import fit_reply
+from flwr.common import Code, EvaluateRes, Status, parameters_to_ndarrays
+from site_replies import SiteProxy, fit_reply
 
+from common import message_keys as keys
 from common.federation_job import FederationJob
 from common.models import build_model
+from common.tasks.threshold import choose_threshold, encode_counts, score_counts
 from server.run_recorder import RunRecorder
 from server.strategies import DeltaFedAvg, RoundHooks
 
@@ -65,3 +67,29 @@ def test_a_round_with_no_valid_update_keeps_the_previous_model(tmp_path: Path) -
     assert all(
         np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(parameters), start, strict=True)
     )
+
+
+def test_score_counts_that_do_not_add_up_are_left_out_of_the_threshold(tmp_path: Path) -> None:
+    job = FederationJob(secure_aggregation={"enabled": False})
+    state = build_model(job.model, 1, 2, (64, 64), dp_enabled=True).state_dict()
+    strategy = DeltaFedAvg(
+        job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 2
+    )
+    rng = np.random.default_rng(0)
+    labels = (rng.random(200) < 0.3).astype(np.int64)
+    scores = np.clip(0.1 + 0.2 * labels + rng.normal(0, 0.05, 200), 0, 1)
+    honest = score_counts(labels, scores)
+    liar = np.zeros_like(honest)
+    liar[1, 0] = 10_000  # ten thousand "positives" scoring near 0, from 20 declared images
+
+    def reply(site: int, counts: np.ndarray, examples: int) -> tuple[SiteProxy, EvaluateRes]:
+        metrics = {keys.SITE_NAME: f"site-{site}", keys.SCORE_COUNTS: encode_counts(counts)}
+        proxy = SiteProxy(str(site))
+        proxy.node_id = site
+        return proxy, EvaluateRes(Status(Code.OK, ""), 0.5, examples, metrics)
+
+    replies = [reply(1, honest, 200), reply(2, liar, 20)]
+    strategy._sampled = [1, 2]
+    _, metrics = strategy.aggregate_evaluate(1, replies, [])
+    assert metrics["threshold"] == choose_threshold(honest)
+    assert choose_threshold(honest + liar) != choose_threshold(honest)  # the lie would move it

@@ -52,3 +52,28 @@ def test_sites_have_different_scanners(two_sites: list[Path]) -> None:
 def test_same_seed_same_labels(two_sites: list[Path], tmp_path: Path) -> None:
     again = write_brain_lesion_sites(tmp_path, sites=1, subjects_per_site=2)
     assert (again[0] / "labels.csv").read_text() == (two_sites[0] / "labels.csv").read_text()
+
+
+def _labels_in_z_order(site: Path) -> dict[str, list[str]]:
+    """Each subject's slice labels, ordered along z."""
+    with (site / "labels.csv").open() as handle:
+        rows = {row["file"]: row["label"] for row in csv.DictReader(handle)}
+    return {
+        series.slices[0].path.parent.name: [
+            rows[h.path.relative_to(site / "dicom").as_posix()] for h in series.slices
+        ]
+        for series in scan_dicom_folder(site / "dicom").series.values()
+    }
+
+
+def test_a_few_slices_per_subject_are_a_contiguous_run_of_the_same_subject(
+    two_sites: list[Path], tmp_path: Path
+) -> None:
+    few = write_brain_lesion_sites(tmp_path, sites=1, subjects_per_site=2, slices_per_subject=5)
+    full, kept = _labels_in_z_order(two_sites[0]), _labels_in_z_order(few[0])
+    assert set(kept) == set(full)
+    for subject, labels in kept.items():
+        assert len(labels) == 5
+        runs = [full[subject][k : k + 5] for k in range(len(full[subject]) - 4)]
+        assert labels in runs  # the same subject (same seed), cut to 5 adjacent slices
+    assert nib.load(few[0] / "masks" / "subject-00.nii.gz").shape[2] == 5

@@ -9,12 +9,15 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score
 
+from common import message_keys as keys
 from common.checkpoint import load_checkpoint
 from common.data.loading import load_dataset
 from common.federation_job import FederationJob
 from common.models import build_model
-from common.tasks.classification import evaluate
+from common.tasks.classification import evaluate, predict_probabilities
+from common.tasks.threshold import choose_threshold, decode_counts
 from simulations.runner import run_simulation_job
 from simulations.simulation_settings import SimulationSettings
 from simulations.synthetic_lesions import write_synthetic_lesions
@@ -133,3 +136,25 @@ def _toml(path: Path) -> dict:
     from common.federation_job import flatten
 
     return flatten(tomllib.loads(path.read_text()))
+
+
+def test_thresholded_metrics_are_at_the_threshold_chosen_on_the_sites_validation_counts(
+    dp_run,
+) -> None:
+    job, run_dir, summary = dp_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    replies = [s for s in metrics["sites"] if s["phase"] == "evaluate" and s["round"] == 2]
+    assert len(replies) == 4 and all(keys.SCORE_COUNTS in s for s in replies)
+    threshold = choose_threshold(sum(decode_counts(s[keys.SCORE_COUNTS]) for s in replies))
+    assert metrics["federated"]["evaluate"]["2"]["threshold"] == threshold
+    final = metrics["global"]["2"]
+    assert final["threshold"] == threshold == summary["test_metrics"]["federated"]["threshold"]
+    splits = load_dataset(json.loads((run_dir / "simulation.json").read_text())["data"])
+    model = build_model(job.model, 1, 2, (16, 16), dp_enabled=True)
+    model.load_state_dict(load_checkpoint(run_dir / "global_model.pt")["state_dict"])
+    decided = predict_probabilities(model, splits.test)[:, 1] >= threshold
+    assert final["f1"] == pytest.approx(f1_score(splits.test.labels, decided))
+    assert final["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(splits.test.labels, decided)
+    )
+    assert "threshold" in (run_dir / "summary.md").read_text().splitlines()[0]
