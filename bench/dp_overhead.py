@@ -1,7 +1,7 @@
 """Benchmark: one local epoch with DP-SGD over one without, on the same data, in one run.
 
 Usage: .venv/bin/python bench/dp_overhead.py [--data PATH] [--task classification]
-       [--model cnn] [--norm group] [--batch-size 32] [--repeats 3]
+       [--model cnn] [--norm group] [--batch-size 32] [--repeats 3] [--train-images N]
 Each repeat trains one epoch without DP then one with DP-SGD (fresh models), so that both see
 the same load on a shared machine; prints the median seconds per epoch of each and the median
 of the repeats' DP / no-DP ratios, with the per-sample gradient path DP-SGD took.
@@ -11,8 +11,10 @@ Segmentation: --task segmentation --model basicunet|unet --data CACHE_WITH_MASKS
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from common.data.arrays import DatasetSplits
@@ -57,9 +59,14 @@ def main() -> None:
     parser.add_argument("--norm", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--train-images", type=int, default=None, help="train on the first N images only"
+    )
     args = parser.parse_args()
     data = args.data or write_synthetic_lesions(Path("data/synthetic-lesions.npz"))
     splits = load_dataset(data)
+    if args.train_images:
+        splits = replace(splits, train=splits.train.subset(np.arange(args.train_images)))
     jobs = {dp: _job(args, dp) for dp in (False, True)}
     seconds: dict[bool, list[float]] = {False: [], True: []}
     for repeat in range(args.repeats):
@@ -72,7 +79,8 @@ def main() -> None:
     path = f"Opacus GradSampleModule ({', '.join(blockers)})" if blockers else "book-keeping"
     print(
         f"data={data} task={job.task} model={job.model.name} norm={job.model.norm} "
-        f"batch={args.batch_size} threads={torch.get_num_threads()} repeats={args.repeats} "
+        f"train images={len(splits.train)} batch={args.batch_size} "
+        f"threads={torch.get_num_threads()} repeats={args.repeats} "
         f"per-sample gradients: {path}"
     )
     print(
