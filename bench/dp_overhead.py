@@ -34,7 +34,7 @@ def _job(args: argparse.Namespace, dp: bool) -> FederationJob:
             "task": args.task,
             "model": model,
             "train": {"batch_size": args.batch_size},
-            "privacy": {"enabled": dp},
+            "privacy": {"enabled": dp, "unit": args.unit},
         }
     )
 
@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--norm", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--unit", default="auto", help="privacy.unit: auto, patient or image")
     parser.add_argument(
         "--train-images", type=int, default=None, help="train on the first N images only"
     )
@@ -80,7 +81,7 @@ def main() -> None:
     print(
         f"data={data} task={job.task} model={job.model.name} norm={job.model.norm} "
         f"train images={len(splits.train)} batch={args.batch_size} "
-        f"threads={torch.get_num_threads()} repeats={args.repeats} "
+        f"threads={torch.get_num_threads()} repeats={args.repeats} unit={args.unit} "
         f"per-sample gradients: {path}"
     )
     print(
