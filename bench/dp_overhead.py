@@ -1,39 +1,53 @@
 """Benchmark: one local epoch with DP-SGD over one without, on the same data, in one run.
 
 Usage: .venv/bin/python bench/dp_overhead.py [--data PATH] [--task classification]
-       [--model cnn] [--norm group] [--batch-size 32] [--repeats 3]
-Prints seconds per epoch for each setting and the DP / no-DP ratio (median of the repeats).
+       [--model cnn] [--norm group] [--batch-size 32] [--repeats 3] [--train-images N]
+Each repeat trains one epoch without DP then one with DP-SGD (fresh models), so that both see
+the same load on a shared machine; prints the median seconds per epoch of each and the median
+of the repeats' DP / no-DP ratios, with the per-sample gradient path DP-SGD took.
 Segmentation: --task segmentation --model basicunet|unet --data CACHE_WITH_MASKS.
 """
 
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from common.data.arrays import DatasetSplits
 from common.data.loading import load_dataset
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
+from common.privacy import fast_path_blockers
 from common.tasks.registry import task_for
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 
-def _epoch_seconds(job: FederationJob, data_path: Path, repeats: int) -> float:
-    splits = load_dataset(data_path)
+def _job(args: argparse.Namespace, dp: bool) -> FederationJob:
+    model = {k: v for k, v in (("name", args.model), ("norm", args.norm)) if v}
+    return FederationJob.model_validate(
+        {
+            "task": args.task,
+            "model": model,
+            "train": {"batch_size": args.batch_size},
+            "privacy": {"enabled": dp, "unit": args.unit},
+        }
+    )
+
+
+def _epoch_seconds(job: FederationJob, splits: DatasetSplits, seed: int) -> float:
     outputs = len(task_for(job.task).output_names(splits))
-    times = []
-    for repeat in range(repeats):
-        torch.manual_seed(repeat)
-        model = build_model(
-            job.model, splits.in_channels, outputs, splits.image_size, job.privacy.enabled
-        )
-        start = time.perf_counter()
-        train_local_round(model, splits.train, job, seed=repeat, privacy_state=None)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    torch.manual_seed(seed)
+    model = build_model(
+        job.model, splits.in_channels, outputs, splits.image_size, job.privacy.enabled
+    )
+    start = time.perf_counter()
+    train_local_round(model, splits.train, job, seed=seed, privacy_state=None)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -45,26 +59,37 @@ def main() -> None:
     parser.add_argument("--norm", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--unit", default="auto", help="privacy.unit: auto, patient or image")
+    parser.add_argument(
+        "--train-images", type=int, default=None, help="train on the first N images only"
+    )
     args = parser.parse_args()
     data = args.data or write_synthetic_lesions(Path("data/synthetic-lesions.npz"))
-    seconds = {}
-    for dp in (False, True):
-        model = {k: v for k, v in (("name", args.model), ("norm", args.norm)) if v}
-        job = FederationJob.model_validate(
-            {
-                "task": args.task,
-                "model": model,
-                "train": {"batch_size": args.batch_size},
-                "privacy": {"enabled": dp},
-            }
-        )
-        seconds[dp] = _epoch_seconds(job, data, args.repeats)
+    splits = load_dataset(data)
+    if args.train_images:
+        splits = replace(splits, train=splits.train.subset(np.arange(args.train_images)))
+    jobs = {dp: _job(args, dp) for dp in (False, True)}
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    for repeat in range(args.repeats):
+        for dp, job in jobs.items():
+            seconds[dp].append(_epoch_seconds(job, splits, seed=repeat))
+    ratios = [private / plain for plain, private in zip(seconds[False], seconds[True], strict=True)]
+    job = jobs[True]
+    probe = build_model(job.model, splits.in_channels, 2, splits.image_size, True)
+    blockers = fast_path_blockers(probe)
+    path = f"Opacus GradSampleModule ({', '.join(blockers)})" if blockers else "book-keeping"
     print(
         f"data={data} task={job.task} model={job.model.name} norm={job.model.norm} "
-        f"batch={args.batch_size} threads={torch.get_num_threads()}"
+        f"train images={len(splits.train)} batch={args.batch_size} "
+        f"threads={torch.get_num_threads()} repeats={args.repeats} unit={args.unit} "
+        f"per-sample gradients: {path}"
     )
-    print(f"no DP: {seconds[False]:.2f} s/epoch   DP-SGD: {seconds[True]:.2f} s/epoch")
-    print(f"DP / no-DP epoch time ratio: {seconds[True] / seconds[False]:.2f}")
+    print(
+        f"no DP: {statistics.median(seconds[False]):.2f} s/epoch   "
+        f"DP-SGD: {statistics.median(seconds[True]):.2f} s/epoch (medians)"
+    )
+    print("ratios of the repeats: " + " ".join(f"{r:.2f}" for r in ratios))
+    print(f"DP / no-DP epoch time ratio: {statistics.median(ratios):.2f} (median)")
 
 
 if __name__ == "__main__":

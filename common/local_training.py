@@ -17,11 +17,12 @@ from common.privacy import (
     PrivacyState,
     PrivacyUnit,
     SitePrivacyEngine,
+    fast_path_blockers,
     privacy_unit,
     wrap_for_per_sample_gradients,
 )
 from common.tasks.registry import task_for
-from common.tasks.training import EpochStats, make_loader, train_epochs, train_patient_dp_epochs
+from common.tasks.training import EpochStats, make_loader, train_epochs, train_private_epochs
 
 __all__ = ["LocalUpdate", "train_local_round"]
 
@@ -88,7 +89,7 @@ def _train_per_patient(
     )
     private = wrap_for_per_sample_gradients(model, grad_sample_mode(job.model.name))
     try:
-        stats = train_patient_dp_epochs(
+        stats = train_private_epochs(
             private,
             torch.from_numpy(data.images),
             torch.from_numpy(task.targets(data)),
@@ -99,7 +100,50 @@ def _train_per_patient(
             proximal_mu,
         )
     finally:
-        private.to_standard_module()
+        SitePrivacyEngine.release(private)
+    return stats, engine
+
+
+def _train_per_image(
+    model: nn.Module,
+    data: ImageArrays,
+    job: FederationJob,
+    seed: int,
+    privacy_state: PrivacyState | None,
+    proximal_mu: float,
+) -> tuple[EpochStats, SitePrivacyEngine]:
+    task = task_for(job.task)
+    engine = SitePrivacyEngine(
+        job.privacy,
+        num_samples=len(data),
+        batch_size=job.train.batch_size,
+        planned_epochs=job.rounds * job.train.local_epochs,
+        state=privacy_state,
+    )
+    optimizer = _optimizer(model, job)
+    targets = task.targets(data)
+    if not fast_path_blockers(model):
+        stats = train_private_epochs(
+            model,
+            torch.from_numpy(data.images),
+            torch.from_numpy(targets),
+            engine,
+            optimizer,
+            job.train.local_epochs,
+            task.criterion(job),
+            proximal_mu,
+        )
+        return stats, engine
+    loader = make_loader(data.images, targets, job.train.batch_size, shuffle=True, seed=seed)
+    private, optimizer, loader = engine.make_private(
+        model, optimizer, loader, grad_sample_mode(job.model.name)
+    )
+    try:
+        stats = train_epochs(
+            private, loader, optimizer, job.train.local_epochs, task.criterion(job), proximal_mu
+        )
+    finally:
+        engine.release(private)
     return stats, engine
 
 
@@ -131,28 +175,20 @@ def train_local_round(
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         if unit == "patient":
             stats, engine = _train_per_patient(model, data, job, privacy_state, proximal_mu)
+        elif unit == "image":
+            stats, engine = _train_per_image(model, data, job, seed, privacy_state, proximal_mu)
         else:
             loader = make_loader(
                 data.images, task.targets(data), job.train.batch_size, shuffle=True, seed=seed
             )
-            optimizer = _optimizer(model, job)
-            trained: nn.Module = model
-            if unit == "image":
-                engine = SitePrivacyEngine(
-                    job.privacy,
-                    num_samples=len(data),
-                    batch_size=job.train.batch_size,
-                    planned_epochs=job.rounds * job.train.local_epochs,
-                    state=privacy_state,
-                )
-                trained, optimizer, loader = engine.make_private(
-                    model, optimizer, loader, grad_sample_mode(job.model.name)
-                )
             stats = train_epochs(
-                trained, loader, optimizer, job.train.local_epochs, task.criterion(job), proximal_mu
+                model,
+                loader,
+                _optimizer(model, job),
+                job.train.local_epochs,
+                task.criterion(job),
+                proximal_mu,
             )
-            if isinstance(engine, SitePrivacyEngine):
-                engine.release(trained)
     # GradSampleModule wraps the model; `model` itself holds the trained weights either way.
     state = {key: value.detach().clone() for key, value in model.state_dict().items()}
     return LocalUpdate(

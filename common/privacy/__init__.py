@@ -14,6 +14,11 @@ from common.privacy.patient_dp import (
     wrap_for_per_sample_gradients,
 )
 from common.privacy.patient_sampling import PatientSampling
+from common.privacy.per_sample_gradients import (
+    clip_and_sum,
+    fast_path_blockers,
+    per_sample_gradients,
+)
 from common.privacy.planning import planned_local_round
 from common.privacy.unit import privacy_unit
 
@@ -25,8 +30,11 @@ __all__ = [
     "PrivacyUnit",
     "SitePrivacyEngine",
     "calibrate_noise_multiplier",
+    "clip_and_sum",
     "clipped_patient_sum",
     "epsilon_of",
+    "fast_path_blockers",
+    "per_sample_gradients",
     "planned_local_round",
     "planned_round",
     "privacy_unit",

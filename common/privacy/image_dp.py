@@ -1,4 +1,4 @@
-"""Image-level DP-SGD at the site with Opacus' PrivacyEngine, whose accountant spans every round.
+"""Image-level DP-SGD at the site on Opacus' PrivacyEngine, whose accountant spans every round.
 
 DP-SGD: Abadi et al., "Deep Learning with Differential Privacy", CCS 2016 (arXiv:1607.00133).
 
@@ -6,10 +6,17 @@ Flower may run each round of a site in a fresh process, so the part of Opacus' P
 that must outlive a round, its accountant history, is exported as a :class:`PrivacyState` after
 every round and restored before the next. The noise multiplier is calibrated once, for all the
 rounds the job plans, so the target epsilon is reached at the end of the job and not before.
+
+A step (:meth:`SitePrivacyEngine.step`) is Opacus' DP-SGD step with per-sample gradients from
+common.privacy.per_sample_gradients: Poisson sampling at rate q, each image's gradient clipped
+to C, N(0, (sigma C)^2) added to the sum, divided by the expected batch size, one accountant
+step. Networks that module cannot handle train through Opacus' wrapped model, optimizer and
+loader (:meth:`SitePrivacyEngine.make_private`), the same algorithm.
 """
 
 import math
 
+import torch
 from opacus import GradSampleModule, PrivacyEngine
 from torch import nn
 from torch.optim import Optimizer
@@ -17,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from common.config import PrivacyConfig
 from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, conversion_options
+from common.privacy.per_sample_gradients import clip_and_sum, per_sample_gradients, trainable
 
 __all__ = ["SitePrivacyEngine", "planned_round"]
 
@@ -76,6 +84,9 @@ class SitePrivacyEngine:
                 unit="image",
             )
         self._state = state
+        self._sample_rate = sample_rate
+        # What Opacus' make_private divides the noised sum by under loss_reduction="mean".
+        self._expected_batch_size = int(num_samples * sample_rate)
         self._engine = PrivacyEngine(accountant=config.accountant)
         self._engine.accountant.history = list(state.history)
 
@@ -83,6 +94,60 @@ class SitePrivacyEngine:
     def noise_multiplier(self) -> float:
         """The noise multiplier fixed for this job."""
         return self._state.noise_multiplier
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps of one epoch, as many as Opacus' Poisson loader takes: int(1 / q)."""
+        return int(1 / self._sample_rate)
+
+    def step(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        optimizer: Optimizer,
+        generator: torch.Generator | None = None,
+    ) -> tuple[float, int]:
+        """One private step on a Poisson draw of images; returns (summed loss, images used).
+
+        Each image is drawn with probability q, as Opacus' UniformWithReplacementSampler draws
+        them. An empty draw still takes the step (noise only) and is accounted.
+        """
+        chosen = torch.rand(len(targets), generator=generator) < self._sample_rate
+        index = chosen.nonzero().reshape(-1)
+        loss = self.apply_step(
+            model, criterion, images[index], targets[index], optimizer, generator
+        )
+        return loss, len(index)
+
+    def apply_step(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        optimizer: Optimizer,
+        generator: torch.Generator | None = None,
+    ) -> float:
+        """DP-SGD on this batch: Opacus' clip, noise and scale; returns the summed loss.
+
+        The noise is drawn parameter by parameter in the model's order, as Opacus draws it.
+        ``model`` must have no common.privacy.fast_path_blockers.
+        """
+        grads, loss = per_sample_gradients(model, criterion, images, targets)
+        std = self._state.noise_multiplier * self.config.max_grad_norm
+        for p, total in zip(
+            trainable(model), clip_and_sum(grads, self.config.max_grad_norm), strict=True
+        ):
+            noise = torch.normal(0.0, std, size=p.shape, generator=generator)
+            p.grad = (total + noise.to(p.dtype)) / self._expected_batch_size
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self._engine.accountant.step(
+            noise_multiplier=self._state.noise_multiplier, sample_rate=self._sample_rate
+        )
+        return loss
 
     def make_private(
         self,

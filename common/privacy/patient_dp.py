@@ -3,7 +3,8 @@
 DP-SGD (Abadi et al., CCS 2016, arXiv:1607.00133) with the patient, not the image, as the unit
 of sampling and clipping: user-level DP-SGD as in McMahan et al., "Learning Differentially
 Private Recurrent Language Models", ICLR 2018 (arXiv:1710.06963), run on Opacus' pieces:
-``GradSampleModule`` for per-image gradients and Opacus' accountant for the patient sampling
+per-image gradients from common.privacy.per_sample_gradients (Opacus' ``GradSampleModule`` for
+networks it does not handle) and Opacus' accountant for the patient sampling
 rate.
 
 One step: Poisson-sample patients at rate q (common.privacy.patient_sampling); a patient's
@@ -28,6 +29,12 @@ from common.privacy.accounting import (
     conversion_options,
 )
 from common.privacy.patient_sampling import PatientSampling
+from common.privacy.per_sample_gradients import (
+    clip_and_sum,
+    fast_path_blockers,
+    per_sample_gradients,
+    trainable,
+)
 
 __all__ = ["PatientPrivacyEngine", "clipped_patient_sum", "wrap_for_per_sample_gradients"]
 
@@ -35,20 +42,16 @@ __all__ = ["PatientPrivacyEngine", "clipped_patient_sum", "wrap_for_per_sample_g
 CHUNK_IMAGES = 64
 
 
-def _per_sample(parameter: torch.nn.Parameter) -> torch.Tensor:
-    """The per-sample gradients Opacus' GradSampleModule attached to ``parameter``."""
-    grad_sample = vars(parameter).get("grad_sample")
-    if not isinstance(grad_sample, torch.Tensor):
-        raise RuntimeError("no per-sample gradient: wrap the model in a GradSampleModule")
-    return grad_sample
+def wrap_for_per_sample_gradients(model: nn.Module, grad_sample_mode: str) -> nn.Module:
+    """The model to take per-image gradients of: ``model`` itself, or Opacus' wrapper around it.
 
-
-def wrap_for_per_sample_gradients(model: nn.Module, grad_sample_mode: str) -> GradSampleModule:
-    """Opacus' GradSampleModule around ``model`` (trained in place), for a mean-reduced loss.
-
-    ``grad_sample_mode`` "functorch" forces torch.func's vmap (see
+    ``model`` itself when common.privacy.per_sample_gradients handles all its layers, else
+    Opacus' GradSampleModule around it (trained in place), for a mean-reduced loss;
+    ``grad_sample_mode`` "functorch" forces torch.func's vmap in Opacus (see
     common.models.grad_sample_mode); anything else uses Opacus' per-layer hooks.
     """
+    if not fast_path_blockers(model):
+        return model
     return GradSampleModule(
         model,
         batch_first=True,
@@ -57,12 +60,8 @@ def wrap_for_per_sample_gradients(model: nn.Module, grad_sample_mode: str) -> Gr
     )
 
 
-def _trainable(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 def clipped_patient_sum(
-    model: GradSampleModule,
+    model: nn.Module,
     criterion: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
@@ -78,27 +77,16 @@ def clipped_patient_sum(
     gradient). Per-image gradients are computed ``chunk_images`` at a time (memory only).
     Returns the clipped sum per trainable parameter (no noise) and the summed loss.
     """
-    params = _trainable(model)
+    params = trainable(model)
     sums = [torch.zeros((num_patients, *p.shape), dtype=p.dtype) for p in params]
     total_loss = 0.0
     for start in range(0, len(targets), chunk_images):
         chunk = slice(start, start + chunk_images)
-        for p in params:
-            vars(p)["grad_sample"] = None
-            p.grad = None
-        loss = criterion(model(images[chunk]), targets[chunk])
-        loss.backward()
-        total_loss += float(loss.detach()) * len(targets[chunk])
-        for total, p in zip(sums, params, strict=True):
-            total.index_add_(0, owners[chunk], _per_sample(p).to(total.dtype))
-    for p in params:
-        vars(p)["grad_sample"] = None
-        p.grad = None
-    if num_patients == 0:
-        return [torch.zeros_like(p) for p in params], total_loss
-    norms = torch.sqrt(sum(s.flatten(1).pow(2).sum(dim=1) for s in sums))  # type: ignore[arg-type]
-    factors = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-    return [torch.einsum("k,k...->...", factors, s) for s in sums], total_loss
+        grads, loss = per_sample_gradients(model, criterion, images[chunk], targets[chunk])
+        total_loss += loss
+        for total, grad in zip(sums, grads, strict=True):
+            total.index_add_(0, owners[chunk], grad.to(total.dtype))
+    return clip_and_sum(sums, max_grad_norm), total_loss
 
 
 class PatientPrivacyEngine:
@@ -134,9 +122,14 @@ class PatientPrivacyEngine:
         """The noise multiplier fixed for this job."""
         return self._state.noise_multiplier
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps that visit each patient once in expectation."""
+        return self.sampling.steps_per_epoch
+
     def step(
         self,
-        model: GradSampleModule,
+        model: nn.Module,
         criterion: nn.Module,
         images: torch.Tensor,
         targets: torch.Tensor,
@@ -163,7 +156,7 @@ class PatientPrivacyEngine:
             self.config.max_grad_norm,
         )
         std = self.noise_multiplier * self.config.max_grad_norm
-        for p, total in zip(_trainable(model), clipped, strict=True):
+        for p, total in zip(trainable(model), clipped, strict=True):
             noise = torch.normal(0.0, std, size=p.shape, generator=generator)
             p.grad = (total + noise.to(p.dtype)) / self.sampling.expected_patients
         optimizer.step()

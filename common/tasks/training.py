@@ -1,7 +1,7 @@
 """The local training loop every task shares: batches of (images, targets), one criterion."""
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -9,12 +9,27 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, TensorDataset
 
-if TYPE_CHECKING:  # the loop only calls the engine's step
-    from opacus import GradSampleModule
+__all__ = ["EpochStats", "PrivateSteps", "make_loader", "train_epochs", "train_private_epochs"]
 
-    from common.privacy.patient_dp import PatientPrivacyEngine
 
-__all__ = ["EpochStats", "make_loader", "train_epochs", "train_patient_dp_epochs"]
+class PrivateSteps(Protocol):
+    """A DP-SGD engine that samples its own batches (common.privacy's engines)."""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps of one epoch."""
+        ...
+
+    def step(
+        self,
+        model: nn.Module,
+        criterion: nn.Module,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        optimizer: Optimizer,
+    ) -> tuple[float, int]:
+        """One private step; returns (summed loss, samples used)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -78,19 +93,19 @@ def train_epochs(
     return EpochStats(loss=total_loss / max(samples, 1), steps=steps, samples=samples)
 
 
-def train_patient_dp_epochs(
-    model: "GradSampleModule",
+def train_private_epochs(
+    model: nn.Module,
     images: torch.Tensor,
     targets: torch.Tensor,
-    engine: "PatientPrivacyEngine",
+    engine: PrivateSteps,
     optimizer: Optimizer,
     epochs: int,
     criterion: nn.Module,
     proximal_mu: float = 0.0,
 ) -> EpochStats:
-    """Patient-level DP-SGD for ``epochs`` epochs of ``engine.sampling.steps_per_epoch`` steps.
+    """DP-SGD for ``epochs`` epochs of ``engine.steps_per_epoch`` steps, per image or patient.
 
-    Each step draws its own patients (Poisson), so an epoch visits each patient once only in
+    Each step draws its own images or patients (Poisson), so an epoch visits each once only in
     expectation. ``criterion`` is a mean of per-image losses, as for :func:`train_epochs`;
     FedProx's proximal step follows each private step, as there.
     """
@@ -98,7 +113,7 @@ def train_patient_dp_epochs(
     model.train()
     total_loss, steps, samples = 0.0, 0, 0
     for _ in range(epochs):
-        for _ in range(engine.sampling.steps_per_epoch):
+        for _ in range(engine.steps_per_epoch):
             loss, used = engine.step(model, criterion, images, targets, optimizer)
             if anchor:
                 _proximal_step(model, anchor, optimizer, proximal_mu)
