@@ -19,6 +19,7 @@ from common.data.nifti_cases import find_nifti_cases, is_nifti_folder, segment_n
 from common.data.nifti_prepare import prepare_nifti_cases
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
+from common.data.volume_prepare import prepare_nifti_volumes, stack_series_volumes
 from common.errors import DataFormatError
 
 __all__ = ["run_pipeline"]
@@ -50,6 +51,8 @@ def run_pipeline(
     (classes ``segment_names``, background first; by default the SEG labels found, sorted).
     A folder without any usable image gives an empty result whose report says why per file.
     A DICOM file declaring more than ``max_pixel_mib`` MiB of pixels is refused unread.
+    With ``config.dims`` 3 each series or NIfTI case becomes one volume
+    (common.data.volume_prepare).
     """
     if not data.is_dir():
         raise DataFormatError(data, "not a folder")
@@ -58,10 +61,18 @@ def run_pipeline(
         cases = find_nifti_cases(data)
         with Progress(*_COLUMNS, console=console) as progress:
             reading = progress.add_task("read NIfTI cases", total=len(cases))
+            names = segment_names or segment_names_of(data) or DEFAULT_SEGMENT_NAMES
+            if config.dims == 3:
+                prepared = prepare_nifti_volumes(
+                    cases, config, pseudonymise, report,
+                    on_case=lambda done, total: progress.update(reading, completed=done),
+                    segment_names=names,
+                )  # fmt: skip
+                return prepared, report
             prepared = prepare_nifti_cases(
                 cases, config, pseudonymise, report, keep_pixels=keep_pixels,
                 on_case=lambda done, total: progress.update(reading, completed=done),
-                segment_names=segment_names or segment_names_of(data) or DEFAULT_SEGMENT_NAMES,
+                segment_names=names,
             )  # fmt: skip
         return prepared, report
     with Progress(*_COLUMNS, console=console) as progress:
@@ -92,4 +103,6 @@ def run_pipeline(
             segmentations=masks,
         )
         progress.update(decoding, completed=len(scan.series))
+    if config.dims == 3 and keep_pixels:
+        prepared = stack_series_volumes(scan, prepared, config, pseudonymise, report)
     return prepared, report

@@ -11,7 +11,7 @@ from client.data_pipeline import run_pipeline
 from client.qc_table import print_quality_report
 from common.cli_support import MaxPixelMib, add_debug_log, configure_logging, user_errors
 from common.cli_values import check_fraction, check_output_folder, check_positive
-from common.config import TASKS
+from common.config import PREPARED_TASKS
 from common.data.arrays import MASK_CLASSES
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
 from common.data.dicom_prepare import (
@@ -75,7 +75,14 @@ def prepare(
         float | None,
         typer.Option(help="Resample to this pixel spacing (mm) before cropping/padding to --size."),
     ] = None,
-    size: Annotated[int, typer.Option(help="Output image side in pixels.")] = 64,
+    size: Annotated[int, typer.Option(help="Output image side in pixels (voxels, --dims 3).")] = 64,
+    dims: Annotated[
+        int,
+        typer.Option(
+            help="2: each slice is an image; 3: each series (or NIfTI case) is one volume of "
+            "--size^3 voxels at --spacing mm (segmentation only, for --task segmentation-3d jobs)."
+        ),
+    ] = 2,
     val_fraction: Annotated[float, typer.Option(help="Share of studies for validation.")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of studies for testing.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the study-level split.")] = 0,
@@ -105,11 +112,13 @@ def prepare(
         if not data.is_dir():
             raise DataFormatError(data, "no such folder (--data)")
         config = PreprocessingConfig(
-            window=window, ct_window=ct_window, target_spacing=spacing, size=size
+            window=window, ct_window=ct_window, target_spacing=spacing, size=size, dims=dims
         )
-        if task not in TASKS:
-            raise ConfigError("--task", f"{task!r} is not one of {list(TASKS)}")
+        if task not in PREPARED_TASKS:
+            raise ConfigError("--task", f"{task!r} is not one of {list(PREPARED_TASKS)}")
         segmentation = task == "segmentation"
+        if dims not in (2, 3) or (dims == 3 and not segmentation):
+            raise ConfigError("--dims", f"{dims}: give 2, or 3 with --task segmentation")
         order = tuple(c.strip() for c in classes.split(",")) if classes else None
         if labels is None and not segmentation and not is_nifti_folder(data):
             raise ConfigError("--labels", f"{data} is not a NIfTI folder: give a labels CSV")

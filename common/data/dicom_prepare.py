@@ -66,6 +66,8 @@ class PreprocessingConfig:
     #: In-plane pixel spacing in mm after resampling; None resizes without physical scaling.
     target_spacing: float | None = None
     size: int = 64
+    #: 2: each image (slice) is a sample; 3: each series is one volume (common.data.volume_prepare).
+    dims: int = 2
 
     def window_for(self, modality: str) -> str:
         """The normalisation used for one modality."""
@@ -88,6 +90,7 @@ class PreprocessingConfig:
                 "percentile_high": PERCENTILES[1],
                 "spacing_mm": self.target_spacing,
                 "size": self.size,
+                "dims": self.dims,
                 "task": task,
                 "class_names": ",".join(class_names),
                 "segment_names": ",".join(segment_names or ()),
@@ -112,6 +115,7 @@ class PreprocessingConfig:
             ct_window=contract.ct_window or cls.ct_window,
             target_spacing=contract.spacing_mm,
             size=contract.size,
+            dims=contract.dims,
         )
 
 
@@ -141,6 +145,8 @@ class PreparedImages:
     #: Label maps [size, size] (uint8 class per pixel), for segmentation data only.
     masks: list[np.ndarray] = field(default_factory=list)
     segment_names: tuple[str, ...] | None = None
+    #: Volumes only: each volume's affine (voxel index to RAS mm), 4 x 4.
+    affines: list[np.ndarray] = field(default_factory=list)
 
     def add_series(
         self,

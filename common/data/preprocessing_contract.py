@@ -77,7 +77,8 @@ class PreprocessingContract(_Frozen):
     #: Side of the square output images (pixels).
     size: int = Field(64, ge=1)
     channels: int = Field(1, ge=1)
-    dims: Literal[2] = 2
+    #: 2: slices are the samples; 3: each series is one volume of ``size``^3 voxels.
+    dims: Literal[2, 3] = 2
     task: Literal["classification", "segmentation"] = "classification"
     #: Image classes, comma-separated, in label order.
     class_names: str = ""
