@@ -15,6 +15,7 @@ __all__ = [
     "SEGMENTATION_MODELS",
     "PREPARED_TASKS",
     "TASKS",
+    "is_segmentation",
     "task_dims",
     "ModelConfig",
     "PrivacyConfig",
@@ -80,6 +81,11 @@ SEGMENTATION_MODELS = ("basicunet", "unet")
 PREPARED_TASKS = ("classification", "segmentation")
 #: Every job task; segmentation-3d trains on segmentation caches prepared with --dims 3.
 TASKS = (*PREPARED_TASKS, "segmentation-3d")
+
+
+def is_segmentation(task: str) -> bool:
+    """True for the tasks that predict a mask (2D or 3D)."""
+    return task in ("segmentation", "segmentation-3d")
 
 
 def task_dims(task: str) -> int:
@@ -196,8 +202,8 @@ def model_fits_task(raw: Any) -> Any:
     task = raw.get("task", "classification")
     model = raw.get("model")
     model = model.model_dump() if isinstance(model, BaseModel) else dict(model or {})
-    segmentation = task in ("segmentation", "segmentation-3d")
-    allowed = CLASSIFICATION_MODELS
+    segmentation = is_segmentation(task)
+    allowed: tuple[str, ...] = CLASSIFICATION_MODELS
     if segmentation:  # a 3D job defaults to the faster UNet (docs/results.md)
         allowed = SEGMENTATION_MODELS[::-1] if task_dims(task) == 3 else SEGMENTATION_MODELS
     if "name" not in model:

@@ -25,10 +25,12 @@ def build_model(
     config: ModelConfig,
     in_channels: int,
     num_classes: int,
-    image_size: tuple[int, int],
+    image_size: tuple[int, ...],
     dp_enabled: bool,
 ) -> nn.Module:
-    """Build the configured classifier and, when DP is on, reject what Opacus cannot train.
+    """Build the configured network and, when DP is on, reject what Opacus cannot train.
+
+    A segmentation network is 3D when ``image_size`` has three sides (volumes).
 
     Activations are never in-place: Opacus' per-sample gradient hooks crash on in-place ReLU,
     and its validator does not detect that (see docs/architecture.md).

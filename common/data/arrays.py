@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.config import is_segmentation
 from common.data.preprocessing_contract import PreprocessingContract
 
 __all__ = ["DEFAULT_SEGMENT_NAMES", "MASK_CLASSES", "DatasetSplits", "ImageArrays"]
@@ -125,7 +126,7 @@ class DatasetSplits:
 
     def output_classes(self, task: str) -> int:
         """Output channels of the model for ``task``: image classes, or mask classes."""
-        if task.startswith("segmentation"):
+        if is_segmentation(task):
             return len(self.segment_names or DEFAULT_SEGMENT_NAMES)
         return self.num_classes
 
