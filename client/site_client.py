@@ -185,7 +185,7 @@ class SiteClient(NumPyClient):
     ) -> Reservation:
         """Hold this round's planned epsilon; raise before training if it passes the budget."""
         # the samples a round trains on (3D: patches; their patients do not depend on the seed)
-        samples = task_for(self.job.task).training_samples(self.data.train, 0)
+        samples = task_for(self.job.task).training_samples(self.data.train, 0, self.job)
         planned = planned_local_round(
             self.job.privacy, samples, self.job.train.batch_size,
             self.job.train.local_epochs, self.job.rounds, previous,

@@ -123,7 +123,7 @@ def train_local_round(
     model.train()
     task = task_for(job.task)
     num_examples = len(data)  # volumes, not the patches drawn from them
-    data = task.training_samples(data, seed)
+    data = task.training_samples(data, seed, job)
     unit = _unit_for(job, data, privacy_state) if job.privacy.enabled else None
     engine: SitePrivacyEngine | PatientPrivacyEngine | None = None
     with warnings.catch_warnings():

@@ -22,7 +22,13 @@ from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
 from common.data.volumes import Volume, prepared_slices_affine, resample_volume
 
-__all__ = ["prepare_nifti_volumes", "stack_series_volumes"]
+__all__ = [
+    "nifti_volume",
+    "prepare_nifti_volumes",
+    "read_volume_case",
+    "series_volume",
+    "stack_series_volumes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +54,29 @@ def _add_volume(
         patient_key=patient_key,
     )
     volumes.affines.append(volume.affine)
+
+
+def series_volume(
+    slices: np.ndarray,
+    masks: np.ndarray | None,
+    source_affine: np.ndarray,
+    source_shape: tuple[int, int],
+    pixel_spacing: tuple[float, float] | None,
+    config: PreprocessingConfig,
+) -> Volume:
+    """A series' 2D-prepared slices [Z, size, size] (and masks) as one volume.
+
+    ``source_affine`` indexes the source slices (column, row, slice), of ``source_shape``
+    (rows, columns) and ``pixel_spacing`` (row, column) mm. ``prepare`` and ``medfed predict``
+    both build a DICOM volume with this function.
+    """
+    affine = prepared_slices_affine(
+        source_affine, source_shape, pixel_spacing, config.target_spacing, config.size
+    )
+    # [Z, Y, X] slices -> [X, Y, Z], the order the affine indexes
+    image = slices.transpose(2, 1, 0)
+    mask = None if masks is None else masks.transpose(2, 1, 0)
+    return resample_volume(image, mask, affine, config.target_spacing, config.size)
 
 
 def _series_problem(series: SeriesFiles, rows: list[int], slices: list[int]) -> str | None:
@@ -88,18 +117,16 @@ def stack_series_volumes(
         if problem is not None or not rows:
             continue
         first = series.slices[0].image
-        assert first is not None  # checked by _series_problem
-        affine = prepared_slices_affine(
-            dicom_affine(series.slices),  # type: ignore[arg-type]  # checked by _series_problem
+        source_affine = dicom_affine(series.slices)
+        assert first is not None and source_affine is not None  # checked by _series_problem
+        volume = series_volume(
+            np.stack([slices.images[i] for i in rows]),
+            np.stack([slices.masks[i] for i in rows]),
+            source_affine,
             first.shape,
             series.pixel_spacing,
-            config.target_spacing,
-            config.size,
+            config,
         )
-        # [Z, Y, X] slices -> [X, Y, Z], the order the affine indexes
-        image = np.stack([slices.images[i] for i in rows]).transpose(2, 1, 0)
-        mask = np.stack([slices.masks[i] for i in rows]).transpose(2, 1, 0)
-        volume = resample_volume(image, mask, affine, config.target_spacing, config.size)
         i = rows[0]
         keys = (key, slices.study_keys[i], slices.split_keys[i], slices.patient_keys[i])
         _add_volume(volumes, volume, keys)
@@ -108,7 +135,7 @@ def stack_series_volumes(
     return volumes
 
 
-def _read_case(case: NiftiCase) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+def read_volume_case(case: NiftiCase) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """Image [X, Y, Z] (first channel), mask or None, and the image's affine (MONAI reader)."""
     loader = LoadImage(reader="NibabelReader", image_only=True)
     image = loader(case.image)
@@ -123,6 +150,17 @@ def _read_case(case: NiftiCase) -> tuple[np.ndarray, np.ndarray | None, np.ndarr
         if mask.shape != volume.shape:
             raise ValueError(f"mask shape {mask.shape} differs from image {volume.shape}")
     return volume, mask, np.asarray(image.affine, dtype=np.float64)
+
+
+def nifti_volume(
+    image: np.ndarray, mask: np.ndarray | None, affine: np.ndarray, config: PreprocessingConfig
+) -> Volume:
+    """A NIfTI image [X, Y, Z] (and mask) normalised over the whole volume, then resampled.
+
+    ``prepare`` and ``medfed predict`` both build a NIfTI volume with this function.
+    """
+    normalised = normalise_intensity(image, config.window_for(_MODALITY))
+    return resample_volume(normalised, mask, affine, config.target_spacing, config.size)
 
 
 def prepare_nifti_volumes(
@@ -146,7 +184,7 @@ def prepare_nifti_volumes(
         if on_case is not None:
             on_case(done, len(cases))
         try:
-            volume, mask, affine = _read_case(case)
+            volume, mask, affine = read_volume_case(case)
         except Exception as exc:  # nibabel and MONAI raise many types on damaged files
             report.skip(case.image.name, f"not readable as a NIfTI volume ({type(exc).__name__})")
             continue
@@ -157,10 +195,7 @@ def prepare_nifti_volumes(
             report.unlabelled_images += volume.shape[2]
             report.unlabelled_series += 1
             continue
-        normalised = normalise_intensity(volume, config.window_for(_MODALITY))
-        resampled = resample_volume(
-            normalised, mask.astype(np.uint8), affine, config.target_spacing, config.size
-        )
+        resampled = nifti_volume(volume, mask.astype(np.uint8), affine, config)
         key = pseudonymise(case.case_id)
         _add_volume(prepared, resampled, (key, key, split_key_of(case.case_id), key))
     report.count_classes(prepared.labels, MASK_CLASSES)

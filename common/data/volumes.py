@@ -10,9 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Resize, ResizeWithPadOrCrop, Spacing, Zoom
+from monai.transforms import Resize, ResizeWithPadOrCrop, Spacing, SpatialResample, Zoom
 
-__all__ = ["Volume", "prepared_slices_affine", "resample_volume", "voxel_spacing"]
+__all__ = [
+    "Volume",
+    "prepared_slices_affine",
+    "resample_volume",
+    "to_source_grid",
+    "voxel_spacing",
+]
 
 
 @dataclass(frozen=True)
@@ -104,3 +110,26 @@ def prepared_slices_affine(
     step[:2, :2] = in_plane[:2, :2]
     step[:2, 3] = in_plane[:2, 2]
     return np.asarray(source_affine, dtype=np.float64) @ step
+
+
+def to_source_grid(
+    labels: np.ndarray,
+    affine: np.ndarray,
+    source_affine: np.ndarray,
+    source_shape: tuple[int, int, int],
+) -> np.ndarray:
+    """A label map [X, Y, Z] on a volume's grid, resampled (nearest) onto the source's grid.
+
+    The inverse of :func:`resample_volume` for masks: voxels outside the cube come back as 0.
+    """
+    tensor = MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))[None],
+        affine=torch.as_tensor(affine, dtype=torch.float64),
+    )
+    resample = SpatialResample(mode="nearest", padding_mode="zeros")
+    back = resample(
+        tensor,
+        dst_affine=torch.as_tensor(source_affine, dtype=torch.float64),
+        spatial_size=source_shape,
+    )
+    return np.rint(np.asarray(back)[0]).astype(np.uint8)

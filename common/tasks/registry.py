@@ -16,7 +16,7 @@ from common.tasks.volume_metrics import VOLUME_METRICS
 __all__ = ["Task", "task_for"]
 
 
-def _whole(data: ImageArrays, _seed: int) -> ImageArrays:
+def _whole(data: ImageArrays, _seed: int, _job: FederationJob) -> ImageArrays:
     return data
 
 
@@ -37,7 +37,7 @@ class Task:
     output_names: Callable[[DatasetSplits], tuple[str, ...]]
     #: What a round trains on, drawn with a seed: the samples themselves, or patches of them
     #: (each keeps its patient). Its patients must not depend on the seed (privacy planning).
-    training_samples: Callable[[ImageArrays, int], ImageArrays] = _whole
+    training_samples: Callable[[ImageArrays, int, FederationJob], ImageArrays] = _whole
 
     def evaluate(
         self, model: nn.Module, data: ImageArrays, output_names: tuple[str, ...]

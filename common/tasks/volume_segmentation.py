@@ -1,7 +1,7 @@
 """3D segmentation: trained on patches of volumes, evaluated per volume by sliding windows.
 
 Each round draws new patches, ``PATCHES_PER_VOLUME`` per volume, each centred on a lesion or a
-background voxel with probability 1/2 (MONAI's RandCropByPosNegLabeld, pos = neg = 1). A
+background voxel with probability ``LESION_CENTRED`` (MONAI's RandCropByPosNegLabeld). A
 patch keeps its volume's patient, so patient-level DP-SGD clips and accounts all of a
 patient's patches together. Memory is bounded by the patch, in training and at inference
 (MONAI's sliding_window_inference).
@@ -18,12 +18,14 @@ from torch import nn
 
 from common.data.arrays import ImageArrays
 from common.data.volumes import voxel_spacing
+from common.federation_job import FederationJob
+from common.models import halvings, halvings_of
 from common.tasks.segmentation import criterion, targets
 from common.tasks.volume_metrics import volume_metrics
 
 __all__ = [
+    "LESION_CENTRED",
     "PATCHES_PER_VOLUME",
-    "PATCH_MULTIPLE",
     "evaluate",
     "patch_side",
     "predict_volume",
@@ -32,36 +34,38 @@ __all__ = [
 
 #: Patches drawn from each volume per round (each around a lesion or a background voxel).
 PATCHES_PER_VOLUME = 4
-#: Patch sides are multiples of this: UNet halves it down to 1 voxel; BasicUNet's up-sampling
-#: pads the odd sides its fourth halving leaves.
-PATCH_MULTIPLE = 8
+#: Probability that a patch is centred on a lesion voxel (else on background).
+LESION_CENTRED = 0.5
 
 
-def patch_side(volume_side: int) -> int:
-    """Side of the cubic training patches and inference windows for volumes of this side.
+def patch_side(volume_side: int, halvings: int) -> int:
+    """Side of the cubic training patches and inference windows of a network and volume.
 
-    About half the volume, rounded up to a multiple of ``PATCH_MULTIPLE``, at least twice it,
-    and never more than the volume (24 -> 16, 48 -> 24, 64 -> 32, 96 -> 48). Smaller patches
-    cost less per step (a 24^3 patch is 0.42 of a 32^3 one) and still span 72 mm at 3 mm.
+    About half the volume, rounded up to a multiple of ``2**halvings`` (the network's
+    halvings, common.models.halvings), at least twice that (instance norm needs more than one
+    voxel at the bottom), never more than the volume. UNet (3 halvings): 24 -> 16, 48 -> 24,
+    64 -> 32; BasicUNet (4): 48 -> 32. Smaller patches cost less per step (a 24^3 patch is
+    0.42 of a 32^3 one) and still span 72 mm at 3 mm.
     """
-    half = math.ceil(volume_side / 2 / PATCH_MULTIPLE) * PATCH_MULTIPLE
-    return min(volume_side, max(2 * PATCH_MULTIPLE, half))
+    multiple = 2**halvings
+    half = math.ceil(volume_side / 2 / multiple) * multiple
+    return min(volume_side, max(2 * multiple, half))
 
 
-def training_patches(data: ImageArrays, seed: int) -> ImageArrays:
+def training_patches(data: ImageArrays, seed: int, job: FederationJob) -> ImageArrays:
     """``PATCHES_PER_VOLUME`` patches of every volume, lesion-centred and background alike.
 
     A volume without lesion gives background patches only. Labels say whether a patch holds
     foreground; patients and sites are the volume's.
     """
     masks = targets(data)
-    side = patch_side(int(data.images.shape[2]))
+    side = patch_side(int(data.images.shape[2]), halvings(job.model.name))
     crop = RandCropByPosNegLabeld(
         keys=("image", "label"),
         label_key="label",
         spatial_size=(side,) * 3,
-        pos=1,
-        neg=1,
+        pos=LESION_CENTRED,
+        neg=1 - LESION_CENTRED,
         num_samples=PATCHES_PER_VOLUME,
         allow_smaller=False,
     )
@@ -91,7 +95,7 @@ def training_patches(data: ImageArrays, seed: int) -> ImageArrays:
 @torch.no_grad()
 def predict_volume(model: nn.Module, volume: torch.Tensor) -> torch.Tensor:
     """Logits [1, K, X, Y, Z] of one volume [1, C, X, Y, Z], window by window (Gaussian blend)."""
-    side = patch_side(int(volume.shape[2]))
+    side = patch_side(int(volume.shape[2]), halvings_of(model))
     logits = sliding_window_inference(
         volume, roi_size=(side,) * 3, sw_batch_size=4, predictor=model, overlap=0.25,
         mode="gaussian",

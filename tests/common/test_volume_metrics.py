@@ -7,6 +7,8 @@ from monai.metrics import HausdorffDistanceMetric, SurfaceDistanceMetric
 from monai.networks.utils import one_hot
 
 from common.data.arrays import ImageArrays
+from common.federation_job import FederationJob
+from common.models import halvings
 from common.tasks.volume_metrics import count_lesions, volume_metrics
 from common.tasks.volume_segmentation import PATCHES_PER_VOLUME, patch_side, training_patches
 
@@ -81,11 +83,13 @@ def test_patches_balance_lesion_and_background_and_keep_their_patient() -> None:
         masks=masks,
         patients=np.arange(20) + 7,
     )
-    patches = training_patches(data, seed=1)
-    side = patch_side(64)
+    job = FederationJob.model_validate({"task": "segmentation-3d"})
+    patches = training_patches(data, 1, job)
+    side = patch_side(64, halvings(job.model.name))
     assert side == 32 and patches.images.shape == (20 * PATCHES_PER_VOLUME, 1, 32, 32, 32)
     assert list(patches.patients) == [p for p in range(7, 27) for _ in range(PATCHES_PER_VOLUME)]
     # Each patch is centred on lesion or background with probability 1/2 (MONAI's pos = neg).
-    assert 10 <= patches.labels.sum() <= 30
-    again = training_patches(data, seed=1)
+    count = len(patches)
+    assert count / 4 <= patches.labels.sum() <= 3 * count / 4
+    again = training_patches(data, 1, job)
     assert np.array_equal(again.images, patches.images)
