@@ -1,13 +1,13 @@
 """`medfed-site prepare --dims 3`: each series or NIfTI case becomes one volume with its affine."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from typer.testing import CliRunner, Result
 
+from client.cli import app
 from common.data.loading import load_dataset
 from common.data.volumes import voxel_spacing
 from common.exit_codes import ExitCode
@@ -18,9 +18,9 @@ from simulations.seg_writer import write_simulated_lesion_seg
 _SPACING = (2.5, 1.2, 1.5)
 
 
-def _prepare(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from client.cli import app; app()", "prepare", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+def _prepare(*args: str) -> Result:
+    """`medfed-site prepare` in this process (no interpreter start-up per call)."""
+    return CliRunner().invoke(app, ["prepare", *args])
 
 
 def _lesion_volume(rng: np.random.Generator, shift: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +51,7 @@ def test_dicom_series_become_volumes_in_scanner_coordinates(tmp_path: Path) -> N
     cache = tmp_path / "cache"
     result = _prepare("--data", str(root), "--out", str(cache), "--task", "segmentation",
                       "--dims", "3", "--spacing", "2.0", "--size", "24")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.output
     splits = load_dataset(cache)
     assert splits.preprocessing is not None and splits.preprocessing.dims == 3
     parts = [splits.train, splits.val, splits.test]
@@ -90,7 +90,7 @@ def test_nifti_cases_become_volumes_with_their_affine(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     result = _prepare("--data", str(root), "--out", str(cache), "--task", "segmentation",
                       "--dims", "3", "--spacing", "2.0", "--size", "24")  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.output
     splits = load_dataset(cache)
     for part in (splits.train, splits.val, splits.test):
         for mask, vol_affine in zip(part.masks, part.affines, strict=True):  # type: ignore[arg-type]
@@ -102,5 +102,5 @@ def test_nifti_cases_become_volumes_with_their_affine(tmp_path: Path) -> None:
 def test_volumes_need_a_segmentation_task(tmp_path: Path) -> None:
     result = _prepare("--data", str(tmp_path), "--out", str(tmp_path / "cache"),
                       "--labels", str(tmp_path / "labels.csv"), "--dims", "3")  # fmt: skip
-    assert result.returncode == ExitCode.CONFIG_ERROR, result.stderr
-    assert "--dims" in result.stderr
+    assert result.exit_code == ExitCode.CONFIG_ERROR, result.output
+    assert "--dims" in result.output
