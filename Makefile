@@ -75,7 +75,8 @@ $(VOLCACHE)/.prepared: $(BRAIN)/.generated
 ## volume) across the 3 hospitals against pooled and local training, without DP.
 simulate-3d: $(VOLCACHE)/.prepared
 	$(BIN)/medfed-sim run --data $(VOLCACHE) --task segmentation-3d --sites 3 --partition site \
-		$(SIM3D_ARGS) --no-dp --baseline pooled --baseline local --out $(VOLRUN)
+		--rounds 10 --local-epochs 4 --batch-size 8 --lr 0.003 --no-dp --baseline pooled \
+		--baseline local --out $(VOLRUN)
 
 ## test: lint, type check (mypy, configured in pyproject.toml), then the whole test suite.
 test: $(VENV)/.installed-dev
