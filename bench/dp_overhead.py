@@ -4,11 +4,15 @@ Usage: .venv/bin/python bench/dp_overhead.py [--data PATH] [--task classificatio
        [--model cnn] [--norm group] [--batch-size 32] [--repeats 3] [--train-images N]
 Each repeat trains one epoch without DP then one with DP-SGD (fresh models), so that both see
 the same load on a shared machine; prints the median seconds per epoch of each and the median
-of the repeats' DP / no-DP ratios, with the per-sample gradient path DP-SGD took.
+of the repeats' DP / no-DP ratios (wall clock and this process's CPU time, steadier on a shared
+machine), the per-sample gradient path DP-SGD took, and the peak resident memory after the first
+no-DP epoch and at the end.
 Segmentation: --task segmentation --model basicunet|unet --data CACHE_WITH_MASKS.
+Volumes: --task segmentation-3d --data CACHE (prepared with --dims 3; trains on patches).
 """
 
 import argparse
+import resource
 import statistics
 import time
 from dataclasses import replace
@@ -39,15 +43,20 @@ def _job(args: argparse.Namespace, dp: bool) -> FederationJob:
     )
 
 
-def _epoch_seconds(job: FederationJob, splits: DatasetSplits, seed: int) -> float:
+def _epoch_seconds(job: FederationJob, splits: DatasetSplits, seed: int) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one local epoch of a fresh model."""
     outputs = len(task_for(job.task).output_names(splits))
     torch.manual_seed(seed)
     model = build_model(
         job.model, splits.in_channels, outputs, splits.image_size, job.privacy.enabled
     )
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     train_local_round(model, splits.train, job, seed=seed, privacy_state=None)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -70,10 +79,16 @@ def main() -> None:
         splits = replace(splits, train=splits.train.subset(np.arange(args.train_images)))
     jobs = {dp: _job(args, dp) for dp in (False, True)}
     seconds: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    peak_plain = 0.0
     for repeat in range(args.repeats):
         for dp, job in jobs.items():
-            seconds[dp].append(_epoch_seconds(job, splits, seed=repeat))
+            wall, used = _epoch_seconds(job, splits, seed=repeat)
+            seconds[dp].append(wall)
+            cpu[dp].append(used)
+            peak_plain = peak_plain or _peak_mib()
     ratios = [private / plain for plain, private in zip(seconds[False], seconds[True], strict=True)]
+    cpu_ratios = [private / plain for plain, private in zip(cpu[False], cpu[True], strict=True)]
     job = jobs[True]
     probe = build_model(job.model, splits.in_channels, 2, splits.image_size, True)
     blockers = fast_path_blockers(probe)
@@ -90,6 +105,10 @@ def main() -> None:
     )
     print("ratios of the repeats: " + " ".join(f"{r:.2f}" for r in ratios))
     print(f"DP / no-DP epoch time ratio: {statistics.median(ratios):.2f} (median)")
+    print(
+        f"CPU time ratio: {statistics.median(cpu_ratios):.2f} (median); peak RSS after the first "
+        f"no-DP epoch {peak_plain:.0f} MiB, at the end {_peak_mib():.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

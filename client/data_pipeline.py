@@ -24,6 +24,7 @@ from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import QualityReport
 from common.data.registered_prepare import RegistrationOptions, prepare_registered
 from common.data.series_volume import VolumeReader
+from common.data.volume_prepare import prepare_nifti_volumes, stack_series_volumes
 from common.errors import DataFormatError
 
 __all__ = ["run_pipeline"]
@@ -60,6 +61,8 @@ def run_pipeline(
     A DICOM file declaring more than ``max_pixel_mib`` MiB of pixels is refused unread.
     With ``registration`` DICOM series are read whole and aligned in 3D before slicing
     (common.data.registered_prepare); NIfTI folders are refused then.
+    With ``config.dims`` 3 each series or NIfTI case becomes one volume
+    (common.data.volume_prepare).
     """
     if not data.is_dir():
         raise DataFormatError(data, "not a folder")
@@ -80,10 +83,18 @@ def run_pipeline(
         cases = find_nifti_cases(data)
         with Progress(*_COLUMNS, console=console) as progress:
             reading = progress.add_task("read NIfTI cases", total=len(cases))
+            names = segment_names or segment_names_of(data) or DEFAULT_SEGMENT_NAMES
+            if config.dims == 3:
+                prepared = prepare_nifti_volumes(
+                    cases, config, pseudonymise, report,
+                    on_case=lambda done, total: progress.update(reading, completed=done),
+                    segment_names=names,
+                )  # fmt: skip
+                return prepared, report
             prepared = prepare_nifti_cases(
                 cases, config, pseudonymise, report, keep_pixels=keep_pixels,
                 on_case=lambda done, total: progress.update(reading, completed=done),
-                segment_names=segment_names or segment_names_of(data) or DEFAULT_SEGMENT_NAMES,
+                segment_names=names,
             )  # fmt: skip
         return prepared, report
     with Progress(*_COLUMNS, console=console) as progress:
@@ -119,4 +130,6 @@ def run_pipeline(
             segmentations=masks,
         )
         progress.update(decoding, completed=len(scan.series))
+    if config.dims == 3 and keep_pixels:
+        prepared = stack_series_volumes(scan, prepared, config, pseudonymise, report)
     return prepared, report

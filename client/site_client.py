@@ -23,6 +23,7 @@ from client.privacy_state import restore_privacy_state, store_privacy_state
 from client.site_context import simulated_site, site_limits
 from client.site_limits import SiteLimits
 from common import message_keys as keys
+from common.config import is_segmentation
 from common.data.arrays import DatasetSplits
 from common.data.loading import load_dataset
 from common.errors import ConfigError, MedfedError
@@ -153,7 +154,13 @@ class SiteClient(NumPyClient):
             )
 
     def _check_task_shape(self) -> None:
-        if self.job.task == "segmentation" and not self.data.has_masks:
+        if len(self.data.image_size) != len(self.job.spatial_shape):
+            raise ConfigError(
+                f"job {self.job.name}",
+                f"trains on {len(self.job.spatial_shape)}D samples; site {self.limits.name}'s "
+                f"cache holds {len(self.data.image_size)}D ones",
+            )
+        if is_segmentation(self.job.task) and not self.data.has_masks:
             raise ConfigError(
                 f"job {self.job.name}",
                 f"is a segmentation job; site {self.limits.name}'s cache has no masks "
@@ -161,7 +168,7 @@ class SiteClient(NumPyClient):
             )
         classes = self.data.output_classes(self.job.task)
         if self.data.in_channels != self.job.in_channels or classes != self.job.num_classes:
-            kind = "mask classes" if self.job.task == "segmentation" else "classes"
+            kind = "mask classes" if is_segmentation(self.job.task) else "classes"
             raise ConfigError(
                 f"job {self.job.name}",
                 f"declares {self.job.in_channels} channel(s) and {self.job.num_classes} {kind}; "
@@ -180,8 +187,10 @@ class SiteClient(NumPyClient):
         self, ledger: PrivacyLedger, previous: PrivacyState | None, server_round: int
     ) -> Reservation:
         """Hold this round's planned epsilon; raise before training if it passes the budget."""
+        # the samples a round trains on (3D: patches; their patients do not depend on the seed)
+        samples = task_for(self.job.task).training_samples(self.data.train, 0, self.job)
         planned = planned_local_round(
-            self.job.privacy, self.data.train, self.job.train.batch_size,
+            self.job.privacy, samples, self.job.train.batch_size,
             self.job.train.local_epochs, self.job.rounds, previous,
         )  # fmt: skip
         return ledger.reserve(
@@ -211,7 +220,7 @@ class SiteClient(NumPyClient):
             )
 
     def _model(self, parameters: list[np.ndarray]) -> torch.nn.Module:
-        size = (self.job.image_size, self.job.image_size)
+        size = self.job.spatial_shape
         model = build_model(
             self.job.model,
             self.job.in_channels,

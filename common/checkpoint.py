@@ -29,7 +29,7 @@ def save_checkpoint(
         "round": round_number,
         "in_channels": job.in_channels,
         "num_classes": job.num_classes,
-        "image_size": [job.image_size, job.image_size],
+        "image_size": list(job.spatial_shape),
         "metrics": metrics or {},
         # Names of the outputs: image classes, or mask classes (0 = background) for segmentation.
         "class_names": list(job.output_names),

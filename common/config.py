@@ -13,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 __all__ = [
     "CLASSIFICATION_MODELS",
     "SEGMENTATION_MODELS",
+    "PREPARED_TASKS",
     "TASKS",
+    "is_segmentation",
+    "task_dims",
     "ModelConfig",
     "PrivacyConfig",
     "StrategyConfig",
@@ -74,7 +77,20 @@ class TrainConfig(_Frozen):
 #: The networks of each task (common.models builds them).
 CLASSIFICATION_MODELS = ("cnn", "resnet18", "densenet121")
 SEGMENTATION_MODELS = ("basicunet", "unet")
-TASKS = ("classification", "segmentation")
+#: What `medfed-site prepare` labels data for (--task); a cache's contract names one of them.
+PREPARED_TASKS = ("classification", "segmentation")
+#: Every job task; segmentation-3d trains on segmentation caches prepared with --dims 3.
+TASKS = (*PREPARED_TASKS, "segmentation-3d")
+
+
+def is_segmentation(task: str) -> bool:
+    """True for the tasks that predict a mask (2D or 3D)."""
+    return task in ("segmentation", "segmentation-3d")
+
+
+def task_dims(task: str) -> int:
+    """Spatial dimensions of a task's samples: 3 for segmentation-3d, else 2."""
+    return 3 if task == "segmentation-3d" else 2
 
 
 class ModelConfig(_Frozen):
@@ -186,9 +202,12 @@ def model_fits_task(raw: Any) -> Any:
     task = raw.get("task", "classification")
     model = raw.get("model")
     model = model.model_dump() if isinstance(model, BaseModel) else dict(model or {})
-    allowed = SEGMENTATION_MODELS if task == "segmentation" else CLASSIFICATION_MODELS
+    segmentation = is_segmentation(task)
+    allowed: tuple[str, ...] = CLASSIFICATION_MODELS
+    if segmentation:  # a 3D job defaults to the faster UNet (docs/results.md)
+        allowed = SEGMENTATION_MODELS[::-1] if task_dims(task) == 3 else SEGMENTATION_MODELS
     if "name" not in model:
-        model = {"norm": "instance", **model} if task == "segmentation" else model
+        model = {"norm": "instance", **model} if segmentation else model
         return {**raw, "model": {**model, "name": allowed[0]}}
     if task in TASKS and model["name"] not in allowed:
         raise ValueError(

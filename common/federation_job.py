@@ -18,7 +18,9 @@ from common.config import (
     StrategyConfig,
     TrainConfig,
     cli,
+    is_segmentation,
     model_fits_task,
+    task_dims,
 )
 from common.config_files import read_toml, validate_model
 from common.data.preprocessing_contract import PreprocessingContract
@@ -78,9 +80,10 @@ class FederationJob(_Section):
     """One training job on the enrolled (or simulated) sites."""
 
     name: str = Field("medfed-job", pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    task: Literal["classification", "segmentation"] = Field(
+    task: Literal["classification", "segmentation", "segmentation-3d"] = Field(
         "classification",
-        description="classification (one label per image) or segmentation (a mask per image).",
+        description="classification (one label per image), segmentation (a mask per image) or "
+        "segmentation-3d (a mask per volume: caches prepared with --dims 3).",
     )
     rounds: int = Field(3, ge=1, le=10_000, description="Federated rounds.")
     #: A round goes on with the sites that replied, if at least this many did (drop-outs).
@@ -96,7 +99,9 @@ class FederationJob(_Section):
         "evaluate (Flower's fraction_fit / fraction_evaluate); never fewer than min_sites.",
     )
     seed: int = Field(0, description="Seed of the initial model (sites draw secret seeds).")
-    image_size: int = Field(64, ge=8, le=1024, description="Side of the square images (pixels).")
+    image_size: int = Field(
+        64, ge=8, le=1024, description="Side of the square images (cubic volumes) in pixels."
+    )
     #: The data the model takes: channels and output classes (image classes, or mask classes
     #: with background for segmentation). Optional names, one per output, comma-separated
     #: (Flower's run config holds no lists).
@@ -129,6 +134,11 @@ class FederationJob(_Section):
     @model_validator(mode="after")
     def _shape_fits_preprocessing(self) -> "FederationJob":
         contract = self.preprocessing
+        if contract is not None and contract.dims != task_dims(self.task):
+            raise ValueError(
+                f"task = {self.task!r} trains on {task_dims(self.task)}D data but preprocessing "
+                f"has dims = {contract.dims}"
+            )
         if contract is not None and (contract.size, contract.channels) != (
             self.image_size,
             self.in_channels,
@@ -167,9 +177,14 @@ class FederationJob(_Section):
         """One name per output: ``class_names``, or "0".."K-1" (segmentation: background first)."""
         if self.class_names:
             return tuple(self.class_names.split(","))
-        if self.task == "segmentation":
+        if is_segmentation(self.task):
             return ("background", *(str(k) for k in range(1, self.num_classes)))
         return tuple(str(k) for k in range(self.num_classes))
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The model's input side per spatial axis: a square image, or a cubic volume."""
+        return (self.image_size,) * task_dims(self.task)
 
     @property
     def proximal_mu(self) -> float:

@@ -72,7 +72,7 @@ def initial_state(job: FederationJob) -> dict[str, torch.Tensor] | None:
         raise ConfigError(
             INITIAL_WEIGHTS_KEY, f"{path} was trained for another architecture: {differ}"
         )
-    size = (job.image_size, job.image_size)
+    size = job.spatial_shape
     model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
     try:
         model.load_state_dict(saved["state_dict"], strict=True)

@@ -166,6 +166,8 @@ def train_local_round(
     torch.manual_seed(seed)
     model.train()
     task = task_for(job.task)
+    num_examples = len(data)  # volumes, not the patches drawn from them
+    data = task.training_samples(data, seed, job)
     unit = _unit_for(job, data, privacy_state) if job.privacy.enabled else None
     engine: SitePrivacyEngine | PatientPrivacyEngine | None = None
     with warnings.catch_warnings():
@@ -193,7 +195,7 @@ def train_local_round(
     state = {key: value.detach().clone() for key, value in model.state_dict().items()}
     return LocalUpdate(
         state_dict=state,
-        num_examples=len(data),
+        num_examples=num_examples,
         loss=stats.loss,
         steps=stats.steps,
         epsilon=engine.epsilon() if engine else None,

@@ -10,7 +10,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from common.config import ModelConfig
 from common.errors import ConfigError, ModelNotPrivacyCompatibleError
 
-__all__ = ["build_model", "check_privacy_compatible", "count_parameters", "grad_sample_mode"]
+__all__ = [
+    "build_model",
+    "check_privacy_compatible",
+    "count_parameters",
+    "grad_sample_mode",
+    "halvings",
+    "halvings_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +32,12 @@ def build_model(
     config: ModelConfig,
     in_channels: int,
     num_classes: int,
-    image_size: tuple[int, int],
+    image_size: tuple[int, ...],
     dp_enabled: bool,
 ) -> nn.Module:
-    """Build the configured classifier and, when DP is on, reject what Opacus cannot train.
+    """Build the configured network and, when DP is on, reject what Opacus cannot train.
+
+    A segmentation network is 3D when ``image_size`` has three sides (volumes).
 
     Activations are never in-place: Opacus' per-sample gradient hooks crash on in-place ReLU,
     and its validator does not detect that (see docs/architecture.md).
@@ -82,6 +91,19 @@ def build_model(
 
 #: How often each segmentation network halves the image: sides must divide by 2**n.
 _DOWNSAMPLING = {"basicunet": 4, "unet": 3}
+
+
+def halvings(model_name: str) -> int:
+    """How often segmentation network ``model_name`` halves its input (sides: multiples of 2**n).
+
+    Instance norm needs more than one voxel at the bottom: sides of at least 2 * 2**n.
+    """
+    return _DOWNSAMPLING[model_name]
+
+
+def halvings_of(model: nn.Module) -> int:
+    """:func:`halvings` of a built segmentation network."""
+    return halvings("basicunet" if isinstance(model, BasicUNet) else "unet")
 
 
 def _segmentation_network(

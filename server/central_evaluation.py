@@ -23,7 +23,7 @@ class CentralEvaluation:
         self.job = job
         self.test = load_dataset(Path(test_data)).test
         self.task = task_for(job.task)
-        size = (job.image_size, job.image_size)
+        size = job.spatial_shape
         self.model = build_model(
             job.model, job.in_channels, job.num_classes, size, job.privacy.enabled
         )

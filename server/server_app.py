@@ -51,7 +51,7 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
     run_dir = Path(str(config.get(RUN_DIR_KEY) or Path("runs") / time.strftime("%Y%m%d-%H%M%S")))
     simulation = SimulationEnvironment.from_run_config(config)
     torch.manual_seed(job.seed)
-    size = (job.image_size, job.image_size)
+    size = job.spatial_shape
     model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
     state, completed = initial_state(job) or model.state_dict(), 0
     checkpoint = run_dir / CHECKPOINT_NAME

@@ -114,7 +114,7 @@ def audit_run(run_dir: Path) -> AuditResult:
     settings = SimulationSettings.model_validate_json(
         (run_dir / SETTINGS_FILE).read_text(encoding="utf-8")
     )
-    size = (job.image_size, job.image_size)
+    size = job.spatial_shape
     model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
     model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_NAME)["state_dict"])
     member_scores, member_losses = [], []

@@ -43,7 +43,7 @@ def pretrain(job: FederationJob, data: Path, epochs: int) -> Pretrained:
     job = fit_job_to_data(job, splits)
     task = task_for(job.task)
     torch.manual_seed(job.seed)
-    size = (job.image_size, job.image_size)
+    size = job.spatial_shape
     model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
     optimizer: torch.optim.Optimizer
     if job.train.optimizer == "adam":

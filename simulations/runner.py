@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from common.config import is_segmentation
 from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.federated_split import SiteData, split_across_sites
 from common.data.loading import load_dataset
@@ -45,9 +46,15 @@ def fit_job_to_data(job: FederationJob, splits: DatasetSplits) -> FederationJob:
     different number of channels or classes, or other preprocessing, is refused.
     """
     names = task_for(job.task).output_names(splits)
-    height, width = splits.image_size
-    if height != width:
-        raise DataFormatError(splits.source, f"images are {height}x{width}: they must be square")
+    shape = splits.image_size
+    if len(shape) != len(job.spatial_shape):
+        raise DataFormatError(
+            splits.source,
+            f"holds {len(shape)}D samples but task {job.task!r} trains on "
+            f"{len(job.spatial_shape)}D ones (prepare --dims 3 for segmentation-3d)",
+        )
+    if len(set(shape)) != 1:
+        raise DataFormatError(splits.source, f"images are {shape}: they must be square (cubic)")
     found = {"in_channels": splits.in_channels, "num_classes": len(names)}
     for key, value in found.items():
         if key in job.model_fields_set and getattr(job, key) != value:
@@ -61,14 +68,14 @@ def fit_job_to_data(job: FederationJob, splits: DatasetSplits) -> FederationJob:
                 f"job {job.name}",
                 f"preprocessing differs from {splits.source}'s: " + "; ".join(differing),
             )
-    update = {**found, "class_names": ",".join(names), "image_size": height}
+    update = {**found, "class_names": ",".join(names), "image_size": shape[0]}
     return job.model_copy(update={**update, "preprocessing": splits.preprocessing})
 
 
 def _check_runnable(
     job: FederationJob, settings: SimulationSettings, splits: DatasetSplits
 ) -> None:
-    if job.task == "segmentation" and not splits.has_masks:
+    if is_segmentation(job.task) and not splits.has_masks:
         raise DataFormatError(
             settings.data,
             "has no segmentation masks: prepare NIfTI/MSD data or DICOM with DICOM SEG objects, "
@@ -86,7 +93,7 @@ def _check_runnable(
             settings.data, int(splits.train.sites.max()) + 1, settings.partition,
         )  # fmt: skip
     # Fail fast, before any process starts, on a model DP-SGD cannot train.
-    size = (job.image_size, job.image_size)
+    size = job.spatial_shape
     build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
     initial_state(job)  # and on initial weights that do not fit it
 

@@ -12,7 +12,7 @@ from client.qc_table import print_quality_report
 from client.registration_options import contract_channels, registration_options
 from common.cli_support import MaxPixelMib, add_debug_log, configure_logging, user_errors
 from common.cli_values import check_fraction, check_output_folder, check_positive
-from common.config import TASKS
+from common.config import PREPARED_TASKS
 from common.data.arrays import MASK_CLASSES
 from common.data.colour import CHANNEL_RULES
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
@@ -85,7 +85,7 @@ def prepare(
         float | None,
         typer.Option(help="Resample to this pixel spacing (mm) before cropping/padding to --size."),
     ] = None,
-    size: Annotated[int, typer.Option(help="Output image side in pixels.")] = 64,
+    size: Annotated[int, typer.Option(help="Output image side in pixels (voxels, --dims 3).")] = 64,
     channels: Annotated[
         str,
         typer.Option(
@@ -93,6 +93,13 @@ def prepare(
             "3 channels; r, g or b keeps one. Other than grey: 2D image folders only."
         ),
     ] = "grey",
+    dims: Annotated[
+        int,
+        typer.Option(
+            help="2: each slice is an image; 3: each series (or NIfTI case) is one volume of "
+            "--size^3 voxels at --spacing mm (segmentation only, for --task segmentation-3d jobs)."
+        ),
+    ] = 2,
     val_fraction: Annotated[float, typer.Option(help="Share of studies for validation.")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of studies for testing.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the study-level split.")] = 0,
@@ -154,11 +161,17 @@ def prepare(
             )
         config = PreprocessingConfig(
             window=window, ct_window=ct_window, target_spacing=spacing, size=size,
-            channels=channels,
+            channels=channels, dims=dims,
         )  # fmt: skip
-        if task not in TASKS:
-            raise ConfigError("--task", f"{task!r} is not one of {list(TASKS)}")
+        if task not in PREPARED_TASKS:
+            raise ConfigError("--task", f"{task!r} is not one of {list(PREPARED_TASKS)}")
         segmentation = task == "segmentation"
+        if dims not in (2, 3) or (dims == 3 and not segmentation):
+            raise ConfigError("--dims", f"{dims}: give 2, or 3 with --task segmentation")
+        if dims == 3 and (two_d or register != "none" or sequences):
+            raise ConfigError(
+                "--dims", "3 reads DICOM series or NIfTI volumes, without --register/--sequences"
+            )
         order = tuple(c.strip() for c in classes.split(",")) if classes else None
         if labels is None and not segmentation and not (two_d or is_nifti_folder(data)):
             raise ConfigError(

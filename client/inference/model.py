@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from common.checkpoint import load_checkpoint
+from common.config import is_segmentation
 from common.config_files import validate_model
 from common.data.arrays import DEFAULT_SEGMENT_NAMES
 from common.data.preprocessing_contract import PreprocessingContract
@@ -46,7 +47,7 @@ def output_names(payload: dict[str, Any], task: str, num_classes: int) -> tuple[
     names = tuple(str(n) for n in payload.get("class_names") or ())
     if len(names) == num_classes:
         return names
-    if task == "segmentation":
+    if is_segmentation(task):
         if num_classes == len(DEFAULT_SEGMENT_NAMES):
             return DEFAULT_SEGMENT_NAMES
         return ("background", *(str(k) for k in range(1, num_classes)))
@@ -70,9 +71,9 @@ def load_trained_model(path: Path) -> TrainedModel:
     if not isinstance(payload, dict) or any(key not in payload for key in _REQUIRED):
         raise DataFormatError(path, f"not a medfed checkpoint (needs keys {list(_REQUIRED)})")
     job = validate_model(FederationJob, payload["job"], f"{path} (job)")
-    height, width = (int(v) for v in payload["image_size"])
-    if height != width:
-        raise DataFormatError(path, f"image size {height}x{width} is not square")
+    shape = tuple(int(v) for v in payload["image_size"])
+    if len(set(shape)) != 1 or len(shape) != len(job.spatial_shape):
+        raise DataFormatError(path, f"image size {shape} is not the job's square or cube")
     in_channels, num_classes = int(payload["in_channels"]), int(payload["num_classes"])
     # the preprocessing contract's colour rule gives the channels; without one, grey
     expected = job.preprocessing.channels if job.preprocessing is not None else 1
@@ -81,7 +82,7 @@ def load_trained_model(path: Path) -> TrainedModel:
             path,
             f"the network takes {in_channels} channels but its preprocessing gives {expected}",
         )
-    network = build_model(job.model, in_channels, num_classes, (height, width), dp_enabled=False)
+    network = build_model(job.model, in_channels, num_classes, shape, dp_enabled=False)
     try:
         network.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
@@ -93,7 +94,7 @@ def load_trained_model(path: Path) -> TrainedModel:
         task=job.task,
         model_name=job.model.name,
         in_channels=in_channels,
-        size=height,
+        size=shape[0],
         output_names=output_names(payload, job.task, num_classes),
         round_number=int(payload.get("round", 0)),
         preprocessing=job.preprocessing,

@@ -24,7 +24,11 @@ from client.inference.saliency import Saliency
 from client.inference.sources import Skipped, find_sources
 from client.inference.writers import PredictionsCsv, write_nifti_mask
 from common.data.dicom_prepare import PreprocessingConfig
+from common.data.nifti_cases import NiftiCase
+from common.data.volume_prepare import nifti_volume, read_volume_case, series_volume
+from common.data.volumes import to_source_grid
 from common.errors import DataFormatError
+from common.tasks.volume_segmentation import predict_volume
 
 __all__ = ["PredictOptions", "run_predict"]
 
@@ -91,6 +95,7 @@ class _Predictor:
     ) -> None:
         self.model = model
         self.options = options
+        self.config = config
         self.target_spacing = config.target_spacing
         self.stems = _Stems()
         self.csv: PredictionsCsv | None = None
@@ -130,13 +135,42 @@ class _Predictor:
             entry["saliency_overlays"] = [self._relative(p) for p in paths]
         return entry
 
+    def _volume_masks(self, item: PreparedInput) -> np.ndarray:
+        """A 3D model's mask of one series or NIfTI volume, on the source grid [Z, rows, cols].
+
+        The volume is built by prepare's own functions, segmented window by window (MONAI's
+        sliding_window_inference) and resampled back (nearest) onto the source's voxels.
+        """
+        if item.affine is None:
+            raise DataFormatError(
+                self.options.input / item.source.name,
+                "a 3D model needs the slices' geometry (position, orientation, spacing)",
+            )
+        if item.source.kind == "nifti":
+            case = NiftiCase(item.source.name, item.source.files[0], None)
+            image, _, affine = read_volume_case(case)
+            volume = nifti_volume(image, None, affine, self.config)
+        else:  # DICOM: prepare's 2D steps (already in item.batch), then stacked as prepare does
+            rows, cols = item.display.shape[1:]
+            volume = series_volume(
+                item.batch[:, 0], None, item.affine, (rows, cols), item.spacing, self.config
+            )
+        logits = predict_volume(self.model.network, torch.from_numpy(volume.image)[None, None])
+        cube = logits.argmax(dim=1)[0].numpy()
+        slices, rows, cols = item.display.shape
+        on_source = to_source_grid(cube, volume.affine, item.affine, (cols, rows, slices))
+        return on_source.transpose(2, 1, 0)
+
     def segment(self, item: PreparedInput, stem: str) -> dict[str, Any]:
         """NIfTI mask, DICOM SEG (DICOM input) and overlays of one input; its summary entry."""
-        probs = _probabilities(self.model, item.batch, self.options.batch_size)
-        small = probs.argmax(axis=1).astype(np.uint8)
-        masks = to_source_size(
-            small, item.display.shape[1:], item.spacing, self.target_spacing, nearest=True
-        )
+        if self.model.task == "segmentation-3d":
+            masks = self._volume_masks(item)
+        else:
+            probs = _probabilities(self.model, item.batch, self.options.batch_size)
+            small = probs.argmax(axis=1).astype(np.uint8)
+            masks = to_source_size(
+                small, item.display.shape[1:], item.spacing, self.target_spacing, nearest=True
+            )
         names = self.model.output_names
         pixels = np.bincount(masks.ravel(), minlength=len(names))
         entry: dict[str, Any] = {

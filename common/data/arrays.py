@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.config import is_segmentation
 from common.data.preprocessing_contract import PreprocessingContract
 
 __all__ = ["DEFAULT_SEGMENT_NAMES", "MASK_CLASSES", "DatasetSplits", "ImageArrays"]
@@ -18,6 +19,9 @@ MASK_CLASSES = ("no-lesion", "lesion")
 @dataclass(frozen=True)
 class ImageArrays:
     """Images float32 [N, C, H, W] in [0, 1], integer labels [N], optional site ids [N].
+
+    Volumes are [N, C, X, Y, Z] (masks [N, X, Y, Z]), with ``affines`` (float64 [N, 4, 4],
+    voxel index to RAS mm) giving each volume's voxel spacing and position.
 
     ``sites`` is set for data that is multi-site already (one cache per hospital).
     ``patients`` (int64 [N]) groups the images of one patient, the privacy unit of patient-level
@@ -33,17 +37,22 @@ class ImageArrays:
     sites: np.ndarray | None = None
     masks: np.ndarray | None = None
     patients: np.ndarray | None = None
+    affines: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4:
-            raise ValueError(f"images must be [N, C, H, W], got shape {self.images.shape}")
+        if self.images.ndim not in (4, 5):
+            raise ValueError(
+                f"images must be [N, C, H, W] or [N, C, X, Y, Z], got shape {self.images.shape}"
+            )
+        if self.affines is not None and self.affines.shape != (len(self.images), 4, 4):
+            raise ValueError(f"affines must be [N, 4, 4], got shape {self.affines.shape}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(
                 f"labels shape {self.labels.shape} does not match {self.images.shape[0]} images"
             )
         expected = (self.images.shape[0], *self.images.shape[2:])
         if self.masks is not None and self.masks.shape != expected:
-            raise ValueError(f"masks must be [N, H, W] = {expected}, got {self.masks.shape}")
+            raise ValueError(f"masks must be {expected} (one per pixel), got {self.masks.shape}")
         if self.patients is not None and self.patients.shape != self.labels.shape:
             raise ValueError(
                 f"patients shape {self.patients.shape} does not match {len(self.labels)} images"
@@ -65,6 +74,7 @@ class ImageArrays:
             sites=self.sites[indices] if self.sites is not None else None,
             masks=self.masks[indices] if self.masks is not None else None,
             patients=self.patients[indices] if self.patients is not None else None,
+            affines=self.affines[indices] if self.affines is not None else None,
         )
 
     @staticmethod
@@ -76,6 +86,7 @@ class ImageArrays:
         """
         has_sites = all(p.sites is not None for p in parts)
         has_masks = all(p.masks is not None for p in parts)
+        affines = [p.affines for p in parts if p.affines is not None]
         patients: np.ndarray | None = None
         if all(p.patients is not None for p in parts):
             shifted, offset = [], 0
@@ -90,6 +101,7 @@ class ImageArrays:
             sites=np.concatenate([p.sites for p in parts]) if has_sites else None,
             masks=np.concatenate([p.masks for p in parts]) if has_masks else None,
             patients=patients,
+            affines=np.concatenate(affines) if len(affines) == len(parts) else None,
         )
 
 
@@ -114,7 +126,7 @@ class DatasetSplits:
 
     def output_classes(self, task: str) -> int:
         """Output channels of the model for ``task``: image classes, or mask classes."""
-        if task == "segmentation":
+        if is_segmentation(task):
             return len(self.segment_names or DEFAULT_SEGMENT_NAMES)
         return self.num_classes
 
@@ -129,6 +141,6 @@ class DatasetSplits:
         return int(self.train.images.shape[1])
 
     @property
-    def image_size(self) -> tuple[int, int]:
-        """Spatial size (H, W) of every image."""
-        return int(self.train.images.shape[2]), int(self.train.images.shape[3])
+    def image_size(self) -> tuple[int, ...]:
+        """Spatial size (H, W) of every image, or (X, Y, Z) of every volume."""
+        return tuple(int(side) for side in self.train.images.shape[2:])

@@ -69,6 +69,8 @@ class PreprocessingConfig:
     size: int = 64
     #: Colour rule of common.data.colour (grey, rgb, r, g, b).
     channels: str = "grey"
+    #: 2: each image (slice) is a sample; 3: each series is one volume (common.data.volume_prepare).
+    dims: int = 2
 
     def window_for(self, modality: str) -> str:
         """The normalisation used for one modality."""
@@ -97,6 +99,7 @@ class PreprocessingConfig:
                 "spacing_mm": self.target_spacing,
                 "size": self.size,
                 "colour": self.channels,
+                "dims": self.dims,
                 "task": task,
                 "class_names": ",".join(class_names),
                 "segment_names": ",".join(segment_names or ()),
@@ -127,6 +130,7 @@ class PreprocessingConfig:
             target_spacing=contract.spacing_mm,
             size=contract.size,
             channels=contract.colour,
+            dims=contract.dims,
         )
 
 
@@ -156,6 +160,8 @@ class PreparedImages:
     #: Label maps [size, size] (uint8 class per pixel), for segmentation data only.
     masks: list[np.ndarray] = field(default_factory=list)
     segment_names: tuple[str, ...] | None = None
+    #: Volumes only: each volume's affine (voxel index to RAS mm), 4 x 4.
+    affines: list[np.ndarray] = field(default_factory=list)
 
     def add_series(
         self,

@@ -10,11 +10,14 @@ import numpy as np
 from common.data.arrays import DEFAULT_SEGMENT_NAMES, DatasetSplits, ImageArrays
 from common.errors import DataFormatError
 
-__all__ = ["SPLITS", "read_npz"]
+__all__ = ["SPATIAL_DIMS_KEY", "SPLITS", "read_npz"]
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+
+#: Key of a 0-d array holding 3 in an archive of volumes ([N, X, Y, Z] images, grayscale).
+SPATIAL_DIMS_KEY = "spatial_dims"
 
 _REQUIRED_KEYS = tuple(f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels"))
 
@@ -27,10 +30,17 @@ def _member(path: Path, archive: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
         raise DataFormatError(path, f"{key} cannot be read ({exc})") from None
 
 
-def _to_images(path: Path, split: str, raw: np.ndarray) -> np.ndarray:
-    """Images [N, H, W] or [N, H, W, C], uint8 or floats in [0, 1], as float32 [N, C, H, W]."""
+def _to_images(path: Path, split: str, raw: np.ndarray, dims: int = 2) -> np.ndarray:
+    """Images [N, H, W] or [N, H, W, C], uint8 or floats in [0, 1], as float32 [N, C, H, W].
+
+    With ``dims`` 3: grayscale volumes [N, X, Y, Z] as [N, 1, X, Y, Z].
+    """
     key = f"{split}_images"
-    if raw.ndim == 3:  # [N, H, W] grayscale
+    if dims == 3:
+        if raw.ndim != 4:
+            raise DataFormatError(path, f"{key} must be volumes [N, X, Y, Z], got {raw.shape}")
+        raw = raw[:, None]
+    elif raw.ndim == 3:  # [N, H, W] grayscale
         raw = raw[:, None]
     elif raw.ndim == 4:  # [N, H, W, C]
         raw = raw.transpose(0, 3, 1, 2)
@@ -64,16 +74,37 @@ def _to_labels(path: Path, split: str, raw: np.ndarray) -> np.ndarray:
 
 
 def _to_masks(path: Path, split: str, raw: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """Masks [N, H, W] of class indices (one per image pixel) as uint8."""
+    """Masks [N, H, W] (or [N, X, Y, Z]) of class indices (one per image pixel) as uint8."""
     key = f"{split}_masks"
     expected = (images.shape[0], *images.shape[2:])
     if raw.shape != expected:
-        raise DataFormatError(path, f"{key} must be [N, H, W] = {expected}, got {raw.shape}")
+        raise DataFormatError(path, f"{key} must be {expected} (one per pixel), got {raw.shape}")
     if not np.issubdtype(raw.dtype, np.integer) or (
         raw.size and (raw.min() < 0 or raw.max() > 255)
     ):
         raise DataFormatError(path, f"{key} must hold integer class indices 0-255, got {raw.dtype}")
     return raw.astype(np.uint8)
+
+
+def _spatial_dims(path: Path, archive: np.lib.npyio.NpzFile) -> int:
+    """2, or 3 for an archive of volumes (``spatial_dims`` = 3)."""
+    if SPATIAL_DIMS_KEY not in archive.files:
+        return 2
+    raw = _member(path, archive, SPATIAL_DIMS_KEY)
+    if raw.shape != () or raw.dtype.kind not in "iu" or int(raw) not in (2, 3):
+        raise DataFormatError(path, f"{SPATIAL_DIMS_KEY} must be the integer 2 or 3, got {raw}")
+    return int(raw)
+
+
+def _to_affines(path: Path, split: str, raw: np.ndarray, count: int) -> np.ndarray:
+    """One finite, invertible 4 x 4 affine per volume, float64 [N, 4, 4]."""
+    key = f"{split}_affines"
+    if raw.shape != (count, 4, 4) or raw.dtype.kind != "f" or not np.isfinite(raw).all():
+        raise DataFormatError(path, f"{key} must be {count} finite 4 x 4 affines, got {raw.shape}")
+    affines = raw.astype(np.float64)
+    if count and np.any(np.abs(np.linalg.det(affines[:, :3, :3])) < 1e-9):
+        raise DataFormatError(path, f"{key} holds a singular affine (zero voxel size)")
+    return affines
 
 
 def _patient_ids(
@@ -192,9 +223,12 @@ def read_npz(path: Path) -> DatasetSplits:
         with_masks = [f"{split}_masks" in archive.files for split in SPLITS]
         if any(with_masks) and not all(with_masks):
             raise DataFormatError(path, "masks must be given for all of train, val and test")
+        dims = _spatial_dims(path, archive)
+        if dims == 3 and not all(with_masks):
+            raise DataFormatError(path, "volumes need {train,val,test}_masks")
         parts: dict[str, ImageArrays] = {}
         for split in SPLITS:
-            images = _to_images(path, split, _member(path, archive, f"{split}_images"))
+            images = _to_images(path, split, _member(path, archive, f"{split}_images"), dims)
             labels = _to_labels(path, split, _member(path, archive, f"{split}_labels"))
             if len(images) != len(labels):
                 raise DataFormatError(
@@ -207,7 +241,11 @@ def read_npz(path: Path) -> DatasetSplits:
                 if all(with_masks)
                 else None
             )
-            parts[split] = ImageArrays(images=images, labels=labels, masks=masks)
+            affines = None
+            if f"{split}_affines" in archive.files:
+                raw_affines = _member(path, archive, f"{split}_affines")
+                affines = _to_affines(path, split, raw_affines, len(images))
+            parts[split] = ImageArrays(images=images, labels=labels, masks=masks, affines=affines)
         patients = _patient_ids(path, archive, {s: len(a) for s, a in parts.items()})
         if patients is not None:
             parts = {s: replace(a, patients=patients[s]) for s, a in parts.items()}

@@ -5,12 +5,18 @@ from pathlib import Path
 import numpy as np
 
 from common.data.arrays import ImageArrays
+from common.data.npz_reader import SPATIAL_DIMS_KEY
 
 __all__ = ["write_npz"]
 
 
 def _stored_images(images: np.ndarray) -> np.ndarray:
-    """[N, C, H, W] floats as [N, H, W(, C)]: uint8 when that loses nothing, else float32."""
+    """[N, C, H, W] floats as [N, H, W(, C)]: uint8 when that loses nothing, else float32.
+
+    Volumes [N, 1, X, Y, Z] as [N, X, Y, Z].
+    """
+    if images.ndim == 5 and images.shape[1] != 1:
+        raise ValueError(f"volumes are stored grayscale, got {images.shape[1]} channels")
     layout = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
     as_bytes = np.round(layout * 255.0).astype(np.uint8)
     if np.array_equal(as_bytes.astype(np.float32) / 255.0, layout):
@@ -26,6 +32,8 @@ def write_npz(
 ) -> Path:
     """Write ``splits`` (train, val, test) atomically; masks too when every split has them.
 
+    Volumes keep their layout (``spatial_dims``) and their affines when every split has them.
+
     Patient ids too when every split has them, as ``{split}_patients`` strings "SPLIT-ID": a
     simulated site's data keeps its patients, so that patient-level DP-SGD can run on it. The
     ids are in-memory group labels that mean something within one split only (joining several
@@ -38,8 +46,13 @@ def write_npz(
         for name, part in splits.items():
             ids = np.asarray(part.patients).astype(str)
             arrays[f"{name}_patients"] = np.char.add(f"{name}-", ids) if ids.size else ids
+    if any(part.images.ndim == 5 for part in splits.values()):
+        arrays[SPATIAL_DIMS_KEY] = np.array(3)
+    with_affines = all(part.affines is not None for part in splits.values())
     for name, part in splits.items():
         arrays[f"{name}_images"] = _stored_images(part.images)
+        if with_affines and part.affines is not None:
+            arrays[f"{name}_affines"] = part.affines
         arrays[f"{name}_labels"] = part.labels.astype(np.int64)
         if with_masks and part.masks is not None:
             arrays[f"{name}_masks"] = part.masks.astype(np.uint8)

@@ -88,7 +88,8 @@ class PreprocessingContract(_Frozen):
     #: Colour rule (common.data.colour): grey, rgb, r, g or b; ``channels`` follows from it
     #: except under grey, whose channels may be stacked grey images.
     colour: ChannelRule = "grey"
-    dims: Literal[2] = 2
+    #: 2: slices are the samples; 3: each series is one volume of ``size``^3 voxels.
+    dims: Literal[2, 3] = 2
     task: Literal["classification", "segmentation"] = "classification"
     #: Image classes, comma-separated, in label order.
     class_names: str = ""

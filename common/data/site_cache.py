@@ -3,7 +3,9 @@
 Layout of a cache folder (it stays at the site):
     dataset.npz    images and labels in the MedMNIST layout (read by common.data.npz_reader),
                    the patient pseudonym of each image ({split}_patients), and for
-                   segmentation data the masks ({split}_masks) and segment_names
+                   segmentation data the masks ({split}_masks) and segment_names; volumes
+                   (prepare --dims 3) are [N, X, Y, Z] with spatial_dims = 3 and each
+                   volume's affine ({split}_affines, voxel index to RAS mm)
     manifest.csv   per image: split, label, series, study and patient pseudonyms, slice index
     qc_report.json the quality report of the data it was built from
     preprocessing.json  the preprocessing contract: how the images were normalised and resampled
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from common.data.arrays import DEFAULT_SEGMENT_NAMES
+from common.data.npz_reader import SPATIAL_DIMS_KEY
 from common.data.preprocessing_contract import PreprocessingContract, write_contract
 from common.errors import DataFormatError
 
@@ -106,6 +109,11 @@ def write_site_cache(
         if len(masks) != len(labels):
             raise DataFormatError(out, f"{len(masks)} masks for {len(labels)} images")
         arrays["segment_names"] = np.array(prepared.segment_names or DEFAULT_SEGMENT_NAMES)
+    affines = np.stack(prepared.affines) if prepared.affines else None
+    if affines is not None:
+        if len(affines) != len(labels) or images.ndim != 4:
+            raise DataFormatError(out, f"{len(affines)} affines for {len(labels)} volumes")
+        arrays[SPATIAL_DIMS_KEY] = np.array(3)
     for split in _SPLITS:
         chosen = splits == split
         arrays[f"{split}_images"] = images[chosen]
@@ -113,6 +121,8 @@ def write_site_cache(
         arrays[f"{split}_patients"] = patients[chosen]
         if masks is not None:
             arrays[f"{split}_masks"] = masks[chosen]
+        if affines is not None:
+            arrays[f"{split}_affines"] = affines[chosen]
         report.split_counts[split] = int(chosen.sum())
     out.mkdir(parents=True, exist_ok=True)
     dataset = out / DATASET_FILE

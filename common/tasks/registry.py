@@ -8,11 +8,16 @@ from torch import nn
 
 from common.data.arrays import DEFAULT_SEGMENT_NAMES, DatasetSplits, ImageArrays
 from common.federation_job import FederationJob
-from common.tasks import classification, segmentation
+from common.tasks import classification, segmentation, volume_segmentation
 from common.tasks.metrics import CLASSIFICATION_METRICS
 from common.tasks.segmentation_metrics import SEGMENTATION_METRICS
+from common.tasks.volume_metrics import VOLUME_METRICS
 
 __all__ = ["Task", "task_for"]
+
+
+def _whole(data: ImageArrays, _seed: int, _job: FederationJob) -> ImageArrays:
+    return data
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,9 @@ class Task:
     _evaluate: Callable[[nn.Module, ImageArrays, tuple[str, ...]], dict[str, float]]
     #: The names of the model's output classes, from the dataset.
     output_names: Callable[[DatasetSplits], tuple[str, ...]]
+    #: What a round trains on, drawn with a seed: the samples themselves, or patches of them
+    #: (each keeps its patient). Its patients must not depend on the seed (privacy planning).
+    training_samples: Callable[[ImageArrays, int, FederationJob], ImageArrays] = _whole
 
     def evaluate(
         self, model: nn.Module, data: ImageArrays, output_names: tuple[str, ...]
@@ -57,11 +65,21 @@ _TASKS = {
         _evaluate=segmentation.evaluate,
         output_names=lambda splits: splits.segment_names or DEFAULT_SEGMENT_NAMES,
     ),
+    "segmentation-3d": Task(
+        name="segmentation-3d",
+        metric_names=VOLUME_METRICS,
+        headline="dice",
+        targets=segmentation.targets,
+        criterion=lambda _job: segmentation.criterion(),
+        _evaluate=volume_segmentation.evaluate,
+        output_names=lambda splits: splits.segment_names or DEFAULT_SEGMENT_NAMES,
+        training_samples=volume_segmentation.training_patches,
+    ),
 }
 
 
 def task_for(name: str) -> Task:
-    """The task called ``name`` ('classification' or 'segmentation')."""
+    """The task called ``name`` (one of common.config.TASKS)."""
     try:
         return _TASKS[name]
     except KeyError:

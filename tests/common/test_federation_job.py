@@ -36,3 +36,19 @@ def test_a_bad_value_is_named(tmp_path: Path, body: str, named: str) -> None:
     with pytest.raises(ConfigError, match=str(path)) as error:
         load_federation_job(path)
     assert named in str(error.value)
+
+
+def test_job_tasks_are_the_configured_tasks_and_3d_jobs_need_3d_preprocessing() -> None:
+    from typing import get_args
+
+    from common.config import TASKS
+    from common.data.preprocessing_contract import PreprocessingContract
+
+    assert get_args(FederationJob.model_fields["task"].annotation) == TASKS
+    job = FederationJob.model_validate({"task": "segmentation-3d", "image_size": 48})
+    assert job.spatial_shape == (48, 48, 48) and job.model.name == "unet"
+    flat = PreprocessingContract(task="segmentation", size=48, dims=2).model_dump(mode="json")
+    with pytest.raises(ValueError, match="3D data but preprocessing has dims = 2"):
+        FederationJob.model_validate(
+            {"task": "segmentation-3d", "image_size": 48, "preprocessing": flat}
+        )
