@@ -151,6 +151,8 @@ class PreparedImages:
     #: Label maps [size, size] (uint8 class per pixel), for segmentation data only.
     masks: list[np.ndarray] = field(default_factory=list)
     segment_names: tuple[str, ...] | None = None
+    #: Names of the image channels when there are several (NIfTI multi-channel volumes).
+    channel_names: tuple[str, ...] = ()
 
     def add_series(
         self,
