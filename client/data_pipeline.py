@@ -1,5 +1,6 @@
 """Read, decode and measure a site's DICOM or NIfTI folder, with progress bars."""
 
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -16,7 +17,12 @@ from common.data.dicom_prepare import (
 from common.data.dicom_scan import scan_dicom_folder
 from common.data.dicom_seg import read_segmentations
 from common.data.label_manifest import LabelManifest
-from common.data.nifti_cases import find_nifti_cases, is_nifti_folder, segment_names_of
+from common.data.nifti_cases import (
+    channel_names_of,
+    find_nifti_cases,
+    is_nifti_folder,
+    segment_names_of,
+)
 from common.data.nifti_prepare import prepare_nifti_cases
 from common.data.picture_cases import find_picture_cases, is_picture_folder
 from common.data.picture_prepare import prepare_picture_cases
@@ -95,6 +101,7 @@ def run_pipeline(
                 cases, config, pseudonymise, report, keep_pixels=keep_pixels,
                 on_case=lambda done, total: progress.update(reading, completed=done),
                 segment_names=names,
+                channel_names=partial(channel_names_of, data),
             )  # fmt: skip
         return prepared, report
     with Progress(*_COLUMNS, console=console) as progress:

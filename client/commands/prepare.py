@@ -203,9 +203,10 @@ def prepare(
                 raise DataFormatError(
                     data, f"no usable image among {quality.files_seen} files (reasons listed above)"
                 )
+            channel_names, registered = contract_channels(registration)
             contract = config.contract(
                 task, class_names, prepared.segment_names,
-                *contract_channels(registration),
+                channel_names or prepared.channel_names, registered,
             )  # fmt: skip
             dataset = write_site_cache(
                 out, prepared, class_names, quality, val_fraction, test_fraction, seed, contract

@@ -173,6 +173,9 @@ def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> Prep
         raise
     except Exception as exc:  # nibabel and MONAI raise many types on damaged files
         raise DataFormatError(path, f"not readable as NIfTI ({error_text(exc)})") from None
+    if volume.shape[0] != 1:
+        raise DataFormatError(path, f"{volume.shape[0]} channels; predict reads one grey channel")
+    volume = volume[0]
     display, batch = normalise_and_resample_volume(volume, spacing, config)
     image = nib.load(path)
     if not isinstance(image, SpatialImage):  # nibabel also loads formats without an affine

@@ -162,6 +162,8 @@ class PreparedImages:
     segment_names: tuple[str, ...] | None = None
     #: Volumes only: each volume's affine (voxel index to RAS mm), 4 x 4.
     affines: list[np.ndarray] = field(default_factory=list)
+    #: Names of the image channels when there are several (NIfTI multi-channel volumes).
+    channel_names: tuple[str, ...] = ()
 
     def add_series(
         self,

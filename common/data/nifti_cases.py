@@ -11,6 +11,7 @@ from common.errors import DataFormatError
 
 __all__ = [
     "NiftiCase",
+    "channel_names_of",
     "find_nifti_cases",
     "is_nifti_folder",
     "read_nifti_case",
@@ -76,45 +77,69 @@ def find_nifti_cases(root: Path) -> list[NiftiCase]:
     return cases
 
 
-def segment_names_of(root: Path) -> tuple[str, ...] | None:
-    """Mask value names from an MSD ``dataset.json`` ("labels": {"0": "background", ...})."""
+def _manifest_names(root: Path, key: str) -> dict[int, str] | None:
+    """An MSD ``dataset.json`` mapping of values to names ({"0": "FLAIR", ...}), if any."""
     manifest = Path(root) / "dataset.json"
     if not manifest.is_file():
         return None
     try:
-        labels = json.loads(manifest.read_text(encoding="utf-8")).get("labels")
-        names = {int(value): str(name) for value, name in labels.items()}
+        entries = json.loads(manifest.read_text(encoding="utf-8")).get(key)
+        return {int(value): str(name) for value, name in entries.items()}
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
         return None
+
+
+def channel_names_of(root: Path, channels: int) -> tuple[str, ...]:
+    """Names of ``channels`` image channels: an MSD ``dataset.json``'s "modality", or numbered.
+
+    One channel has no name (the contract of a single-channel cache).
+    """
+    if channels == 1:
+        return ()
+    names = _manifest_names(root, "modality") or {}
+    if sorted(names) != list(range(channels)):
+        return tuple(f"channel-{k}" for k in range(channels))
+    return tuple(names[k] for k in range(channels))
+
+
+def segment_names_of(root: Path) -> tuple[str, ...] | None:
+    """Mask value names from an MSD ``dataset.json`` ("labels": {"0": "background", ...})."""
+    names = _manifest_names(root, "labels")
+    if names is None:
+        return None
     if sorted(names) != list(range(len(names))) or len(names) < 2:
-        raise DataFormatError(manifest, f"'labels' must name the values 0..K-1, got {labels}")
+        raise DataFormatError(
+            Path(root) / "dataset.json", f"'labels' must name the values 0..K-1, got {names}"
+        )
     return tuple(names[k] for k in range(len(names)))
 
 
 def read_nifti_case(case: NiftiCase) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float]]:
     """Read one case with MONAI's NibabelReader.
 
-    Returns the image [slices, rows, cols] (axial slices; the first channel of multi-channel
-    volumes), its mask in the same layout (or None), and the in-plane spacing in mm.
+    Returns the image [channels, slices, rows, cols] (axial slices; one channel for a 3D
+    volume, every channel of a 4D MSD volume, whose channels are its last axis), its mask
+    [slices, rows, cols] (or None), and the in-plane spacing in mm.
     """
     loader = LoadImage(reader="NibabelReader", image_only=False)
     image, meta = loader(case.image)
     volume = np.asarray(image, dtype=np.float32)
-    if volume.ndim == 4:
-        volume = volume[..., 0]
-    if volume.ndim != 3:
-        raise DataFormatError(case.image, f"expected a 3D volume, got shape {volume.shape}")
+    if volume.ndim == 3:
+        volume = volume[..., None]
+    if volume.ndim != 4:
+        raise DataFormatError(
+            case.image, f"expected a 3D or 4D (channels last) volume, got shape {volume.shape}"
+        )
     spacing = tuple(float(v) for v in np.asarray(meta["pixdim"])[1:3])
     mask = None
     if case.mask is not None:
         mask = np.asarray(loader(case.mask)[0])
-        if mask.shape[:3] != volume.shape:
+        if mask.ndim == 4 and mask.shape[3] == 1:
+            mask = mask[..., 0]
+        if mask.shape != volume.shape[:3]:
             raise DataFormatError(
-                case.mask, f"mask shape {mask.shape} differs from image {volume.shape}"
+                case.mask, f"mask shape {mask.shape} differs from image {volume.shape[:3]}"
             )
-    if mask is not None and mask.ndim == 4:
-        mask = mask[..., 0]
-    # NIfTI arrays are (x, y, z): axial slices first, rows = y, columns = x
-    to_slices = (2, 1, 0)
-    slices_mask = None if mask is None else mask.transpose(to_slices)
-    return volume.transpose(to_slices), slices_mask, (spacing[1], spacing[0])
+    # NIfTI arrays are (x, y, z, c): channels first, then axial slices, rows = y, columns = x
+    slices_mask = None if mask is None else mask.transpose(2, 1, 0)
+    return volume.transpose(3, 2, 1, 0), slices_mask, (spacing[1], spacing[0])

@@ -12,6 +12,7 @@ from common.data.nifti_cases import NiftiCase, read_nifti_case
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
 from common.data.resampling import resample_images, resample_masks
+from common.errors import DataFormatError
 
 __all__ = ["normalise_and_resample_volume", "prepare_nifti_cases"]
 
@@ -32,6 +33,18 @@ def normalise_and_resample_volume(
     return normalised, resample_images(normalised, spacing, config.target_spacing, config.size)
 
 
+def _channels_of(
+    volume: np.ndarray, spacing: tuple[float, float], config: PreprocessingConfig
+) -> np.ndarray:
+    """[C, N, H, W] -> [N, size, size] for one channel, [N, C, size, size] for several.
+
+    Each channel is scaled on its own (its own percentiles), as each MR sequence has its own
+    intensities.
+    """
+    channels = [normalise_and_resample_volume(c, spacing, config)[1] for c in volume]
+    return channels[0] if len(channels) == 1 else np.stack(channels, axis=1)
+
+
 def prepare_nifti_cases(
     cases: list[NiftiCase],
     config: PreprocessingConfig,
@@ -41,11 +54,14 @@ def prepare_nifti_cases(
     keep_pixels: bool = True,
     on_case: Callable[[int, int], None] | None = None,
     segment_names: tuple[str, ...] = DEFAULT_SEGMENT_NAMES,
+    channel_names: Callable[[int], tuple[str, ...]] = lambda channels: (),
 ) -> PreparedImages:
     """Every axial slice of every case, labelled ``lesion`` when its mask has ``min_voxels``.
 
     The resampled mask is kept beside each slice (segmentation data); ``segment_names`` names
-    its values.
+    its values. Multi-channel (4D) volumes keep every channel, named by ``channel_names``
+    (of the channel count); the first readable case sets the count, and a case with another
+    count is left out with the reason.
 
     A case that cannot be read is listed in the report with the reason and skipped; a case
     without a mask is counted as unlabelled.
@@ -53,25 +69,34 @@ def prepare_nifti_cases(
     prepared = PreparedImages(segment_names=segment_names)
     report.files_seen = len(cases)
     stats = report.intensity.setdefault(_MODALITY, IntensityStats())
+    channels = 0
     for done, case in enumerate(cases, start=1):
         if on_case is not None:
             on_case(done, len(cases))
         try:
             volume, mask, spacing = read_nifti_case(case)
         except Exception as exc:  # nibabel and MONAI raise many types on damaged files
-            report.skip(case.image.name, f"not readable as NIfTI ({type(exc).__name__})")
+            reason = exc.reason if isinstance(exc, DataFormatError) else type(exc).__name__
+            report.skip(case.image.name, f"not readable as NIfTI ({reason})")
             continue
+        if channels and volume.shape[0] != channels:
+            report.skip(
+                case.image.name, f"{volume.shape[0]} channels, the first case has {channels}"
+            )
+            continue
+        channels = volume.shape[0]
+        slices = volume.shape[1]
         report.count_series(_MODALITY)
-        report.count_images(_MODALITY, volume.shape[0])
+        report.count_images(_MODALITY, slices)
         stats.add(volume)
         if mask is None:
-            report.unlabelled_images += volume.shape[0]
+            report.unlabelled_images += slices
             report.unlabelled_series += 1
             continue
-        labels = ((mask > 0).reshape(mask.shape[0], -1).sum(axis=1) >= min_voxels).astype(int)
+        labels = ((mask > 0).reshape(slices, -1).sum(axis=1) >= min_voxels).astype(int)
         images = masks = None
         if keep_pixels:
-            _, images = normalise_and_resample_volume(volume, spacing, config)
+            images = _channels_of(volume, spacing, config)
             masks = resample_masks(mask, spacing, config.target_spacing, config.size)
         key = pseudonymise(case.case_id)
         prepared.add_series(
@@ -84,6 +109,7 @@ def prepare_nifti_cases(
             masks,
             patient_key=key,  # one case is one patient
         )
+    prepared.channel_names = channel_names(channels) if channels else ()
     report.count_classes(prepared.labels, MASK_CLASSES)
     logger.info("prepared %d slices from %d NIfTI cases", len(prepared.labels), len(cases))
     return prepared
