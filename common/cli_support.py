@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import signal
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import StrEnum
@@ -20,6 +21,8 @@ from common.errors import MedfedError
 from common.exit_codes import ExitCode
 
 __all__ = [
+    "exit_on_signal",
+    "exit_on_sigterm",
     "FormatOption",
     "MaxPixelMib",
     "OutputFormat",
@@ -137,6 +140,25 @@ def _strict(value: Any) -> Any:
 def error_object(code: ExitCode, message: str) -> dict[str, Any]:
     """The ``error`` member of a failed command's JSON: exit code, its name and the message."""
     return {"code": int(code), "kind": code.name.lower(), "message": message}
+
+
+def exit_on_signal(signum: int, _frame: object) -> None:
+    """A signal handler that exits like a signal death (128 + signum), unwinding ``finally``."""
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """SIGTERM (a service manager, a scheduler, `kill`) ends the block as Ctrl-C would.
+
+    Python's default SIGTERM kills the process at once, leaving what it started running (a
+    SuperLink, the simulation runtime, Ray): as SystemExit, the ``finally`` clauses stop them.
+    """
+    previous = signal.signal(signal.SIGTERM, exit_on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

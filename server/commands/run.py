@@ -17,6 +17,7 @@ from common.cli_support import (
     OutputFormat,
     configure_logging,
     emit_json,
+    exit_on_sigterm,
     user_errors,
 )
 from common.errors import ConfigError
@@ -99,7 +100,7 @@ def run(
     """
     configure_logging(verbose)
     console = Console(stderr=output is OutputFormat.JSON)
-    with user_errors(output):
+    with user_errors(output), exit_on_sigterm():
         if (job_file is None) == (resume is None):
             raise ConfigError("medfed-server run", "give a job.toml or --resume RUN_DIR")
         if resume is not None:

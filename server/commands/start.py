@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from common.cli_support import configure_logging, user_errors
+from common.cli_support import configure_logging, exit_on_signal, user_errors
 from common.flower_processes import stop_process
 from server.commands.options import DEFAULT_STATE, StateOption, VerboseOption
 from server.coordinator import (
@@ -35,10 +35,6 @@ from server.rate_limit import PeerRateLimit
 __all__ = ["start"]
 
 logger = logging.getLogger(__name__)
-
-
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _stop_if_superlink_dies(superlink: subprocess.Popen[bytes], log: Path) -> threading.Event:
@@ -135,7 +131,7 @@ def start(
         )
         # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit
         # lets the `finally` below stop the SuperLink instead of dying with it still running.
-        signal.signal(signal.SIGTERM, _exit_on_signal)
+        signal.signal(signal.SIGTERM, exit_on_signal)
         stopping = _stop_if_superlink_dies(superlink, paths.logs / "superlink.log")
         serve_fleet_gateway(gateway, host, fleet_port, max_connections, **tls)
     finally:

@@ -17,6 +17,7 @@ from common.cli_support import (
     OutputFormat,
     configure_logging,
     emit_json,
+    exit_on_sigterm,
     user_errors,
 )
 from common.config_files import validate_model
@@ -79,7 +80,7 @@ def run(
     per approach) and run_dir.
     """
     configure_logging(verbose)
-    with user_errors(output):
+    with user_errors(output), exit_on_sigterm():
         if resume is not None:
             summary = resume_simulation_job(resume.resolve(), verbose)
             run_dir = resume
