@@ -4,7 +4,6 @@
 """
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +22,7 @@ from common.cli_support import (
 from common.errors import ConfigError
 from common.federation_job import FederationJob, load_federation_job
 from common.flower_processes import flower_command, flower_environment, stream_to_log
+from common.run_folders import new_run_folder
 from server.commands.options import (
     DEFAULT_STATE,
     StateOption,
@@ -34,7 +34,7 @@ from server.job_app import JOB_FILE, write_job_app
 from server.run_outcome import METRICS_FILE, check_run_outcome
 from server.server_app import CHECKPOINT_NAME
 
-__all__ = ["new_run_folder", "run"]
+__all__ = ["run"]
 
 
 def _completed_rounds(run_dir: Path) -> int:
@@ -51,24 +51,6 @@ def _stream(app_dir: Path, paths: CoordinatorPaths, log_file: Path, console: Con
 
     env = flower_environment(paths.flwr_home)
     return stream_to_log(command, env, app_dir.parent, log_file, echo)
-
-
-def new_run_folder(runs: Path, job_name: str) -> Path:
-    """Create and return ``runs/<YYYYmmdd-HHMMSS>-<job>``, suffixed ``-2``, ``-3``, ... when taken.
-
-    The folder is reserved by ``mkdir`` itself (atomic), so two jobs submitted in the same
-    second, even by two processes, never share a run folder and never overwrite a model.
-    """
-    runs.mkdir(parents=True, exist_ok=True)
-    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{job_name}"
-    for attempt in range(1, 1000):
-        run_dir = runs / (base if attempt == 1 else f"{base}-{attempt}")
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            continue
-        return run_dir
-    raise ConfigError(str(runs), f"1000 run folders named {base}: clean up the runs folder")
 
 
 def _resumable(run_dir: Path) -> FederationJob:

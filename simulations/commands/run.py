@@ -5,7 +5,6 @@ simulation's from :class:`~simulations.simulation_settings.SimulationSettings`: 
 repeats a key or a default by hand.
 """
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,6 +23,7 @@ from common.config_files import validate_model
 from common.errors import ConfigError
 from common.federation_job import FederationJob, load_federation_job, unflatten
 from common.job_options import job_options, with_job_options
+from common.run_folders import claim_run_folder, new_run_folder
 from simulations.baselines import BASELINES
 from simulations.runner import resume_simulation_job, run_simulation_job
 from simulations.simulation_settings import SimulationSettings
@@ -95,7 +95,9 @@ def run(
             unknown = [b for b in chosen if b not in BASELINES]
             if unknown:
                 raise ConfigError("--baseline", f"unknown {unknown}; choose from {list(BASELINES)}")
-            run_dir = out or Path("runs") / time.strftime("sim-%Y%m%d-%H%M%S")
+            run_dir = (
+                claim_run_folder("--out", out) if out else new_run_folder(Path("runs"), job.name)
+            )
             summary = run_simulation_job(job, settings, run_dir.resolve(), chosen, verbose)
     if output is OutputFormat.JSON:
         emit_json({**summary, "run_dir": str(run_dir)})

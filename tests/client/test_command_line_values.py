@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from client.cli import app as site_app
 from client.predict_cli import app as predict_app
-from server.commands.run import new_run_folder
+from common.run_folders import new_run_folder
 from simulations.cli import app as sim_app
+from simulations.synthetic_lesions import write_synthetic_lesions
 
 
 @pytest.fixture
@@ -124,3 +125,13 @@ def test_jobs_submitted_in_the_same_second_get_distinct_run_folders(tmp_path: Pa
             break
     assert first != second and first.is_dir() and second.is_dir()
     assert second.name == f"{first.name}-2"
+
+
+def test_an_out_folder_holding_an_earlier_run_is_refused_not_overwritten(tmp_path: Path) -> None:
+    data = write_synthetic_lesions(tmp_path / "d.npz", n_train=20, n_val=4, n_test=4, image_size=16)
+    earlier = tmp_path / "run"
+    earlier.mkdir()
+    (earlier / "global_model.pt").write_bytes(b"an earlier run's model")
+    code, output = _run(sim_app, "run", "--data", str(data), "--out", str(earlier))
+    assert code == 2 and "--out" in output and "already holds files" in output
+    assert (earlier / "global_model.pt").read_bytes() == b"an earlier run's model"
