@@ -3,7 +3,7 @@
 Replies are built as Flower's secaggplus_mod builds them (a FitRes record plus the masked
 vectors as serialised integer arrays, the site's weight first); the end-to-end cases (a wrong
 shape, an inflated count, the round finishing without them) run in
-tests/simulations/test_hostile_sites.py and tests/deployment/test_hostile_sites.py.
+tests/simulations/test_hostile_sites.py and tests/deployment/test_hostile_hospitals.py.
 """
 
 import numpy as np

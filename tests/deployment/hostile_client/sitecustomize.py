@@ -1,4 +1,4 @@
-"""A hospital's modified client, for tests/deployment/test_hostile_sites.py only.
+"""A hospital's modified client, for tests/deployment/test_hostile_hospitals.py only.
 
 A hospital controls its own machine: this folder on a site node's PYTHONPATH, with
 ``MEDFED_TEST_HOSTILE`` = JSON ``{"JOB": {"ROUND": "KIND"}}`` (KIND one of
