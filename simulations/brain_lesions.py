@@ -28,7 +28,7 @@ from scipy.ndimage import affine_transform, gaussian_filter, zoom
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
 from simulations.seg_writer import write_simulated_lesion_seg
 
-__all__ = ["SITE_SCANNERS", "ScannerSignature", "write_brain_lesion_sites"]
+__all__ = ["SITE_SCANNERS", "ScannerSignature", "subject_identity", "write_brain_lesion_sites"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,29 @@ SITE_SCANNERS = (
     ScannerSignature("Philips", "Ingenia (simulated)", 1.25, 0.18, 0.03, 1.6),
     ScannerSignature("Canon", "Vantage (simulated)", 0.9, 0.30, 0.05, 3.0),
 )
+
+
+def subject_identity(
+    scanner: ScannerSignature, seed: int, site: int, subject: int, series: str = ""
+) -> SeriesIdentity:
+    """The simulated subject's patient, study and series identity on ``scanner``.
+
+    UIDs are derived from the seed (the same seed writes the same files); ``series`` names one
+    of the subject's several series (a sequence), "" its only one.
+    """
+    subject_text = f"{seed}-{site}-{subject}"
+    series_text = f"{subject_text}-{series}-series" if series else f"{subject_text}-series"
+    return SeriesIdentity(
+        patient_name=f"Simulated^Subject{site}{subject:02d}",
+        patient_id=f"SIM-{site}-{subject:03d}",
+        institution=f"Simulated Hospital {site}",
+        manufacturer=scanner.manufacturer,
+        model_name=scanner.model_name,
+        modality="MR",
+        study_uid=generate_uid(entropy_srcs=[f"{subject_text}-study"]),
+        series_uid=generate_uid(entropy_srcs=[series_text]),
+        frame_of_reference_uid=generate_uid(entropy_srcs=[f"{subject_text}-for"]),
+    )
 
 
 def _templates() -> tuple[np.ndarray, np.ndarray]:
@@ -194,18 +217,7 @@ def write_brain_lesion_sites(
             volume, mask = _slab(
                 *_subject(templates, scanner, rng), slices_per_subject, [seed, site, subject]
             )
-            identity = SeriesIdentity(
-                patient_name=f"Simulated^Subject{site}{subject:02d}",
-                patient_id=f"SIM-{site}-{subject:03d}",
-                institution=f"Simulated Hospital {site}",
-                manufacturer=scanner.manufacturer,
-                model_name=scanner.model_name,
-                modality="MR",
-                # UIDs derived from the seed: the same seed writes the same files
-                study_uid=generate_uid(entropy_srcs=[f"{seed}-{site}-{subject}-study"]),
-                series_uid=generate_uid(entropy_srcs=[f"{seed}-{site}-{subject}-series"]),
-                frame_of_reference_uid=generate_uid(entropy_srcs=[f"{seed}-{site}-{subject}-for"]),
-            )
+            identity = subject_identity(scanner, seed, site, subject)
             spacing = (2.0, scanner.pixel_spacing_mm, scanner.pixel_spacing_mm)
             folder = site_dir / "dicom" / f"subject-{subject:02d}"
             paths = write_dicom_series(

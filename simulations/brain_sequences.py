@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.uid import generate_uid
 from scipy.ndimage import gaussian_filter, map_coordinates
 from scipy.spatial.transform import Rotation
 
@@ -29,8 +28,9 @@ from simulations.brain_lesions import (
     ScannerSignature,
     _bias_field,
     _lesions,
+    subject_identity,
 )
-from simulations.dicom_writer import SeriesIdentity, write_dicom_series
+from simulations.dicom_writer import write_dicom_series
 from simulations.seg_writer import write_simulated_lesion_seg
 
 __all__ = ["SEQUENCES", "TRUTH_FILE", "write_sequence_sites"]
@@ -207,17 +207,7 @@ def write_sequence_sites(
                 volume, mask = _series(
                     SEQUENCES[sequence], anatomy, lesion, to_template, origin, shape, scanner, rng
                 )
-                identity = SeriesIdentity(
-                    patient_name=f"Simulated^Subject{site}{subject:02d}",
-                    patient_id=f"SIM-{site}-{subject:03d}",
-                    institution=f"Simulated Hospital {site}",
-                    manufacturer=scanner.manufacturer,
-                    model_name=scanner.model_name,
-                    modality="MR",
-                    study_uid=generate_uid(entropy_srcs=[f"{seed_text}-study"]),
-                    series_uid=generate_uid(entropy_srcs=[f"{seed_text}-{sequence}-series"]),
-                    frame_of_reference_uid=generate_uid(entropy_srcs=[f"{seed_text}-for"]),
-                )
+                identity = subject_identity(scanner, seed, site, subject, sequence)
                 contrast = SEQUENCES[sequence]
                 acquisition: dict[str, object] = {
                     "SeriesDescription": sequence,

@@ -46,6 +46,7 @@ __all__ = [
     "normalise_and_resample",
     "prepare_series",
     "read_dicom_folder",
+    "start_prepared",
 ]
 
 #: Every value a ``--window`` option takes ('auto' picks one per modality).
@@ -325,6 +326,28 @@ def normalise_and_resample(
     return out, (low, high)
 
 
+def start_prepared(
+    scan: DicomScan, report: QualityReport, segmentations: SegmentationMasks | None
+) -> PreparedImages:
+    """An empty result for ``scan``, its files and problems recorded in ``report``.
+
+    Without ``segmentations`` (a classification task) each DICOM SEG file is listed as skipped.
+    """
+    prepared = PreparedImages()
+    report.files_seen = scan.files_seen
+    for problem in scan.problems:
+        report.skip(problem.path.as_posix(), problem.reason)
+    if segmentations is None:
+        for path in scan.segmentations:
+            report.skip(
+                path.relative_to(scan.root).as_posix(),
+                "DICOM SEG: its masks are read only when preparing a segmentation task",
+            )
+    else:
+        prepared.segment_names = segmentations.segment_names
+    return prepared
+
+
 def prepare_series(
     scan: DicomScan,
     config: PreprocessingConfig,
@@ -345,18 +368,7 @@ def prepare_series(
     mask is resampled onto the image's output grid and kept beside it, and the label says
     whether it holds any foreground; images no SEG object covers are unlabelled.
     """
-    prepared = PreparedImages()
-    report.files_seen = scan.files_seen
-    for problem in scan.problems:
-        report.skip(problem.path.as_posix(), problem.reason)
-    if segmentations is None:
-        for path in scan.segmentations:
-            report.skip(
-                path.relative_to(scan.root).as_posix(),
-                "DICOM SEG: its masks are read only when preparing a segmentation task",
-            )
-    else:
-        prepared.segment_names = segmentations.segment_names
+    prepared = start_prepared(scan, report, segmentations)
     for done, series in enumerate(scan.series.values(), start=1):
         if on_series is not None:
             on_series(done, len(scan.series))

@@ -20,7 +20,12 @@ import SimpleITK as sitk
 from common.data.arrays import MASK_CLASSES
 from common.data.atlas import ATLAS, atlas_image, read_reference
 from common.data.dicom_patient import patient_identity
-from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, split_key_of
+from common.data.dicom_prepare import (
+    PreparedImages,
+    PreprocessingConfig,
+    split_key_of,
+    start_prepared,
+)
 from common.data.dicom_scan import DicomScan, SeriesFiles
 from common.data.dicom_seg import SegmentationMasks
 from common.data.intensity import scale_to_unit, window_range
@@ -220,18 +225,7 @@ def prepare_registered(
     on_study: Callable[[int, int], None] | None = None,
 ) -> PreparedImages:
     """Align, resample, window and slice every study of ``scan`` (read with VolumeReader)."""
-    prepared = PreparedImages()
-    report.files_seen = scan.files_seen
-    for problem in scan.problems:
-        report.skip(problem.path.as_posix(), problem.reason)
-    if segmentations is None:
-        for path in scan.segmentations:
-            report.skip(
-                path.relative_to(scan.root).as_posix(),
-                "DICOM SEG: its masks are read only when preparing a segmentation task",
-            )
-    else:
-        prepared.segment_names = segmentations.segment_names
+    prepared = start_prepared(scan, report, segmentations)
     reference = options.reference_image()
     grid = None
     if reference is not None:
