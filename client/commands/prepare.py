@@ -13,7 +13,7 @@ from client.registration_options import contract_channels, registration_options
 from common.cli_support import MaxPixelMib, add_debug_log, configure_logging, user_errors
 from common.cli_values import check_fraction, check_output_folder, check_positive
 from common.config import PREPARED_TASKS
-from common.data.arrays import MASK_CLASSES
+from common.data.arrays import mask_classes
 from common.data.colour import CHANNEL_RULES
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
 from common.data.dicom_prepare import (
@@ -66,7 +66,8 @@ def prepare(
         str | None,
         typer.Option(
             help="Segmentation: mask classes in order, background first (e.g. "
-            "background,lesion); every site must use the same. [default: SEG labels, sorted]"
+            "background,vessel); every site must use the same. [default: the DICOM SEG's "
+            "segment labels (sorted) or dataset.json's labels; else background,foreground]"
         ),
     ] = None,
     classes: Annotated[
@@ -197,7 +198,9 @@ def prepare(
             registration=registration,
         )  # fmt: skip
         quality.path_names = partial(pseudonymous_path, pseudonymise=pseudonymise)
-        class_names = manifest.class_names if manifest is not None else MASK_CLASSES
+        class_names = (
+            manifest.class_names if manifest is not None else mask_classes(prepared.segment_names)
+        )
         try:
             if not quality.images_per_modality:
                 raise DataFormatError(

@@ -9,7 +9,7 @@ from torch import nn
 from common.checkpoint import load_checkpoint
 from common.config import is_segmentation
 from common.config_files import validate_model
-from common.data.arrays import DEFAULT_SEGMENT_NAMES
+from common.data.arrays import unnamed_segments
 from common.data.preprocessing_contract import PreprocessingContract
 from common.errors import DataFormatError
 from common.federation_job import FederationJob
@@ -41,16 +41,14 @@ class TrainedModel:
 def output_names(payload: dict[str, Any], task: str, num_classes: int) -> tuple[str, ...]:
     """The checkpoint's ``class_names`` when it has one per output, else default names.
 
-    Classification defaults to "0".."K-1"; segmentation to background + lesion (two classes)
-    or background + "1".."K-1".
+    Classification defaults to "0".."K-1"; segmentation to the names of unnamed mask values
+    (common.data.arrays.unnamed_segments: background + foreground, or background + "1"..).
     """
     names = tuple(str(n) for n in payload.get("class_names") or ())
     if len(names) == num_classes:
         return names
     if is_segmentation(task):
-        if num_classes == len(DEFAULT_SEGMENT_NAMES):
-            return DEFAULT_SEGMENT_NAMES
-        return ("background", *(str(k) for k in range(1, num_classes)))
+        return unnamed_segments(num_classes)
     return tuple(str(k) for k in range(num_classes))
 
 

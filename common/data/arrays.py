@@ -1,5 +1,6 @@
 """In-memory image arrays and the train/val/test splits every reader returns."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,12 +9,37 @@ import numpy as np
 from common.config import is_segmentation
 from common.data.preprocessing_contract import PreprocessingContract
 
-__all__ = ["DEFAULT_SEGMENT_NAMES", "MASK_CLASSES", "DatasetSplits", "ImageArrays"]
+__all__ = [
+    "DEFAULT_SEGMENT_NAMES",
+    "DatasetSplits",
+    "ImageArrays",
+    "mask_classes",
+    "unnamed_segments",
+]
 
-#: Mask classes when the data does not name them: background and one foreground class.
-DEFAULT_SEGMENT_NAMES = ("background", "lesion")
-#: Image classes of segmentation data: does the slice's mask hold any foreground?
-MASK_CLASSES = ("no-lesion", "lesion")
+#: Mask classes when nothing names them (no --segments, no dataset.json labels, no DICOM SEG
+#: segment labels): background and one foreground class, never a guessed structure.
+DEFAULT_SEGMENT_NAMES = ("background", "foreground")
+
+
+def unnamed_segments(num_classes: int) -> tuple[str, ...]:
+    """Names of ``num_classes`` mask values that nothing names: their values, 0 = background.
+
+    Two classes are :data:`DEFAULT_SEGMENT_NAMES`; more are ``background, 1, 2, ...``.
+    """
+    if num_classes <= len(DEFAULT_SEGMENT_NAMES):
+        return DEFAULT_SEGMENT_NAMES
+    return ("background", *(str(k) for k in range(1, num_classes)))
+
+
+def mask_classes(segment_names: Sequence[str] | None) -> tuple[str, str]:
+    """Image classes of segmentation data: does the image's mask hold any foreground class?
+
+    Named after the mask's own classes: ``("no-vessel", "vessel")`` for background + vessel,
+    ``("no-liver+tumour", "liver+tumour")`` for several foreground classes.
+    """
+    foreground = "+".join(tuple(segment_names or DEFAULT_SEGMENT_NAMES)[1:])
+    return f"no-{foreground}", foreground
 
 
 @dataclass(frozen=True)

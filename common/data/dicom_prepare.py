@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.arrays import MASK_CLASSES
+from common.data.arrays import mask_classes
 from common.data.colour import channel_count
 from common.data.dicom_image import (
     DecodedImage,
@@ -451,7 +451,7 @@ def prepare_series(
     if manifest is not None:
         report.count_classes(prepared.labels, manifest.class_names)
     elif segmentations is not None:
-        report.count_classes(prepared.labels, MASK_CLASSES)
+        report.count_classes(prepared.labels, mask_classes(prepared.segment_names))
     logger.debug(
         "prepared %d labelled images from %d series", len(prepared.labels), len(scan.series)
     )

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from common.data.arrays import DEFAULT_SEGMENT_NAMES, MASK_CLASSES
+from common.data.arrays import DEFAULT_SEGMENT_NAMES, mask_classes
 from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, split_key_of
 from common.data.intensity import normalise_intensity
 from common.data.nifti_cases import NiftiCase, read_nifti_case
@@ -110,6 +110,6 @@ def prepare_nifti_cases(
             patient_key=key,  # one case is one patient
         )
     prepared.channel_names = channel_names(channels) if channels else ()
-    report.count_classes(prepared.labels, MASK_CLASSES)
+    report.count_classes(prepared.labels, mask_classes(segment_names))
     logger.info("prepared %d slices from %d NIfTI cases", len(prepared.labels), len(cases))
     return prepared

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.arrays import DEFAULT_SEGMENT_NAMES, DatasetSplits, ImageArrays
+from common.data.arrays import DatasetSplits, ImageArrays, unnamed_segments
 from common.errors import DataFormatError
 
 __all__ = ["SPATIAL_DIMS_KEY", "SPLITS", "read_npz"]
@@ -150,12 +150,12 @@ def _segment_names(
         if "segment_names" in archive.files:
             raise DataFormatError(path, "segment_names without {train,val,test}_masks")
         return None
+    highest = max((int(m.max()) for m in masks if m.size), default=0)
     names = (
         tuple(str(n) for n in _member(path, archive, "segment_names"))
         if "segment_names" in archive.files
-        else DEFAULT_SEGMENT_NAMES
+        else unnamed_segments(highest + 1)
     )
-    highest = max(int(m.max()) for m in masks if m.size)
     if highest >= len(names) or len(names) < 2:
         raise DataFormatError(
             path, f"masks hold class {highest} but segment_names has only {list(names)}"

@@ -5,7 +5,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from common.data.arrays import DEFAULT_SEGMENT_NAMES, MASK_CLASSES, DatasetSplits
+from common.data.arrays import DEFAULT_SEGMENT_NAMES, DatasetSplits, mask_classes
 from common.data.dicom_prepare import PreprocessingConfig
 from common.data.nifti_cases import segment_names_of
 from common.data.npz_reader import read_npz
@@ -42,9 +42,10 @@ def read_picture_folder(root: Path, image_size: int = 64, seed: int = 0) -> Data
     if not prepared.labels:
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in report.skipped_files[:5])
         raise DataFormatError(root, f"no image with a mask to train on ({reasons or 'none'})")
-    contract = config.contract("segmentation", MASK_CLASSES, prepared.segment_names)
+    classes = mask_classes(prepared.segment_names)
+    contract = config.contract("segmentation", classes, prepared.segment_names)
     with tempfile.TemporaryDirectory(prefix="medfed-pictures-") as folder:
         cache = Path(folder)
-        write_site_cache(cache, prepared, MASK_CLASSES, report, seed=seed, contract=contract)
+        write_site_cache(cache, prepared, classes, report, seed=seed, contract=contract)
         splits = read_npz(cache / DATASET_FILE)
     return replace(splits, source=root, preprocessing=contract)

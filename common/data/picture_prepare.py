@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.arrays import DEFAULT_SEGMENT_NAMES, MASK_CLASSES
+from common.data.arrays import DEFAULT_SEGMENT_NAMES, mask_classes
 from common.data.colour import apply_channel_rule
 from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, split_key_of
 from common.data.dicom_problems import error_text
@@ -126,7 +126,7 @@ def prepare_picture_cases(
         prepared.add_series(
             [label], [0], key, key, split_key_of(case.case_id), images, masks, patient_key=key
         )
-    class_names = manifest.class_names if manifest is not None else MASK_CLASSES
+    class_names = manifest.class_names if manifest is not None else mask_classes(segment_names)
     report.count_classes(prepared.labels, class_names)
     logger.debug("prepared %d of %d 2D images", len(prepared.labels), len(cases))
     return prepared

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from common.data.arrays import MASK_CLASSES
+from common.data.arrays import mask_classes
 from common.data.atlas import ATLAS, atlas_image, read_reference
 from common.data.dicom_patient import patient_identity
 from common.data.dicom_prepare import (
@@ -241,5 +241,5 @@ def prepare_registered(
     if manifest is not None:
         report.count_classes(prepared.labels, manifest.class_names)
     elif segmentations is not None:
-        report.count_classes(prepared.labels, MASK_CLASSES)
+        report.count_classes(prepared.labels, mask_classes(prepared.segment_names))
     return prepared

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from monai.transforms import LoadImage
 
-from common.data.arrays import MASK_CLASSES
+from common.data.arrays import mask_classes
 from common.data.dicom_geometry import dicom_affine
 from common.data.dicom_prepare import PreparedImages, PreprocessingConfig, split_key_of
 from common.data.dicom_scan import DicomScan, SeriesFiles
@@ -130,7 +130,7 @@ def stack_series_volumes(
         i = rows[0]
         keys = (key, slices.study_keys[i], slices.split_keys[i], slices.patient_keys[i])
         _add_volume(volumes, volume, keys)
-    report.count_classes(volumes.labels, MASK_CLASSES)
+    report.count_classes(volumes.labels, mask_classes(volumes.segment_names))
     logger.info("stacked %d volumes from %d series", len(volumes.labels), len(scan.series))
     return volumes
 
@@ -198,6 +198,6 @@ def prepare_nifti_volumes(
         resampled = nifti_volume(volume, mask.astype(np.uint8), affine, config)
         key = pseudonymise(case.case_id)
         _add_volume(prepared, resampled, (key, key, split_key_of(case.case_id), key))
-    report.count_classes(prepared.labels, MASK_CLASSES)
+    report.count_classes(prepared.labels, mask_classes(segment_names))
     logger.info("prepared %d volumes from %d NIfTI cases", len(prepared.labels), len(cases))
     return prepared

@@ -257,7 +257,7 @@ def test_predict_replays_the_colour_rule(rgb_cache: Path, pictures: Path, tmp_pa
     assert mask.shape[:2] == (56, 64)  # (x, y) of the 64 x 56 source picture
     compared = summary["inputs"][8]["compared_with_mask"]
     assert compared["mask"] == "eye08.gif" and compared["hd95_unit"] == "pixels"
-    assert set(compared["original_resolution"]) >= {"dice", "iou", "hd95", "dice_lesion"}
+    assert set(compared["original_resolution"]) >= {"dice", "iou", "hd95", "dice_foreground"}
     assert summary["compared_with_masks"]["inputs"] == 9
 
 

@@ -55,7 +55,7 @@ def test_prepare_labels_slices_from_masks(tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     splits = load_dataset(cache)
-    assert splits.class_names == ("no-lesion", "lesion")
+    assert splits.class_names == ("no-foreground", "foreground")  # nothing names the mask
     total = np.concatenate([splits.train.labels, splits.val.labels, splits.test.labels])
     assert len(total) == 32 and total.sum() == 1 + 2 + 3 + 4  # lesion slices per case
     report = json.loads((cache / "qc_report.json").read_text())
