@@ -26,6 +26,7 @@ from common import message_keys as keys
 from common.config import is_segmentation
 from common.data.arrays import DatasetSplits
 from common.data.loading import load_dataset
+from common.dp_learnability import learnability_warning
 from common.errors import ConfigError, MedfedError
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
@@ -138,6 +139,7 @@ class SiteClient(NumPyClient):
         self.limits.check(self.job)
         self.job = self.limits.enforced(self.job)
         simulated = simulated_site(context)
+        self.simulated = simulated is not None
         self.drops_from = _drop_round(simulated)
         self.hostile = _hostile_kind(simulated)  # tests only: never set at a hospital
         if seed_for_round is None and simulated is not None and simulated[1].fixed_seeds:
@@ -198,6 +200,17 @@ class SiteClient(NumPyClient):
             self.limits.delta, self.limits.max_epsilon,
         )  # fmt: skip
 
+    def _warn_if_too_small(self) -> None:
+        """Say in the site's log, before its first round, when DP leaves it little to learn."""
+        samples = task_for(self.job.task).training_samples(self.data.train, 0, self.job)
+        train = self.job.train
+        warning = learnability_warning(
+            self.limits.name, self.job.privacy, samples, train.batch_size, train.local_epochs,
+            self.job.rounds,
+        )  # fmt: skip
+        if warning is not None:
+            logger.warning("%s", warning)
+
     def _record_spending(
         self,
         ledger: PrivacyLedger,
@@ -245,6 +258,8 @@ class SiteClient(NumPyClient):
         self._answer_or_drop(server_round)
         model = self._model(parameters)
         previous = restore_privacy_state(self.context)
+        if previous is None and self.job.privacy.enabled and not self.simulated:
+            self._warn_if_too_small()  # (medfed-sim warns before it starts the sites)
         # Without DP a round has no finite epsilon to account (only a site that does not
         # require DP, e.g. a simulated one, gets here).
         ledger = PrivacyLedger.for_site(self.limits) if self.job.privacy.enabled else None

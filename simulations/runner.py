@@ -27,6 +27,7 @@ from server.job_app import JOB_FILE, write_job_app
 from server.run_outcome import check_run_outcome
 from server.server_app import CHECKPOINT_NAME
 from simulations.baselines import run_baseline
+from simulations.preflight_warnings import pooled_hospitals_warning, small_site_warnings
 from simulations.simulation_engine import run_on_simulation_engine
 from simulations.simulation_settings import SimulationSettings
 from simulations.summary import summarise_run
@@ -86,12 +87,9 @@ def _check_runnable(
             f"job {job.name}",
             f"min_sites = {job.min_sites} but the simulation has {settings.sites} sites",
         )
-    if splits.train.sites is not None and settings.partition != "site":
-        logger.warning(
-            "%s holds %d hospitals' caches but --partition %s pools them and re-splits the "
-            "images; give --partition site to keep each hospital's own data",
-            settings.data, int(splits.train.sites.max()) + 1, settings.partition,
-        )  # fmt: skip
+    pooled = pooled_hospitals_warning(settings, splits)
+    if pooled is not None:
+        logger.warning("%s", pooled)
     # Fail fast, before any process starts, on a model DP-SGD cannot train.
     size = job.spatial_shape
     build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
@@ -176,6 +174,8 @@ def run_simulation_job(
     sites = split_across_sites(
         splits, settings.sites, PartitionScheme.parse(settings.partition), job.seed
     )
+    for warning in small_site_warnings(job, sites):
+        logger.warning("%s", warning)
     _write_site_table(run_dir, splits.class_names, sites)
     _write_sites(run_dir, sites, splits)
     logger.info(

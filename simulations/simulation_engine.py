@@ -11,7 +11,6 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import tomli_w
@@ -82,12 +81,42 @@ def _shown(line: str, verbose: bool) -> bool:
     return verbose or (bool(_PROGRESS.search(plain)) and not _NOISE.search(plain))
 
 
-def _echo(verbose: bool) -> Callable[[str], None]:
-    def echo(line: str) -> None:
-        if _shown(line, verbose):
-            logger.info("%s", _ANSI.sub("", line.rstrip()))
+#: What makes the same message of different sites (or rounds) look different.
+_SENDER = re.compile(r"^\(\S+ pid=\d+\)\s*|\d\d/\d\d/\d{4} \d\d:\d\d:\d\d:")
 
-    return echo
+
+class _Echo:
+    """Shows the job's log lines the console keeps, each repeated warning once.
+
+    The simulated sites log the same warning every round (e.g. "the data has no patient
+    keys"); it is shown the first time and counted after that, and :meth:`summarise` says how
+    often it came. With ``verbose`` every line is shown.
+    """
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+        self.repeats: dict[str, int] = {}
+
+    def __call__(self, line: str) -> None:
+        if not _shown(line, self.verbose):
+            return
+        plain = _ANSI.sub("", line.rstrip())
+        if not self.verbose and "WARNING" in plain:
+            key = _SENDER.sub("", plain).strip()
+            seen = key in self.repeats
+            self.repeats[key] = self.repeats.get(key, 0) + 1
+            if seen:
+                return
+        logger.info("%s", plain)
+
+    def summarise(self, log_file: Path) -> None:
+        """One line per warning shown once but logged again, with its count."""
+        for message, count in self.repeats.items():
+            if count > 1:
+                logger.info(
+                    "%d times in all (once shown above; every one in %s): %s",
+                    count, log_file, message,
+                )  # fmt: skip
 
 
 def _federation_config(num_sites: int, cpus_per_site: float, ray_address: str | None) -> str:
@@ -167,14 +196,17 @@ def run_on_simulation_engine(
             flower_command("flwr"), "run", str(app_dir), CONNECTION, "--stream",
             "--federation-config", _federation_config(num_sites, cpus_per_site, ray_address),
         ]  # fmt: skip
-        return stream_to_log(
+        echo = _Echo(verbose)
+        code = stream_to_log(
             command,
             env,
             run_dir,
             run_dir / "run.log",
-            _echo(verbose),
+            echo,
             keep=lambda line: not _PLAIN_COPY.match(line),
         )
+        echo.summarise(run_dir / "run.log")
+        return code
     finally:
         stop_session(superlink)
         if ray_tmp is not None:

@@ -144,6 +144,9 @@ def test_npz_masks_must_cover_every_split_and_fit_the_segment_names(tmp_path: Pa
     with pytest.raises(DataFormatError, match="masks must be given for all of train, val and test"):
         read_npz(tmp_path / "partial.npz")
     masks = {f"{s}_masks": np.full((2, 8, 8), 2, np.uint8) for s in ("train", "val", "test")}
-    np.savez(tmp_path / "names.npz", **arrays, **masks)
+    np.savez(tmp_path / "values.npz", **arrays, **masks)  # unnamed: named by their values
+    assert read_npz(tmp_path / "values.npz").segment_names == ("background", "1", "2")
+    names = np.array(["background", "vessel"])
+    np.savez(tmp_path / "names.npz", **arrays, **masks, segment_names=names)
     with pytest.raises(DataFormatError, match="masks hold class 2 but segment_names has only"):
         read_npz(tmp_path / "names.npz")
