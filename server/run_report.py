@@ -16,7 +16,7 @@ from typing import Any
 from common import message_keys as keys
 from server.run_charts import Series, line_chart
 
-__all__ = ["LiveStatus", "render_run_page", "write_report"]
+__all__ = ["LiveStatus", "failure_sentence", "render_run_page", "write_report"]
 
 REPORT_FILE = "report.html"
 #: Round-table columns of each task, the headline metric first.
@@ -106,6 +106,17 @@ def _round_table(metrics: dict[str, Any]) -> str:
     )
 
 
+_PHASES = {"train": "training", "evaluate": "evaluation"}
+
+
+def failure_sentence(failure: dict[str, Any]) -> str:
+    """A failure or refusal as a sentence naming its site, round and phase, and why."""
+    site = failure.get("site") or f"the site on node {failure.get('node_id', '?')}"
+    phase = _PHASES.get(str(failure.get("phase")), str(failure.get("phase", "")))
+    reason = str(failure.get("reason") or "no reply").strip().rstrip(".")
+    return f"Round {failure['round']}, {phase}: {site} took no part ({reason[:300]})."
+
+
 def _privacy_chart(sites: list[dict[str, Any]]) -> str:
     spent = _per_site(sites, "train", keys.EPSILON_SITE_TOTAL) or _per_site(
         sites, "train", keys.EPSILON
@@ -160,12 +171,10 @@ def render_run_page(run_dir: Path, live: LiveStatus | None = None, refresh_s: in
         line_chart("Training loss per site", _per_site(sites, "train", keys.TRAIN_LOSS), "loss"),
         _privacy_chart(sites),
     ]
+    drawn = [chart for chart in charts if chart]  # a chart without data is left out
     refresh = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s > 0 else ""
     failures = metrics.get("failures", [])
-    failure_rows = [
-        [str(f["round"]), f["phase"], str(f.get("site", f.get("node_id"))), str(f["reason"])[:300]]
-        for f in failures
-    ]
+    failure_items = "".join(f"<li>{html.escape(failure_sentence(f))}</li>" for f in failures)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">{refresh}
 <title>medfed run {html.escape(run_dir.name)}</title>
@@ -181,14 +190,8 @@ figure {{ display: inline-block; margin: 0.5em; }}
     }</p>
 {_live_section(live) if live is not None else ""}
 {_round_table(metrics)}
-<h2>Charts</h2>
-{"".join(charts)}
-{
-        "<h2>Site failures and refusals</h2>"
-        + _table(["round", "phase", "site", "reason"], failure_rows)
-        if failures
-        else ""
-    }
+{"<h2>Charts</h2>" + "".join(drawn) if drawn else "<p>No round has completed yet.</p>"}
+{f"<h2>Site failures and refusals</h2><ul>{failure_items}</ul>" if failures else ""}
 </body></html>
 """
 
