@@ -15,6 +15,7 @@ from typing import Any
 
 from common import message_keys as keys
 from server.run_charts import Series, line_chart
+from server.run_comparison import baseline_chart, class_dice_chart
 
 __all__ = ["LiveStatus", "failure_sentence", "render_run_page", "write_report"]
 
@@ -171,6 +172,10 @@ def render_run_page(run_dir: Path, live: LiveStatus | None = None, refresh_s: in
         line_chart("Training loss per site", _per_site(sites, "train", keys.TRAIN_LOSS), "loss"),
         _privacy_chart(sites),
     ]
+    tested = metrics.get("global", {})
+    if tested:  # a simulation: its baselines and, segmenting, each class's Dice
+        test_headline = _columns(list(tested.values()))[0]
+        charts += [baseline_chart(run_dir, tested, test_headline), class_dice_chart(tested)]
     drawn = [chart for chart in charts if chart]  # a chart without data is left out
     refresh = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s > 0 else ""
     failures = metrics.get("failures", [])

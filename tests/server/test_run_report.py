@@ -125,3 +125,30 @@ def test_the_report_in_headless_chromium(tmp_path: Path) -> None:
         capture_output=True, timeout=120,
     )  # fmt: skip
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+
+
+def test_a_simulation_report_compares_baselines_and_shows_dice_per_class(tmp_path: Path) -> None:
+    run = _run_folder(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["global"] = {
+        str(r): {"dice": 0.2 * r, "dice_vessel": 0.25 * r, "dice_optic-disc": 0.15 * r}
+        for r in (0, 1, 2)
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    page = write_report(run).read_text()
+    assert "federated vs baselines" not in page  # no baselines.json: no empty chart
+    assert 'aria-label="Test Dice per class"' in page
+    dice = page[page.index('aria-label="Test Dice per class"') :]
+    dice = dice[: dice.index("</svg>")]
+    assert ">vessel<" in dice and ">optic-disc<" in dice
+
+    rows = [{"round": r, "dice": 0.21 * r} for r in (1, 2)]
+    local = {"0": [{"round": r, "dice": 0.1 * r} for r in (1, 2)], "1": rows}
+    baselines = {"pooled": {"rounds": rows}, "local": {"sites": local}}
+    (run / "baselines.json").write_text(json.dumps(baselines))
+    page = write_report(run).read_text()
+    chart = page[page.index('aria-label="Test dice: federated vs baselines"') :]
+    chart = chart[: chart.index("</svg>")]
+    for name in (">federated<", ">pooled<", ">site-0 alone<", ">site-1 alone<"):
+        assert name in chart
+    assert chart.count("<polyline") == 4
