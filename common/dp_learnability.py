@@ -15,6 +15,7 @@ for every step of the job.
 """
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 from common.config import PrivacyConfig
@@ -64,7 +65,8 @@ class DpOutlook:
         """The figures, as a warning states them."""
         return (
             f"{self.units} {self.unit}s, expected batch {self.expected_batch:.1f} {self.unit}s, "
-            f"{self.steps_per_round} steps a round, noise multiplier {self.noise_multiplier:.2f}: "
+            f"{self.steps_per_round} step{'s' if self.steps_per_round != 1 else ''} a round, "
+            f"noise multiplier {self.noise_multiplier:.2f}: "
             f"the noise on each averaged step is {self.noise_per_step:.3f} x the clipping norm "
             f"(above {NOISE_PER_STEP_LIMIT} a site learns little)"
         )
@@ -81,16 +83,20 @@ def dp_outlook(
     Raises:
         ConfigError: the site has too few patients for one expected step (as training would).
     """
-    if privacy.unit != "image" and data.patients is not None:
-        noise, rate, steps = planned_local_round(
-            privacy, data, batch_size, local_epochs, rounds, None
-        )
-        units, unit = len(set(data.patients.tolist())), "patient"
-    else:
-        noise, rate, steps = planned_round(
-            privacy, len(data), batch_size, local_epochs, rounds * local_epochs, None
-        )
-        units, unit = len(data), "image"
+    with warnings.catch_warnings():
+        # Opacus' RDP conversion warns when the best order is its largest; the calibration
+        # this plans is the one training runs (and says nothing new to a user)
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        if privacy.unit != "image" and data.patients is not None:
+            noise, rate, steps = planned_local_round(
+                privacy, data, batch_size, local_epochs, rounds, None
+            )
+            units, unit = len(set(data.patients.tolist())), "patient"
+        else:
+            noise, rate, steps = planned_round(
+                privacy, len(data), batch_size, local_epochs, rounds * local_epochs, None
+            )
+            units, unit = len(data), "image"
     return DpOutlook(unit, units, rate * units, steps, noise)
 
 
