@@ -122,8 +122,11 @@ def learnability_warning(
     larger = min(2 * batch_size, len(data))
     helps = [f"a larger batch size than {batch_size}"]
     if larger > batch_size:
-        doubled = dp_outlook(privacy, data, larger, local_epochs, rounds)
-        helps[0] += f" (at {larger}: {doubled.noise_per_step:.3f})"
+        try:
+            doubled = dp_outlook(privacy, data, larger, local_epochs, rounds)
+            helps[0] += f" (at {larger}: {doubled.noise_per_step:.3f})"
+        except ConfigError:  # too few patients for that batch: no figure to give
+            pass
     helps += ["more data per site", f"a larger epsilon than {privacy.target_epsilon:g}"]
     if advice:
         helps.append(advice)

@@ -91,3 +91,6 @@ def test_summary_and_report_show_dice_for_federated_and_pooled(segmentation_run)
     assert "| model | dice | iou | hd95 | epsilon |" in (run_dir / "summary.md").read_text()
     page = write_report(run_dir).read_text()
     assert "<th>dice</th>" in page and "<th>hd95</th>" in page
+    # the federated model against the pooled baseline, and the lesion class's own Dice
+    assert 'aria-label="Test dice: federated vs baselines"' in page and ">pooled<" in page
+    assert 'aria-label="Test Dice per class"' in page and ">lesion<" in page
