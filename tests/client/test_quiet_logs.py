@@ -32,7 +32,7 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         rows.append(f"{identity.series_uid},{'ab'[i % 2]}")
     for k in range(_JUNK):
         (folder / f"notes{k:02d}.txt").write_text("exported by PACS\n")
-    raw = Path(get_testdata_file("MR_small_jp2klossless.dcm")).read_bytes()
+    raw = Path(str(get_testdata_file("MR_small_jp2klossless.dcm"))).read_bytes()
     for k, share in enumerate((0.6, 0.75, 0.9)):
         (folder / f"cut{k}.dcm").write_bytes(raw[: int(len(raw) * share)])
     labels = root / "labels.csv"
