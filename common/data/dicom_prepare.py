@@ -86,6 +86,7 @@ class PreprocessingConfig:
         segment_names: tuple[str, ...] | None = None,
         channel_names: tuple[str, ...] = (),
         registration: str = "none",
+        missing_sequence: str = "skip",
     ) -> PreprocessingContract:
         """The preprocessing contract of data prepared with this configuration."""
         return PreprocessingContract.model_validate(
@@ -93,6 +94,7 @@ class PreprocessingConfig:
                 "channels": len(channel_names) if channel_names else channel_count(self.channels),
                 "channel_names": ",".join(channel_names),
                 "registration": registration,
+                "missing_sequence": missing_sequence,
                 "window": self.window,
                 "ct_window": self.ct_window,
                 "percentile_low": PERCENTILES[0],
