@@ -112,16 +112,14 @@ class PreprocessingConfig:
 
     @classmethod
     def of_contract(cls, contract: PreprocessingContract) -> "PreprocessingConfig":
-        """The configuration that replays ``contract``.
+        """The configuration that replays ``contract``'s normalisation and resampling.
+
+        Registration and sequence channels are replayed from the contract by their own code
+        (common.data.study_grid).
 
         Raises:
             ValueError: The contract scales by percentiles this medfed does not use.
         """
-        if contract.registration != "none" or contract.channel_names:
-            raise ValueError(
-                f"the data were registered ({contract.registration}) or stack sequences "
-                f"({contract.channel_names or 'none'}): replaying that is not supported yet"
-            )
         wanted = (contract.percentile_low, contract.percentile_high)
         if wanted != PERCENTILES:
             raise ValueError(

@@ -133,24 +133,22 @@ def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedI
         report.exclude(study_key, problem)
         return
     chosen = [study.series[n][0] if study.series.get(n) else None for n in names]
+    present = [(i, s) for i, s in enumerate(chosen) if s is not None]
     masks = context.segmentations.by_source if context.segmentations is not None else None
-    volumes: list[SeriesVolume | None] = []
-    for name, series in zip(names, chosen, strict=True):
+    volumes: list[SeriesVolume | None] = [None] * len(names)
+    for index, series in present:
         try:
-            volumes.append(series_volume(series, masks) if series is not None else None)
+            volumes[index] = series_volume(series, masks)
         except ValueError as exc:
-            assert series is not None
+            name = names[index]
             report.exclude(study_key, f"series {key_of(series.series_uid)} ({name}): {exc}")
             return
-    present = [i for i, s in enumerate(chosen) if s is not None]
-    anchor = chosen[present[0]]
-    assert anchor is not None
+    anchor = present[0][1]
     images = [v.image for v in volumes if v is not None]
-    rows = []
-    for index in present:
-        series = chosen[index]
-        assert series is not None
-        rows.append(_row(key_of(series.series_uid), names[index], images[len(rows)], images[0]))
+    rows: list[dict[str, object]] = [
+        _row(key_of(series.series_uid), names[index], image, images[0])
+        for (index, series), image in zip(present, images, strict=True)
+    ]
     modality = anchor.modality
     stats = IntensityStats()
     try:
@@ -184,9 +182,7 @@ def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedI
              "reason": "no series matches it: channel filled with zeros (--missing-sequence zeros)"}
         )  # fmt: skip
     kept = placed.kept
-    for index in present:
-        series = chosen[index]
-        assert series is not None
+    for _, series in present:
         report.count_series(series.modality)
     report.count_images(modality, int(kept.size))
     if context.segmentations is not None:
