@@ -7,6 +7,7 @@ contract, and `medfed predict` through its command line.
 
 import csv
 import hashlib
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -18,7 +19,7 @@ import torch
 from typer.testing import CliRunner
 
 from client.cli import app as site_app
-from client.inference.sources import find_sources
+from client.inference.sources import Skipped, find_sources
 from client.inference.study_inputs import StudyInput, read_studies
 from client.inference.study_replay import study_replay
 from client.predict_cli import app as predict_app
@@ -188,3 +189,29 @@ def test_the_options_a_contract_needs_are_checked_against_it(tmp_path: Path) -> 
     other.write_bytes(b"another volume")
     with pytest.raises(ConfigError, match="^--reference.*not the volume"):
         study_replay(registered, None, other)
+
+
+def test_a_study_missing_a_sequence_follows_the_contract(site: dict, tmp_path: Path) -> None:
+    study = tmp_path / "subject-01"
+    shutil.copytree(site["dicom"] / "subject-01" / "T1", study / "T1")  # FLAIR lost
+    config = PreprocessingConfig.of_contract(site["contract"])
+    found = find_sources(study)
+    skip = study_replay(site["contract"], RULE, None)
+    assert skip is not None
+    (skipped,) = read_studies(found.sources, found.root, config, skip.for_dicom(), True)
+    # named by the folder of its series (here only the T1's)
+    assert skipped == Skipped("T1", "study without sequence FLAIR (--sequences)")
+    fields = site["contract"].model_dump(exclude={"sha256"})
+    zeros = study_replay(
+        PreprocessingContract.model_validate({**fields, "missing_sequence": "zeros"}), RULE, None
+    )
+    assert zeros is not None
+    (kept,) = read_studies(found.sources, found.root, config, zeros.for_dicom(), True)
+    assert isinstance(kept, StudyInput)
+    assert kept.item.batch.shape[1] == 2 and not kept.item.batch[:, 1].any()
+    # kept slices: those the T1 alone covers (with FLAIR, those both cover: fewer or as many)
+    everything = find_sources(site["dicom"] / "subject-01")
+    (full,) = read_studies(everything.sources, everything.root, config, skip.for_dicom(), True)
+    assert isinstance(full, StudyInput)
+    assert len(kept.item.batch) == len(list((study / "T1").glob("*.dcm")))
+    assert len(full.item.batch) <= len(kept.item.batch) and full.item.batch[:, 1].any()
