@@ -63,6 +63,21 @@ def predict(
             "score the predictions against at the source's and the model's resolution."
         ),
     ] = None,
+    sequences: Annotated[
+        str | None,
+        typer.Option(
+            help="A model trained on stacked sequences (prepare --sequences): the same rule, "
+            "NAME=PATTERN,... with the model's channel names in order; each DICOM study is "
+            "grouped, co-registered and registered as prepare did."
+        ),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="A model whose data were registered to a reference volume (prepare --register "
+            "reference): that volume (its hash is in the model's contract)."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 32,
     saliency: Annotated[bool, typer.Option(help="Classification: write Grad-CAM overlays.")] = True,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
@@ -101,6 +116,8 @@ def predict(
             batch_size=batch_size,
             saliency=saliency,
             masks=masks,
+            sequences=sequences,
+            reference=reference,
         )
         summary = run_predict(options, console)
     skipped = [{"path": s["input"], "reason": s["reason"]} for s in summary["skipped"]]

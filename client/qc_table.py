@@ -1,12 +1,14 @@
 """Print a quality report as tables a hospital IT person can read."""
 
 import re
+from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from common.data.quality import QualityReport
+from common.data.registered_prepare import MISSING_STATUS
 
 __all__ = ["print_quality_report", "print_skipped", "summary_line"]
 
@@ -79,7 +81,8 @@ def print_quality_report(report: QualityReport, console: Console) -> None:
 
 def _print_registration(report: QualityReport, console: Console) -> None:
     """One line on the registered series (MI before/after, time) and each study left out."""
-    rows = report.registration
+    rows = [r for r in report.registration if r.get("status") != MISSING_STATUS]
+    zero_filled = [r for r in report.registration if r.get("status") == MISSING_STATUS]
     if rows:
         done = [r for r in rows if "metric_after" in r and r.get("status") == "registered"]
         line = f"Registration: {len(done)} of {len(rows)} series registered"
@@ -92,6 +95,14 @@ def _print_registration(report: QualityReport, console: Console) -> None:
                 f"{seconds:.1f} s per series"
             )
         console.print(line, highlight=False)
+    if zero_filled:
+        counts = Counter(str(r["sequence"]) for r in zero_filled)
+        named = ", ".join(f"{name} in {count}" for name, count in sorted(counts.items()))
+        console.print(
+            f"Missing sequences filled with zeros (--missing-sequence zeros): {named} "
+            f"of the studies ({len({r['study'] for r in zero_filled})} studies)",
+            highlight=False,
+        )
     if report.excluded:
         table = Table(title=f"Left out whole ({len(report.excluded)})")
         table.add_column("series or study")

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from common.data.preprocessing_contract import MISSING_SEQUENCE_CHOICES, MissingSequence
 from common.data.registered_prepare import REGISTER_CHOICES, RegistrationOptions
 from common.data.registration import TRANSFORM_KINDS, TransformKind
 from common.data.sequences import parse_sequences
@@ -11,13 +12,18 @@ __all__ = ["contract_channels", "registration_options"]
 
 
 def registration_options(
-    register: str, reference: Path | None, transform: str, sequences: str | None
+    register: str,
+    reference: Path | None,
+    transform: str,
+    sequences: str | None,
+    missing_sequence: str = "skip",
 ) -> RegistrationOptions | None:
     """The options, or None when neither registration nor sequences were asked for.
 
     Raises:
         ConfigError: an unknown value, a reference without ``--register reference`` or the
-            reverse, or a bad ``--sequences`` rule; the message names the option.
+            reverse, a bad ``--sequences`` rule, or ``--missing-sequence zeros`` without
+            ``--sequences``; the message names the option.
     """
     if register not in REGISTER_CHOICES:
         raise ConfigError("--register", f"{register!r} is not one of {list(REGISTER_CHOICES)}")
@@ -28,15 +34,25 @@ def registration_options(
     if reference is not None and not reference.is_file():
         raise ConfigError("--reference", f"{reference}: no such file")
     rule = parse_sequences(sequences) if sequences else None
+    if missing_sequence not in MISSING_SEQUENCE_CHOICES:
+        raise ConfigError(
+            "--missing-sequence",
+            f"{missing_sequence!r} is not one of {list(MISSING_SEQUENCE_CHOICES)}",
+        )
+    if missing_sequence != "skip" and rule is None:
+        raise ConfigError("--missing-sequence", f"{missing_sequence}: give --sequences too")
     if register == "none" and rule is None:
         return None
     kind: TransformKind = "rigid" if transform == "rigid" else "affine"
-    return RegistrationOptions(register, kind, reference, rule)
+    missing: MissingSequence = "zeros" if missing_sequence == "zeros" else "skip"
+    return RegistrationOptions(register, kind, reference, rule, missing)
 
 
-def contract_channels(options: RegistrationOptions | None) -> tuple[tuple[str, ...], str]:
-    """(channel names, registration) as the preprocessing contract records them."""
+def contract_channels(
+    options: RegistrationOptions | None,
+) -> tuple[tuple[str, ...], str, MissingSequence]:
+    """(channel names, registration, missing-sequence rule) as the contract records them."""
     if options is None:
-        return (), "none"
+        return (), "none", "skip"
     names = options.sequences.names if options.sequences is not None else ()
-    return names, options.contract_value()
+    return names, options.contract_value(), options.missing_sequence

@@ -24,6 +24,7 @@ from common.data.dicom_prepare import (
 from common.data.label_manifest import read_label_manifest
 from common.data.nifti_cases import is_nifti_folder
 from common.data.picture_cases import is_picture_folder
+from common.data.preprocessing_contract import MISSING_SEQUENCE_CHOICES
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import pseudonymous_path
 from common.data.registration import TRANSFORM_KINDS
@@ -126,6 +127,14 @@ def prepare(
             "the first."
         ),
     ] = None,
+    missing_sequence: Annotated[
+        str,
+        typer.Option(
+            help="A study lacking one of the --sequences: skip (left out, named in the QC "
+            "report) or zeros (that channel filled with zeros, noted in the QC report and the "
+            f"preprocessing contract). One of: {', '.join(MISSING_SEQUENCE_CHOICES)}."
+        ),
+    ] = "skip",
     max_pixel_mib: MaxPixelMib = DEFAULT_MAX_PIXEL_MIB,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
@@ -184,7 +193,9 @@ def prepare(
         segment_names = tuple(s.strip() for s in segments.split(",")) if segments else None
         if segment_names is not None and len(segment_names) < 2:
             raise ConfigError("--segments", "name the background and at least one class")
-        registration = registration_options(register, reference, transform, sequences)
+        registration = registration_options(
+            register, reference, transform, sequences, missing_sequence
+        )
         if registration is not None and manifest is not None and manifest.keyed_by_file:
             raise ConfigError(
                 "--labels", "labels per file do not survive 3D registration: label series or "
@@ -206,10 +217,10 @@ def prepare(
                 raise DataFormatError(
                     data, f"no usable image among {quality.files_seen} files (reasons listed above)"
                 )
-            channel_names, registered = contract_channels(registration)
+            channel_names, registered, missing = contract_channels(registration)
             contract = config.contract(
                 task, class_names, prepared.segment_names,
-                channel_names or prepared.channel_names, registered,
+                channel_names or prepared.channel_names, registered, missing,
             )  # fmt: skip
             dataset = write_site_cache(
                 out, prepared, class_names, quality, val_fraction, test_fraction, seed, contract

@@ -1,6 +1,7 @@
 """Read one input and preprocess it exactly as ``medfed-site prepare`` prepared training data."""
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -50,6 +51,9 @@ class PreparedInput:
     affine: np.ndarray | None = None
     #: Files of this input that were left out (e.g. one undecodable slice of a series).
     skipped: list[Skipped] = field(default_factory=list)
+    #: Model-size masks [N, size, size] -> the source's [slices, rows, cols]; None: the
+    #: inverse of prepare's 2D resampling (client.inference.geometry.to_source_size).
+    to_source: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 class NoDecodableImage(DataFormatError):
@@ -173,17 +177,17 @@ def _read_nifti(source: Source, root: Path, config: PreprocessingConfig) -> Prep
         raise
     except Exception as exc:  # nibabel and MONAI raise many types on damaged files
         raise DataFormatError(path, f"not readable as NIfTI ({error_text(exc)})") from None
-    if volume.shape[0] != 1:
-        raise DataFormatError(path, f"{volume.shape[0]} channels; predict reads one grey channel")
+    # each channel (MR sequence) scaled on its own, as prepare does (common.data.nifti_prepare)
+    scaled = [normalise_and_resample_volume(c, spacing, config) for c in volume]
+    display, batch = scaled[0][0], np.stack([b for _, b in scaled], axis=1)
     volume = volume[0]
-    display, batch = normalise_and_resample_volume(volume, spacing, config)
     image = nib.load(path)
     if not isinstance(image, SpatialImage):  # nibabel also loads formats without an affine
         raise DataFormatError(path, "not a NIfTI image (no affine)")
     return PreparedInput(
         source,
         display,
-        batch[:, None],
+        batch,
         image_files=[source.name] * len(volume),
         image_frames=list(range(len(volume))),
         spacing=spacing,

@@ -21,7 +21,9 @@ from client.inference.model import TrainedModel, load_trained_model
 from client.inference.overlays import heat_overlay, mask_overlay, write_png
 from client.inference.replay import PreprocessingOverrides, replay_preprocessing
 from client.inference.saliency import Saliency
-from client.inference.sources import Skipped, find_sources
+from client.inference.sources import Skipped, Source, find_sources
+from client.inference.study_inputs import read_studies
+from client.inference.study_replay import StudyReplay, study_replay
 from client.inference.writers import PredictionsCsv, write_nifti_mask
 from common.data.dicom_prepare import PreprocessingConfig
 from common.data.nifti_cases import NiftiCase
@@ -58,6 +60,10 @@ class PredictOptions:
     saliency: bool = True
     #: Segmentation: the site's own masks (same names as the 2D inputs) to score against.
     masks: Path | None = None
+    #: A multi-sequence model: the site's sequence rule (``NAME=PATTERN,...``), as at prepare.
+    sequences: str | None = None
+    #: A model registered to a reference volume: that volume (checked against the contract).
+    reference: Path | None = None
 
 
 class _Stems:
@@ -168,9 +174,12 @@ class _Predictor:
         else:
             probs = _probabilities(self.model, item.batch, self.options.batch_size)
             small = probs.argmax(axis=1).astype(np.uint8)
-            masks = to_source_size(
-                small, item.display.shape[1:], item.spacing, self.target_spacing, nearest=True
-            )
+            if item.to_source is not None:  # a registered study: back through its alignment
+                masks = item.to_source(small)
+            else:
+                masks = to_source_size(
+                    small, item.display.shape[1:], item.spacing, self.target_spacing, nearest=True
+                )
         names = self.model.output_names
         pixels = np.bincount(masks.ravel(), minlength=len(names))
         entry: dict[str, Any] = {
@@ -285,6 +294,35 @@ def _write_summary(
     return path
 
 
+def _read_one(
+    source: Source,
+    root: Path,
+    config: PreprocessingConfig,
+    model: TrainedModel,
+    studies: StudyReplay | None,
+) -> PreparedInput:
+    """One input that is not aligned by study, with as many channels as the network takes.
+
+    Raises:
+        DataFormatError: it cannot be read, the model's data were registered (only DICOM
+            series are), or its channels are not the network's.
+    """
+    if studies is not None and studies.contract.registration != "none":
+        raise DataFormatError(
+            root / source.name,
+            f"the model's data were registered ({studies.contract.registration}): predict "
+            "registers DICOM series only, as prepare does",
+        )
+    item = read_input(source, root, config)
+    if item.batch.shape[1] != model.in_channels:
+        raise DataFormatError(
+            root / source.name,
+            f"{item.batch.shape[1]} channel(s); the model takes {model.in_channels} "
+            f"({studies.contract.channel_names if studies else 'grey'})",
+        )
+    return item
+
+
 def run_predict(options: PredictOptions, console: Console) -> dict[str, Any]:
     """Predict on every input under ``options.input``; returns what summary.json holds.
 
@@ -298,6 +336,7 @@ def run_predict(options: PredictOptions, console: Console) -> dict[str, Any]:
     """
     model = load_trained_model(options.model)
     config = replay_preprocessing(model, options.preprocessing, str(options.model))
+    studies = study_replay(model.preprocessing, options.sequences, options.reference)
     options.out.mkdir(parents=True, exist_ok=True)
     single_file = options.input.is_file()
     entries: list[dict[str, Any]] = []
@@ -311,10 +350,25 @@ def run_predict(options: PredictOptions, console: Console) -> dict[str, Any]:
                 on_file=lambda done, total: progress.update(scanning, completed=done, total=total),
             )
             skipped = list(found.skipped)
-            predicting = progress.add_task("predict", total=len(found.sources))
-            for source in found.sources:
+            sources = found.sources
+            if studies is not None:  # registered or stacked sequences: DICOM by study
+                dicom = [s for s in sources if s.kind == "dicom"]
+                sources = [s for s in sources if s.kind != "dicom"]
+                if dicom:
+                    aligning = progress.add_task("align and predict studies", total=None)
+                    for study in read_studies(
+                        dicom, found.root, config, studies.for_dicom(),
+                        segmentation=model.task != "classification",
+                    ):  # fmt: skip
+                        if isinstance(study, Skipped):
+                            skipped.append(study)
+                        else:
+                            entries.append(predictor(study.item))
+                        progress.advance(aligning)
+            predicting = progress.add_task("predict", total=len(sources))
+            for source in sources:
                 try:
-                    item = read_input(source, found.root, config)
+                    item = _read_one(source, found.root, config, model, studies)
                 except NoDecodableImage as exc:  # each of its files, with its own reason
                     if single_file:
                         raise

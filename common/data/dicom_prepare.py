@@ -86,6 +86,7 @@ class PreprocessingConfig:
         segment_names: tuple[str, ...] | None = None,
         channel_names: tuple[str, ...] = (),
         registration: str = "none",
+        missing_sequence: str = "skip",
     ) -> PreprocessingContract:
         """The preprocessing contract of data prepared with this configuration."""
         return PreprocessingContract.model_validate(
@@ -93,6 +94,7 @@ class PreprocessingConfig:
                 "channels": len(channel_names) if channel_names else channel_count(self.channels),
                 "channel_names": ",".join(channel_names),
                 "registration": registration,
+                "missing_sequence": missing_sequence,
                 "window": self.window,
                 "ct_window": self.ct_window,
                 "percentile_low": PERCENTILES[0],
@@ -110,16 +112,14 @@ class PreprocessingConfig:
 
     @classmethod
     def of_contract(cls, contract: PreprocessingContract) -> "PreprocessingConfig":
-        """The configuration that replays ``contract``.
+        """The configuration that replays ``contract``'s normalisation and resampling.
+
+        Registration and sequence channels are replayed from the contract by their own code
+        (common.data.study_grid).
 
         Raises:
             ValueError: The contract scales by percentiles this medfed does not use.
         """
-        if contract.registration != "none" or contract.channel_names:
-            raise ValueError(
-                f"the data were registered ({contract.registration}) or stack sequences "
-                f"({contract.channel_names or 'none'}): replaying that is not supported yet"
-            )
         wanted = (contract.percentile_low, contract.percentile_high)
         if wanted != PERCENTILES:
             raise ValueError(

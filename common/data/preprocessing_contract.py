@@ -10,7 +10,7 @@ import hashlib
 import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -20,6 +20,8 @@ from common.errors import DataFormatError
 
 __all__ = [
     "CONTRACT_FILE",
+    "MISSING_SEQUENCE_CHOICES",
+    "MissingSequence",
     "PreprocessingContract",
     "SoftwareVersions",
     "read_contract_beside",
@@ -32,7 +34,15 @@ CONTRACT_FILE = "preprocessing.json"
 _UNHASHED = frozenset({"versions", "sha256"})
 _PACKAGES = ("medfed", "pydicom", "monai", "highdicom")
 #: Fields added after contracts were first written, with their defaults (see hashed_fields).
-_LATER_DEFAULTS = {"channel_names": "", "registration": "none", "colour": "grey"}
+_LATER_DEFAULTS = {
+    "channel_names": "",
+    "registration": "none",
+    "colour": "grey",
+    "missing_sequence": "skip",
+}
+#: What ``--missing-sequence`` does with a study lacking one of the ``--sequences``.
+MissingSequence = Literal["skip", "zeros"]
+MISSING_SEQUENCE_CHOICES: tuple[MissingSequence, ...] = get_args(MissingSequence)
 
 
 class _Frozen(BaseModel):
@@ -85,6 +95,8 @@ class PreprocessingContract(_Frozen):
     #: What the series were registered to: "none", "atlas:<rigid|affine>" or
     #: "reference:<rigid|affine>:<sha256 prefix of the reference file>".
     registration: str = "none"
+    #: A study lacking one of the sequences: "skip" (left out) or "zeros" (that channel all 0).
+    missing_sequence: MissingSequence = "skip"
     #: Colour rule (common.data.colour): grey, rgb, r, g or b; ``channels`` follows from it
     #: except under grey, whose channels may be stacked grey images.
     colour: ChannelRule = "grey"

@@ -10,11 +10,10 @@ used is named in the QC report with the reason, and nothing else is lost.
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 from common.data.arrays import mask_classes
@@ -28,23 +27,30 @@ from common.data.dicom_prepare import (
 )
 from common.data.dicom_scan import DicomScan, SeriesFiles
 from common.data.dicom_seg import SegmentationMasks
-from common.data.intensity import scale_to_unit, window_range
 from common.data.label_manifest import LabelManifest
+from common.data.preprocessing_contract import MissingSequence
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import IntensityStats, QualityReport
 from common.data.registration import Registration, TransformKind
 from common.data.sequences import SequenceRule, StudySequences, group_by_sequence
-from common.data.series_volume import series_volume
-from common.data.study_alignment import StudyNotAligned, align_study, on_grid, output_grid
+from common.data.series_volume import SeriesVolume, series_volume
+from common.data.study_alignment import StudyNotAligned, output_grid
+from common.data.study_grid import NoSliceCovered, study_on_grid
 
-__all__ = ["REGISTER_CHOICES", "RegistrationOptions", "prepare_registered"]
+__all__ = [
+    "MISSING_STATUS",
+    "REGISTER_CHOICES",
+    "RegistrationOptions",
+    "prepare_registered",
+    "studies_of",
+]
 
 logger = logging.getLogger(__name__)
 
 #: Every value ``--register`` takes.
 REGISTER_CHOICES = ("none", ATLAS, "reference")
-#: A grid slice is kept when every series covers at least this share of the best slice's area.
-_MIN_COVERAGE = 0.5
+#: The QC row status of a sequence a study lacks, zero-filled (``--missing-sequence zeros``).
+MISSING_STATUS = "missing, zero-filled"
 _SINGLE = "image"
 
 
@@ -56,6 +62,8 @@ class RegistrationOptions:
     transform: TransformKind = "affine"
     reference: Path | None = None
     sequences: SequenceRule | None = None
+    #: A study lacking a sequence: left out (skip) or its channel filled with zeros.
+    missing_sequence: MissingSequence = "skip"
 
     @property
     def channel_names(self) -> tuple[str, ...]:
@@ -82,16 +90,11 @@ class RegistrationOptions:
         return None
 
 
-def _studies(scan: DicomScan, options: RegistrationOptions) -> list[StudySequences]:
+def studies_of(series: Iterable[SeriesFiles], options: RegistrationOptions) -> list[StudySequences]:
+    """The studies to align: grouped by ``--sequences``, or each series on its own."""
     if options.sequences is not None:
-        return group_by_sequence(scan.series.values(), options.sequences)
-    return [StudySequences(s.series_uid, {_SINGLE: [s]}) for s in scan.series.values()]
-
-
-def _window(channel: np.ndarray, window: str, stats: IntensityStats) -> np.ndarray:
-    stats.add(channel)
-    low, high = window_range(window, channel if window == "percentile" else None)
-    return scale_to_unit(channel, low, high)
+        return group_by_sequence(series, options.sequences)
+    return [StudySequences(s.series_uid, {_SINGLE: [s]}) for s in series]
 
 
 @dataclass
@@ -120,83 +123,91 @@ def _row(key: str, name: str, image: sitk.Image, first: sitk.Image) -> dict[str,
 
 def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedImages) -> None:
     report, key_of = context.report, context.pseudonymise
-    names = context.options.channel_names
+    options = context.options
+    names = options.channel_names
     study_key = key_of(study.study_uid)
     for series in study.unmatched:
         report.exclude(key_of(series.series_uid), "series matches no --sequences rule")
-    problem = study.problem(names)
+    problem = study.problem(names, zero_fill=options.missing_sequence == "zeros")
     if problem:
         report.exclude(study_key, problem)
         return
-    chosen: list[SeriesFiles] = [study.series[n][0] for n in names]
+    chosen = [study.series[n][0] if study.series.get(n) else None for n in names]
+    present = [(i, s) for i, s in enumerate(chosen) if s is not None]
     masks = context.segmentations.by_source if context.segmentations is not None else None
-    volumes = []
-    for name, series in zip(names, chosen, strict=True):
+    volumes: list[SeriesVolume | None] = [None] * len(names)
+    for index, series in present:
         try:
-            volumes.append(series_volume(series, masks))
+            volumes[index] = series_volume(series, masks)
         except ValueError as exc:
+            name = names[index]
             report.exclude(study_key, f"series {key_of(series.series_uid)} ({name}): {exc}")
             return
-    images = [v.image for v in volumes]
-    rows = [
-        _row(key_of(s.series_uid), n, i, images[0])
-        for s, n, i in zip(chosen, names, images, strict=True)
+    anchor = present[0][1]
+    images = [v.image for v in volumes if v is not None]
+    rows: list[dict[str, object]] = [
+        _row(key_of(series.series_uid), names[index], image, images[0])
+        for (index, series), image in zip(present, images, strict=True)
     ]
+    modality = anchor.modality
+    stats = IntensityStats()
     try:
-        alignments = align_study(images, context.reference, context.options.transform)
+        placed = study_on_grid(
+            volumes, context.config.window_for(modality), context.config.target_spacing,
+            context.config.size, context.reference, context.grid, options.transform, stats,
+        )  # fmt: skip
     except StudyNotAligned as exc:
         for row, alignment in zip(rows, exc.done, strict=False):
             if alignment.registration is not None:
                 row.update(_metrics(alignment.registration))
         rows[exc.index].update(status="failed", reason=exc.reason)
         report.registration.extend(rows)
-        report.exclude(study_key, f"series {rows[exc.index]['series']} ({names[exc.index]}): "
-                                  f"{exc.reason}")  # fmt: skip
+        report.exclude(study_key, f"series {rows[exc.index]['series']} "
+                                  f"({rows[exc.index]['sequence']}): {exc.reason}")  # fmt: skip
         return
-    for row, alignment in zip(rows, alignments, strict=True):
+    except NoSliceCovered as exc:
+        report.registration.extend(rows)
+        report.exclude(study_key, str(exc))
+        return
+    for row, alignment in zip(rows, placed.alignments, strict=True):
         row["status"] = "registered" if alignment.registration is not None else "not registered"
         row["to"] = alignment.target
         if alignment.registration is not None:
             row.update(_metrics(alignment.registration))
     report.registration.extend(rows)
-    grid = context.grid or output_grid(
-        images[0], context.config.target_spacing, context.config.size
-    )
-    mask_of = next((i for i, v in enumerate(volumes) if v.mask is not None), 0)
-    channels, mask, coverage = on_grid(images, alignments, grid, volumes[mask_of].mask, mask_of)
-    kept = np.flatnonzero((coverage > 0) & (coverage >= _MIN_COVERAGE * coverage.max()))
-    if kept.size == 0:
-        report.exclude(study_key, "no slice of the output grid is covered by every series")
-        return
-    modality = chosen[0].modality
-    window = context.config.window_for(modality)
-    stats = report.intensity.setdefault(modality, IntensityStats())
-    for series in chosen:
+    report.intensity.setdefault(modality, IntensityStats()).merge(stats)
+    for name in study.missing(names):
+        report.registration.append(
+            {"study": study_key, "sequence": name, "status": MISSING_STATUS,
+             "reason": "no series matches it: channel filled with zeros (--missing-sequence zeros)"}
+        )  # fmt: skip
+    kept = placed.kept
+    for _, series in present:
         report.count_series(series.modality)
-    scaled = np.stack([_window(c[kept], window, stats) for c in channels], axis=1)
     report.count_images(modality, int(kept.size))
     if context.segmentations is not None:
-        if mask is None:
+        if placed.mask is None:
             report.exclude(study_key, "no DICOM SEG mask covers its series")
             report.unlabelled_images += int(kept.size)
             return
-        kept_masks = mask[kept]
+        kept_masks = placed.mask[kept]
         labels = [int(m.any()) for m in kept_masks]
     else:
         series_label = None
         if context.manifest is not None:
-            series_label = context.manifest.series_label(chosen[0].series_uid, study.study_uid)
+            series_label = context.manifest.series_label(anchor.series_uid, study.study_uid)
         if series_label is None:
             report.unlabelled_images += int(kept.size)
             report.unlabelled_series += 1
             return
         labels, kept_masks = [series_label] * int(kept.size), None
-    patient = patient_identity(chosen[0])
+    patient = patient_identity(anchor)
+    scaled = placed.channels
     images_out = list(scaled[:, 0]) if scaled.shape[1] == 1 else list(scaled)
     prepared.add_series(
         labels,
         [int(k) for k in kept],
-        key_of(chosen[0].series_uid),
+        key_of(anchor.series_uid),
         study_key,
         split_key_of(patient),
         images_out,
@@ -233,7 +244,7 @@ def prepare_registered(
     context = _Context(
         config, options, manifest, pseudonymise, report, segmentations, reference, grid
     )
-    studies = _studies(scan, options)
+    studies = studies_of(scan.series.values(), options)
     for done, study in enumerate(studies, start=1):
         _prepare_study(study, context, prepared)
         if on_study is not None:

@@ -65,12 +65,20 @@ class StudySequences:
     series: dict[str, list[SeriesFiles]] = field(default_factory=dict)
     unmatched: list[SeriesFiles] = field(default_factory=list)
 
-    def problem(self, names: tuple[str, ...]) -> str:
-        """Why the study is left out: a sequence missing or matched twice; "" when complete."""
-        missing = [n for n in names if not self.series.get(n)]
-        if missing:
+    def missing(self, names: tuple[str, ...]) -> list[str]:
+        """The channels no series of the study matches, in channel order."""
+        return [n for n in names if not self.series.get(n)]
+
+    def problem(self, names: tuple[str, ...], zero_fill: bool = False) -> str:
+        """Why the study is left out; "" when it can be used.
+
+        A sequence matched twice always is a problem; a missing one only without
+        ``zero_fill`` (``--missing-sequence zeros``), and a study with no sequence at all always.
+        """
+        missing = self.missing(names)
+        if missing and (not zero_fill or len(missing) == len(names)):
             return f"study without sequence {', '.join(missing)} (--sequences)"
-        twice = [n for n in names if len(self.series[n]) > 1]
+        twice = [n for n in names if len(self.series.get(n, [])) > 1]
         if twice:
             return f"study with several series matching {', '.join(twice)} (--sequences)"
         return ""

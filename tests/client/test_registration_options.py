@@ -26,10 +26,17 @@ def test_bad_options_are_refused_naming_the_option(
     assert str(error.value).startswith(option)
 
 
+@pytest.mark.parametrize(("sequences", "missing"), [("T1=*t1*", "fill"), (None, "zeros")])
+def test_a_bad_missing_sequence_rule_is_refused(sequences: str | None, missing: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        registration_options("none", None, "rigid", sequences, missing)
+    assert str(error.value).startswith("--missing-sequence")
+
+
 def test_what_the_contract_records() -> None:
     assert registration_options("none", None, "affine", None) is None
-    assert contract_channels(None) == ((), "none")
+    assert contract_channels(None) == ((), "none", "skip")
     options = registration_options("atlas", None, "rigid", "T1=*t1*,FLAIR=*flair*")
-    assert contract_channels(options) == (("T1", "FLAIR"), "atlas:rigid")
-    plain = registration_options("none", None, "affine", "T1=*t1*,T2=*t2*")
-    assert contract_channels(plain) == (("T1", "T2"), "none")
+    assert contract_channels(options) == (("T1", "FLAIR"), "atlas:rigid", "skip")
+    plain = registration_options("none", None, "affine", "T1=*t1*,T2=*t2*", "zeros")
+    assert contract_channels(plain) == (("T1", "T2"), "none", "zeros")
