@@ -1,7 +1,9 @@
 """Model factory: MONAI networks, checked at build time for DP-SGD (Opacus) compatibility."""
 
 import logging
+import math
 
+from monai.networks.layers import Norm
 from monai.networks.nets import BasicUNet, Classifier, DenseNet121, ResNet, UNet
 from opacus.validators import ModuleValidator
 from torch import nn
@@ -15,6 +17,7 @@ __all__ = [
     "check_privacy_compatible",
     "count_parameters",
     "grad_sample_mode",
+    "group_norm",
     "halvings",
     "halvings_of",
 ]
@@ -22,10 +25,39 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _norm(norm: str, channels_hint: int = 8) -> str | tuple[str, dict[str, int]]:
+#: MONAI norm factory name of :func:`group_norm` (registered below).
+_GROUP_NORM = "medfed_group"
+
+
+def group_norm(num_channels: int, num_groups: int = 8) -> nn.GroupNorm:
+    """Group norm over ``num_channels`` in ``gcd(num_groups, num_channels)`` groups.
+
+    ``nn.GroupNorm`` refuses a channel count its group count does not divide, and a MONAI
+    network passes one norm setting to every layer: UNet's top upsampling layer normalises the
+    output classes (2 for one lesion class), which 8 groups do not divide. Layers whose channels
+    the requested groups divide keep exactly those groups (so weights and checkpoints are
+    unchanged); the others get the largest group count that divides both (2 classes: 2 groups,
+    3 classes: 1 group, i.e. layer norm over the channels). The module is a plain
+    ``nn.GroupNorm``, which Opacus computes per-sample gradients for.
+    """
+    return nn.GroupNorm(math.gcd(num_groups, num_channels), num_channels)
+
+
+# A MONAI layer factory returns a constructor for a spatial dimension; group norm has one for all.
+if _GROUP_NORM.upper() not in Norm.names:
+    Norm.add_factory_callable(_GROUP_NORM, lambda _dims: group_norm)
+
+
+def _norm(norm: str, groups: int = 8) -> str | tuple[str, dict[str, int | bool]]:
+    """MONAI's norm setting for ``norm``: group norm in ``groups`` groups where they divide."""
     if norm == "group":
-        return ("group", {"num_groups": channels_hint})
+        return (_GROUP_NORM, {"num_groups": groups})
     return norm
+
+
+def _resnet_norm(norm: str) -> str | tuple[str, dict[str, int | bool]]:
+    """ResNet-18's norm: MONAI's ResNet sets every norm's weight, so instance norm is affine."""
+    return ("instance", {"affine": True}) if norm == "instance" else _norm(norm, 32)
 
 
 def build_model(
@@ -65,11 +97,12 @@ def build_model(
             no_max_pool=True,
             num_classes=num_classes,
             act=act,
-            norm=_norm(config.norm, 32),
+            norm=_resnet_norm(config.norm),
         )
         if config.norm != "batch":
             model = _replace_hardcoded_layers(model)
     elif config.name == "densenet121":
+        _check_densenet_size(config, image_size)
         model = DenseNet121(
             spatial_dims=2,
             in_channels=in_channels,
@@ -87,6 +120,31 @@ def build_model(
         "built %s (%s norm): %d parameters", config.name, config.norm, count_parameters(model)
     )
     return model
+
+
+def _densenet_last_side(side: int) -> int:
+    """Side of DenseNet-121's last feature map for an input side.
+
+    A stride-2 convolution (kernel 7, padding 3), a stride-2 max pool (kernel 3, padding 1), then
+    three stride-2 average pools (kernel 2).
+    """
+    side = (side - 1) // 2 + 1
+    side = (side - 1) // 2 + 1
+    for _ in range(3):
+        side //= 2
+    return side
+
+
+def _check_densenet_size(config: ModelConfig, image_size: tuple[int, ...]) -> None:
+    """Refuse instance norm on images DenseNet-121 reduces to one pixel (it cannot train there)."""
+    if config.norm == "instance" and any(_densenet_last_side(s) < 2 for s in image_size):
+        smallest = next(s for s in range(8, 1025) if _densenet_last_side(s) >= 2)
+        raise ConfigError(
+            "model",
+            f"densenet121 with instance norm needs image sides of at least {smallest} (its last "
+            f"feature map must keep more than one pixel), got {tuple(image_size)}: prepare the "
+            "data with a larger --size or use norm 'group'",
+        )
 
 
 #: How often each segmentation network halves the image: sides must divide by 2**n.

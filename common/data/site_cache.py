@@ -97,7 +97,9 @@ def write_site_cache(
         raise DataFormatError(out, str(exc)) from None
     splits = np.array([split_of_patient[k] for k in prepared.split_keys])
     images = np.clip(np.stack(prepared.images) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if images.ndim == 4:  # [N, C, H, W] channels (sequences): stored channels last, as MedMNIST
+    # [N, C, H, W] channels (sequences): stored channels last, as MedMNIST. Volumes [N, X, Y, Z]
+    # (they come with affines) keep their axes, as their masks do.
+    if images.ndim == 4 and not prepared.affines:
         images = images.transpose(0, 2, 3, 1)
     labels = np.asarray(prepared.labels, dtype=np.int64)
     patients = np.asarray(prepared.patient_keys, dtype=str)

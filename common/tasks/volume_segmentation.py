@@ -30,6 +30,7 @@ __all__ = [
     "patch_side",
     "predict_volume",
     "training_patches",
+    "volume_spacings",
 ]
 
 #: Patches drawn from each volume per round (each around a lesion or a background voxel).
@@ -104,6 +105,13 @@ def predict_volume(model: nn.Module, volume: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def volume_spacings(data: ImageArrays) -> np.ndarray:
+    """Voxel spacing [N, 3] (mm) of each volume from its affine; 1 mm when the data has none."""
+    if data.affines is None:
+        return np.ones((len(data), 3))
+    return np.array([voxel_spacing(a) for a in data.affines], dtype=np.float64).reshape(-1, 3)
+
+
 def evaluate(
     model: nn.Module, data: ImageArrays, segment_names: tuple[str, ...]
 ) -> dict[str, float]:
@@ -119,12 +127,7 @@ def evaluate(
         logits = predict_volume(model, torch.from_numpy(data.images[index : index + 1]))
         total += float(loss_fn(logits, torch.from_numpy(truth[index : index + 1])))
         predicted.append(logits.argmax(dim=1)[0].to(torch.uint8).numpy())
-    spacings = (
-        np.array([voxel_spacing(a) for a in data.affines])
-        if data.affines is not None
-        else np.ones((len(data), 3))
-    )
     shape = (0, *truth.shape[1:])
     masks = np.stack(predicted) if predicted else np.zeros(shape, dtype=np.uint8)
-    metrics = volume_metrics(truth, masks, spacings.reshape(-1, 3), segment_names)
+    metrics = volume_metrics(truth, masks, volume_spacings(data), segment_names)
     return {"loss": total / max(len(data), 1), **metrics}

@@ -57,6 +57,12 @@ def test_dicom_series_become_volumes_in_scanner_coordinates(tmp_path: Path) -> N
     parts = [splits.train, splits.val, splits.test]
     assert all(p.images.shape[1:] == (1, 24, 24, 24) for p in parts)
     assert sum(len(p) for p in parts) == 3 and all(p.affines is not None for p in parts)
+    for part in parts:  # each image on its mask's grid: the lesion voxels are the bright ones
+        assert part.masks is not None
+        lesion = part.masks.astype(bool)
+        assert (
+            np.median(part.images[:, 0][lesion]) > 0.5
+        )  # bright lesion (partial volumes at its edge)
     found = []
     for part in parts:
         for mask, affine in zip(part.masks, part.affines, strict=True):  # type: ignore[arg-type]

@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from common.config import ModelConfig
-from common.errors import ModelNotPrivacyCompatibleError
+from common.errors import ConfigError, ModelNotPrivacyCompatibleError
+from common.federation_job import FederationJob
 from common.models import build_model, check_privacy_compatible
 
 
@@ -38,3 +39,51 @@ def test_resnet18_builds_with_group_norm_for_dp() -> None:
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert not any(getattr(m, "inplace", False) for m in model.modules())
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 2)
+
+
+# Every (network, norm, output count) a job can ask for, on the smallest input each accepts.
+_SIDES = {"cnn": 16, "resnet18": 16, "densenet121": 64, "basicunet": 32, "unet": 16}
+_COMBINATIONS = [
+    (name, norm, outputs, dims)
+    for name in _SIDES
+    for norm in ("group", "instance", "batch")
+    for outputs in (2, 3)
+    for dims in ((2, 3) if name in ("basicunet", "unet") else (2,))
+]
+
+
+@pytest.mark.parametrize(("name", "norm", "outputs", "dims"), _COMBINATIONS)
+def test_every_network_norm_and_output_count_builds_and_trains_or_is_refused_by_name(
+    name: str, norm: str, outputs: int, dims: int
+) -> None:
+    config = ModelConfig(name=name, norm=norm)
+    shape = (_SIDES[name],) * dims
+    if norm == "batch":  # refused under DP, naming the layer; allowed without
+        with pytest.raises(ModelNotPrivacyCompatibleError, match="BatchNorm"):
+            build_model(config, 1, outputs, shape, dp_enabled=True)
+    model = build_model(config, 1, outputs, shape, dp_enabled=norm != "batch")
+    model.train()
+    out = model(torch.rand(2, 1, *shape))
+    expected = (2, outputs, *shape) if name in ("basicunet", "unet") else (2, outputs)
+    assert out.shape == expected
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_unet_of_a_3d_job_with_default_group_norm_builds_for_one_lesion_class() -> None:
+    """The reported bug: `--task segmentation-3d --model unet` keeps group norm (8 groups), and
+    the top upsampling layer normalises the 2 outputs; 8 groups stay where they divide."""
+    job = FederationJob(task="segmentation-3d", model={"name": "unet"}, image_size=16)
+    assert job.model.norm == "group"
+    model = build_model(job.model, 1, job.num_classes, job.spatial_shape, dp_enabled=True)
+    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    groups = {(m.num_channels, m.num_groups) for m in norms}
+    assert groups == {(2, 2), (16, 8), (32, 8), (64, 8), (128, 8)}
+
+
+def test_densenet_with_instance_norm_is_refused_on_images_it_reduces_to_one_pixel() -> None:
+    config = ModelConfig(name="densenet121", norm="instance")
+    with pytest.raises(ConfigError, match=r"at least 61 .* got \(60, 60\)"):
+        build_model(config, 1, 2, (60, 60), dp_enabled=True)
+    model = build_model(config, 1, 2, (61, 61), dp_enabled=True).train()
+    assert model(torch.rand(2, 1, 61, 61)).shape == (2, 2)
