@@ -28,11 +28,11 @@ class PredictionsCsv:
         slices: Sequence[int],
         frames: Sequence[int],
         probs: np.ndarray,
-        predicted: Sequence[int],
+        predicted: np.ndarray,
     ) -> None:
         """Rows of images: file relative to --input, slice in its input, frame in its file.
 
-        ``predicted`` is each image's decided class index (argmax or a threshold).
+        ``predicted`` [N] is each image's decided class index (argmax or a threshold).
         """
         rows = zip(files, slices, frames, probs, predicted, strict=True)
         for file, index, frame, row, decided in rows:
