@@ -74,6 +74,7 @@ class LesionShape:
 DEMO_TUMOURS = LesionShape((1, 3), (4.0, 10.0), (0.5, 0.75), True, (1.3, 1.6))
 #: Thickness of a tumour's enhancing rim, in 2 mm voxels from its edge (4 mm).
 RIM_VOXELS = 2.0
+_PAD = 4  # voxels around the lesions painted: past the edge smoothing's reach
 #: Small white-matter lesions (radius 5-12 mm): the multi-sequence generator's.
 WHITE_MATTER_LESIONS = LesionShape((1, 5), (2.5, 6.0), (0.3, 0.6), within_brain=False)
 
@@ -204,12 +205,22 @@ def _with_tumours(
     if shape.rim_enhancement is None:
         raise ValueError("tumours need a rim enhancement range")
     white = float(np.median(image[wm > 0.9]))
-    depth = distance_transform_edt(lesion)  # voxels from the lesion's edge, 0 outside
+    darkening, enhancement = rng.uniform(*shape.darkening), rng.uniform(*shape.rim_enhancement)
+    found = np.argwhere(lesion)
+    if not len(found):
+        return image
+    # Only the lesions' bounding box, padded past the smoothing's reach (4 sigma of 0.7 voxel),
+    # is painted: the same values as over the whole volume, at a fraction of the cost.
+    low = np.maximum(found.min(0) - _PAD, 0)
+    high = np.minimum(found.max(0) + _PAD + 1, lesion.shape)
+    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    depth = distance_transform_edt(lesion[box])  # voxels from the lesion's edge, 0 outside
     rim = gaussian_filter(((depth > 0) & (depth <= RIM_VOXELS)).astype(np.float32), 0.7)
     core = gaussian_filter((depth > RIM_VOXELS).astype(np.float32), 0.7)
-    darkened = image * (1.0 - rng.uniform(*shape.darkening) * core)
-    bright = white * rng.uniform(*shape.rim_enhancement)
-    return darkened * (1.0 - rim) + bright * rim
+    painted = image.copy()
+    darkened = image[box] * (1.0 - darkening * core)
+    painted[box] = darkened * (1.0 - rim) + white * enhancement * rim
+    return painted
 
 
 def _bias_field(shape: tuple[int, ...], strength: float, rng: np.random.Generator) -> np.ndarray:
