@@ -214,6 +214,7 @@ class PrivacyLedger(SqliteStore):
     def _add_unit_column(self) -> None:
         """Give a ledger written before units were recorded its (empty) unit column."""
         with self.connection() as db:
+            db.execute("BEGIN IMMEDIATE")  # two site processes opening an old ledger at once
             columns = {row[1] for row in db.execute(f"PRAGMA table_info({_TABLE})")}
             if _UNIT not in columns:
                 db.execute(
