@@ -31,7 +31,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 # The default demo: 3 simulated hospitals of brain MRI (real MNI152 anatomy shipped in nilearn,
-# simulated lesions and scanners) written as DICOM, each prepared into its own cache. Many
+# simulated ring-enhancing tumours and scanners) written as DICOM, each prepared into its own
+# cache. Many
 # patients with few slices each (150 x 6 per hospital): patient-level DP needs many patients.
 $(BRAIN)/.generated: $(VENV)/.installed
 	$(BIN)/medfed-sim generate --dataset brain-mri --out $(BRAIN) --sites 3 --subjects 150 \
@@ -46,12 +47,13 @@ $(CACHE)/.prepared: $(BRAIN)/.generated
 	done
 	touch $@
 
-## simulate: federated lesion detection across the 3 hospitals (SecAgg+, DP at epsilon 8 per
+## simulate: federated tumour detection across the 3 hospitals (SecAgg+, DP at epsilon 8 per
 ## patient, about 11 patients a step; lesion slices weighted 2.7 to 1 in the loss; thresholded
-## metrics at the threshold chosen on the sites' validation counts), with baselines.
+## metrics at the threshold chosen on the sites' validation counts), with baselines. The network
+## is pooled-cnn: the flattened cnn memorised the slices instead of finding the tumours.
 simulate: $(CACHE)/.prepared
 	$(BIN)/medfed-sim run --data $(CACHE) --sites 3 --partition site --rounds 5 --local-epochs 2 \
-		--batch-size 64 --lr 0.003 --dp-epsilon 8 --class-weights 1,2.7 \
+		--batch-size 64 --lr 0.003 --dp-epsilon 8 --class-weights 1,2.7 --model pooled-cnn \
 		--baseline pooled --baseline local --out $(RUN)
 
 # The same hospitals' DICOM, with the lesion masks taken from the DICOM SEG object of each series.

@@ -1,9 +1,10 @@
 """Can the job's network learn the demo's lesions at all? Pooled, without DP, against a shortcut.
 
 Usage: .venv/bin/python bench/demo_learnability.py --data CACHES [--epochs 10] [--lr 0.001]
+[--model cnn]
 CACHES is a folder of site caches (``medfed-site prepare``). Prints the test ROC-AUC of a
 slice's brain area alone (pixels above 20% of the maximum: how deep in the head the slice
-lies, which correlates with white matter and so with lesions), then the ``cnn`` trained
+lies, which correlates with white matter and so with lesions), then the ``--model`` trained
 without DP on every site's training split pooled (Adam, batch 32, the job's class weights),
 test ROC-AUC after each epoch. A network that stays near the brain-area figure has not learnt
 the lesions, with or without DP.
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--class-weights", default="1,2.7")
+    parser.add_argument("--model", default="cnn", help="the job's model.name (e.g. pooled-cnn)")
     args = parser.parse_args()
     splits = load_dataset(args.data)
     test = splits.test
@@ -37,6 +39,7 @@ def main() -> None:
     job = FederationJob.model_validate(
         {
             "train": {"learning_rate": args.lr, "class_weights": args.class_weights},
+            "model": {"name": args.model},
             "privacy": {"enabled": False},
         }
     )

@@ -122,6 +122,8 @@ def predict(
         summary = run_predict(options, console)
     skipped = [{"path": s["input"], "reason": s["reason"]} for s in summary["skipped"]]
     print_skipped(skipped, Console())
+    if "decision" in summary:
+        typer.echo(f"decision: {summary['decision']['text']}")
     typer.echo(
         f"predicted {len(summary['inputs'])} inputs, {len(skipped)} files skipped; "
         f"see {out / 'summary.json'}"

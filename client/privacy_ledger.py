@@ -11,6 +11,10 @@ After training the reservation is *settled* with what Opacus actually ran; a res
 never settled (a crash mid-round) stays counted as spent. Epsilon accumulates over rounds and
 jobs: the accounting entries are composed with Opacus' RDP accountant (composition across
 noise levels and sample rates is exact in RDP) and converted at the site's delta.
+
+Each row records the privacy unit its job's DP-SGD protected ("patient" or "image"). Ledgers
+written before the unit was recorded gain the column on first open; their rows keep it empty
+(unit unknown) and hash as they were written, so their chain still verifies.
 """
 
 import math
@@ -30,6 +34,7 @@ from client.integrity_key import read_integrity_key
 from client.sqlite_store import SqliteStore, append_only
 from common.errors import BUDGET_REFUSAL, BudgetRefusedError, RecordsBrokenError
 from common.privacy import RDP_ORDERS
+from common.privacy.accounting import PrivacyUnit
 
 if TYPE_CHECKING:
     from client.site_limits import SiteLimits
@@ -43,6 +48,7 @@ __all__ = [
     "PrivacyLedger",
     "Reservation",
     "composed_epsilon",
+    "job_units",
     "round_entries",
 ]
 
@@ -56,8 +62,10 @@ _TABLE = "ledger"
 _RESERVED, _SPENT = "reserved", "spent"
 _FIELDS = (
     "recorded_at", "data_id", "site", "job", "run_id", "round", "kind", "reservation",
-    "noise_multiplier", "sample_rate", "steps", "delta", "epsilon_job", "epsilon_total",
+    "noise_multiplier", "sample_rate", "steps", "delta", "epsilon_job", "epsilon_total", "unit",
 )  # fmt: skip
+#: Added after the first ledgers were written: NULL in their rows, which hash without it.
+_UNIT = "unit"
 
 _SCHEMA = (
     f"""
@@ -77,6 +85,7 @@ CREATE TABLE IF NOT EXISTS {_TABLE} (
     delta REAL NOT NULL,
     epsilon_job REAL,
     epsilon_total REAL NOT NULL,
+    unit TEXT CHECK (unit IN ('patient', 'image')),
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
@@ -122,6 +131,9 @@ class LedgerRow:
     epsilon_total: float
     kind: str = _SPENT
     reservation: str = ""
+    #: What the job's DP-SGD protected: "patient" or "image"; None in rows written before
+    #: ledgers recorded it.
+    unit: str | None = None
 
 
 def round_entries(
@@ -166,6 +178,22 @@ def _ledger_row(fields: dict[str, Any]) -> LedgerRow:
     return LedgerRow(**{k: v for k, v in fields.items() if k not in ("data_id", "site")})
 
 
+def job_units(rows: Iterable[LedgerRow]) -> dict[str, str | None]:
+    """Each run's privacy unit (by run id, in ledger order); None for rows without one."""
+    units: dict[str, str | None] = {}
+    for row in rows:
+        units.setdefault(row.run_id, row.unit)
+    return units
+
+
+def _hashed_fields(values: Iterable[Any]) -> dict[str, Any]:
+    """A stored row's fields as they were hashed: an empty unit (an older row) was not there."""
+    fields = dict(zip(_FIELDS, values, strict=True))
+    if fields[_UNIT] is None:
+        del fields[_UNIT]
+    return fields
+
+
 class PrivacyLedger(SqliteStore):
     """Append-only, hash-chained record of the DP rounds on one site's data in ``path``.
 
@@ -178,9 +206,21 @@ class PrivacyLedger(SqliteStore):
         self, path: Path, site: str, key: bytes | None = None, data_id: str | None = None
     ) -> None:
         super().__init__(path, _SCHEMA)
+        self._add_unit_column()
         self.site = site
         self.key = key
         self.data_id = data_id or data_identity(path.parent)
+
+    def _add_unit_column(self) -> None:
+        """Give a ledger written before units were recorded its (empty) unit column."""
+        with self.connection() as db:
+            db.execute("BEGIN IMMEDIATE")  # two site processes opening an old ledger at once
+            columns = {row[1] for row in db.execute(f"PRAGMA table_info({_TABLE})")}
+            if _UNIT not in columns:
+                db.execute(
+                    f"ALTER TABLE {_TABLE} ADD COLUMN {_UNIT} TEXT "
+                    "CHECK (unit IN ('patient', 'image'))"
+                )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -189,9 +229,7 @@ class PrivacyLedger(SqliteStore):
         found = db.execute(
             f"SELECT id, {', '.join(_FIELDS)}, prev_hash, hash FROM {_TABLE} ORDER BY id"
         ).fetchall()
-        return [
-            (row[0], dict(zip(_FIELDS, row[1:-2], strict=True)), row[-2], row[-1]) for row in found
-        ]
+        return [(row[0], _hashed_fields(row[1:-2]), row[-2], row[-1]) for row in found]
 
     def _mine(self, db: sqlite3.Connection) -> list[LedgerRow]:
         return [
@@ -293,11 +331,12 @@ class PrivacyLedger(SqliteStore):
     def _row(
         self, job: str, run_id: str, server_round: int, kind: str, token: str,
         entry: AccountingEntry, delta: float, epsilon_job: float | None, total: float,
+        unit: str,
     ) -> dict[str, object]:  # fmt: skip
         noise, rate, steps = entry
         values = (
             time.time(), self.data_id, self.site, job, run_id, int(server_round), kind, token,
-            float(noise), float(rate), int(steps), float(delta), epsilon_job, float(total),
+            float(noise), float(rate), int(steps), float(delta), epsilon_job, float(total), unit,
         )  # fmt: skip
         return dict(zip(_FIELDS, values, strict=True))
 
@@ -309,8 +348,13 @@ class PrivacyLedger(SqliteStore):
         planned: Iterable[AccountingEntry],
         delta: float,
         max_epsilon: float,
+        *,
+        unit: PrivacyUnit = "image",
     ) -> Reservation:
-        """Check the budget and hold the ``planned`` round against it, in one transaction."""
+        """Check the budget and hold the ``planned`` round against it, in one transaction.
+
+        ``unit`` is what the job's DP-SGD protects; the settled rows repeat it.
+        """
         planned = list(planned)
         token = secrets.token_hex(16)
         with self.connection() as db:
@@ -321,7 +365,7 @@ class PrivacyLedger(SqliteStore):
                 db,
                 [
                     self._row(job, run_id, server_round, _RESERVED, token, entry, delta, None,
-                              projected)
+                              projected, unit)
                     for entry in planned
                 ],
             )  # fmt: skip
@@ -350,7 +394,8 @@ class PrivacyLedger(SqliteStore):
                 db,
                 [
                     self._row(str(first.job), str(first.run_id), int(first.round),
-                              _SPENT, reservation.token, entry, delta, epsilon_job, total)
+                              _SPENT, reservation.token, entry, delta, epsilon_job, total,
+                              first.unit or "image")
                     for entry in recorded
                 ],
             )  # fmt: skip
@@ -364,8 +409,10 @@ class PrivacyLedger(SqliteStore):
         entries: Iterable[AccountingEntry],
         delta: float,
         epsilon_job: float,
+        *,
+        unit: PrivacyUnit = "image",
     ) -> float:
         """Reserve and settle ``entries`` at once, whatever the budget; returns the new total."""
         entries = list(entries)
-        reservation = self.reserve(job, run_id, server_round, entries, delta, math.inf)
+        reservation = self.reserve(job, run_id, server_round, entries, delta, math.inf, unit=unit)
         return self.settle(reservation, entries, epsilon_job)

@@ -32,6 +32,7 @@ from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy import PrivacyState, planned_local_round
+from common.privacy.unit import privacy_unit
 from common.simulation_environment import SimulationEnvironment
 from common.tasks import classification
 from common.tasks.registry import task_for
@@ -198,6 +199,7 @@ class SiteClient(NumPyClient):
         return ledger.reserve(
             self.job.name, str(self.context.run_id), server_round, [planned],
             self.limits.delta, self.limits.max_epsilon,
+            unit=privacy_unit(self.job.privacy, self.data.train),
         )  # fmt: skip
 
     def _warn_if_too_small(self) -> None:

@@ -75,7 +75,7 @@ class TrainConfig(_Frozen):
 
 
 #: The networks of each task (common.models builds them).
-CLASSIFICATION_MODELS = ("cnn", "resnet18", "densenet121")
+CLASSIFICATION_MODELS = ("cnn", "pooled-cnn", "resnet18", "densenet121")
 SEGMENTATION_MODELS = ("basicunet", "unet")
 #: What `medfed-site prepare` labels data for (--task); a cache's contract names one of them.
 PREPARED_TASKS = ("classification", "segmentation")
@@ -96,10 +96,10 @@ def task_dims(task: str) -> int:
 class ModelConfig(_Frozen):
     """Which network to build; see common.models for the choices."""
 
-    name: Literal["cnn", "resnet18", "densenet121", "basicunet", "unet"] = Field(
+    name: Literal["cnn", "pooled-cnn", "resnet18", "densenet121", "basicunet", "unet"] = Field(
         "cnn",
-        description="classification: cnn, resnet18 or densenet121; segmentation: basicunet or "
-        "unet (MONAI); each task defaults to its first.",
+        description="classification: cnn, pooled-cnn (global average pooling), resnet18 or "
+        "densenet121; segmentation: basicunet or unet (MONAI); each task defaults to its first.",
         json_schema_extra=cli("model"),
     )
     norm: Literal["group", "instance", "batch"] = Field(

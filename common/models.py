@@ -11,6 +11,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from common.config import ModelConfig
 from common.errors import ConfigError, ModelNotPrivacyCompatibleError
+from common.pooled_classifier import PooledClassifier
 
 __all__ = [
     "build_model",
@@ -82,6 +83,15 @@ def build_model(
             channels=(16, 32, 64),
             strides=(2, 2, 2),
             num_res_units=1,
+            act=act,
+            norm=_norm(config.norm),
+        )
+    elif config.name == "pooled-cnn":
+        model = PooledClassifier(
+            in_shape=(in_channels, *image_size),
+            classes=num_classes,
+            channels=(16, 32, 64),
+            strides=(2, 2, 2),
             act=act,
             norm=_norm(config.norm),
         )

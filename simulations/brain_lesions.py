@@ -1,18 +1,27 @@
-"""Realistic multi-site demo data: real brain anatomy, simulated lesions and scanners, as DICOM.
+"""Realistic multi-site demo data: real brain anatomy, simulated tumours and scanners, as DICOM.
 
-Anatomy: the MNI152 T1 template and its white-matter map, shipped inside the nilearn
-wheel (no download). Lesions and site differences are simulated, seeded:
-- each subject is the template under a small random affine (pose and head size), with 1-4
-  dark ellipsoid lesions (T1-hypointense white-matter lesions) of varied size, shape and
-  contrast;
+Anatomy: the MNI152 T1 template, its white-matter map and brain mask, shipped inside the
+nilearn wheel (no download). Lesions and site differences are simulated, seeded (the same seed
+writes the same files):
+- each subject is the template under a small random affine (pose and head size), with 1-2
+  ring-enhancing, tumour-like ellipsoids of radius 8-20 mm, centred in white matter and
+  clipped to the brain: a 4 mm rim 1.3-1.6 times as bright as the white matter around a core
+  50-75% darker than the tissue it replaces (the look of a tumour on contrast-enhanced T1);
 - each site has its own scanner signature: bias field, contrast (gamma), noise level,
   in-plane resolution, and vendor tags.
-Each subject is written as one DICOM MR series (one file per axial slice) under
+Each subject is written as one DICOM MR series (one file per axial slice of 2 mm) under
 ``OUT/site-K/dicom/subject-J/``, with its lesion mask as a DICOM SEG object beside it
 (``seg.dcm``, on the image grid, referencing every slice), ``OUT/site-K/labels.csv`` labelling
-each slice (by file path under ``dicom/``) ``lesion`` or ``no-lesion``, and the mask also as
-NIfTI at the template's 2 mm grid (``OUT/site-K/masks/subject-J.nii.gz``).
-The lesions and site shifts are simulated; the result says nothing about clinical accuracy.
+slices (by file path under ``dicom/``) and the mask also as NIfTI at the template's 2 mm grid
+(``OUT/site-K/masks/subject-J.nii.gz``). The slice label rule (:func:`slice_label`): ``lesion``
+when the slice holds at least :data:`MIN_LESION_VOXELS` lesion voxels (100 mm^2),
+``no-lesion`` when it holds none; a slice that cuts only a sliver of a tumour (1 to
+``MIN_LESION_VOXELS - 1`` voxels) is left out of ``labels.csv``, so ``medfed-site prepare``
+counts it as unlabelled and does not cache it (its SEG mask still covers it).
+Until 2026-11-29 the demo had 1-4 small white-matter lesions (radius 5-12 mm, 30-60% darker)
+and called a slice ``lesion`` from 6 voxels: at 3 mm its network could not see them
+(docs/results.md). The lesions and site shifts are simulated; the result says nothing about
+clinical accuracy.
 """
 
 import logging
@@ -23,19 +32,58 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from pydicom.uid import generate_uid
-from scipy.ndimage import affine_transform, gaussian_filter, zoom
+from scipy.ndimage import affine_transform, distance_transform_edt, gaussian_filter, zoom
 
 from simulations.dicom_writer import SeriesIdentity, write_dicom_series
 from simulations.seg_writer import write_simulated_lesion_seg
 
-__all__ = ["SITE_SCANNERS", "ScannerSignature", "subject_identity", "write_brain_lesion_sites"]
+__all__ = [
+    "DEMO_TUMOURS",
+    "SITE_SCANNERS",
+    "WHITE_MATTER_LESIONS",
+    "LesionShape",
+    "ScannerSignature",
+    "slice_label",
+    "subject_identity",
+    "write_brain_lesion_sites",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Lesion voxels a slice needs to be labelled ``lesion`` (2 mm voxels: 24 mm^2 of lesion).
-MIN_LESION_VOXELS = 6
+#: Lesion voxels a slice needs to be labelled ``lesion`` (2 mm voxels: 100 mm^2 of lesion);
+#: a slice with fewer but some is a sliver, left unlabelled.
+MIN_LESION_VOXELS = 25
 #: Axial slices kept (template z index range): from the cerebellum to the vertex.
 SLICE_RANGE = (18, 78)
+
+
+@dataclass(frozen=True)
+class LesionShape:
+    """A subject's simulated lesions: how many, how large, how dark, and where they may lie."""
+
+    count: tuple[int, int]  # drawn from [low, high)
+    radius_voxels: tuple[float, float]  # per axis, voxels of 2 mm
+    darkening: tuple[float, float]  # fraction of the intensity removed inside the lesion
+    within_brain: bool  # clipped to the brain mask (tumours) or to white matter
+    #: Enhancing rim (tumours): its intensity as a multiple of the subject's white matter,
+    #: drawn from this range; None: no rim.
+    rim_enhancement: tuple[float, float] | None = None
+
+
+#: The demo's tumour-like lesions (radius 8-20 mm), large enough to see at 3 mm.
+DEMO_TUMOURS = LesionShape((1, 3), (4.0, 10.0), (0.5, 0.75), True, (1.3, 1.6))
+#: Thickness of a tumour's enhancing rim, in 2 mm voxels from its edge (4 mm).
+RIM_VOXELS = 2.0
+_PAD = 4  # voxels around the lesions painted: past the edge smoothing's reach
+#: Small white-matter lesions (radius 5-12 mm): the multi-sequence generator's.
+WHITE_MATTER_LESIONS = LesionShape((1, 5), (2.5, 6.0), (0.3, 0.6), within_brain=False)
+
+
+def slice_label(lesion_voxels: int) -> str | None:
+    """A slice's label from its lesion voxel count: ``lesion``, ``no-lesion`` or None (a sliver)."""
+    if lesion_voxels >= MIN_LESION_VOXELS:
+        return "lesion"
+    return "no-lesion" if lesion_voxels == 0 else None
 
 
 @dataclass(frozen=True)
@@ -81,16 +129,17 @@ def subject_identity(
     )
 
 
-def _templates() -> tuple[np.ndarray, np.ndarray]:
-    """The MNI152 T1 template and its white-matter probability map, 2 mm."""
+def _templates() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The MNI152 T1 template, its white-matter probability map and brain mask, 2 mm."""
     from nilearn.datasets import (  # imported here: nilearn takes seconds to import
+        load_mni152_brain_mask,
         load_mni152_template,
         load_mni152_wm_template,
     )
 
     return tuple(  # type: ignore[return-value]
         np.asarray(loader(resolution=2).get_fdata(), dtype=np.float32)
-        for loader in (load_mni152_template, load_mni152_wm_template)
+        for loader in (load_mni152_template, load_mni152_wm_template, load_mni152_brain_mask)
     )
 
 
@@ -108,22 +157,70 @@ def _random_affine(
     return rotation, offset
 
 
-def _lesions(wm: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Ellipsoid lesion mask placed in white matter (each drawn inside its bounding box)."""
+def _lesions(
+    wm: np.ndarray,
+    rng: np.random.Generator,
+    shape: LesionShape = WHITE_MATTER_LESIONS,
+    brain: np.ndarray | None = None,
+) -> np.ndarray:
+    """Ellipsoid lesion mask centred in white matter (each drawn inside its bounding box).
+
+    Clipped to white matter, or to ``brain`` (a mask) when ``shape.within_brain``.
+    """
     mask = np.zeros(wm.shape, dtype=bool)
     candidates = np.argwhere(wm > 0.7)
     inside = (candidates[:, 2] > SLICE_RANGE[0] + 4) & (candidates[:, 2] < SLICE_RANGE[1] - 4)
     candidates = candidates[inside]
-    for _ in range(rng.integers(1, 5)):
+    for _ in range(rng.integers(*shape.count)):
         centre = candidates[rng.integers(len(candidates))]
-        radii = rng.uniform(2.5, 6.0, 3)  # voxels of 2 mm: 5-12 mm
+        radii = rng.uniform(*shape.radius_voxels, 3)
         low = np.maximum(centre - np.ceil(radii).astype(int), 0)
         high = np.minimum(centre + np.ceil(radii).astype(int) + 1, wm.shape)
         box = np.indices(high - low).transpose(1, 2, 3, 0) + low
         mask[tuple(slice(a, b) for a, b in zip(low, high, strict=True))] |= (
             ((box - centre) / radii) ** 2
         ).sum(-1) <= 1.0
+    if shape.within_brain:
+        if brain is None:
+            raise ValueError("lesions within the brain need the brain mask")
+        return mask & (brain > 0.5)
     return mask & (wm > 0.2)
+
+
+def _with_tumours(
+    image: np.ndarray,
+    lesion: np.ndarray,
+    wm: np.ndarray,
+    shape: LesionShape,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Paint ring-enhancing tumours: a dark (necrotic) core inside a bright rim, soft-edged.
+
+    The look of a glioblastoma or metastasis on contrast-enhanced T1: the core darkened by
+    ``shape.darkening``, the outer :data:`RIM_VOXELS` of the lesion set to ``rim_enhancement``
+    times the subject's median white-matter intensity. (Plain T1-dark lesions on this anatomy
+    look like ventricles; plain bright ones saturate with the white matter under percentile
+    scaling.)
+    """
+    if shape.rim_enhancement is None:
+        raise ValueError("tumours need a rim enhancement range")
+    white = float(np.median(image[wm > 0.9]))
+    darkening, enhancement = rng.uniform(*shape.darkening), rng.uniform(*shape.rim_enhancement)
+    found = np.argwhere(lesion)
+    if not len(found):
+        return image
+    # Only the lesions' bounding box, padded past the smoothing's reach (4 sigma of 0.7 voxel),
+    # is painted: the same values as over the whole volume, at a fraction of the cost.
+    low = np.maximum(found.min(0) - _PAD, 0)
+    high = np.minimum(found.max(0) + _PAD + 1, lesion.shape)
+    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    depth = distance_transform_edt(lesion[box])  # voxels from the lesion's edge, 0 outside
+    rim = gaussian_filter(((depth > 0) & (depth <= RIM_VOXELS)).astype(np.float32), 0.7)
+    core = gaussian_filter((depth > RIM_VOXELS).astype(np.float32), 0.7)
+    painted = image.copy()
+    darkened = image[box] * (1.0 - darkening * core)
+    painted[box] = darkened * (1.0 - rim) + white * enhancement * rim
+    return painted
 
 
 def _bias_field(shape: tuple[int, ...], strength: float, rng: np.random.Generator) -> np.ndarray:
@@ -140,20 +237,18 @@ def _bias_field(shape: tuple[int, ...], strength: float, rng: np.random.Generato
 
 
 def _subject(
-    templates: tuple[np.ndarray, np.ndarray],
+    templates: tuple[np.ndarray, np.ndarray, np.ndarray],
     scanner: ScannerSignature,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One subject's image (stored values) and lesion mask, both [z, y, x]."""
-    t1, wm = templates
+    t1, wm, brain = templates
     rotation, offset = _random_affine(t1.shape, rng)
     image = affine_transform(t1, rotation, offset, order=1)
     wm_moved = affine_transform(wm, rotation, offset, order=1)
-    lesion = _lesions(wm_moved, rng)
-    # T1-hypointense lesions: white matter darkened by 30-60%, soft-edged inside the mask. (Bright
-    # lesions on this T1 anatomy would saturate with the white matter under percentile scaling.)
-    contrast = rng.uniform(0.3, 0.6)
-    image = image * (1.0 - lesion * contrast * gaussian_filter(lesion.astype(np.float32), 0.7))
+    brain_moved = affine_transform(brain, rotation, offset, order=1)
+    lesion = _lesions(wm_moved, rng, DEMO_TUMOURS, brain_moved)
+    image = _with_tumours(image, lesion, wm_moved, DEMO_TUMOURS, rng)
     image = image * _bias_field(image.shape, scanner.bias_strength, rng)
     image = np.clip(image, 0, None) ** scanner.gamma
     image = image + np.abs(rng.normal(0, scanner.noise, image.shape))  # Rician-like floor
@@ -230,9 +325,9 @@ def write_brain_lesion_sites(
                 f"{seed}-{site}-{subject}",
             )
             for path, slice_mask in zip(paths, mask, strict=True):
-                present = int(slice_mask.sum()) >= MIN_LESION_VOXELS
-                label = "lesion" if present else "no-lesion"
-                rows.append(f"{path.relative_to(site_dir / 'dicom').as_posix()},{label}")
+                label = slice_label(int(slice_mask.sum()))
+                if label is not None:  # a sliver of a tumour stays unlabelled
+                    rows.append(f"{path.relative_to(site_dir / 'dicom').as_posix()},{label}")
             (site_dir / "masks").mkdir(parents=True, exist_ok=True)
             nib.save(
                 nib.Nifti1Image(

@@ -12,7 +12,7 @@ from rich.table import Table
 from client.audit_log import AuditLog
 from client.audit_mod import AUDIT_FILE
 from client.integrity_key import INTEGRITY_KEY_FILE
-from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
+from client.privacy_ledger import LEDGER_FILE, LedgerRow, PrivacyLedger, job_units
 from client.site_node import SiteKit
 from client.site_records import RecordsReport, check_site_records
 from common.cli_support import (
@@ -46,6 +46,18 @@ def _key_file(kit: Path) -> Path | None:
     """The kit's integrity key, or None before the site node first started."""
     path = kit / INTEGRITY_KEY_FILE
     return path if path.exists() else None
+
+
+#: How a ledger row written before units were recorded shows its unit.
+UNKNOWN_UNIT = "unit unknown (written before ledgers recorded units)"
+
+
+def _jobs(rows: list[LedgerRow]) -> list[dict[str, Any]]:
+    """Each job of the ledger (by run) with the privacy unit its DP-SGD protected."""
+    names = {row.run_id: row.job for row in rows}
+    return [
+        {"job": names[run], "run_id": run, "unit": unit} for run, unit in job_units(rows).items()
+    ]
 
 
 def _verification(report: RecordsReport) -> dict[str, Any]:
@@ -94,9 +106,12 @@ def privacy(
 
     Epsilon is reported at the site's own delta (site.toml), whatever each job asked, and with
     its unit: per patient where site.toml requires ``privacy-unit = "patient"`` (every job then
-    ran per patient), else per image (the unit every job protects at least). JSON keys: site,
-    delta, unit, max_epsilon, spent_epsilon, left_epsilon, jobs, rounds (one object per ledger
-    row), verification (intact, authenticated, ledger_rows, audit_entries, problems).
+    ran per patient), else per image (the unit every job protects at least). Each job's own
+    unit (what its DP-SGD protected, as the ledger recorded it; null for rows of ledgers
+    written before units were recorded) is listed per job and per row. JSON keys: site,
+    delta, unit, max_epsilon, spent_epsilon, left_epsilon, jobs, job_units (job, run_id, unit
+    per job), rounds (one object per ledger row, with its unit), verification (intact,
+    authenticated, ledger_rows, audit_entries, problems).
     Exits 6 when the records fail verification.
     """
     configure_logging(False)
@@ -119,6 +134,7 @@ def privacy(
                 "spent_epsilon": spent,
                 "left_epsilon": left,
                 "jobs": jobs,
+                "job_units": _jobs(rows),
                 "rounds": [asdict(row) for row in rows],
                 "verification": _verification(report),
             },
@@ -127,18 +143,22 @@ def privacy(
         return
     table = Table(title=f"privacy ledger of {site.name}")
     unit = site.epsilon_unit
-    for column in ("time", "job", "run", "round", "noise", "sample rate", "steps",
+    for column in ("time", "job", "run", "round", "job's unit", "noise", "sample rate", "steps",
                    f"epsilon per {unit} (job)", f"epsilon per {unit} (all jobs)"):  # fmt: skip
         table.add_column(column)
     for row in rows:
         table.add_row(
             _time(row.recorded_at), row.job, row.run_id, str(row.round),
+            row.unit or "unknown",
             f"{row.noise_multiplier:.3f}", f"{row.sample_rate:.4f}", str(row.steps),
             "reserved" if row.epsilon_job is None else f"{row.epsilon_job:.2f}",
             f"{row.epsilon_total:.2f}",
         )  # fmt: skip
     console = Console()
     console.print(table)
+    for job in _jobs(rows):
+        protected = f"per {job['unit']}" if job["unit"] else UNKNOWN_UNIT
+        console.print(f"job {job['job']} (run {job['run_id']}): DP-SGD {protected}")
     console.print(
         f"spent epsilon {spent:.2f} per {unit} at delta {delta:g} over {jobs} job(s); "
         f"limit {site.max_epsilon:g}; left {left:.2f}"

@@ -14,8 +14,9 @@ from common.data.preprocessing_contract import PreprocessingContract
 from common.errors import DataFormatError
 from common.federation_job import FederationJob
 from common.models import build_model
+from common.tasks.threshold import THRESHOLD
 
-__all__ = ["TrainedModel", "load_trained_model", "output_names"]
+__all__ = ["TrainedModel", "decision_threshold", "load_trained_model", "output_names"]
 
 _REQUIRED = ("state_dict", "job", "in_channels", "num_classes", "image_size")
 
@@ -36,6 +37,10 @@ class TrainedModel:
     #: How the training data were prepared (the job's contract); None for older checkpoints
     #: and models trained on data without one (a plain .npz).
     preprocessing: PreprocessingContract | None = None
+    #: Binary classification: the decision threshold on the second class's probability chosen
+    #: on the sites' validation data in the checkpoint's round (a slice is that class when its
+    #: probability is at least this); None: decide by argmax (no threshold stored).
+    threshold: float | None = None
 
 
 def output_names(payload: dict[str, Any], task: str, num_classes: int) -> tuple[str, ...]:
@@ -50,6 +55,26 @@ def output_names(payload: dict[str, Any], task: str, num_classes: int) -> tuple[
     if is_segmentation(task):
         return unnamed_segments(num_classes)
     return tuple(str(k) for k in range(num_classes))
+
+
+def decision_threshold(
+    payload: dict[str, Any], task: str, num_classes: int, path: Path
+) -> float | None:
+    """The threshold stored in a binary classifier's checkpoint metrics, or None.
+
+    Raises:
+        DataFormatError: The stored threshold is not a number strictly between 0 and 1.
+    """
+    metrics = payload.get("metrics") or {}
+    if task != "classification" or num_classes != 2 or not isinstance(metrics, dict):
+        return None
+    value = metrics.get(THRESHOLD)
+    if value is None:
+        return None
+    # NaN and infinities fail the range check too
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise DataFormatError(path, f"stored {THRESHOLD} {value!r} is not a number in (0, 1)")
+    return float(value)
 
 
 def load_trained_model(path: Path) -> TrainedModel:
@@ -96,4 +121,5 @@ def load_trained_model(path: Path) -> TrainedModel:
         output_names=output_names(payload, job.task, num_classes),
         round_number=int(payload.get("round", 0)),
         preprocessing=job.preprocessing,
+        threshold=decision_threshold(payload, job.task, num_classes, path),
     )

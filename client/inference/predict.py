@@ -32,7 +32,7 @@ from common.data.volumes import to_source_grid
 from common.errors import DataFormatError
 from common.tasks.volume_segmentation import predict_volume
 
-__all__ = ["PredictOptions", "run_predict"]
+__all__ = ["PredictOptions", "decide", "decision", "run_predict"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,35 @@ class _Stems:
         return stem
 
 
+def decide(probs: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class index per image: class 1 when its probability is at least ``threshold``, else 0.
+
+    Without a threshold, argmax. The rule is the one the federation's thresholded metrics use
+    (common.tasks.threshold).
+    """
+    if threshold is None:
+        return probs.argmax(axis=1)
+    return (probs[:, 1] >= threshold).astype(np.int64)
+
+
+def decision(model: TrainedModel) -> dict[str, Any]:
+    """How ``medfed predict`` decides a class, as summary.json and the console state it."""
+    if model.threshold is None:
+        return {
+            "rule": "argmax",
+            "threshold": None,
+            "text": "argmax (the checkpoint stores no decision threshold)",
+        }
+    positive = model.output_names[1]
+    return {
+        "rule": "threshold",
+        "threshold": model.threshold,
+        "positive_class": positive,
+        "text": f"{positive} when p_{positive} >= {model.threshold:.4f} (the threshold stored "
+        f"in the checkpoint, chosen on the sites' validation data in round {model.round_number})",
+    }
+
+
 def _probabilities(model: TrainedModel, batch: np.ndarray, batch_size: int) -> np.ndarray:
     """Softmax over the network's outputs: [N, K] or [N, K, size, size]."""
     parts = []
@@ -123,9 +152,9 @@ class _Predictor:
     def classify(self, item: PreparedInput, stem: str) -> dict[str, Any]:
         """CSV rows and Grad-CAM overlays of one input; returns its summary entry."""
         probs = _probabilities(self.model, item.batch, self.options.batch_size)
-        predicted = probs.argmax(axis=1)
+        predicted = decide(probs, self.model.threshold)
         assert self.csv is not None
-        self.csv.add(item.image_files, range(len(probs)), item.image_frames, probs)
+        self.csv.add(item.image_files, range(len(probs)), item.image_frames, probs, predicted)
         counts = np.bincount(predicted, minlength=len(self.model.output_names))
         entry: dict[str, Any] = {
             "predicted": {n: int(c) for n, c in zip(self.model.output_names, counts, strict=True)}
@@ -283,6 +312,7 @@ def _write_summary(
         "round": model.round_number,
         "image_size": model.size,
         "outputs": list(model.output_names),
+        **({"decision": decision(model)} if model.task == "classification" else {}),
         "preprocessing": _preprocessing(model, config),
         "predictions_csv": CSV_NAME if model.task == "classification" else None,
         "inputs": entries,

@@ -23,12 +23,21 @@ class PredictionsCsv:
         self._writer.writerow(header)
 
     def add(
-        self, files: Sequence[str], slices: Sequence[int], frames: Sequence[int], probs: np.ndarray
+        self,
+        files: Sequence[str],
+        slices: Sequence[int],
+        frames: Sequence[int],
+        probs: np.ndarray,
+        predicted: np.ndarray,
     ) -> None:
-        """Rows of images: file relative to --input, slice in its input, frame in its file."""
-        for file, index, frame, row in zip(files, slices, frames, probs, strict=True):
-            predicted = self.class_names[int(np.argmax(row))]
-            self._writer.writerow([file, index, frame, *(f"{p:.6f}" for p in row), predicted])
+        """Rows of images: file relative to --input, slice in its input, frame in its file.
+
+        ``predicted`` [N] is each image's decided class index (argmax or a threshold).
+        """
+        rows = zip(files, slices, frames, probs, predicted, strict=True)
+        for file, index, frame, row, decided in rows:
+            name = self.class_names[int(decided)]
+            self._writer.writerow([file, index, frame, *(f"{p:.6f}" for p in row), name])
 
     def close(self) -> None:
         """Flush and close the file."""

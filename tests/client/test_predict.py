@@ -358,3 +358,60 @@ def test_unreadable_input_and_bad_options_are_clear_errors(
     assert result.exit_code == 2 and "--window" in result.output
     result = runner.invoke(app, [*common[:2], str(junk), *common[3:], "--input", str(tmp_path)])
     assert result.exit_code == 3 and "not a medfed checkpoint" in result.output
+
+
+def _predicted(out: Path) -> tuple[np.ndarray, list[str]]:
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return np.array([float(r["p_1"]) for r in rows]), [r["predicted"] for r in rows]
+
+
+def test_classification_decides_at_the_threshold_stored_in_the_checkpoint(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "inputs"
+    _series(root / "mr", _volume(6, 32, 32, range(1, 4), seed=8))
+    plain = tmp_path / "argmax"
+    result = CliRunner().invoke(
+        app, ["predict", "--model", str(models["cls"]), "--input", str(root), "--out", str(plain)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "decision: argmax (the checkpoint stores no decision threshold)" in result.output
+    scores, by_argmax = _predicted(plain)
+    assert by_argmax == ["1" if p > 0.5 else "0" for p in scores]
+    # a threshold that moves at least one image across, whichever side of 0.5 they lie, and
+    # clear of the CSV's 6-decimal rounding
+    below = scores[scores < 0.5]
+    if len(below):
+        threshold = float(max(below.min() - 1e-4, below.min() / 2))
+    else:
+        threshold = float(min(scores.max() + 1e-4, 0.9999))
+    payload = torch.load(models["cls"], weights_only=True)
+    job = FederationJob.model_validate(payload["job"])
+    stored = save_checkpoint(
+        tmp_path / "thresholded.pt", payload["state_dict"], job, 5, {"threshold": threshold}
+    )
+    out = tmp_path / "thresholded"
+    result = CliRunner().invoke(
+        app, ["predict", "--model", str(stored), "--input", str(root), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"decision: 1 when p_1 >= {threshold:.4f} (the threshold stored" in result.output
+    again, decided = _predicted(out)
+    np.testing.assert_allclose(again, scores, atol=1e-6)
+    assert decided == ["1" if p >= threshold else "0" for p in scores]
+    assert decided != by_argmax
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["decision"]["rule"] == "threshold"
+    assert summary["decision"]["threshold"] == pytest.approx(threshold)
+    counts = summary["inputs"][0]["predicted"]
+    assert counts == {"0": decided.count("0"), "1": decided.count("1")}
+
+    broken = save_checkpoint(
+        tmp_path / "broken.pt", payload["state_dict"], job, 5, {"threshold": 1.5}
+    )
+    result = CliRunner().invoke(
+        app, ["predict", "--model", str(broken), "--input", str(root), "--out", str(tmp_path / "b")]
+    )
+    assert result.exit_code != 0
+    assert "broken.pt" in result.output and "threshold 1.5" in result.output

@@ -1,5 +1,6 @@
 """The site's privacy ledger: real Opacus training, real SQLite."""
 
+import json
 import multiprocessing
 import os
 import sqlite3
@@ -8,12 +9,19 @@ from typing import Any
 
 import pytest
 from opacus.accountants import RDPAccountant
+from typer.testing import CliRunner
 
+from client.audit_log import AuditEntry, AuditLog
+from client.audit_mod import AUDIT_FILE
+from client.cli import app as site_app
+from client.data_identity import data_identity
+from client.hash_chain import GENESIS, HEAD_SCHEMA, link, store_head
 from client.privacy_ledger import (
     LEDGER_FILE,
     BudgetExceededError,
     PrivacyLedger,
     composed_epsilon,
+    job_units,
     round_entries,
 )
 from common.config import PrivacyConfig, TrainConfig
@@ -181,3 +189,95 @@ def test_a_job_asking_a_loose_delta_is_still_accounted_at_the_sites_delta(tmp_pa
     ledger.record("job", "run-1", 1, [ROUND], DELTA, 1.0)
     assert ledger.rows()[0].delta == DELTA
     assert ledger.spent(DELTA) > ledger.spent(0.5)  # what a loose job delta would hide
+
+
+# A ledger as written before rows recorded their unit (the schema of 2026-11-29).
+_OLD_FIELDS = (
+    "recorded_at", "data_id", "site", "job", "run_id", "round", "kind", "reservation",
+    "noise_multiplier", "sample_rate", "steps", "delta", "epsilon_job", "epsilon_total",
+)  # fmt: skip
+_OLD_SCHEMA = f"""
+CREATE TABLE ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, recorded_at REAL NOT NULL, data_id TEXT NOT NULL,
+    site TEXT NOT NULL, job TEXT NOT NULL, run_id TEXT NOT NULL, round INTEGER NOT NULL,
+    kind TEXT NOT NULL, reservation TEXT NOT NULL, noise_multiplier REAL NOT NULL,
+    sample_rate REAL NOT NULL, steps INTEGER NOT NULL, delta REAL NOT NULL, epsilon_job REAL,
+    epsilon_total REAL NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+);
+{HEAD_SCHEMA}
+"""
+
+
+def _old_ledger(path: Path, data_id: str, key: bytes) -> None:
+    """Two settled rounds of one job, hashed and authenticated as the old ledger did."""
+    with sqlite3.connect(path) as db:
+        db.executescript(_OLD_SCHEMA)
+        prev = GENESIS
+        kinds = ("reserved", "spent")
+        for kind in kinds:
+            values = (1.0, data_id, "hospital-a", "old-job", "run-old", 1, kind, "t1",
+                      1.0, 0.05, 10, DELTA, None if kind == "reserved" else 0.5, 0.5)  # fmt: skip
+            fields = dict(zip(_OLD_FIELDS, values, strict=True))
+            digest = link(prev, fields)
+            db.execute(
+                f"INSERT INTO ledger ({', '.join(_OLD_FIELDS)}, prev_hash, hash) "
+                f"VALUES ({', '.join('?' * 16)})",
+                (*values, prev, digest),
+            )
+            prev = digest
+        store_head(db, key, "ledger", len(kinds), prev)
+
+
+def test_each_job_records_its_unit_and_old_ledgers_stay_readable(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    state = tmp_path / "state"
+    state.mkdir()
+    path = state / LEDGER_FILE
+    _old_ledger(path, data_identity(state), key)
+    ledger = PrivacyLedger(path, "hospital-a", key=key)  # adds the unit column
+    assert ledger.verify().intact and ledger.verify().authenticated
+    assert [row.unit for row in ledger.rows()] == [None]
+    ledger.record("patients", "run-p", 1, [ROUND], DELTA, 1.0, unit="patient")
+    ledger.record("images", "run-i", 1, [ROUND], DELTA, 1.0, unit="image")
+    reopened = PrivacyLedger(path, "hospital-a", key=key)
+    assert reopened.verify().intact and reopened.verify().authenticated
+    assert job_units(reopened.rows()) == {"run-old": None, "run-p": "patient", "run-i": "image"}
+    with sqlite3.connect(path) as db:  # the unit is in the chain: editing it is detected
+        db.execute("DROP TRIGGER ledger_no_update")
+        db.execute("UPDATE ledger SET unit = 'patient' WHERE run_id = 'run-i'")
+    assert "modified" in PrivacyLedger(path, "hospital-a", key=key).verify().problem
+
+
+def test_site_privacy_shows_each_jobs_unit(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    kit, state = tmp_path / "kit", tmp_path / "state"
+    kit.mkdir()
+    state.mkdir()
+    (kit / "site.toml").write_text(
+        '[site]\nname = "hospital-a"\nsuperlink = "x:1"\n[limits]\nmax-epsilon = 8\n'
+    )
+    (kit / "ca.crt").write_text("-")
+    (kit / "site.key").write_text("-")
+    (kit / "integrity.key").write_text(key.hex())
+    (kit / "integrity.key").chmod(0o600)
+    _old_ledger(state / LEDGER_FILE, data_identity(state), key)
+    ledger = PrivacyLedger(state / LEDGER_FILE, "hospital-a", key=key)
+    ledger.record("patients", "run-p", 1, [ROUND], DELTA, 1.0, unit="patient")
+    ledger.record("images", "run-i", 1, [ROUND], DELTA, 1.0, unit="image")
+    log = AuditLog(state / AUDIT_FILE, key=key)  # every ledger round audited, as a site does
+    for job, run in (("old-job", "run-old"), ("patients", "run-p"), ("images", "run-i")):
+        log.append(AuditEntry(1.0, "out", run, job, 1, "train", 1, "0" * 64, 1.0, ""))
+    common = ["privacy", "--kit", str(kit), "--state", str(state)]
+    result = CliRunner().invoke(site_app, [*common, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["job_units"] == [
+        {"job": "old-job", "run_id": "run-old", "unit": None},
+        {"job": "patients", "run_id": "run-p", "unit": "patient"},
+        {"job": "images", "run_id": "run-i", "unit": "image"},
+    ]
+    assert [r["unit"] for r in report["rounds"]] == [None, "patient", "image"]
+    text = CliRunner().invoke(site_app, common, env={"COLUMNS": "250"}).stdout
+    assert "job patients (run run-p): DP-SGD per patient" in text
+    assert "job images (run run-i): DP-SGD per image" in text
+    assert "job old-job (run run-old): DP-SGD unit unknown (written before ledgers" in text

@@ -42,7 +42,14 @@ def test_resnet18_builds_with_group_norm_for_dp() -> None:
 
 
 # Every (network, norm, output count) a job can ask for, on the smallest input each accepts.
-_SIDES = {"cnn": 16, "resnet18": 16, "densenet121": 64, "basicunet": 32, "unet": 16}
+_SIDES = {
+    "cnn": 16,
+    "pooled-cnn": 16,
+    "resnet18": 16,
+    "densenet121": 64,
+    "basicunet": 32,
+    "unet": 16,
+}
 _COMBINATIONS = [
     (name, norm, outputs, dims)
     for name in _SIDES
@@ -87,3 +94,21 @@ def test_densenet_with_instance_norm_is_refused_on_images_it_reduces_to_one_pixe
         build_model(config, 1, 2, (60, 60), dp_enabled=True)
     model = build_model(config, 1, 2, (61, 61), dp_enabled=True).train()
     assert model(torch.rand(2, 1, 61, 61)).shape == (2, 2)
+
+
+def test_pooled_cnn_builds_for_dp_and_scores_a_lesion_the_same_wherever_it_lies() -> None:
+    """Global average pooling: the head sees no position (up to the strides' border effects)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="pooled-cnn"), 1, 2, (64, 64), dp_enabled=True)
+    model.eval()
+    assert sum(p.numel() for p in model.final.parameters()) == 64 * 2 + 2
+    images = torch.zeros(2, 1, 64, 64)
+    images[0, 0, 8:16, 8:16] = 1.0  # the same blob, shifted by a multiple of the total stride
+    images[1, 0, 40:48, 24:32] = 1.0
+    with torch.no_grad():
+        logits = model(images)
+    assert logits.shape == (2, 2)
+    torch.testing.assert_close(logits[0], logits[1], rtol=1e-4, atol=1e-5)
+    flattened = build_model(ModelConfig(name="cnn"), 1, 2, (64, 64), dp_enabled=False).eval()
+    with torch.no_grad():
+        assert not torch.allclose(*flattened(images), atol=1e-3)  # the cnn's head is positional

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common.data.dicom_scan import scan_dicom_folder
-from simulations.brain_lesions import MIN_LESION_VOXELS, write_brain_lesion_sites
+from simulations.brain_lesions import MIN_LESION_VOXELS, slice_label, write_brain_lesion_sites
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,8 @@ def test_each_site_is_real_dicom_with_a_label_per_slice(two_sites: list[Path]) -
         }
         with (site / "labels.csv").open() as handle:
             rows = {row["file"]: row["label"] for row in csv.DictReader(handle)}
-        assert set(rows) == files
+        assert set(rows) <= files  # slivers of a tumour are left unlabelled
+        assert len(rows) >= 0.9 * len(files)
         assert set(rows.values()) == {"lesion", "no-lesion"}
 
 
@@ -38,8 +39,13 @@ def test_slice_labels_follow_the_lesion_masks(two_sites: list[Path]) -> None:
         subject = series.slices[0].path.parent.name
         mask = np.asarray(nib.load(site / "masks" / f"{subject}.nii.gz").dataobj).transpose(2, 1, 0)
         for index, header in enumerate(series.slices):  # ordered along z, as the mask
-            expected = "lesion" if mask[index].sum() >= MIN_LESION_VOXELS else "no-lesion"
-            assert rows[header.path.relative_to(site / "dicom").as_posix()] == expected
+            voxels = int(mask[index].sum())
+            expected = (
+                "lesion" if voxels >= MIN_LESION_VOXELS else "no-lesion" if not voxels else None
+            )
+            assert rows.get(header.path.relative_to(site / "dicom").as_posix()) == expected
+    slivers = [slice_label(n) for n in (0, 1, MIN_LESION_VOXELS - 1, MIN_LESION_VOXELS)]
+    assert slivers == ["no-lesion", None, None, "lesion"]
 
 
 def test_sites_have_different_scanners(two_sites: list[Path]) -> None:
@@ -60,7 +66,7 @@ def _labels_in_z_order(site: Path) -> dict[str, list[str]]:
         rows = {row["file"]: row["label"] for row in csv.DictReader(handle)}
     return {
         series.slices[0].path.parent.name: [
-            rows[h.path.relative_to(site / "dicom").as_posix()] for h in series.slices
+            rows.get(h.path.relative_to(site / "dicom").as_posix(), "sliver") for h in series.slices
         ]
         for series in scan_dicom_folder(site / "dicom").series.values()
     }
