@@ -119,9 +119,12 @@ def main() -> None:
     run = [str(BIN / "medfed-server"), "provision", "--federation", str(spec), "--out"]
     subprocess.run([*run, str(root / "kits")], check=True, capture_output=True)
     for settings in (root / "kits" / "sites").glob("*/site.toml"):  # room for all four jobs
-        settings.write_text(
-            settings.read_text().replace("max-epsilon = 8.0", "max-epsilon = 100.0")
+        text = settings.read_text().replace("max-epsilon = 8.0", "max-epsilon = 100.0")
+        # The plain job is the comparison: these sites allow rounds without SecAgg+.
+        text = text.replace(
+            "require-secure-aggregation = true", "require-secure-aggregation = false"
         )
+        settings.write_text(text)
     state = root / "state"
     processes = [
         subprocess.Popen(

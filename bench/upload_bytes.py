@@ -1,12 +1,13 @@
 """Benchmark: bytes of a site's real fit and evaluate replies over the float32 model, by part.
 
 Usage: .venv/bin/python bench/upload_bytes.py [--data PATH] [--task classification]
-       [--model cnn]
+       [--model cnn] [--update-precision float32|float16]
 Runs one plain-FedAvg round of the site's training client (SiteClient, DP off) on the data,
 converts its reply as Flower's legacy ClientApp does (fitres_to_recorddict) and serialises it
 with Flower's serde (recorddict_to_proto), then prints the bytes of each part over 4 bytes per
-model parameter. Flower's HTTP framing, polling and acknowledgements are not counted here
-(bench/secagg_overhead.py measures the whole traffic of a deployment).
+model parameter (the job's update_precision: float16 halves the arrays). Flower's HTTP
+framing, polling and acknowledgements are not counted here (bench/secagg_overhead.py measures
+the whole traffic of a deployment).
 """
 
 import argparse
@@ -22,6 +23,7 @@ from client.flower_internals import recorddict_to_proto
 from client.site_client import SiteClient
 from client.site_limits import SiteLimits
 from common import message_keys as keys
+from common.config import UPDATE_PRECISIONS
 from common.data.loading import load_dataset
 from common.federation_job import FederationJob
 from common.models import build_model
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--task", default="classification")
     parser.add_argument("--model", default=None, help="default: the task's default network")
+    parser.add_argument("--update-precision", choices=UPDATE_PRECISIONS, default="float32")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         data = args.data or write_synthetic_lesions(
@@ -55,12 +58,17 @@ def main() -> None:
                 "num_classes": outputs,
                 "model": {"name": args.model} if args.model else {},
                 "privacy": {"enabled": False},
+                "secure_aggregation": {"enabled": False},  # a plain round's reply
+                "update_precision": args.update_precision,
             }
         )
         model = build_model(job.model, splits.in_channels, outputs, splits.image_size, False)
         start = [t.numpy().copy() for t in model.state_dict().values()]
         context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
-        limits = SiteLimits(data=data, name="hospital-a", max_epsilon=10.0, require_dp=False)
+        limits = SiteLimits(
+            data=data, name="hospital-a", max_epsilon=10.0, require_dp=False,
+            require_secure_aggregation=False,
+        )  # fmt: skip
         client = SiteClient(context, seed_for_round=lambda _round: 0, job=job, limits=limits)
         delta, examples, metrics = client.fit(start, {keys.SERVER_ROUND: 1})
     model_bytes = 4 * sum(int(np.prod(a.shape)) for a in start)
@@ -70,7 +78,8 @@ def main() -> None:
     raw = sum(d.nbytes for d in delta)
     print(
         f"data={data} task={job.task} model={job.model.name}: {len(start)} arrays, "
-        f"{model_bytes} bytes as float32; delta dtypes {sorted({str(d.dtype) for d in delta})}"
+        f"{model_bytes} bytes as float32; update_precision={job.update_precision}, "
+        f"delta dtypes {sorted({str(d.dtype) for d in delta})}"
     )
     rows = [
         ("delta values alone (raw)", raw),

@@ -37,6 +37,7 @@ from common.simulation_environment import SimulationEnvironment
 from common.tasks import classification
 from common.tasks.registry import task_for
 from common.tasks.threshold import encode_counts, score_counts
+from common.update_precision import UpdateOverflow, to_update_precision
 
 __all__ = ["SiteClient", "SiteDroppedOut", "clip_update_norm", "secret_seed"]
 
@@ -288,6 +289,7 @@ class SiteClient(NumPyClient):
         limit = self.job.secure_aggregation.clipping_range
         if self.job.secure_aggregation.enabled and largest > limit:
             logger.warning("update entry %.3g exceeds SecAgg+ clipping range %g", largest, limit)
+        delta = self._at_update_precision(delta)
         metrics: dict[str, bool | bytes | float | int | str] = {
             keys.TRAIN_LOSS: update.loss,
             keys.STEPS: update.steps,
@@ -310,6 +312,23 @@ class SiteClient(NumPyClient):
             sent, count = _poisoned(self.hostile, delta, update.num_examples, limit_norm)
             return sent, count, metrics
         return delta, update.num_examples, metrics
+
+    def _at_update_precision(self, delta: list[np.ndarray]) -> list[np.ndarray]:
+        """The delta at the job's upload precision (float32 unless it asks for float16)."""
+        try:
+            sent, loss = to_update_precision(delta, self.job.update_dtype)
+        except UpdateOverflow as error:
+            raise MedfedError(f"site {self.limits.name}: {error}") from None
+        if loss.flushed_to_zero:
+            logger.info(
+                "site %s: %d of %d nonzero delta entries are below %s's smallest value (sent as 0)",
+                self.limits.name, loss.flushed_to_zero, loss.nonzero, self.job.update_precision,
+            )  # fmt: skip
+        logger.info(
+            "site %s: delta sent as %s, relative L2 rounding error %.2g",
+            self.limits.name, self.job.update_precision, loss.relative_error,
+        )  # fmt: skip
+        return sent
 
     def evaluate(
         self, parameters: list[np.ndarray], config: dict[str, bool | bytes | float | int | str]

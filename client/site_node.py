@@ -30,7 +30,7 @@ from common.data.loading import load_dataset
 from common.errors import ConfigError
 from common.flower_processes import flower_command, flower_environment, start_logged
 
-__all__ = ["SiteKit", "start_site_node", "supernode_command"]
+__all__ = ["PROMPT_LAUNCH_ENV", "SiteKit", "start_site_node", "supernode_command"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
@@ -157,6 +157,11 @@ def supernode_command(
     ]
 
 
+#: The SuperNode's SuperExec (which starts a ClientApp process per message) checks for new
+#: messages every 0.2 s instead of flwr 1.41's 1 s: a SecAgg+ round has four messages.
+PROMPT_LAUNCH_ENV = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
+
+
 def start_site_node(
     kit: SiteKit,
     data: Path,
@@ -176,4 +181,5 @@ def start_site_node(
     key = ensure_integrity_key(kit.root)
     require_intact(state, kit.name, key)
     command = supernode_command(kit, data, port, insecure, superlink, state, key)
-    return start_logged(command, log_file, flower_environment(log_file.parent / "flwr-home"))
+    env = {**flower_environment(log_file.parent / "flwr-home"), **PROMPT_LAUNCH_ENV}
+    return start_logged(command, log_file, env)

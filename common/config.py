@@ -6,7 +6,7 @@ option name where that differs from the field name: see :mod:`common.job_options
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -15,6 +15,8 @@ __all__ = [
     "SEGMENTATION_MODELS",
     "PREPARED_TASKS",
     "TASKS",
+    "UPDATE_PRECISIONS",
+    "UpdatePrecision",
     "is_segmentation",
     "task_dims",
     "ModelConfig",
@@ -81,6 +83,13 @@ SEGMENTATION_MODELS = ("basicunet", "unet")
 PREPARED_TASKS = ("classification", "segmentation")
 #: Every job task; segmentation-3d trains on segmentation caches prepared with --dims 3.
 TASKS = (*PREPARED_TASKS, "segmentation-3d")
+
+
+#: How a site's weight delta travels in a plain round (numpy dtype names). float16, not
+#: bfloat16: deltas are small numbers well inside float16's range (clipped to max_update_norm),
+#: where its 11 significant bits beat bfloat16's 8, and numpy saves it without extra packages.
+UpdatePrecision = Literal["float32", "float16"]
+UPDATE_PRECISIONS: tuple[str, ...] = get_args(UpdatePrecision)
 
 
 def is_segmentation(task: str) -> bool:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.config import (
@@ -17,6 +18,7 @@ from common.config import (
     PrivacyConfig,
     StrategyConfig,
     TrainConfig,
+    UpdatePrecision,
     cli,
     is_segmentation,
     model_fits_task,
@@ -113,6 +115,12 @@ class FederationJob(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     strategy: StrategyConfig = StrategyConfig()
     secure_aggregation: SecureAggregationConfig = SecureAggregationConfig()
+    update_precision: UpdatePrecision = Field(
+        "float32",
+        description="How each site sends its weight delta: float32, or float16 for about half "
+        "the upload (rounding each entry to 11 significant bits). float16 needs "
+        "secure_aggregation off: SecAgg+ sends its own integer vectors.",
+    )
     #: The preprocessing the sites' caches must have had (their preprocessing.json): a site
     #: whose cache differs refuses the job. Absent: any cache is accepted.
     preprocessing: PreprocessingContract | None = None
@@ -171,6 +179,31 @@ class FederationJob(_Section):
                 "aggregation = 'mean'"
             )
         return self
+
+    @model_validator(mode="after")
+    def _half_precision_fits(self) -> "FederationJob":
+        if self.update_precision == "float32":
+            return self
+        if self.secure_aggregation.enabled:
+            raise ValueError(
+                f"update_precision = {self.update_precision!r} applies to plain rounds only: "
+                "SecAgg+ masks quantised integers modulo 2**32 whatever the precision, and a "
+                "16-bit modulus would leave too few levels for the sites' sum; set "
+                "secure_aggregation.enabled = false or update_precision = 'float32'"
+            )
+        largest = float(np.finfo(self.update_precision).max)
+        if self.secure_aggregation.max_update_norm > largest:
+            raise ValueError(
+                f"secure_aggregation.max_update_norm = "
+                f"{self.secure_aggregation.max_update_norm:g} lets a delta entry overflow "
+                f"{self.update_precision} (largest {largest:g}); lower it or send float32"
+            )
+        return self
+
+    @property
+    def update_dtype(self) -> np.dtype:
+        """The numpy dtype every array of a site's plain-round delta has."""
+        return np.dtype(self.update_precision)
 
     @property
     def output_names(self) -> tuple[str, ...]:

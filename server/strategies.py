@@ -214,13 +214,20 @@ class DeltaFedAvg(FedAvg):
         secure = self.job.secure_aggregation
         bound = secure.clipping_range
         max_norm = secure.max_update_norm * (SECURE_NORM_SLACK if secure.enabled else NORM_SLACK)
+        # A plain reply must carry the job's precision exactly; the unmasked SecAgg+ mean is
+        # Flower's own decoding of the integer sum.
+        dtype = None if secure.enabled else self.job.update_dtype
         checked: dict[int, tuple[NDArrays, str | None]] = {}
         kept = []
         for proxy, res in results:
             res.num_examples = min(res.num_examples, int(secure.max_weight))
             if id(res.parameters) not in checked:
                 delta = parameters_to_ndarrays(res.parameters)
-                problem = update_problem(delta, self.global_arrays, bound, max_norm)
+                problem = update_problem(delta, self.global_arrays, bound, max_norm, dtype)
+                if problem is None:  # float16 upcast before aggregate() multiplies by weights
+                    delta = [
+                        d.astype(np.promote_types(d.dtype, np.float32), copy=False) for d in delta
+                    ]
                 checked[id(res.parameters)] = (delta, problem)
             delta, problem = checked[id(res.parameters)]
             if problem is None:

@@ -10,12 +10,15 @@ def update_problem(
     expected: list[np.ndarray],
     bound: float | None = None,
     max_norm: float | None = None,
+    dtype: np.dtype | None = None,
 ) -> str | None:
     """Why ``update`` (weight deltas) cannot be aggregated with a model shaped like ``expected``.
 
     None when it can. ``bound`` caps the absolute value of every entry (SecAgg+ clamps the
     sites' deltas to its clipping range, so their average can never exceed it); ``max_norm``
     caps the L2 norm of the whole delta (sites clip theirs to it, so their mean stays within).
+    ``dtype``, where given, is the one element type every array must have (the job's
+    update precision); anything else is refused, wider or narrower.
     """
     if len(update) != len(expected):
         return f"{len(update)} arrays where the model has {len(expected)}"
@@ -24,6 +27,8 @@ def update_problem(
             return f"array {index} has shape {array.shape}, the model's is {reference.shape}"
         if not np.issubdtype(array.dtype, np.number):
             return f"array {index} holds {array.dtype}, not numbers"
+        if dtype is not None and array.dtype != dtype:
+            return f"array {index} holds {array.dtype}; the job's update_precision is {dtype}"
         if not np.isfinite(array).all():
             return f"array {index} holds non-finite values (NaN or infinity)"
         if bound is not None and array.size and float(np.abs(array).max()) > bound:

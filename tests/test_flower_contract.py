@@ -67,3 +67,16 @@ def test_the_secagg_stages_and_state_the_coordinator_checks_replies_in() -> None
     state = secure_rounds.WorkflowState()
     for field in ("mod_range", "max_weight", "sampled_node_ids", "active_node_ids"):
         assert hasattr(state, field), field
+
+
+def test_the_superexec_reads_the_launch_poll_interval_a_site_node_sets(monkeypatch) -> None:
+    """client/site_node.py sets FLWR_SUPEREXEC_TASK_POLL_INTERVAL; flwr 1.41's default is 1 s."""
+    from flwr.supercore.superexec import run_superexec
+
+    from client.site_node import PROMPT_LAUNCH_ENV
+
+    ((name, value),) = PROMPT_LAUNCH_ENV.items()
+    monkeypatch.delenv(name, raising=False)
+    assert run_superexec._get_task_poll_interval() == 1.0  # unset
+    monkeypatch.setenv(name, value)
+    assert run_superexec._get_task_poll_interval() == float(value)

@@ -52,3 +52,24 @@ def test_job_tasks_are_the_configured_tasks_and_3d_jobs_need_3d_preprocessing() 
         FederationJob.model_validate(
             {"task": "segmentation-3d", "image_size": 48, "preprocessing": flat}
         )
+
+
+def test_float16_updates_are_for_plain_rounds_within_float16_range(tmp_path: Path) -> None:
+    path = tmp_path / "job.toml"
+    path.write_text('update_precision = "float16"\n')  # SecAgg+ is on by default
+    with pytest.raises(ConfigError, match="plain rounds only") as error:
+        load_federation_job(path)
+    assert str(path) in str(error.value)
+    path.write_text(
+        'update_precision = "float16"\n[secure_aggregation]\nenabled = false\n'
+        "max_update_norm = 1e6\n"
+    )
+    with pytest.raises(ConfigError, match="overflow float16"):
+        load_federation_job(path)
+    path.write_text('update_precision = "bfloat16"\n[secure_aggregation]\nenabled = false\n')
+    with pytest.raises(ConfigError, match="update_precision"):
+        load_federation_job(path)
+    path.write_text('update_precision = "float16"\n[secure_aggregation]\nenabled = false\n')
+    job = load_federation_job(path)
+    assert job.to_flat()["update_precision"] == "float16"  # reaches Flower's run config
+    assert FederationJob.from_flat(job.to_flat()).update_dtype == "float16"

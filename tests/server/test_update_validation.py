@@ -93,3 +93,38 @@ def test_score_counts_that_do_not_add_up_are_left_out_of_the_threshold(tmp_path:
     _, metrics = strategy.aggregate_evaluate(1, replies, [])
     assert metrics["threshold"] == choose_threshold(honest)
     assert choose_threshold(honest + liar) != choose_threshold(honest)  # the lie would move it
+
+
+def test_a_float16_job_refuses_any_other_precision_by_site_and_upcasts_before_averaging(
+    tmp_path: Path,
+) -> None:
+    """A site sending float32 (or float64) in a float16 job is refused by name.
+
+    The honest float16 deltas are averaged in float32: weighted by 10,000 examples each, a
+    float16 product would overflow (65,504) and the mean would be infinite.
+    """
+    job = FederationJob(
+        update_precision="float16",
+        secure_aggregation={"enabled": False, "clipping_range": 8.0, "max_update_norm": 1e4},
+    )
+    state = build_model(job.model, 1, 2, (16, 16), dp_enabled=True).state_dict()
+    start = [t.numpy().copy() for t in state.values()]
+    half = [np.full(a.shape, 7.0, np.float16) for a in start]  # 7 x 10,000 overflows float16
+    strategy = DeltaFedAvg(
+        job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 2
+    )
+    replies = [
+        _named_reply(1, "half-a", half, examples=10_000),
+        _named_reply(2, "half-b", half, examples=10_000),
+        _named_reply(3, "wide-site", [a.astype(np.float32) for a in half]),
+        _named_reply(4, "double-site", [a.astype(np.float64) for a in half]),
+    ]
+    strategy._sampled = [int(proxy.cid) for proxy, _ in replies]
+    parameters, _ = strategy.aggregate_fit(1, replies, [])
+    rejected = {r["site"]: r["reason"] for r in strategy.recorder.rejections}
+    assert set(rejected) == {"wide-site", "double-site"}
+    assert "holds float32; the job's update_precision is float16" in rejected["wide-site"]
+    new = parameters_to_ndarrays(parameters)
+    for before, after in zip(start, new, strict=True):
+        assert after.dtype == np.float32
+        assert np.allclose(after - before, 7.0, atol=1e-5)
