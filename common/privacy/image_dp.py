@@ -7,10 +7,11 @@ that must outlive a round, its accountant history, is exported as a :class:`Priv
 every round and restored before the next. The noise multiplier is calibrated once, for all the
 rounds the job plans, so the target epsilon is reached at the end of the job and not before.
 
-A step (:meth:`SitePrivacyEngine.step`) is Opacus' DP-SGD step with per-sample gradients from
-common.privacy.per_sample_gradients: Poisson sampling at rate q, each image's gradient clipped
-to C, N(0, (sigma C)^2) added to the sum, divided by the expected batch size, one accountant
-step. Networks that module cannot handle train through Opacus' wrapped model, optimizer and
+A step (:meth:`SitePrivacyEngine.step`) is Opacus' DP-SGD step with the clipped sum from
+common.privacy.ghost_clipping (per-sample gradients, or ghost norms where those are cheaper):
+Poisson sampling at rate q, each image's gradient clipped to C, N(0, (sigma C)^2) added to the
+sum, divided by the expected batch size, one accountant step. Networks that
+common.privacy.per_sample_gradients cannot handle train through Opacus' wrapped model, optimizer and
 loader (:meth:`SitePrivacyEngine.make_private`), the same algorithm.
 """
 
@@ -24,7 +25,8 @@ from torch.utils.data import DataLoader
 
 from common.config import PrivacyConfig
 from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, conversion_options
-from common.privacy.per_sample_gradients import clip_and_sum, per_sample_gradients, trainable
+from common.privacy.ghost_clipping import clipped_gradient_sum
+from common.privacy.per_sample_gradients import trainable
 
 __all__ = ["SitePrivacyEngine", "planned_round"]
 
@@ -135,13 +137,13 @@ class SitePrivacyEngine:
         The noise is drawn parameter by parameter in the model's order, as Opacus draws it.
         ``model`` must have no common.privacy.fast_path_blockers.
         """
-        grads, loss = per_sample_gradients(model, criterion, images, targets)
+        clipped, loss = clipped_gradient_sum(
+            model, criterion, images, targets, self.config.max_grad_norm
+        )
         std = self._state.noise_multiplier * self.config.max_grad_norm
-        for p, total in zip(
-            trainable(model), clip_and_sum(grads, self.config.max_grad_norm), strict=True
-        ):
+        for p, total in zip(trainable(model), clipped, strict=True):
             noise = torch.normal(0.0, std, size=p.shape, generator=generator)
-            p.grad = (total + noise.to(p.dtype)) / self._expected_batch_size
+            p.grad = total.add_(noise.to(p.dtype)).div_(self._expected_batch_size)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self._engine.accountant.step(

@@ -158,7 +158,7 @@ class PatientPrivacyEngine:
         std = self.noise_multiplier * self.config.max_grad_norm
         for p, total in zip(trainable(model), clipped, strict=True):
             noise = torch.normal(0.0, std, size=p.shape, generator=generator)
-            p.grad = (total + noise.to(p.dtype)) / self.sampling.expected_patients
+            p.grad = total.add_(noise.to(p.dtype)).div_(self.sampling.expected_patients)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         self._accountant.step(

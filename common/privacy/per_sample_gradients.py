@@ -17,7 +17,17 @@ from opacus import GradSampleModule
 from torch import nn
 from torch.nn.grad import conv2d_weight
 
-__all__ = ["clip_and_sum", "fast_path_blockers", "per_sample_gradients", "trainable"]
+__all__ = [
+    "GROUPED_CONV_MIN_POSITIONS",
+    "Patches",
+    "backward_to_outputs",
+    "clip_and_sum",
+    "fast_path_blockers",
+    "layer_gradients",
+    "per_sample_gradients",
+    "trainable",
+    "unfolded_inputs",
+]
 
 #: Layers whose per-sample gradients this module computes.
 SUPPORTED_LAYERS = (nn.Conv2d, nn.Linear, nn.GroupNorm)
@@ -49,7 +59,29 @@ def fast_path_blockers(model: nn.Module) -> list[str]:
     return blockers
 
 
-def _conv_weight(module: nn.Conv2d, inputs: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+#: Unfolded inputs of one backward pass, by input tensor and unfolding: a ResidualUnit's
+#: convolution and its residual convolution read the same input with the same kernel.
+Patches = dict[tuple[int, tuple[int, ...], tuple[object, ...]], torch.Tensor]
+
+
+def unfolded_inputs(module: nn.Conv2d, inputs: torch.Tensor, cache: Patches) -> torch.Tensor:
+    """``F.unfold`` of ``inputs`` for ``module`` [B, Cin * kh * kw, positions], computed once."""
+    unfolding = (module.kernel_size, module.dilation, module.padding, module.stride)
+    key = (inputs.data_ptr(), tuple(inputs.shape), unfolding)
+    if key not in cache:
+        cache[key] = F.unfold(
+            inputs,
+            module.kernel_size,
+            dilation=module.dilation,
+            padding=module.padding,  # type: ignore[arg-type]  # fast_path_blockers: never a string
+            stride=module.stride,
+        )
+    return cache[key]
+
+
+def _conv_weight(
+    module: nn.Conv2d, inputs: torch.Tensor, grads: torch.Tensor, cache: Patches
+) -> torch.Tensor:
     batch = len(inputs)
     if grads.shape[2] * grads.shape[3] >= GROUPED_CONV_MIN_POSITIONS or module.groups > 1:
         # Each sample its own group: one convolution-weight gradient for the whole batch.
@@ -63,18 +95,12 @@ def _conv_weight(module: nn.Conv2d, inputs: torch.Tensor, grads: torch.Tensor) -
             batch * module.groups,
         )
         return weight.view(batch, *module.weight.shape)
-    patches = F.unfold(
-        inputs,
-        module.kernel_size,
-        dilation=module.dilation,
-        padding=module.padding,  # type: ignore[arg-type]  # fast_path_blockers: never a string
-        stride=module.stride,
-    )
+    patches = unfolded_inputs(module, inputs, cache)
     return torch.bmm(grads.flatten(2), patches.transpose(1, 2)).view(batch, *module.weight.shape)
 
 
-def _layer_gradients(
-    module: nn.Module, inputs: torch.Tensor, grads: torch.Tensor
+def layer_gradients(
+    module: nn.Module, inputs: torch.Tensor, grads: torch.Tensor, cache: Patches
 ) -> dict[str, torch.Tensor]:
     """Per-sample gradients [B, *shape] of ``module``'s weight and bias."""
     if isinstance(module, nn.Linear):
@@ -88,7 +114,7 @@ def _layer_gradients(
             "bias": flat_grad.sum(1),
         }
     if isinstance(module, nn.Conv2d):
-        return {"weight": _conv_weight(module, inputs, grads), "bias": grads.sum((2, 3))}
+        return {"weight": _conv_weight(module, inputs, grads, cache), "bias": grads.sum((2, 3))}
     assert isinstance(module, nn.GroupNorm)
     normalised = F.group_norm(inputs, module.num_groups, eps=module.eps)
     return {
@@ -97,21 +123,15 @@ def _layer_gradients(
     }
 
 
-def per_sample_gradients(
+def backward_to_outputs(
     model: nn.Module, criterion: nn.Module, images: torch.Tensor, targets: torch.Tensor
-) -> tuple[list[torch.Tensor], float]:
-    """Each sample's gradient of its own loss, per trainable parameter, and the summed loss.
+) -> tuple[list[tuple[nn.Module, torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """One forward and one backward pass to the outputs of the layers that have parameters.
 
-    ``criterion`` must be the mean of per-sample losses (so that the batch mean times the batch
-    size is their sum). A GradSampleModule is run as Opacus does it (networks with layers this
-    module does not know); any other ``model`` must have no :func:`fast_path_blockers`.
-    Returns one tensor [B, *parameter shape] per parameter of :func:`trainable`.
+    Returns (layer, its input, the gradient of the summed loss w.r.t. its output) for every
+    layer with trainable parameters, in the order they ran, and the summed loss. No weight
+    gradient is computed. ``criterion`` must be the mean of per-sample losses.
     """
-    params = trainable(model)
-    if len(targets) == 0:
-        return [torch.zeros((0, *p.shape), dtype=p.dtype) for p in params], 0.0
-    if isinstance(model, GradSampleModule):
-        return _opacus_per_sample(model, params, criterion, images, targets)
     records: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def record(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -131,9 +151,33 @@ def per_sample_gradients(
             hook.remove()
     modules = list(records)
     output_grads = torch.autograd.grad(loss, [records[m][1] for m in modules])
+    layers = [
+        (module, records[module][0], grads)
+        for module, grads in zip(modules, output_grads, strict=True)
+    ]
+    return layers, loss.detach()
+
+
+def per_sample_gradients(
+    model: nn.Module, criterion: nn.Module, images: torch.Tensor, targets: torch.Tensor
+) -> tuple[list[torch.Tensor], float]:
+    """Each sample's gradient of its own loss, per trainable parameter, and the summed loss.
+
+    ``criterion`` must be the mean of per-sample losses (so that the batch mean times the batch
+    size is their sum). A GradSampleModule is run as Opacus does it (networks with layers this
+    module does not know); any other ``model`` must have no :func:`fast_path_blockers`.
+    Returns one tensor [B, *parameter shape] per parameter of :func:`trainable`.
+    """
+    params = trainable(model)
+    if len(targets) == 0:
+        return [torch.zeros((0, *p.shape), dtype=p.dtype) for p in params], 0.0
+    if isinstance(model, GradSampleModule):
+        return _opacus_per_sample(model, params, criterion, images, targets)
+    layers, loss = backward_to_outputs(model, criterion, images, targets)
     by_param: dict[nn.Parameter, torch.Tensor] = {}
-    for module, grads in zip(modules, output_grads, strict=True):
-        layer = _layer_gradients(module, records[module][0], grads)
+    cache: Patches = {}
+    for module, inputs, grads in layers:
+        layer = layer_gradients(module, inputs, grads, cache)
         for name, param in module.named_parameters(recurse=False):
             if param.requires_grad:
                 by_param[param] = layer[name]
@@ -173,6 +217,11 @@ def clip_and_sum(per_unit: list[torch.Tensor], max_grad_norm: float) -> list[tor
     """
     if not per_unit or len(per_unit[0]) == 0:
         return [torch.zeros(g.shape[1:], dtype=g.dtype) for g in per_unit]
-    norms = torch.stack([g.reshape(len(g), -1).norm(2, dim=-1) for g in per_unit], dim=1)
+    flat = [g.reshape(len(g), -1) for g in per_unit]
+    norms = torch.stack([g.norm(2, dim=-1) for g in flat], dim=1)
     factors = (max_grad_norm / (norms.norm(2, dim=1) + 1e-6)).clamp(max=1.0)
-    return [torch.einsum("i,i...", factors.to(g.dtype), g) for g in per_unit]
+    # One matrix-vector product per parameter: sum_i factor_i * g_i.
+    return [
+        (factors.to(g.dtype) @ g).view(grad.shape[1:])
+        for g, grad in zip(flat, per_unit, strict=True)
+    ]

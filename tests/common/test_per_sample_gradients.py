@@ -12,10 +12,13 @@ from common.models import build_model
 from common.privacy import (
     PrivacyState,
     SitePrivacyEngine,
+    clip_and_sum,
     clipped_patient_sum,
     fast_path_blockers,
     per_sample_gradients,
 )
+from common.privacy.ghost_clipping import clipped_gradient_sum, uses_ghost_norm
+from common.privacy.per_sample_gradients import backward_to_outputs
 from common.tasks import segmentation
 
 
@@ -134,3 +137,29 @@ def test_networks_with_other_trainable_layers_are_named():
     assert fast_path_blockers(model) == ["1: PReLU"]
     unet = build_model(ModelConfig(name="unet", norm="instance"), 1, 2, (16, 16), dp_enabled=True)
     assert any("ConvTranspose2d" in blocker for blocker in fast_path_blockers(unet))
+
+
+@pytest.mark.parametrize(("network", "side"), [("cnn", 16), ("cnn", 28), ("basicunet", 32)])
+@pytest.mark.parametrize("max_grad_norm", [0.05, 1e3])
+def test_mixed_ghost_clipping_is_the_clipped_sum_of_per_sample_gradients(
+    network, side, max_grad_norm
+):
+    """Ghost norms (the CNN's 4x4 and smaller maps, its Linear; the U-Net's bottom) and
+    materialised per-sample gradients give the clipped sum of the per-sample gradients that
+    Opacus' clipping arithmetic gives (clipping active at 0.05, inactive at 1e3)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name=network), 1, 2, (side, side), dp_enabled=True)
+    images, targets = _images(5, side=side)
+    criterion = nn.CrossEntropyLoss()
+    if network == "basicunet":
+        targets, criterion = (images[:, 0] > 0.7).long(), segmentation.criterion()
+    layers, _ = backward_to_outputs(model, criterion, images, targets)
+    ghosts = [type(m).__name__ for m, i, g in layers if uses_ghost_norm(m, i, g)]
+    assert "Linear" in ghosts or network == "basicunet"
+    assert "Conv2d" in ghosts  # a convolution's norm is a ghost norm: the path is exercised
+    ours, loss = clipped_gradient_sum(model, criterion, images, targets, max_grad_norm)
+    grads, their_loss = per_sample_gradients(model, criterion, images, targets)
+    assert loss == pytest.approx(their_loss, rel=1e-6)
+    for mine, reference in zip(ours, clip_and_sum(grads, max_grad_norm), strict=True):
+        assert mine.shape == reference.shape
+        assert torch.allclose(mine, reference, rtol=1e-4, atol=1e-6)
