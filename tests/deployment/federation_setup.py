@@ -146,7 +146,7 @@ def running_federation(
     )
     fed = Federation(root, kits, state, fleet_port, control_port, coordinator)
     try:
-        wait_until(lambda: (state / "coordinator.json").is_file(), 90, "the coordinator")
+        wait_until(lambda: (state / "coordinator.json").is_file(), 180, "the coordinator")
         for site, data in sites.items():
             kit = kits / "sites" / site
             fed.sites[site] = fed.start_site(kit, data, site, env=site_env(site))
