@@ -4,9 +4,22 @@
 -n 2 --dist loadfile --no-loadscope-reorder`): the deployment files (the longest) first, then
 the other end-to-end files, so that the short unit tests fill the gaps at the end instead of
 one worker idling while the other finishes a federation.
+
+Every Flower SuperExec the suite starts (under a SuperLink or a SuperNode) polls for its next
+task every :data:`SUPEREXEC_POLL_S` seconds instead of Flower's default 1 s: each message a
+site answers and each job started waits on that poll (a user's processes keep the default).
 """
 
+import os
+
 import pytest
+
+#: Flower's SuperExec poll interval (flwr reads FLWR_SUPEREXEC_TASK_POLL_INTERVAL, 0.01-60 s).
+SUPEREXEC_POLL_S = "0.2"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL_S)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

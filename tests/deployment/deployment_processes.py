@@ -69,15 +69,26 @@ def kill(pids: Iterable[int], signum: int = signal.SIGKILL) -> None:
 
 def stop_tree(process: subprocess.Popen, timeout_s: float = 30.0) -> None:
     """SIGTERM ``process`` (it stops what it started), then SIGKILL anything left below it."""
-    tree = descendants(process.pid)
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+    stop_trees([process], timeout_s)
+
+
+def stop_trees(processes: Iterable[subprocess.Popen], timeout_s: float = 30.0) -> None:
+    """:func:`stop_tree` for several processes at once: all are told to stop before any is
+    waited for, so their graceful shutdowns overlap (a site node takes seconds to leave)."""
+    running = list(processes)
+    trees = [descendants(process.pid) for process in running]
+    for process in running:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for process in running:
         with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for process, tree in zip(running, trees, strict=True):
+        kill(tree)
+        if process.poll() is None:
+            process.kill()
             process.wait(timeout=timeout_s)
-    kill(tree)
-    if process.poll() is None:
-        process.kill()
-        process.wait(timeout=timeout_s)
 
 
 def wait_until(condition, timeout_s: float, what: str, interval_s: float = 0.5) -> None:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployment_processes import BIN, free_port, stop_tree, wait_until
+from deployment_processes import BIN, free_port, stop_trees, wait_until
 
 from server.coordinator import CoordinatorPaths, online_sites
 
@@ -146,14 +146,13 @@ def running_federation(
     )
     fed = Federation(root, kits, state, fleet_port, control_port, coordinator)
     try:
-        wait_until(lambda: (state / "coordinator.json").is_file(), 90, "the coordinator")
+        wait_until(lambda: (state / "coordinator.json").is_file(), 180, "the coordinator")
         for site, data in sites.items():
             kit = kits / "sites" / site
             fed.sites[site] = fed.start_site(kit, data, site, env=site_env(site))
         wait_until(lambda: fed.online_nodes() == len(sites), 300, f"{len(sites)} online sites")
         yield fed
     finally:
-        for process in fed.sites.values():
-            stop_tree(process)
-        stop_tree(coordinator)
+        stop_trees(fed.sites.values())  # the sites leave together, then the coordinator
+        stop_trees([coordinator])
         assert coordinator.returncode is not None

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.e2e
 
 MEDFED_SIM = [sys.executable, "-c", "from simulations.cli import app; app()"]
 #: Enough rounds that the run is still going when the interrupt lands after round 1
-#: (about half a second each on an idle machine).
-ROUNDS = 30
+#: (about half a second each on an idle machine; the resumed part runs the rest).
+ROUNDS = 16
 
 
 def _processes_of(flwr_home: Path) -> list[int]:
