@@ -1,5 +1,6 @@
 """Command-line plumbing shared by every medfed command: logging, errors, JSON, --version."""
 
+import importlib
 import json
 import logging
 import math
@@ -9,7 +10,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, ClassVar, NoReturn
 
 import click
 import typer
@@ -212,14 +213,45 @@ def _package_version() -> str:
         return "unknown"
 
 
-def command_line_app(name: str, help_text: str) -> typer.Typer:
+class _CommandsOnDemand(typer.core.TyperGroup):
+    """Subcommands imported when they are called, not when the program starts.
+
+    A command module may load torch, MONAI or Opacus (seconds of start-up); `medfed-server
+    status` or `medfed-site start` should not pay for `prepare`'s imports. ``lazy`` maps a
+    command name to ``"module:function"``; each subclass (one per program) sets its own.
+    """
+
+    lazy: ClassVar[Mapping[str, str]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The commands in the order they were declared."""
+        return [*super().list_commands(ctx), *(n for n in self.lazy if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, its module imported on first use."""
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            module_name, function_name = self.lazy[cmd_name].split(":")
+            function = getattr(importlib.import_module(module_name), function_name)
+            single = typer.Typer()
+            single.command(cmd_name)(function)
+            self.add_command(typer.main.get_command(single), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+def command_line_app(
+    name: str, help_text: str, commands: Mapping[str, str] | None = None
+) -> typer.Typer:
     """A Typer app as every medfed command line has it.
 
     Help when called bare, ``-h`` as well as ``--help``, ``--version``, plain tracebacks.
+    ``commands`` maps each subcommand's name to ``"module:function"``, imported only when that
+    subcommand runs (or help lists it).
     """
+    group = type(f"{name}-commands", (_CommandsOnDemand,), {"lazy": dict(commands or {})})
     app = typer.Typer(
         name=name,
         help=help_text,
+        cls=group,
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},

@@ -1,22 +1,18 @@
-"""`medfed-server`: the coordinator's command line; this module only registers the commands."""
+"""`medfed-server`: the coordinator's command line: its commands, each imported only when called."""
 
 from common.cli_support import command_line_app
-from server.commands.dashboard import dashboard
-from server.commands.enrol import enrol
-from server.commands.provision import provision_command
-from server.commands.run import run
-from server.commands.start import start
-from server.commands.status import status
 
 __all__ = ["app"]
 
 app = command_line_app(
     "medfed-server",
     "Coordinate a federation: provision sites, run the SuperLink, launch and watch jobs.",
+    {
+        "provision": "server.commands.provision:provision_command",
+        "start": "server.commands.start:start",
+        "enrol": "server.commands.enrol:enrol",
+        "run": "server.commands.run:run",
+        "status": "server.commands.status:status",
+        "dashboard": "server.commands.dashboard:dashboard",
+    },
 )
-app.command("provision")(provision_command)
-app.command("start")(start)
-app.command("enrol")(enrol)
-app.command("run")(run)
-app.command("status")(status)
-app.command("dashboard")(dashboard)
