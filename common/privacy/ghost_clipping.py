@@ -108,8 +108,8 @@ def clipped_gradient_sum(
     must have no common.privacy.fast_path_blockers.
     """
     if len(targets) == 0 or isinstance(model, GradSampleModule):
-        grads, loss = per_sample_gradients(model, criterion, images, targets)
-        return clip_and_sum(grads, max_grad_norm), loss
+        sample_grads, sample_loss = per_sample_gradients(model, criterion, images, targets)
+        return clip_and_sum(sample_grads, max_grad_norm), sample_loss
     layers, loss = backward_to_outputs(model, criterion, images, targets)
     cache: Patches = {}
     grams: dict[int, torch.Tensor] = {}
