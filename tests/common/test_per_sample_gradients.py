@@ -33,12 +33,16 @@ def _images(count: int, side: int = 16, seed: int = 0) -> tuple[torch.Tensor, to
     return images, torch.randint(0, 2, (count,), generator=generator)
 
 
-@pytest.mark.parametrize("network", ["cnn", "basicunet"])
+@pytest.mark.parametrize("network", ["cnn", "pooled-cnn", "basicunet"])
 def test_per_sample_gradients_are_opacus_per_sample_gradients(network):
     """CNN: GroupNorm, Linear and convolutions on small maps (unfold); BasicUNet on 32x32:
     convolutions on maps of 1024 positions (grouped convolution) down to 4."""
     if network == "cnn":
         model, (images, targets), criterion = _cnn(), _images(6), nn.CrossEntropyLoss()
+    elif network == "pooled-cnn":
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(name="pooled-cnn"), 1, 2, (16, 16), dp_enabled=True)
+        (images, targets), criterion = _images(6), nn.CrossEntropyLoss()
     else:
         torch.manual_seed(0)
         config = ModelConfig(name="basicunet", norm="instance")
