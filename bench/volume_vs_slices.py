@@ -21,20 +21,10 @@ from client.inference.model import TrainedModel, load_trained_model
 from common.data.loading import load_dataset
 from common.tasks.segmentation import targets
 from common.tasks.slice_stacking import check_same_preprocessing, predict_by_slices
-from common.tasks.volume_metrics import volume_metrics
+from common.tasks.volume_metrics import VOLUME_METRICS, volume_metrics
 from common.tasks.volume_segmentation import evaluate, volume_spacings
 
-_COLUMNS = (
-    "dice",
-    "iou",
-    "hd95_mm",
-    "asd_mm",
-    "lesion_recall",
-    "false_lesions_per_volume",
-    "lesions_found",
-    "lesions_missed",
-    "lesions_false",
-)
+_COLUMNS = VOLUME_METRICS
 
 
 def _model(path: Path, task: str) -> TrainedModel:
