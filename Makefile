@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 BRAIN  := data/brain-mri
 CACHE  := data/brain-mri-cache
+PUBLIC := data/brain-mri-public
+PUBCACHE := data/brain-mri-public-cache
+WEIGHTS  := data/public-pooled-cnn.pt
 RUN    := runs/demo
 SEGCACHE := data/brain-mri-seg-cache
 SEGRUN   := runs/demo-segmentation
@@ -47,14 +50,32 @@ $(CACHE)/.prepared: $(BRAIN)/.generated
 	done
 	touch $@
 
+# Stand-in for public data (a real deployment would pretrain on a public dataset): other
+# subjects of the same simulator (another seed), on its four simulated scanners, one of which no
+# hospital has. No hospital's image is used. The network is pretrained on it without DP.
+$(PUBLIC)/.generated: $(VENV)/.installed
+	$(BIN)/medfed-sim generate --dataset brain-mri --out $(PUBLIC) --sites 4 --subjects 40 \
+		--slices 6 --seed 1
+	touch $@
+
+$(WEIGHTS): $(PUBLIC)/.generated
+	for site in 0 1 2 3; do \
+		$(BIN)/medfed-site prepare --data $(PUBLIC)/site-$$site/dicom \
+			--labels $(PUBLIC)/site-$$site/labels.csv --classes no-lesion,lesion \
+			--out $(PUBCACHE)/site-$$site --spacing 3.0 --size 64 || exit 1; \
+	done
+	$(BIN)/medfed-sim pretrain --data $(PUBCACHE) --out $@ --model pooled-cnn --epochs 6 \
+		--lr 0.001 --class-weights 1,2.7
+
 ## simulate: federated tumour detection across the 3 hospitals (SecAgg+, DP at epsilon 8 per
 ## patient, about 11 patients a step; lesion slices weighted 2.7 to 1 in the loss; thresholded
 ## metrics at the threshold chosen on the sites' validation counts), with baselines. The network
-## is pooled-cnn: the flattened cnn memorised the slices instead of finding the tumours.
-simulate: $(CACHE)/.prepared
+## is pooled-cnn (the flattened cnn memorised the slices instead of finding the tumours),
+## starting from weights pretrained on public stand-in data: DP-SGD needs good features.
+simulate: $(CACHE)/.prepared $(WEIGHTS)
 	$(BIN)/medfed-sim run --data $(CACHE) --sites 3 --partition site --rounds 5 --local-epochs 2 \
 		--batch-size 64 --lr 0.003 --dp-epsilon 8 --class-weights 1,2.7 --model pooled-cnn \
-		--baseline pooled --baseline local --out $(RUN)
+		--initial-weights $(WEIGHTS) --baseline pooled --baseline local --out $(RUN)
 
 # The same hospitals' DICOM, with the lesion masks taken from the DICOM SEG object of each series.
 $(SEGCACHE)/.prepared: $(BRAIN)/.generated
