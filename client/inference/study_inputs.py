@@ -8,6 +8,7 @@ present) through the inverse of its alignment, by nearest neighbour.
 """
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,19 +62,9 @@ def _display(image: sitk.Image) -> np.ndarray:
 
 def _study_name(chosen: list[SeriesFiles], root: Path) -> str:
     """The folder holding the study's series, relative to ``--input``."""
-    parents = [s.slices[0].path.parent for s in chosen]
-    common = parents[0] if len(parents) == 1 else Path(*_common_parts(parents))
+    common = Path(os.path.commonpath([s.slices[0].path.parent for s in chosen]))
     relative = common.relative_to(root).as_posix() if common.is_relative_to(root) else ""
     return relative if relative not in ("", ".") else root.name
-
-
-def _common_parts(paths: list[Path]) -> tuple[str, ...]:
-    parts: list[str] = []
-    for group in zip(*(p.parts for p in paths), strict=False):
-        if len(set(group)) != 1:
-            break
-        parts.append(group[0])
-    return tuple(parts)
 
 
 def read_studies(
