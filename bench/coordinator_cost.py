@@ -7,7 +7,8 @@ each reply's arrays (Flower's ``parameters_to_ndarrays``), check it (``update_pr
 ``DeltaFedAvg`` does, with a norm cap) and combine them (``aggregate_deltas``: the mean, and the
 coordinate-wise median). Prints CPU seconds per round and per reply (median of the repeats).
 The replies are random deltas of the model's shapes; the arithmetic does not depend on values.
-Not timed here: the sites' training, Flower's message routing and SecAgg+ (bench/secagg_overhead.py).
+Not timed here: the sites' training, Flower's message routing and SecAgg+
+(bench/secagg_overhead.py).
 """
 
 import argparse
