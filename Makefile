@@ -37,12 +37,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 # simulated ring-enhancing tumours and scanners) written as DICOM, each prepared into its own
 # cache. Many
 # patients with few slices each (150 x 6 per hospital): patient-level DP needs many patients.
-$(BRAIN)/.generated: $(VENV)/.installed
+$(BRAIN)/.generated: $(VENV)/.installed simulations/brain_lesions.py \
+    simulations/dicom_writer.py simulations/seg_writer.py
 	$(BIN)/medfed-sim generate --dataset brain-mri --out $(BRAIN) --sites 3 --subjects 150 \
 		--slices 6
 	touch $@
 
-$(CACHE)/.prepared: $(BRAIN)/.generated
+$(CACHE)/.prepared: $(BRAIN)/.generated common/data/preprocessing_contract.py
 	for site in 0 1 2; do \
 		$(BIN)/medfed-site prepare --data $(BRAIN)/site-$$site/dicom \
 			--labels $(BRAIN)/site-$$site/labels.csv --classes no-lesion,lesion \
@@ -53,12 +54,13 @@ $(CACHE)/.prepared: $(BRAIN)/.generated
 # Stand-in for public data (a real deployment would pretrain on a public dataset): other
 # subjects of the same simulator (another seed), on its four simulated scanners, one of which no
 # hospital has. No hospital's image is used. The network is pretrained on it without DP.
-$(PUBLIC)/.generated: $(VENV)/.installed
+$(PUBLIC)/.generated: $(VENV)/.installed simulations/brain_lesions.py \
+    simulations/dicom_writer.py simulations/seg_writer.py
 	$(BIN)/medfed-sim generate --dataset brain-mri --out $(PUBLIC) --sites 4 --subjects 40 \
 		--slices 6 --seed 1
 	touch $@
 
-$(WEIGHTS): $(PUBLIC)/.generated
+$(WEIGHTS): $(PUBLIC)/.generated common/data/preprocessing_contract.py
 	for site in 0 1 2 3; do \
 		$(BIN)/medfed-site prepare --data $(PUBLIC)/site-$$site/dicom \
 			--labels $(PUBLIC)/site-$$site/labels.csv --classes no-lesion,lesion \
@@ -78,7 +80,7 @@ simulate: $(CACHE)/.prepared $(WEIGHTS)
 		--initial-weights $(WEIGHTS) --baseline pooled --baseline local --out $(RUN)
 
 # The same hospitals' DICOM, with the lesion masks taken from the DICOM SEG object of each series.
-$(SEGCACHE)/.prepared: $(BRAIN)/.generated
+$(SEGCACHE)/.prepared: $(BRAIN)/.generated common/data/preprocessing_contract.py
 	for site in 0 1 2; do \
 		$(BIN)/medfed-site prepare --data $(BRAIN)/site-$$site/dicom --task segmentation \
 			--out $(SEGCACHE)/site-$$site --spacing 3.0 --size 64 || exit 1; \
@@ -93,11 +95,12 @@ simulate-segmentation: $(SEGCACHE)/.prepared
 
 # Whole heads for volumes (the 2D demo keeps 6 slices a subject): 16 subjects per hospital,
 # each series a 48^3 volume at 3 mm, masks from DICOM SEG.
-$(BRAINVOL)/.generated: $(VENV)/.installed
+$(BRAINVOL)/.generated: $(VENV)/.installed simulations/brain_lesions.py \
+    simulations/dicom_writer.py simulations/seg_writer.py
 	$(BIN)/medfed-sim generate --dataset brain-mri --out $(BRAINVOL) --sites 3 --subjects 16
 	touch $@
 
-$(VOLCACHE)/.prepared: $(BRAINVOL)/.generated
+$(VOLCACHE)/.prepared: $(BRAINVOL)/.generated common/data/preprocessing_contract.py
 	for site in 0 1 2; do \
 		$(BIN)/medfed-site prepare --data $(BRAINVOL)/site-$$site/dicom --task segmentation \
 			--dims 3 --out $(VOLCACHE)/site-$$site --spacing 3.0 --size 48 || exit 1; \

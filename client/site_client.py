@@ -24,15 +24,14 @@ from client.site_context import simulated_site, site_limits
 from client.site_limits import SiteLimits
 from common import message_keys as keys
 from common.config import is_segmentation
-from common.data.arrays import DatasetSplits
+from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.loading import load_dataset
-from common.dp_learnability import learnability_warning
+from common.dp_learnability import learnability_warning, unplannable_warning
 from common.errors import ConfigError, MedfedError
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
-from common.privacy import PrivacyState, planned_local_round
-from common.privacy.unit import privacy_unit
+from common.privacy import PrivacyState, RoundPlan, plan_round
 from common.simulation_environment import SimulationEnvironment
 from common.tasks import classification
 from common.tasks.registry import task_for
@@ -187,32 +186,41 @@ class SiteClient(NumPyClient):
                 + "; ".join(differing),
             )
 
-    def _reserve_budget(
-        self, ledger: PrivacyLedger, previous: PrivacyState | None, server_round: int
-    ) -> Reservation:
-        """Hold this round's planned epsilon; raise before training if it passes the budget."""
-        # the samples a round trains on (3D: patches; their patients do not depend on the seed)
-        samples = task_for(self.job.task).training_samples(self.data.train, 0, self.job)
-        planned = planned_local_round(
-            self.job.privacy, samples, self.job.train.batch_size,
-            self.job.train.local_epochs, self.job.rounds, previous,
-        )  # fmt: skip
-        return ledger.reserve(
-            self.job.name, str(self.context.run_id), server_round, [planned],
-            self.limits.delta, self.limits.max_epsilon,
-            unit=privacy_unit(self.job.privacy, self.data.train),
-        )  # fmt: skip
+    def _plan(self, samples: ImageArrays, previous: PrivacyState | None) -> RoundPlan:
+        """The round's DP plan, made once: the warning, the reservation and training share it.
 
-    def _warn_if_too_small(self) -> None:
-        """Say in the site's log, before its first round, when DP leaves it little to learn."""
-        samples = task_for(self.job.task).training_samples(self.data.train, 0, self.job)
+        Before a real site's first DP round, says in its log when DP leaves it little to learn
+        (medfed-sim warns before it starts the sites).
+        """
         train = self.job.train
+        warn = previous is None and not self.simulated
+        try:
+            plan = plan_round(
+                self.job.privacy, samples, train.batch_size, train.local_epochs, self.job.rounds,
+                previous,
+            )  # fmt: skip
+        except ConfigError as error:
+            if warn:
+                logger.warning("%s", unplannable_warning(self.limits.name, error))
+            raise
+        if not warn:
+            return plan
         warning = learnability_warning(
             self.limits.name, self.job.privacy, samples, train.batch_size, train.local_epochs,
-            self.job.rounds,
+            self.job.rounds, plan=plan,
         )  # fmt: skip
         if warning is not None:
             logger.warning("%s", warning)
+        return plan
+
+    def _reserve_budget(
+        self, ledger: PrivacyLedger, plan: RoundPlan, server_round: int
+    ) -> Reservation:
+        """Hold this round's planned epsilon; raise before training if it passes the budget."""
+        return ledger.reserve(
+            self.job.name, str(self.context.run_id), server_round, [plan.accounting],
+            self.limits.delta, self.limits.max_epsilon, unit=plan.unit,
+        )  # fmt: skip
 
     def _record_spending(
         self,
@@ -261,21 +269,26 @@ class SiteClient(NumPyClient):
         self._answer_or_drop(server_round)
         model = self._model(parameters)
         previous = restore_privacy_state(self.context)
-        if previous is None and self.job.privacy.enabled and not self.simulated:
-            self._warn_if_too_small()  # (medfed-sim warns before it starts the sites)
+        seed = self.seed_for_round(server_round)
+        # the samples the round trains on (3D: patches), drawn once for the plan and training
+        samples = task_for(self.job.task).training_samples(self.data.train, seed, self.job)
         # Without DP a round has no finite epsilon to account (only a site that does not
         # require DP, e.g. a simulated one, gets here).
-        ledger = PrivacyLedger.for_site(self.limits) if self.job.privacy.enabled else None
+        plan = self._plan(samples, previous) if self.job.privacy.enabled else None
+        ledger = PrivacyLedger.for_site(self.limits) if plan is not None else None
         reservation = (
-            None if ledger is None else self._reserve_budget(ledger, previous, server_round)
+            None
+            if ledger is None or plan is None
+            else self._reserve_budget(ledger, plan, server_round)
         )
         update = train_local_round(
             model,
             self.data.train,
             self.job,
-            seed=self.seed_for_round(server_round),
-            privacy_state=previous,
+            seed=seed,
+            privacy_state=previous if plan is None else plan.starting_state(previous),
             proximal_mu=self.job.proximal_mu,
+            samples=samples,
         )
         delta = [
             tensor.detach().cpu().numpy().astype(np.float32) - np.asarray(glob, dtype=np.float32)

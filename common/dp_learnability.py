@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from common.config import PrivacyConfig
 from common.data.arrays import ImageArrays
 from common.errors import ConfigError
-from common.privacy import planned_local_round, planned_round
+from common.privacy import PrivacyUnit, RoundPlan, plan_round
 
 __all__ = [
     "MIN_EXPECTED_BATCH",
@@ -29,6 +29,7 @@ __all__ = [
     "DpOutlook",
     "dp_outlook",
     "learnability_warning",
+    "unplannable_warning",
 ]
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,12 @@ class DpOutlook:
     expected_batch: float
     steps_per_round: int
     noise_multiplier: float
+
+    @classmethod
+    def of(cls, plan: RoundPlan) -> "DpOutlook":
+        """The outlook of a round already planned (no second calibration)."""
+        units = plan.units
+        return cls(plan.unit, units, plan.sample_rate * units, plan.steps, plan.noise_multiplier)
 
     @property
     def noise_per_step(self) -> float:
@@ -83,21 +90,19 @@ def dp_outlook(
     Raises:
         ConfigError: the site has too few patients for one expected step (as training would).
     """
+    patients = privacy.unit != "image" and data.patients is not None
+    unit: PrivacyUnit = "patient" if patients else "image"
     with warnings.catch_warnings():
         # Opacus' RDP conversion warns when the best order is its largest; the calibration
         # this plans is the one training runs (and says nothing new to a user)
         warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        if privacy.unit != "image" and data.patients is not None:
-            noise, rate, steps = planned_local_round(
-                privacy, data, batch_size, local_epochs, rounds, None
-            )
-            units, unit = len(set(data.patients.tolist())), "patient"
-        else:
-            noise, rate, steps = planned_round(
-                privacy, len(data), batch_size, local_epochs, rounds * local_epochs, None
-            )
-            units, unit = len(data), "image"
-    return DpOutlook(unit, units, rate * units, steps, noise)
+        plan = plan_round(privacy, data, batch_size, local_epochs, rounds, None, unit)
+    return DpOutlook.of(plan)
+
+
+def unplannable_warning(site: str, error: ConfigError) -> str:
+    """The warning for a site whose DP-SGD round cannot be planned at all."""
+    return f"site {site} cannot run DP-SGD: {error}"
 
 
 def learnability_warning(
@@ -108,15 +113,22 @@ def learnability_warning(
     local_epochs: int,
     rounds: int,
     advice: str = "",
+    plan: RoundPlan | None = None,
 ) -> str | None:
     """A warning naming ``site``'s figures and what would help, or None when it can learn.
 
     ``advice`` is appended to the generic remedies (e.g. a simulation's "fewer --sites").
+    ``plan`` is the first round's plan when the caller made it already (a site does, for its
+    ledger and training): its noise is then not calibrated again. Only the figure quoted for a
+    doubled batch, a plan of its own, is calibrated here, and only when the warning is given.
     """
-    try:
-        outlook = dp_outlook(privacy, data, batch_size, local_epochs, rounds)
-    except ConfigError as exc:
-        return f"site {site} cannot run DP-SGD: {exc}"
+    if plan is not None:
+        outlook = DpOutlook.of(plan)
+    else:
+        try:
+            outlook = dp_outlook(privacy, data, batch_size, local_epochs, rounds)
+        except ConfigError as exc:
+            return unplannable_warning(site, exc)
     if not outlook.too_small:
         return None
     larger = min(2 * batch_size, len(data))

@@ -154,20 +154,25 @@ def train_local_round(
     seed: int,
     privacy_state: PrivacyState | None,
     proximal_mu: float = 0.0,
+    *,
+    samples: ImageArrays | None = None,
 ) -> LocalUpdate:
     """Train ``model`` (already holding the global weights) on the site's data for one round.
 
-    ``privacy_state`` is what the previous round returned (None on the first round); the returned
-    LocalUpdate carries the state to keep for the next round, and epsilon spent so far with its
-    unit. With DP, ``job.privacy.unit`` "patient" on data with patient keys runs patient-level
-    DP-SGD (common.privacy.patient_dp); see common.privacy.privacy_unit for data without them.
+    ``privacy_state`` is what the previous round returned (None on the first round, which
+    calibrates the noise; or a plan's :meth:`~common.privacy.RoundPlan.starting_state`, which
+    does not); the returned LocalUpdate carries the state to keep for the next round, and
+    epsilon spent so far with its unit. With DP, ``job.privacy.unit`` "patient" on data with
+    patient keys runs patient-level DP-SGD (common.privacy.patient_dp); see
+    common.privacy.privacy_unit for data without them. ``samples`` are the round's training
+    samples when the caller drew them already (``task.training_samples(data, seed, job)``).
     ``num_examples`` counts samples, never batches.
     """
     torch.manual_seed(seed)
     model.train()
     task = task_for(job.task)
     num_examples = len(data)  # volumes, not the patches drawn from them
-    data = task.training_samples(data, seed, job)
+    data = task.training_samples(data, seed, job) if samples is None else samples
     unit = _unit_for(job, data, privacy_state) if job.privacy.enabled else None
     engine: SitePrivacyEngine | PatientPrivacyEngine | None = None
     with warnings.catch_warnings():

@@ -17,7 +17,7 @@ from flwr.server import Grid, ServerApp
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.federation_job import RESUME_KEY, RUN_DIR_KEY, FederationJob
 from common.initial_weights import initial_state
-from common.models import build_model
+from common.job_model import build_job_model
 from common.simulation_environment import SimulationEnvironment
 from server.central_evaluation import CentralEvaluation
 from server.run_recorder import RunRecorder
@@ -51,8 +51,7 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
     run_dir = Path(str(config.get(RUN_DIR_KEY) or Path("runs") / time.strftime("%Y%m%d-%H%M%S")))
     simulation = SimulationEnvironment.from_run_config(config)
     torch.manual_seed(job.seed)
-    size = job.spatial_shape
-    model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
+    model = build_job_model(job)
     state, completed = initial_state(job) or model.state_dict(), 0
     checkpoint = run_dir / CHECKPOINT_NAME
     if bool(config.get(RESUME_KEY, False)):

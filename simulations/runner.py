@@ -20,7 +20,7 @@ from common.data.preprocessing_contract import write_contract
 from common.errors import ConfigError, DataFormatError
 from common.federation_job import FederationJob, load_federation_job
 from common.initial_weights import initial_state
-from common.models import build_model
+from common.job_model import build_job_model
 from common.simulation_environment import SITE_DATA_FILE, SimulationEnvironment, site_folder
 from common.tasks.registry import task_for
 from server.job_app import JOB_FILE, write_job_app
@@ -91,8 +91,7 @@ def _check_runnable(
     if pooled is not None:
         logger.warning("%s", pooled)
     # Fail fast, before any process starts, on a model DP-SGD cannot train.
-    size = job.spatial_shape
-    build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
+    build_job_model(job)
     initial_state(job)  # and on initial weights that do not fit it
 
 

@@ -10,7 +10,7 @@ from common.checkpoint import load_checkpoint
 from common.config import is_segmentation
 from common.config_files import validate_model
 from common.data.arrays import unnamed_segments
-from common.data.preprocessing_contract import PreprocessingContract
+from common.data.preprocessing_contract import PreprocessingContract, stale_format
 from common.errors import DataFormatError
 from common.federation_job import FederationJob
 from common.models import build_model
@@ -81,8 +81,8 @@ def load_trained_model(path: Path) -> TrainedModel:
     """Read ``path`` (see :func:`common.checkpoint.save_checkpoint`) and rebuild its network.
 
     Raises:
-        DataFormatError: The file is missing, is not a medfed checkpoint, or its weights do not
-            fit the network its job describes.
+        DataFormatError: The file is missing, is not a medfed checkpoint, its weights do not
+            fit the network its job describes, or it was trained on caches of an older format.
         ConfigError: The checkpoint's job configuration is invalid.
     """
     if not path.is_file():
@@ -93,7 +93,13 @@ def load_trained_model(path: Path) -> TrainedModel:
         raise DataFormatError(path, f"not a medfed checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or any(key not in payload for key in _REQUIRED):
         raise DataFormatError(path, f"not a medfed checkpoint (needs keys {list(_REQUIRED)})")
-    job = validate_model(FederationJob, payload["job"], f"{path} (job)")
+    raw_job = payload["job"]
+    stale = stale_format(raw_job.get("preprocessing") if isinstance(raw_job, dict) else None)
+    if stale is not None:
+        raise DataFormatError(
+            path, f"trained on site caches {stale}: prepare each cache again and train again"
+        )
+    job = validate_model(FederationJob, raw_job, f"{path} (job)")
     shape = tuple(int(v) for v in payload["image_size"])
     if len(set(shape)) != 1 or len(shape) != len(job.spatial_shape):
         raise DataFormatError(path, f"image size {shape} is not the job's square or cube")

@@ -4,6 +4,11 @@ Written into the site cache (``preprocessing.json`` beside ``dataset.npz``), car
 (its optional ``[preprocessing]`` table) and so by every checkpoint, refused by a site whose
 cache differs, and replayed by ``medfed predict``. ``sha256`` covers the fields that change
 what the network sees; the software versions are recorded but never compared.
+
+``format_version`` says which cache format prepare wrote (:data:`FORMAT_VERSION`). It is
+neither hashed nor compared, so every contract keeps its hash; it is checked on its own where a
+contract enters from a file: a cache whose contract lacks it or holds an older one is refused
+(:func:`stale_format`), as is a checkpoint trained on such caches.
 """
 
 import hashlib
@@ -20,18 +25,25 @@ from common.errors import DataFormatError
 
 __all__ = [
     "CONTRACT_FILE",
+    "FORMAT_VERSION",
     "MISSING_SEQUENCE_CHOICES",
     "MissingSequence",
     "PreprocessingContract",
     "SoftwareVersions",
     "read_contract_beside",
+    "stale_format",
     "write_contract",
 ]
 
 #: The contract's file in a cache folder (and beside a simulated site's data.npz).
 CONTRACT_FILE = "preprocessing.json"
+#: The cache format prepare writes now: raise it whenever prepare's output changes (the
+#: Makefile's cache markers depend on this file, so the demos prepare again). Contracts written
+#: before formats were numbered have none (read as 0). 1: 3D volumes stored in their masks'
+#: axis order (caches before it stored the images permuted against the masks).
+FORMAT_VERSION = 1
 #: Fields recorded for the record only: not hashed, not compared.
-_UNHASHED = frozenset({"versions", "sha256"})
+_UNHASHED = frozenset({"versions", "sha256", "format_version"})
 _PACKAGES = ("medfed", "pydicom", "monai", "highdicom")
 #: Fields added after contracts were first written, with their defaults (see hashed_fields).
 _LATER_DEFAULTS = {
@@ -108,6 +120,9 @@ class PreprocessingContract(_Frozen):
     #: Segmentation: mask classes, comma-separated, background first; "" for classification.
     segment_names: str = ""
     versions: SoftwareVersions = SoftwareVersions()
+    #: The cache format (:data:`FORMAT_VERSION`); a contract made in this medfed has the
+    #: current one, a file without it is refused where it is read (:func:`stale_format`).
+    format_version: int = Field(FORMAT_VERSION, ge=0)
     #: SHA-256 of the hashed fields; filled in when absent, refused when it does not match.
     sha256: str = ""
 
@@ -178,18 +193,44 @@ def write_contract(folder: Path, contract: PreprocessingContract) -> Path:
     return path
 
 
+def stale_format(raw: Any) -> str | None:
+    """Why a contract as stored (parsed JSON) is of an older cache format; None if it is not.
+
+    A stored contract without ``format_version`` was written before formats were numbered.
+    """
+    if not isinstance(raw, dict):
+        return None  # not a contract at all: validation says why
+    found = raw.get("format_version", 0)
+    if not isinstance(found, int) or isinstance(found, bool) or found >= FORMAT_VERSION:
+        return None  # current, or not a number: validation says why
+    written = f"format {found}" if "format_version" in raw else "no format version"
+    return (
+        f"prepared by an older medfed ({written}; this medfed reads format {FORMAT_VERSION}, "
+        "whose 3D volumes are stored in their masks' axis order)"
+    )
+
+
 def read_contract_beside(data: Path) -> PreprocessingContract | None:
     """The contract of a cache folder, or of the .npz file beside it; None when there is none.
 
     Raises:
         DataFormatError: The file exists but is not a valid contract (or was edited: its hash
-            does not match); the message names it.
+            does not match), naming it; or it is of an older cache format, naming the cache
+            folder and saying to prepare it again.
     """
-    path = (data if data.is_dir() else data.parent) / CONTRACT_FILE
+    folder = data if data.is_dir() else data.parent
+    path = folder / CONTRACT_FILE
     if not path.is_file():
         return None
     try:
-        return PreprocessingContract.model_validate_json(path.read_bytes())
+        raw = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise DataFormatError(path, f"not a valid preprocessing contract ({exc})") from None
+    stale = stale_format(raw)
+    if stale is not None:
+        raise DataFormatError(folder, f"{stale}: prepare it again with medfed-site prepare")
+    try:
+        return PreprocessingContract.model_validate(raw)
     except ValidationError as exc:
         reasons = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'contract'}: {e['msg']}" for e in exc.errors()

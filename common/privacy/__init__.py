@@ -19,7 +19,7 @@ from common.privacy.per_sample_gradients import (
     fast_path_blockers,
     per_sample_gradients,
 )
-from common.privacy.planning import planned_local_round
+from common.privacy.planning import RoundPlan, plan_round, planned_local_round
 from common.privacy.unit import privacy_unit
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "PatientSampling",
     "PrivacyState",
     "PrivacyUnit",
+    "RoundPlan",
     "SitePrivacyEngine",
     "calibrate_noise_multiplier",
     "clip_and_sum",
@@ -35,6 +36,7 @@ __all__ = [
     "epsilon_of",
     "fast_path_blockers",
     "per_sample_gradients",
+    "plan_round",
     "planned_local_round",
     "planned_round",
     "privacy_unit",

@@ -11,11 +11,13 @@ from flwr.common.config import flatten_dict
 from common.checkpoint import load_checkpoint, save_checkpoint
 from common.data.preprocessing_contract import (
     CONTRACT_FILE,
+    FORMAT_VERSION,
     PreprocessingContract,
     read_contract_beside,
     write_contract,
 )
 from common.errors import ConfigError, DataFormatError
+from common.exit_codes import ExitCode
 from common.federation_job import FederationJob, load_federation_job
 from server.job_app import write_job_app
 
@@ -88,3 +90,32 @@ def test_contracts_written_before_registration_keep_their_hash() -> None:
     assert "registration" not in CONTRACT.hashed_fields()  # the default leaves the hash as it was
     assert registered.sha256 != CONTRACT.sha256
     assert "registration: expected 'atlas:affine', found 'none'" in registered.differences(CONTRACT)
+
+
+def test_the_format_version_leaves_every_hash_as_it_was() -> None:
+    # digests computed by the medfed before format versions (commit fc79cd2)
+    assert CONTRACT.sha256 == "1a73fe6c890e82f8f94bd154e3abff67ba4f97a3de0a4c8e73066a5b912fb3fe"
+    volumes = PreprocessingContract(dims=3, task="segmentation", segment_names="background,lesion")
+    assert volumes.sha256 == "3771dde4b346ff01e51e2170c6c748512004ed904a29b8e0f20ac317b3862512"
+    older = PreprocessingContract.model_validate({**CONTRACT.model_dump(), "format_version": 0})
+    assert older.differences(CONTRACT) == []  # the job's comparison leaves it to the reader
+
+
+@pytest.mark.parametrize("stored", [None, 0], ids=["missing", "older"])
+def test_a_cache_of_an_older_format_is_refused_naming_its_folder(
+    tmp_path: Path, stored: int | None
+) -> None:
+    cache = tmp_path / "site-a-cache"
+    cache.mkdir()
+    write_contract(cache, CONTRACT)
+    raw = json.loads((cache / CONTRACT_FILE).read_text())
+    assert raw["format_version"] == FORMAT_VERSION  # what prepare writes
+    if stored is None:
+        del raw["format_version"]  # as every contract before format versions
+    else:
+        raw["format_version"] = stored
+    (cache / CONTRACT_FILE).write_text(json.dumps(raw))
+    with pytest.raises(DataFormatError) as error:
+        read_contract_beside(cache / "dataset.npz")
+    assert error.value.path == cache and "prepare it again" in str(error.value)
+    assert error.value.exit_code == ExitCode.DATA_ERROR

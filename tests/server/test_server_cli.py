@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from simulations.synthetic_lesions import write_synthetic_lesions
+
 MEDFED_SERVER = str(Path(sys.executable).parent / "medfed-server")
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [MEDFED_SERVER, *args], capture_output=True, text=True, timeout=60, cwd=cwd
+        [MEDFED_SERVER, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
     )
 
 
@@ -64,3 +66,28 @@ def test_every_command_line_has_version_and_short_help(tmp_path: Path, command: 
     assert version.returncode == 0 and version.stdout.strip() == f"{command} 0.1.0"
     short = subprocess.run([executable, "-h"], capture_output=True, text=True, timeout=60)
     assert short.returncode == 0 and "--help" in short.stdout and "Commands" in short.stdout
+
+
+def test_a_job_dp_sgd_cannot_train_is_refused_before_the_coordinator_as_medfed_sim_does(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "job.toml").write_text('name = "bn"\nimage_size = 16\n[model]\nnorm = "batch"\n')
+    # torch is imported to build the network: slow on a loaded machine
+    result = _run(
+        "run", "job.toml", "--state", "nowhere", "--format", "json", cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 4, result.stderr  # MODEL_ERROR in docs/exit-codes.md
+    error = json.loads(result.stdout)["error"]
+    assert "no coordinator running" not in result.stderr  # refused before asking for one
+    assert "BatchNorm" in error["message"] and "norm='group'" in error["message"]
+
+    data = write_synthetic_lesions(
+        tmp_path / "d.npz", n_train=40, n_val=10, n_test=10, image_size=16
+    )
+    medfed_sim = str(Path(sys.executable).parent / "medfed-sim")
+    simulated = subprocess.run(
+        [medfed_sim, "run", "--config", "job.toml", "--data", str(data), "--format", "json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert simulated.returncode == 4, simulated.stderr
+    assert json.loads(simulated.stdout)["error"]["message"] == error["message"]
