@@ -24,9 +24,15 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from common.config import PrivacyConfig
-from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, conversion_options
+from common.privacy.accounting import (
+    RDP_ORDERS,
+    PrivacyState,
+    calibrate_noise_multiplier,
+    conversion_options,
+)
 from common.privacy.ghost_clipping import clipped_gradient_sum
 from common.privacy.per_sample_gradients import trainable
+from common.privacy.sampled_gaussian_rdp import rdp_epsilon
 
 __all__ = ["SitePrivacyEngine", "planned_round"]
 
@@ -185,6 +191,10 @@ class SitePrivacyEngine:
         """Epsilon spent so far, over every round of this job, at the configured delta."""
         if not self._engine.accountant.history:
             return 0.0
+        if self.config.accountant == "rdp":  # Opacus' RDP, its sums vectorised
+            return rdp_epsilon(
+                self._engine.accountant.history, self.config.target_delta, RDP_ORDERS
+            )
         return float(
             self._engine.accountant.get_epsilon(
                 delta=self.config.target_delta, **conversion_options(self.config)

@@ -24,6 +24,7 @@ from torch import nn
 
 from common.config import PrivacyConfig
 from common.privacy.accounting import (
+    RDP_ORDERS,
     PrivacyState,
     calibrate_noise_multiplier,
     conversion_options,
@@ -35,6 +36,7 @@ from common.privacy.per_sample_gradients import (
     per_sample_gradients,
     trainable,
 )
+from common.privacy.sampled_gaussian_rdp import rdp_epsilon
 
 __all__ = ["PatientPrivacyEngine", "clipped_patient_sum", "wrap_for_per_sample_gradients"]
 
@@ -170,6 +172,8 @@ class PatientPrivacyEngine:
         """Epsilon per patient spent so far, over every round of this job, at the job's delta."""
         if not self._accountant.history:
             return 0.0
+        if self.config.accountant == "rdp":  # Opacus' RDP, its sums vectorised
+            return rdp_epsilon(self._accountant.history, self.config.target_delta, RDP_ORDERS)
         return float(
             self._accountant.get_epsilon(
                 delta=self.config.target_delta, **conversion_options(self.config)
