@@ -115,8 +115,11 @@ def _convolutions(
     batch, patch_size, positions = patches.shape
     stacked = torch.cat([grads.flatten(2) for _, _, grads in members], 1)  # [B, O, T]
     channels = stacked.shape[1]
-    with_bias = [grads.sum((2, 3)) for _, own, grads in members if "bias" in own]
-    biases = torch.cat(with_bias, 1) if with_bias else stacked.new_zeros((batch, 0))
+    if all("bias" in own for _, own, _ in members):  # one sum for every layer's bias
+        biases = stacked.sum(2)
+    else:
+        with_bias = [grads.sum((2, 3)) for _, own, grads in members if "bias" in own]
+        biases = torch.cat(with_bias, 1) if with_bias else stacked.new_zeros((batch, 0))
     squared = biases.square().sum(1)
     if _ghost_is_cheaper(positions, patch_size, min(m.out_channels for m, _, _ in members)):
         input_gram = torch.bmm(patches.transpose(1, 2), patches)
