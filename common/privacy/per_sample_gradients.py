@@ -65,18 +65,35 @@ Patches = dict[tuple[int, tuple[int, ...], tuple[object, ...]], torch.Tensor]
 
 
 def unfolded_inputs(module: nn.Conv2d, inputs: torch.Tensor, cache: Patches) -> torch.Tensor:
-    """``F.unfold`` of ``inputs`` for ``module`` [B, Cin * kh * kw, positions], computed once."""
+    """``F.unfold`` of ``inputs`` for ``module`` [B, Cin * kh * kw, positions], computed once.
+
+    The patches are gathered from a strided view of the padded input (one copy), the values
+    and layout of ``F.unfold``, which is slower on CPU for the small maps of the CNN.
+    """
     unfolding = (module.kernel_size, module.dilation, module.padding, module.stride)
     key = (inputs.data_ptr(), tuple(inputs.shape), unfolding)
     if key not in cache:
-        cache[key] = F.unfold(
-            inputs,
-            module.kernel_size,
-            dilation=module.dilation,
-            padding=module.padding,  # type: ignore[arg-type]  # fast_path_blockers: never a string
-            stride=module.stride,
-        )
+        cache[key] = _unfold(module, inputs)
     return cache[key]
+
+
+def _unfold(module: nn.Conv2d, inputs: torch.Tensor) -> torch.Tensor:
+    if isinstance(module.padding, str):  # fast_path_blockers keeps such layers off this path
+        raise ValueError(f"Conv2d padding {module.padding!r}: unfold needs explicit padding")
+    pad_h, pad_w = module.padding
+    padded = F.pad(inputs, (pad_w, pad_w, pad_h, pad_h)) if pad_h or pad_w else inputs
+    (kernel_h, kernel_w), (dil_h, dil_w) = module.kernel_size, module.dilation
+    stride_h, stride_w = module.stride
+    batch, channels, height, width = padded.shape
+    out_h = (height - dil_h * (kernel_h - 1) - 1) // stride_h + 1
+    out_w = (width - dil_w * (kernel_w - 1) - 1) // stride_w + 1
+    s_b, s_c, s_h, s_w = padded.stride()
+    windows = padded.as_strided(
+        (batch, channels, kernel_h, kernel_w, out_h, out_w),
+        (s_b, s_c, dil_h * s_h, dil_w * s_w, stride_h * s_h, stride_w * s_w),
+        padded.storage_offset(),
+    )
+    return windows.reshape(batch, channels * kernel_h * kernel_w, out_h * out_w)
 
 
 def _conv_weight(

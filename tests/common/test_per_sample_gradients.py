@@ -167,3 +167,25 @@ def test_mixed_ghost_clipping_is_the_clipped_sum_of_per_sample_gradients(
     for mine, reference in zip(ours, clip_and_sum(grads, max_grad_norm), strict=True):
         assert mine.shape == reference.shape
         assert torch.allclose(mine, reference, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("frozen", ["all but the head", "one residual weight, not its bias"])
+def test_frozen_parameters_are_neither_clipped_nor_returned(frozen):
+    """A "train only the head" job freezes parameters (requires_grad False): the clipped sum
+    covers the trainable ones only, and a sample's norm is over those alone."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="cnn"), 1, 2, (28, 28), dp_enabled=True)
+    for name, param in model.named_parameters():
+        if frozen == "all but the head":
+            param.requires_grad_(name.startswith("final."))
+        else:
+            param.requires_grad_(name != "net.layer_2.residual.weight")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    images, targets = _images(7, side=28)
+    criterion = nn.CrossEntropyLoss()
+    ours, _ = clipped_gradient_sum(model, criterion, images, targets, 0.05)
+    grads, _ = per_sample_gradients(model, criterion, images, targets)
+    assert len(ours) == len(grads) == len(trainable)
+    for mine, reference, param in zip(ours, clip_and_sum(grads, 0.05), trainable, strict=True):
+        assert mine.shape == param.shape
+        assert torch.allclose(mine, reference, rtol=1e-4, atol=1e-6)
