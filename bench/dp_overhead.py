@@ -28,7 +28,10 @@ from common.data.loading import load_dataset
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
-from common.privacy import PrivacyState, fast_path_blockers, planned_local_round, privacy_unit
+from common.privacy.accounting import PrivacyState
+from common.privacy.per_sample_gradients import fast_path_blockers
+from common.privacy.planning import planned_local_round
+from common.privacy.unit import privacy_unit
 from common.tasks.registry import task_for
 from simulations.synthetic_lesions import write_synthetic_lesions
 

@@ -31,7 +31,7 @@ from client.site_limits import SiteLimits
 from common import message_keys as keys
 from common.federation_job import FederationJob
 from common.models import build_model
-from common.privacy import calibrate_noise_multiplier
+from common.privacy.accounting import calibrate_noise_multiplier
 from simulations.synthetic_lesions import generate_synthetic_lesions
 
 _CALIBRATING = (common.privacy.image_dp, common.privacy.patient_dp, common.privacy.planning)

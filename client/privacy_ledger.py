@@ -17,6 +17,8 @@ written before the unit was recorded gain the column on first open; their rows k
 (unit unknown) and hash as they were written, so their chain still verifies.
 """
 
+from __future__ import annotations  # PrivacyUnit is only named in annotations
+
 import math
 import secrets
 import sqlite3
@@ -26,18 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from opacus.accountants import RDPAccountant
-
 from client.data_identity import data_identity
 from client.hash_chain import GENESIS, HEAD_SCHEMA, ChainReport, link, store_head, verify_chain
 from client.integrity_key import read_integrity_key
 from client.sqlite_store import SqliteStore, append_only
 from common.errors import BUDGET_REFUSAL, BudgetRefusedError, RecordsBrokenError
-from common.privacy import RDP_ORDERS
-from common.privacy.accounting import PrivacyUnit
 
 if TYPE_CHECKING:
     from client.site_limits import SiteLimits
+    from common.privacy.accounting import PrivacyUnit
 
 __all__ = [
     "LEDGER_FILE",
@@ -158,6 +157,12 @@ def composed_epsilon(entries: Iterable[AccountingEntry], delta: float) -> float:
             steps[(float(n), float(q))] = steps.get((float(n), float(q)), 0) + int(s)
     if not steps:
         return 0.0
+    # Opacus (and torch under it) only where epsilon is composed: opening the ledger, checking
+    # its chain or listing it stays light for `medfed-site start` and the ClientApp's mods.
+    from opacus.accountants import RDPAccountant  # noqa: PLC0415
+
+    from common.privacy.accounting import RDP_ORDERS  # noqa: PLC0415
+
     accountant = RDPAccountant()
     accountant.history = [(n, q, s) for (n, q), s in steps.items()]
     return float(accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
@@ -306,7 +311,7 @@ class PrivacyLedger(SqliteStore):
         return projected
 
     @classmethod
-    def for_site(cls, limits: "SiteLimits") -> "PrivacyLedger | None":
+    def for_site(cls, limits: SiteLimits) -> PrivacyLedger | None:
         """The ledger in ``limits.state_dir`` under the site's integrity key; None without one."""
         if limits.state_dir is None:
             return None

@@ -3,7 +3,7 @@
 from flwr.app import ConfigRecord, Context
 
 from common.message_keys import PRIVACY_STATE
-from common.privacy import PrivacyState
+from common.privacy.accounting import PrivacyState
 
 __all__ = ["restore_privacy_state", "store_privacy_state"]
 

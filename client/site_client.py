@@ -31,7 +31,8 @@ from common.errors import ConfigError, MedfedError
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
-from common.privacy import PrivacyState, RoundPlan, plan_round
+from common.privacy.accounting import PrivacyState
+from common.privacy.planning import RoundPlan, plan_round
 from common.simulation_environment import SimulationEnvironment
 from common.tasks import classification
 from common.tasks.registry import task_for

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from common.config import PrivacyConfig
 from common.data.arrays import ImageArrays
 from common.errors import ConfigError
-from common.privacy import PrivacyUnit, RoundPlan, plan_round
+from common.privacy.accounting import PrivacyUnit
+from common.privacy.planning import RoundPlan, plan_round
 
 __all__ = [
     "MIN_EXPECTED_BATCH",
@@ -85,7 +86,7 @@ def dp_outlook(
     """The first round of DP-SGD on ``data`` (the samples a round trains on), before it runs.
 
     Per patient where the data knows its patients and the job does not ask for images
-    (as :func:`common.privacy.privacy_unit` decides), else per image.
+    (as :func:`common.privacy.unit.privacy_unit` decides), else per image.
 
     Raises:
         ConfigError: the site has too few patients for one expected step (as training would).

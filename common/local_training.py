@@ -11,16 +11,12 @@ from common.data.arrays import ImageArrays
 from common.errors import ConfigError
 from common.federation_job import FederationJob
 from common.models import grad_sample_mode
-from common.privacy import (
-    PatientPrivacyEngine,
-    PatientSampling,
-    PrivacyState,
-    PrivacyUnit,
-    SitePrivacyEngine,
-    fast_path_blockers,
-    privacy_unit,
-    wrap_for_per_sample_gradients,
-)
+from common.privacy.accounting import PrivacyState, PrivacyUnit
+from common.privacy.image_dp import SitePrivacyEngine
+from common.privacy.patient_dp import PatientPrivacyEngine, wrap_for_per_sample_gradients
+from common.privacy.patient_sampling import PatientSampling
+from common.privacy.per_sample_gradients import fast_path_blockers
+from common.privacy.unit import privacy_unit
 from common.tasks.registry import task_for
 from common.tasks.training import EpochStats, make_loader, train_epochs, train_private_epochs
 

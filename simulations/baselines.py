@@ -14,7 +14,7 @@ from common.federation_job import FederationJob
 from common.initial_weights import initial_state
 from common.local_training import train_local_round
 from common.models import build_model
-from common.privacy import PrivacyState
+from common.privacy.accounting import PrivacyState
 from common.tasks import classification
 from common.tasks.registry import task_for
 

@@ -185,7 +185,7 @@ def clipped_gradient_sum(
     are neither clipped nor returned), the clipping of Opacus' DPOptimizer. ``criterion`` must
     be the mean of per-sample losses. A GradSampleModule (networks with layers
     per_sample_gradients does not know) runs as Opacus does it; any other ``model`` must have no
-    common.privacy.fast_path_blockers.
+    common.privacy.per_sample_gradients.fast_path_blockers.
     """
     if len(targets) == 0 or isinstance(model, GradSampleModule):
         sample_grads, sample_loss = per_sample_gradients(model, criterion, images, targets)

@@ -135,7 +135,7 @@ class SitePrivacyEngine:
         """DP-SGD on this batch: Opacus' clip, noise and scale; returns the summed loss.
 
         The noise is drawn parameter by parameter in the model's order, as Opacus draws it.
-        ``model`` must have no common.privacy.fast_path_blockers.
+        ``model`` must have no common.privacy.per_sample_gradients.fast_path_blockers.
         """
         clipped, loss = clipped_gradient_sum(
             model, criterion, images, targets, self.config.max_grad_norm

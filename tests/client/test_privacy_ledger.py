@@ -29,7 +29,8 @@ from common.data.loading import load_dataset
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
-from common.privacy import RDP_ORDERS, planned_round
+from common.privacy.accounting import RDP_ORDERS
+from common.privacy.image_dp import planned_round
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 DELTA = 1e-5

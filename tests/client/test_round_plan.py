@@ -21,7 +21,7 @@ from common.data.loading import load_dataset
 from common.dp_learnability import learnability_warning
 from common.federation_job import FederationJob
 from common.models import build_model
-from common.privacy import calibrate_noise_multiplier
+from common.privacy.accounting import calibrate_noise_multiplier
 from simulations.synthetic_lesions import generate_synthetic_lesions
 
 #: Every module that calls Opacus' noise search (imported by name into each).

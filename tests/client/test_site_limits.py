@@ -22,7 +22,7 @@ from common.config import PrivacyConfig
 from common.data.arrays import ImageArrays
 from common.errors import ConfigError
 from common.federation_job import FederationJob, SecureAggregationConfig
-from common.privacy import privacy_unit
+from common.privacy.unit import privacy_unit
 
 
 def _limits(max_epsilon: float = 8.0, **extra: object) -> SiteLimits:

@@ -10,13 +10,13 @@ from torch import nn
 from common.config import ModelConfig, PrivacyConfig
 from common.errors import ConfigError
 from common.models import build_model
-from common.privacy import (
-    RDP_ORDERS,
+from common.privacy.accounting import RDP_ORDERS
+from common.privacy.patient_dp import (
     PatientPrivacyEngine,
-    PatientSampling,
     clipped_patient_sum,
     wrap_for_per_sample_gradients,
 )
+from common.privacy.patient_sampling import PatientSampling
 
 
 def _model(seed: int = 0) -> nn.Module:

@@ -9,16 +9,16 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from common.config import ModelConfig, PrivacyConfig
 from common.models import build_model
-from common.privacy import (
-    PrivacyState,
-    SitePrivacyEngine,
+from common.privacy.accounting import PrivacyState
+from common.privacy.ghost_clipping import clipped_gradient_sum, uses_ghost_norm
+from common.privacy.image_dp import SitePrivacyEngine
+from common.privacy.patient_dp import clipped_patient_sum
+from common.privacy.per_sample_gradients import (
+    backward_to_outputs,
     clip_and_sum,
-    clipped_patient_sum,
     fast_path_blockers,
     per_sample_gradients,
 )
-from common.privacy.ghost_clipping import clipped_gradient_sum, uses_ghost_norm
-from common.privacy.per_sample_gradients import backward_to_outputs
 from common.tasks import segmentation
 
 

@@ -9,7 +9,8 @@ from common.errors import ConfigError
 from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
-from common.privacy import RDP_ORDERS, PrivacyState, planned_local_round
+from common.privacy.accounting import RDP_ORDERS, PrivacyState
+from common.privacy.planning import planned_local_round
 
 
 def _job(tmp_path, rounds: int = 3, epsilon: float = 4.0) -> FederationJob:

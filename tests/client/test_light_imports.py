@@ -1,0 +1,40 @@
+"""Processes that never train stay free of torch: Flower starts one ClientApp per message.
+
+Each SecAgg+ round sends a site four messages, and flwr 1.41 starts a fresh ClientApp process
+for each; three only exchange keys. ``medfed-site start`` only checks the site's records and
+starts the node. Measured in docs/results.md (issue 16): torch, Opacus and MONAI cost a
+process about 5 s of CPU before it can answer.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "opacus", "monai")
+
+
+def _loaded_after(module: str) -> list[str]:
+    probe = (
+        f"import sys, json; import {module}; "
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(
+    "module", ["client.client_app", "client.commands.start", "client.privacy_ledger"]
+)
+def test_a_process_that_does_not_train_imports_no_torch(module: str) -> None:
+    assert _loaded_after(module) == []
+
+
+def test_the_ledger_still_composes_epsilon_with_opacus() -> None:
+    from client.privacy_ledger import composed_epsilon  # noqa: PLC0415
+
+    assert composed_epsilon([], 1e-5) == 0.0
+    assert 0 < composed_epsilon([(1.0, 0.1, 100)], 1e-5) < composed_epsilon([(1.0, 0.1, 200)], 1e-5)
