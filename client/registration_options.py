@@ -17,8 +17,12 @@ def registration_options(
     transform: str,
     sequences: str | None,
     missing_sequence: str = "skip",
+    presence_channels: bool | None = None,
 ) -> RegistrationOptions | None:
     """The options, or None when neither registration nor sequences were asked for.
+
+    ``presence_channels`` (mask channels of zero-filled sequences) defaults to
+    ``missing_sequence == "zeros"``; predict gives the model's contract's value.
 
     Raises:
         ConfigError: an unknown value, a reference without ``--register reference`` or the
@@ -45,14 +49,15 @@ def registration_options(
         return None
     kind: TransformKind = "rigid" if transform == "rigid" else "affine"
     missing: MissingSequence = "zeros" if missing_sequence == "zeros" else "skip"
-    return RegistrationOptions(register, kind, reference, rule, missing)
+    presence = missing == "zeros" if presence_channels is None else presence_channels
+    return RegistrationOptions(register, kind, reference, rule, missing, presence)
 
 
 def contract_channels(
     options: RegistrationOptions | None,
-) -> tuple[tuple[str, ...], str, MissingSequence]:
-    """(channel names, registration, missing-sequence rule) as the contract records them."""
+) -> tuple[tuple[str, ...], str, MissingSequence, bool]:
+    """(channel names, registration, missing-sequence rule, presence channels) for the contract."""
     if options is None:
-        return (), "none", "skip"
+        return (), "none", "skip", False
     names = options.sequences.names if options.sequences is not None else ()
-    return names, options.contract_value(), options.missing_sequence
+    return names, options.contract_value(), options.missing_sequence, options.presence_channels

@@ -3,10 +3,12 @@
 Anatomy: the MNI152 grey-matter and white-matter maps and brain mask shipped in nilearn (CSF is
 the brain mask minus both), plus the T1 template outside the brain (scalp, skull). Each
 sequence mixes the tissue maps with its own contrast (CSF dark on T1 and FLAIR, bright on T2;
-lesions T1-dark, T2- and FLAIR-bright). Each subject has a head pose (rotation, scale, shift)
-and each of its sequences a further small rigid motion, both known: every series is sampled
-from the template through one affine map G (series LPS point -> template LPS point), written
-to ``OUT/site-K/true_transforms.json`` so registration error can be measured. The DICOM
+lesions FLAIR- and T2-bright, only slightly darker than white matter on T1, as oedema and
+non-enhancing lesions are in real MR, so the T1 channel alone barely shows them). Each subject
+has a head pose (rotation, scale, shift) and each of its sequences a further small rigid motion,
+both known: every series is sampled from the template through one affine map G (series LPS
+point -> template LPS point), written to ``OUT/site-K/true_transforms.json`` so registration
+error can be measured. The DICOM
 geometry is the real one (LPS, axial slices, ImagePositionPatient in template mm), so with the
 identity transform a series sits on the atlas up to its pose. The lesion mask is a DICOM SEG
 over the first sequence. Everything here is simulated: it says nothing about clinical accuracy.
@@ -57,7 +59,7 @@ class Contrast:
 
 
 SEQUENCES: dict[str, Contrast] = {
-    "T1": Contrast(0.20, 0.55, 0.85, 1.0, 0.45, 2.5, 2300.0, 900.0),
+    "T1": Contrast(0.20, 0.55, 0.85, 1.0, 0.78, 2.5, 2300.0, 900.0),
     "T2": Contrast(1.00, 0.60, 0.40, 0.5, 0.90, 90.0, 5000.0),
     "FLAIR": Contrast(0.08, 0.60, 0.45, 0.4, 1.00, 120.0, 9000.0, 2500.0),
 }

@@ -132,7 +132,8 @@ def prepare(
         typer.Option(
             help="A study lacking one of the --sequences: skip (left out, named in the QC "
             "report) or zeros (that channel filled with zeros, noted in the QC report and the "
-            f"preprocessing contract). One of: {', '.join(MISSING_SEQUENCE_CHOICES)}."
+            "preprocessing contract, and one mask channel per sequence added after the images: "
+            f"1 where the study has it). One of: {', '.join(MISSING_SEQUENCE_CHOICES)}."
         ),
     ] = "skip",
     max_pixel_mib: MaxPixelMib = DEFAULT_MAX_PIXEL_MIB,
@@ -217,10 +218,10 @@ def prepare(
                 raise DataFormatError(
                     data, f"no usable image among {quality.files_seen} files (reasons listed above)"
                 )
-            channel_names, registered, missing = contract_channels(registration)
+            channel_names, registered, missing, presence = contract_channels(registration)
             contract = config.contract(
                 task, class_names, prepared.segment_names,
-                channel_names or prepared.channel_names, registered, missing,
+                channel_names or prepared.channel_names, registered, missing, presence,
             )  # fmt: skip
             dataset = write_site_cache(
                 out, prepared, class_names, quality, val_fraction, test_fraction, seed, contract

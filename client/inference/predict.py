@@ -13,6 +13,11 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from client.inference.channel_saliency import (
+    channel_shares,
+    sequence_names,
+    write_sequence_overlays,
+)
 from client.inference.dicom_seg import SegWriteError, write_dicom_seg
 from client.inference.geometry import to_source_size
 from client.inference.inputs import NoDecodableImage, PreparedInput, read_input
@@ -135,6 +140,8 @@ class _Predictor:
         self.stems = _Stems()
         self.csv: PredictionsCsv | None = None
         self.saliency: Saliency | None = None
+        #: A fused model's sequences (from its contract): Grad-CAM is drawn on each of them.
+        self.sequences = sequence_names(model.preprocessing)
         if model.task == "classification":
             self.csv = PredictionsCsv(options.out / CSV_NAME, model.output_names)
             if options.saliency:
@@ -168,7 +175,28 @@ class _Predictor:
             for image, heat_map, path in zip(item.display, heat, paths, strict=True):
                 write_png(heat_overlay(image, heat_map), path)
             entry["saliency_overlays"] = [self._relative(p) for p in paths]
+            if self.sequences and item.batch.shape[1] >= len(self.sequences):
+                entry.update(self._per_sequence(item, maps, predicted, stem))
         return entry
+
+    def _per_sequence(
+        self, item: PreparedInput, maps: np.ndarray, predicted: np.ndarray, stem: str
+    ) -> dict[str, Any]:
+        """Grad-CAM over each sequence's channel (model size) and each sequence's share."""
+        by_sequence = write_sequence_overlays(
+            item.batch, maps, self.sequences,
+            lambda name, count: self._png_paths(f"saliency/{name}", stem, count),
+        )  # fmt: skip
+        shares = channel_shares(self.model.network, item.batch, predicted, len(self.sequences))
+        return {
+            "saliency_overlays_by_sequence": {
+                name: [self._relative(p) for p in paths] for name, paths in by_sequence.items()
+            },
+            "sequence_share": {
+                name: round(float(share), 4)
+                for name, share in zip(self.sequences, shares.mean(axis=0), strict=True)
+            },
+        }
 
     def _volume_masks(self, item: PreparedInput) -> np.ndarray:
         """A 3D model's mask of one series or NIfTI volume, on the source grid [Z, rows, cols].

@@ -110,6 +110,7 @@ def read_studies(
             placed = study_on_grid(
                 volumes, config.window_for(anchor.modality), config.target_spacing,
                 config.size, reference, grid, options.transform,
+                presence=options.presence_channels,
             )  # fmt: skip
         except StudyNotAligned as exc:
             yield Skipped(name, f"{names[present[exc.index]]}: {exc.reason}")

@@ -75,8 +75,9 @@ def study_replay(
             f"({contract.registration}): give that volume",
         )  # fmt: skip
     options = registration_options(
-        register, reference, transform, sequences, contract.missing_sequence
-    )
+        register, reference, transform, sequences, contract.missing_sequence,
+        contract.presence_channels,
+    )  # fmt: skip
     assert options is not None  # registered, or a rule was given
     names = options.sequences.names if options.sequences is not None else ()
     if ",".join(names) != contract.channel_names:

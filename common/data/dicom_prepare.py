@@ -87,14 +87,20 @@ class PreprocessingConfig:
         channel_names: tuple[str, ...] = (),
         registration: str = "none",
         missing_sequence: str = "skip",
+        presence_channels: bool = False,
     ) -> PreprocessingContract:
-        """The preprocessing contract of data prepared with this configuration."""
+        """The preprocessing contract of data prepared with this configuration.
+
+        ``presence_channels``: one mask channel per named sequence follows the images.
+        """
+        named = len(channel_names) * (2 if presence_channels else 1)
         return PreprocessingContract.model_validate(
             {
-                "channels": len(channel_names) if channel_names else channel_count(self.channels),
+                "channels": named if channel_names else channel_count(self.channels),
                 "channel_names": ",".join(channel_names),
                 "registration": registration,
                 "missing_sequence": missing_sequence,
+                "presence_channels": presence_channels,
                 "window": self.window,
                 "ct_window": self.ct_window,
                 "percentile_low": PERCENTILES[0],

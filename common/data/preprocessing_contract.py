@@ -51,6 +51,7 @@ _LATER_DEFAULTS = {
     "registration": "none",
     "colour": "grey",
     "missing_sequence": "skip",
+    "presence_channels": False,
 }
 #: What ``--missing-sequence`` does with a study lacking one of the ``--sequences``.
 MissingSequence = Literal["skip", "zeros"]
@@ -109,6 +110,10 @@ class PreprocessingContract(_Frozen):
     registration: str = "none"
     #: A study lacking one of the sequences: "skip" (left out) or "zeros" (that channel all 0).
     missing_sequence: MissingSequence = "skip"
+    #: Under ``missing_sequence`` "zeros": one mask channel per sequence after the image
+    #: channels, in ``channel_names`` order, 1 where the study has that sequence and 0 where
+    #: it was zero-filled (``channels`` is then twice the number of names).
+    presence_channels: bool = False
     #: Colour rule (common.data.colour): grey, rgb, r, g or b; ``channels`` follows from it
     #: except under grey, whose channels may be stacked grey images.
     colour: ChannelRule = "grey"
@@ -143,6 +148,13 @@ class PreprocessingContract(_Frozen):
         # grey images may still be stacked into several channels (e.g. one per MR sequence)
         if self.colour != "grey" and self.channels != channel_count(self.colour):
             raise ValueError(f"channels {self.channels} do not match colour {self.colour!r}")
+        if self.presence_channels:
+            names = len(self.channel_names.split(",")) if self.channel_names else 0
+            if self.missing_sequence != "zeros" or self.channels != 2 * names:
+                raise ValueError(
+                    f"presence_channels needs missing_sequence 'zeros' and 2 channels per name "
+                    f"(channels {self.channels}, channel_names {self.channel_names!r})"
+                )
         if self.percentile_low >= self.percentile_high:
             raise ValueError(
                 f"percentile_low {self.percentile_low} must be below {self.percentile_high}"

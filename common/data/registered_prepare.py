@@ -64,6 +64,9 @@ class RegistrationOptions:
     sequences: SequenceRule | None = None
     #: A study lacking a sequence: left out (skip) or its channel filled with zeros.
     missing_sequence: MissingSequence = "skip"
+    #: One mask channel per sequence after the images (1 where the study has it); prepare sets
+    #: it with ``--missing-sequence zeros``, predict from the model's contract.
+    presence_channels: bool = False
 
     @property
     def channel_names(self) -> tuple[str, ...]:
@@ -155,6 +158,7 @@ def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedI
         placed = study_on_grid(
             volumes, context.config.window_for(modality), context.config.target_spacing,
             context.config.size, context.reference, context.grid, options.transform, stats,
+            presence=options.presence_channels,
         )  # fmt: skip
     except StudyNotAligned as exc:
         for row, alignment in zip(rows, exc.done, strict=False):

@@ -3,8 +3,10 @@
 The one implementation of these steps, shared by ``prepare --register/--sequences``
 (common.data.registered_prepare) and ``medfed predict`` on such a model, so that a training
 study gives the network what the cache holds. A channel whose sequence is missing
-(``--missing-sequence zeros``) is all zeros; the first present series is the anchor the others
-are co-registered to, and its modality sets the intensity window.
+(``--missing-sequence zeros``) is all zeros, and then a mask channel per sequence follows the
+images (1 where the study has that sequence, 0 where it was zero-filled), so the network can tell
+a zero-filled channel from a dark image; the first present series is the anchor the others are
+co-registered to, and its modality sets the intensity window.
 """
 
 from dataclasses import dataclass
@@ -41,7 +43,8 @@ class StudyGrid:
     alignments: list[Alignment]
     #: Grid slices kept (covered by every present series), ascending.
     kept: np.ndarray
-    #: [K, C, size, size] float32 in [0, 1]: the kept slices, one channel per sequence.
+    #: [K, C, size, size] float32 in [0, 1]: the kept slices, one channel per sequence (then,
+    #: with ``presence``, one mask channel per sequence: all 1 if present, all 0 if missing).
     channels: np.ndarray
     #: [Z, size, size] uint8 mask on the whole grid, moved with its series; None without one.
     mask: np.ndarray | None
@@ -63,12 +66,14 @@ def study_on_grid(
     grid: sitk.Image | None,
     transform: TransformKind,
     stats: IntensityStats | None = None,
+    presence: bool = False,
 ) -> StudyGrid:
     """Align the present ``volumes`` (None: a missing channel), resample, window and slice.
 
     ``grid`` is the output grid when there is a reference (prepare builds it once per site);
     without one the grid is the anchor series' own, centred, ``size`` pixels at ``spacing``.
     ``stats`` accumulates the intensities of the kept slices before windowing (the QC report).
+    ``presence`` appends one mask channel per entry of ``volumes`` (1: present, 0: missing).
 
     Raises:
         StudyNotAligned: a registration failed; ``index`` is the failing series' position
@@ -91,5 +96,8 @@ def study_on_grid(
     scaled = [_window(c[kept], window, stats) for c in moved]
     zeros = np.zeros_like(scaled[0])
     by_channel = dict(zip(present, scaled, strict=True))
-    channels = np.stack([by_channel.get(i, zeros) for i in range(len(volumes))], axis=1)
+    stacked = [by_channel.get(i, zeros) for i in range(len(volumes))]
+    if presence:
+        stacked += [np.full_like(zeros, float(i in by_channel)) for i in range(len(volumes))]
+    channels = np.stack(stacked, axis=1)
     return StudyGrid(grid, present, images, alignments, kept, channels, mask)

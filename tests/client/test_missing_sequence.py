@@ -1,5 +1,8 @@
 """`prepare --missing-sequence`: a study lacking a sequence is left out, or zero-filled and said so.
 
+Under ``zeros`` a mask channel per sequence (1 where the study has it) follows the images, and
+`medfed predict` replays both from the contract.
+
 Real generated T1 + FLAIR DICOM studies with a DICOM SEG each, prepared by `medfed-site prepare`
 through its command line.
 """
@@ -14,6 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from client.cli import app as site_app
+from client.inference.sources import find_sources
+from client.inference.study_inputs import StudyInput, read_studies
+from client.inference.study_replay import study_replay
+from common.data.dicom_prepare import PreprocessingConfig
 from common.data.preprocessing_contract import read_contract_beside
 from common.data.pseudonyms import SitePseudonymiser
 from simulations.brain_sequences import write_sequence_sites
@@ -87,13 +94,17 @@ def test_skip_leaves_the_study_out_and_zeros_fills_its_channel(
     ]
     contract = read_contract_beside(zeros)
     assert contract is not None
-    assert (contract.missing_sequence, contract.channel_names, contract.channels) == (
-        "zeros", "T1,FLAIR", 2,
-    )  # fmt: skip
+    assert (
+        contract.missing_sequence, contract.channel_names, contract.channels,
+        contract.presence_channels,
+    ) == ("zeros", "T1,FLAIR", 4, True)  # fmt: skip
     assert contract.sha256 != skip_contract.sha256  # a job tells the two caches apart
     images = _by_study(zeros)
-    assert images[lacking].shape[-1] == 2 and not images[lacking][..., 1].any()
+    # channels: T1, FLAIR, then the mask channels of T1 and FLAIR (255: present, 0: filled)
+    assert images[lacking].shape[-1] == 4 and not images[lacking][..., 1].any()
     assert images[complete][..., 1].any() and images[lacking][..., 0].any()
+    assert (images[lacking][..., 2] == 255).all() and not images[lacking][..., 3].any()
+    assert (images[complete][..., 2:] == 255).all()
     # the T1 channel of the zero-filled study is what a T1-only prepare gives: nothing else moved
     t1_only = tmp_path / "t1"
     _prepare(studies, t1_only, "--sequences", "T1=T1")
@@ -109,3 +120,24 @@ def test_zeros_needs_sequences(studies: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code != 0
     assert "--missing-sequence" in result.output and "--sequences" in result.output
+
+
+def test_predict_replays_the_zero_filled_study_with_its_mask_channels(
+    studies: Path, tmp_path: Path
+) -> None:
+    """The study that lost its FLAIR gives predict the tensor its cache holds, masks included."""
+    cache = tmp_path / "zeros"
+    _prepare(studies, cache, "--sequences", "T1=T1,FLAIR=FLAIR", "--missing-sequence", "zeros")
+    contract = read_contract_beside(cache)
+    assert contract is not None
+    replay = study_replay(contract, "T1=T1,FLAIR=FLAIR", None)
+    assert replay is not None and replay.for_dicom().presence_channels
+    found = find_sources(studies / "subject-01")
+    config = PreprocessingConfig.of_contract(contract)
+    (study,) = read_studies(found.sources, found.root, config, replay.for_dicom(), True)
+    assert isinstance(study, StudyInput)
+    cached = _by_study(cache)[_study_key(studies, cache, "subject-01")]
+    batch = study.item.batch  # [K, C, size, size] against the cache's [K, size, size, C]
+    assert batch.shape == (len(cached), 4, 32, 32)
+    assert np.abs(batch.transpose(0, 2, 3, 1) - cached / 255.0).max() <= 2 / 255
+    assert (batch[:, 2] == 1).all() and not batch[:, 3].any()

@@ -35,8 +35,11 @@ def test_a_bad_missing_sequence_rule_is_refused(sequences: str | None, missing: 
 
 def test_what_the_contract_records() -> None:
     assert registration_options("none", None, "affine", None) is None
-    assert contract_channels(None) == ((), "none", "skip")
+    assert contract_channels(None) == ((), "none", "skip", False)
     options = registration_options("atlas", None, "rigid", "T1=*t1*,FLAIR=*flair*")
-    assert contract_channels(options) == (("T1", "FLAIR"), "atlas:rigid", "skip")
+    assert contract_channels(options) == (("T1", "FLAIR"), "atlas:rigid", "skip", False)
     plain = registration_options("none", None, "affine", "T1=*t1*,T2=*t2*", "zeros")
-    assert contract_channels(plain) == (("T1", "T2"), "none", "zeros")
+    assert contract_channels(plain) == (("T1", "T2"), "none", "zeros", True)
+    # predict replays the model's contract: a zeros cache written without mask channels
+    older = registration_options("none", None, "affine", "T1=*t1*,T2=*t2*", "zeros", False)
+    assert contract_channels(older) == (("T1", "T2"), "none", "zeros", False)

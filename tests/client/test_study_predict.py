@@ -2,11 +2,13 @@
 
 Real generated T1 + FLAIR DICOM studies (each sequence with its own head motion), prepared by
 `medfed-site prepare --sequences` (FLAIR co-registered to T1), a checkpoint carrying the cache's
-contract, and `medfed predict` through its command line.
+contract, and `medfed predict` through its command line: masks back on the T1, and a fused
+classifier's Grad-CAM drawn on each sequence with each sequence's share of the decision.
 """
 
 import csv
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -16,9 +18,11 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from client.cli import app as site_app
+from client.inference.channel_saliency import channel_shares
 from client.inference.sources import Skipped, find_sources
 from client.inference.study_inputs import StudyInput, read_studies
 from client.inference.study_replay import study_replay
@@ -215,3 +219,60 @@ def test_a_study_missing_a_sequence_follows_the_contract(site: dict, tmp_path: P
     assert isinstance(full, StudyInput)
     assert len(kept.item.batch) == len(list((study / "T1").glob("*.dcm")))
     assert len(full.item.batch) <= len(kept.item.batch) and full.item.batch[:, 1].any()
+
+
+def _classifier(path: Path, contract: PreprocessingContract, flair_only: bool) -> Path:
+    """A fused T1 + FLAIR classifier; ``flair_only``: its convolutions of the input ignore T1."""
+    fields = contract.model_dump(exclude={"sha256"})
+    classification = PreprocessingContract.model_validate(
+        {**fields, "task": "classification", "segment_names": "", "class_names": "no,yes"}
+    )
+    job = FederationJob.model_validate(
+        {"task": "classification", "image_size": SIZE, "in_channels": 2,
+         "class_names": "no,yes", "preprocessing": classification}
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(job.model, 2, 2, (SIZE, SIZE), dp_enabled=False)
+    if flair_only:
+        reading_input = [  # the first unit's convolution and its residual path
+            m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels == 2
+        ]
+        assert len(reading_input) == 2
+        with torch.no_grad():
+            for conv in reading_input:
+                conv.weight[:, 0] = 0.0
+    return save_checkpoint(path, model.state_dict(), job, 1)
+
+
+def test_grad_cam_is_drawn_on_each_sequence_with_its_share(site: dict, tmp_path: Path) -> None:
+    model = _classifier(tmp_path / "model.pt", site["contract"], flair_only=True)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        predict_app,
+        ["predict", "--model", str(model), "--input", str(site["dicom"] / "subject-00"),
+         "--out", str(out), "--sequences", RULE],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    (entry,) = summary["inputs"]
+    by_sequence = entry["saliency_overlays_by_sequence"]
+    assert list(by_sequence) == ["T1", "FLAIR"]  # the contract's names, in channel order
+    assert len(by_sequence["T1"]) == len(by_sequence["FLAIR"]) == entry["images"] > 1
+    # the same slice's Grad-CAM over two different images: the two overlays differ
+    t1, flair = (np.asarray(Image.open(out / by_sequence[n][0])) for n in ("T1", "FLAIR"))
+    assert t1.shape == flair.shape == (SIZE, SIZE, 3) and not np.array_equal(t1, flair)
+    # a network blind to T1 owes its decision to FLAIR alone
+    assert entry["sequence_share"] == {"T1": 0.0, "FLAIR": 1.0}
+
+
+def test_a_sequence_share_follows_the_network() -> None:
+    """Input x gradient per channel: a network that weighs FLAIR 3x T1 gives it 3/4 of it."""
+    network = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 1, 1, bias=False), torch.nn.Flatten(), torch.nn.LazyLinear(2)
+    )
+    batch = np.ones((2, 2, 4, 4), dtype=np.float32)
+    network(torch.from_numpy(batch))
+    with torch.no_grad():
+        network[0].weight[:] = torch.tensor([1.0, 3.0]).view(1, 2, 1, 1)
+    shares = channel_shares(network, batch, np.array([0, 1]), 2)
+    assert np.allclose(shares, [[0.25, 0.75], [0.25, 0.75]])
