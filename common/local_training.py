@@ -10,7 +10,7 @@ from torch import nn
 from common.data.arrays import ImageArrays
 from common.errors import ConfigError
 from common.federation_job import FederationJob
-from common.models import grad_sample_mode
+from common.models import freeze_all_but, grad_sample_mode
 from common.privacy import (
     PatientPrivacyEngine,
     PatientSampling,
@@ -44,9 +44,10 @@ class LocalUpdate:
 
 
 def _optimizer(model: nn.Module, job: FederationJob) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
     if job.train.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=job.train.learning_rate)
-    return torch.optim.SGD(model.parameters(), lr=job.train.learning_rate, momentum=0.9)
+        return torch.optim.Adam(params, lr=job.train.learning_rate)
+    return torch.optim.SGD(params, lr=job.train.learning_rate, momentum=0.9)
 
 
 def _unit_for(job: FederationJob, data: ImageArrays, state: PrivacyState | None) -> PrivacyUnit:
@@ -161,10 +162,14 @@ def train_local_round(
     LocalUpdate carries the state to keep for the next round, and epsilon spent so far with its
     unit. With DP, ``job.privacy.unit`` "patient" on data with patient keys runs patient-level
     DP-SGD (common.privacy.patient_dp); see common.privacy.privacy_unit for data without them.
-    ``num_examples`` counts samples, never batches.
+    ``num_examples`` counts samples, never batches. Only ``job.train.trainable``'s part of the
+    model trains (common.models.freeze_all_but); the rest keeps the global weights.
     """
     torch.manual_seed(seed)
     model.train()
+    trained = freeze_all_but(model, job.model.name, job.train.trainable)
+    if job.train.trainable != "all":
+        logger.info("training %s: %d parameters", job.train.trainable, trained)
     task = task_for(job.task)
     num_examples = len(data)  # volumes, not the patches drawn from them
     data = task.training_samples(data, seed, job)
