@@ -89,7 +89,8 @@ $(SEGCACHE)/.prepared: $(BRAIN)/.generated
 	touch $@
 
 ## simulate-segmentation: federated lesion segmentation across the 3 hospitals against pooled
-## training, without DP (at epsilon 8 this data is too small for it to learn: docs/results.md).
+## training, without DP. (Under DP at epsilon 8 a U-Net from random weights predicts nothing; one
+## pretrained on the public stand-in, trained only in its last decoder block: docs/results.md.)
 simulate-segmentation: $(SEGCACHE)/.prepared
 	$(BIN)/medfed-sim run --data $(SEGCACHE) --task segmentation --sites 3 --partition site \
 		--rounds 20 --local-epochs 2 --lr 0.003 --no-dp --baseline pooled --out $(SEGRUN)
