@@ -15,6 +15,7 @@ __all__ = [
     "SEGMENTATION_MODELS",
     "PREPARED_TASKS",
     "TASKS",
+    "TRAINABLE_PARTS",
     "UPDATE_PRECISIONS",
     "UpdatePrecision",
     "is_segmentation",
@@ -57,6 +58,15 @@ class TrainConfig(_Frozen):
         "Empty: equal weights.",
     )
 
+    trainable: Literal["all", "last-block", "head"] = Field(
+        "all",
+        description="Which of the network's parameters the sites train: all, last-block (the "
+        "last feature block and the output layer) or head (the output layer only). The others "
+        "keep the global model's weights (e.g. features pretrained on public data: "
+        "--initial-weights): they are not clipped or noised under DP and their delta is zero. "
+        "DP-SGD's noise grows with the number of trained parameters (docs/privacy.md).",
+    )
+
     @field_validator("class_weights")
     @classmethod
     def _positive_numbers(cls, value: str) -> str:
@@ -79,6 +89,25 @@ class TrainConfig(_Frozen):
 #: The networks of each task (common.models builds them).
 CLASSIFICATION_MODELS = ("cnn", "pooled-cnn", "resnet18", "densenet121")
 SEGMENTATION_MODELS = ("basicunet", "unet")
+#: Each network's parts that ``train.trainable`` can train alone, as parameter-name prefixes
+#: (the one definition; common.models.freeze_all_but applies it, and a job naming a part its
+#: network lacks is refused). "head" is the output layer; "last-block" adds the last block of
+#: features before it (for a U-Net: the last decoder block).
+TRAINABLE_PARTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "cnn": {"head": ("final.",), "last-block": ("net.layer_2.", "final.")},
+    "pooled-cnn": {"head": ("final.",), "last-block": ("features.layer_2.", "final.")},
+    "resnet18": {"head": ("fc.",), "last-block": ("layer4.1.", "fc.")},
+    "densenet121": {
+        "head": ("class_layers.out.",),
+        "last-block": (
+            "features.denseblock4.denselayer16.",
+            "features.norm5.",
+            "class_layers.out.",
+        ),
+    },
+    "basicunet": {"head": ("final_conv.",), "last-block": ("upcat_1.", "final_conv.")},
+    "unet": {"head": ("model.2.1.",), "last-block": ("model.2.",)},
+}
 #: What `medfed-site prepare` labels data for (--task); a cache's contract names one of them.
 PREPARED_TASKS = ("classification", "segmentation")
 #: Every job task; segmentation-3d trains on segmentation caches prepared with --dims 3.

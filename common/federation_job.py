@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.config import (
+    TRAINABLE_PARTS,
     ModelConfig,
     PrivacyConfig,
     StrategyConfig,
@@ -166,6 +167,17 @@ class FederationJob(_Section):
             raise ValueError(
                 f"train.class_weights has {len(weights)} weights for num_classes = "
                 f"{self.num_classes}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _trainable_part_exists(self) -> "FederationJob":
+        part, network = self.train.trainable, self.model.name
+        defined = TRAINABLE_PARTS.get(network, {})
+        if part != "all" and part not in defined:
+            raise ValueError(
+                f"train.trainable = {part!r} is not defined for model {network!r} (defined: "
+                f"{', '.join(['all', *defined])})"
             )
         return self
 

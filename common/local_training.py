@@ -10,7 +10,7 @@ from torch import nn
 from common.data.arrays import ImageArrays
 from common.errors import ConfigError
 from common.federation_job import FederationJob
-from common.models import grad_sample_mode
+from common.models import freeze_all_but, grad_sample_mode
 from common.privacy.accounting import PrivacyState, PrivacyUnit
 from common.privacy.image_dp import SitePrivacyEngine
 from common.privacy.patient_dp import PatientPrivacyEngine, wrap_for_per_sample_gradients
@@ -40,9 +40,10 @@ class LocalUpdate:
 
 
 def _optimizer(model: nn.Module, job: FederationJob) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
     if job.train.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=job.train.learning_rate)
-    return torch.optim.SGD(model.parameters(), lr=job.train.learning_rate, momentum=0.9)
+        return torch.optim.Adam(params, lr=job.train.learning_rate)
+    return torch.optim.SGD(params, lr=job.train.learning_rate, momentum=0.9)
 
 
 def _unit_for(job: FederationJob, data: ImageArrays, state: PrivacyState | None) -> PrivacyUnit:
@@ -156,16 +157,20 @@ def train_local_round(
     """Train ``model`` (already holding the global weights) on the site's data for one round.
 
     ``privacy_state`` is what the previous round returned (None on the first round, which
-    calibrates the noise; or a plan's :meth:`~common.privacy.RoundPlan.starting_state`, which
-    does not); the returned LocalUpdate carries the state to keep for the next round, and
+    calibrates the noise; or a plan's :meth:`~common.privacy.planning.RoundPlan.starting_state`,
+    which does not); the returned LocalUpdate carries the state to keep for the next round, and
     epsilon spent so far with its unit. With DP, ``job.privacy.unit`` "patient" on data with
     patient keys runs patient-level DP-SGD (common.privacy.patient_dp); see
-    common.privacy.privacy_unit for data without them. ``samples`` are the round's training
+    common.privacy.unit.privacy_unit for data without them. ``samples`` are the round's training
     samples when the caller drew them already (``task.training_samples(data, seed, job)``).
-    ``num_examples`` counts samples, never batches.
+    ``num_examples`` counts samples, never batches. Only ``job.train.trainable``'s part of the
+    model trains (common.models.freeze_all_but); the rest keeps the global weights.
     """
     torch.manual_seed(seed)
     model.train()
+    trained = freeze_all_but(model, job.model.name, job.train.trainable)
+    if job.train.trainable != "all":
+        logger.info("training %s: %d parameters", job.train.trainable, trained)
     task = task_for(job.task)
     num_examples = len(data)  # volumes, not the patches drawn from them
     data = task.training_samples(data, seed, job) if samples is None else samples

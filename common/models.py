@@ -9,7 +9,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from common.config import ModelConfig
+from common.config import TRAINABLE_PARTS, ModelConfig
 from common.errors import ConfigError, ModelNotPrivacyCompatibleError
 from common.pooled_classifier import PooledClassifier
 
@@ -17,6 +17,7 @@ __all__ = [
     "build_model",
     "check_privacy_compatible",
     "count_parameters",
+    "freeze_all_but",
     "grad_sample_mode",
     "group_norm",
     "halvings",
@@ -274,3 +275,27 @@ def _replace_hardcoded_layers(model: nn.Module) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def freeze_all_but(model: nn.Module, model_name: str, part: str) -> int:
+    """Let only ``part`` of network ``model_name`` train; returns its number of parameters.
+
+    ``part`` is "all" or a part of :data:`common.config.TRAINABLE_PARTS` (the job's
+    ``train.trainable``). Every other parameter gets ``requires_grad`` False: no gradient, no
+    per-sample gradient, no DP noise, no optimiser update, hence a zero delta. Raises
+    ConfigError naming the network and the part when the network has no such part, or when its
+    definition names no parameter of the built network.
+    """
+    if part == "all":
+        keep: tuple[str, ...] = ("",)
+    elif part in TRAINABLE_PARTS.get(model_name, {}):
+        keep = TRAINABLE_PARTS[model_name][part]
+    else:
+        raise ConfigError("train.trainable", f"{part!r} is not defined for model {model_name!r}")
+    trained = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(keep))
+        trained += param.numel() if param.requires_grad else 0
+    if not trained:
+        raise ConfigError("train.trainable", f"{part!r} names no parameter of model {model_name!r}")
+    return trained

@@ -55,7 +55,7 @@ def test_the_command_line_options_are_the_described_job_fields() -> None:
     # Every option reaches its key: each set to a non-default value, then read back.
     values = {"classification": "segmentation", "adam": "sgd", "cnn": "unet", "group": "instance",
               "rdp": "prv", "fedavg": "fedprox", "auto": "image", "mean": "median",
-              "float32": "float16"}  # fmt: skip
+              "float32": "float16", "all": "head"}  # fmt: skip
     # Options whose default is empty take a value of their own kind; class weights need a
     # classification task.
     by_key = {"model.initial_weights": "/srv/medfed/public.pt", "train.class_weights": "1,3",
