@@ -10,7 +10,12 @@ from common.data.arrays import ImageArrays
 from common.federation_job import FederationJob
 from common.models import halvings
 from common.tasks.volume_metrics import count_lesions, volume_metrics
-from common.tasks.volume_segmentation import PATCHES_PER_VOLUME, patch_side, training_patches
+from common.tasks.volume_segmentation import (
+    LESION_CENTRED,
+    PATCHES_PER_VOLUME,
+    patch_side,
+    training_patches,
+)
 
 _NAMES = ("background", "lesion")
 
@@ -88,8 +93,9 @@ def test_patches_balance_lesion_and_background_and_keep_their_patient() -> None:
     side = patch_side(64, halvings(job.model.name))
     assert side == 32 and patches.images.shape == (20 * PATCHES_PER_VOLUME, 1, 32, 32, 32)
     assert list(patches.patients) == [p for p in range(7, 27) for _ in range(PATCHES_PER_VOLUME)]
-    # Each patch is centred on lesion or background with probability 1/2 (MONAI's pos = neg).
+    # Each patch is centred on a lesion voxel with probability LESION_CENTRED (MONAI's pos), else
+    # on background, which rarely reaches the corner lesion: the share of lesion patches is near it.
     count = len(patches)
-    assert count / 4 <= patches.labels.sum() <= 3 * count / 4
+    assert abs(patches.labels.sum() / count - LESION_CENTRED) <= 0.15
     again = training_patches(data, 1, job)
     assert np.array_equal(again.images, patches.images)
