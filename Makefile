@@ -66,7 +66,7 @@ $(WEIGHTS): $(PUBLIC)/.generated common/data/preprocessing_contract.py
 			--labels $(PUBLIC)/site-$$site/labels.csv --classes no-lesion,lesion \
 			--out $(PUBCACHE)/site-$$site --spacing 3.0 --size 64 || exit 1; \
 	done
-	$(BIN)/medfed-sim pretrain --data $(PUBCACHE) --out $@ --model pooled-cnn --epochs 20 \
+	$(BIN)/medfed-sim pretrain --data $(PUBCACHE) --out $@ --model pooled-cnn --epochs 6 \
 		--lr 0.001 --class-weights 1,2.7
 
 ## simulate: federated tumour detection across the 3 hospitals (SecAgg+, DP at epsilon 8 per
