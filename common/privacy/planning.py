@@ -58,8 +58,9 @@ def plan_round(
 
     Per image it is :func:`~common.privacy.image_dp.planned_round`; per patient the patient
     sampling rate and ``local_epochs`` x steps per epoch, with the noise calibrated (first
-    round) for all ``rounds``, exactly as :class:`~common.privacy.PatientPrivacyEngine` does.
-    ``unit`` defaults to :func:`~common.privacy.privacy_unit` of ``config`` and ``data``.
+    round) for all ``rounds``, exactly as :class:`~common.privacy.patient_dp.PatientPrivacyEngine`
+    does.
+    ``unit`` defaults to :func:`~common.privacy.unit.privacy_unit` of ``config`` and ``data``.
 
     Raises:
         ConfigError: per patient on data without patients, or with too few patients for one
@@ -95,6 +96,6 @@ def planned_local_round(
 ) -> tuple[float, float, int]:
     """(noise multiplier, sample rate, steps) common.local_training will account next round.
 
-    :func:`plan_round`'s accounting, in the unit :func:`~common.privacy.privacy_unit` picks.
+    :func:`plan_round`'s accounting, in the unit :func:`~common.privacy.unit.privacy_unit` picks.
     """
     return plan_round(config, data, batch_size, local_epochs, rounds, state).accounting

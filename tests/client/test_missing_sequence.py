@@ -7,13 +7,13 @@ Real generated T1 + FLAIR DICOM studies with a DICOM SEG each, prepared by `medf
 through its command line.
 """
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cached_images import cached_images_by
 from typer.testing import CliRunner
 
 from client.cli import app as site_app
@@ -46,16 +46,8 @@ def _prepare(data: Path, out: Path, *args: str) -> dict:
 
 
 def _by_study(cache: Path) -> dict[str, np.ndarray]:
-    """The cached uint8 images [slices, size, size, C] of each study, by study pseudonym."""
-    data = np.load(cache / "dataset.npz")
-    position: dict[str, int] = {}
-    found: dict[str, list[np.ndarray]] = {}
-    with (cache / "manifest.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            index = position.setdefault(row["split"], 0)
-            position[row["split"]] += 1
-            found.setdefault(row["study"], []).append(data[f"{row['split']}_images"][index])
-    return {study: np.stack(images) for study, images in found.items()}
+    """The cached uint8 images of each study, by study pseudonym."""
+    return cached_images_by(cache, "study")
 
 
 def _study_key(data: Path, cache: Path, subject: str) -> str:

@@ -6,7 +6,6 @@ MNI152 template written as NIfTI). Predict's study reader gives each training st
 its cache holds, and the command line writes the masks on the series' own voxels.
 """
 
-import csv
 import hashlib
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
+from cached_images import cached_images_by
 from typer.testing import CliRunner
 
 from client.cli import app as site_app
@@ -60,16 +60,8 @@ def _prepare(site: dict[str, Path], out: Path, register: str) -> PreprocessingCo
 
 
 def _cached_by_series(cache: Path) -> dict[str, np.ndarray]:
-    """Cached uint8 images [K, size, size] by series pseudonym, in slice order."""
-    data = np.load(cache / "dataset.npz")
-    position: dict[str, int] = {}
-    found: dict[str, list[np.ndarray]] = {}
-    with (cache / "manifest.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            index = position.setdefault(row["split"], 0)
-            position[row["split"]] += 1
-            found.setdefault(row["series"], []).append(data[f"{row['split']}_images"][index])
-    return {series: np.stack(images) for series, images in found.items()}
+    """The cached uint8 images of each series, by series pseudonym."""
+    return cached_images_by(cache, "series")
 
 
 def _checkpoint(path: Path, contract: PreprocessingContract) -> Path:

@@ -1,0 +1,19 @@
+"""A prepared cache's images grouped by a manifest column (series or study), in slice order."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+
+def cached_images_by(cache: Path, column: str) -> dict[str, np.ndarray]:
+    """The cached uint8 images of ``cache`` stacked per value of the manifest's ``column``."""
+    data = np.load(cache / "dataset.npz")
+    position: dict[str, int] = {}
+    found: dict[str, list[np.ndarray]] = {}
+    with (cache / "manifest.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            index = position.setdefault(row["split"], 0)
+            position[row["split"]] += 1
+            found.setdefault(row[column], []).append(data[f"{row['split']}_images"][index])
+    return {key: np.stack(images) for key, images in found.items()}
