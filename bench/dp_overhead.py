@@ -30,8 +30,7 @@ from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy.accounting import PrivacyState
 from common.privacy.per_sample_gradients import fast_path_blockers
-from common.privacy.planning import planned_local_round
-from common.privacy.unit import privacy_unit
+from common.privacy.planning import plan_round
 from common.tasks.registry import task_for
 from simulations.synthetic_lesions import write_synthetic_lesions
 
@@ -52,11 +51,10 @@ def _calibrated_state(job: FederationJob, splits: DatasetSplits) -> tuple[Privac
     """The privacy state a job's later rounds start from, and the CPU seconds to calibrate it."""
     data = task_for(job.task).training_samples(splits.train, 0, job)
     start_cpu = time.process_time()
-    noise, rate, _ = planned_local_round(
+    plan = plan_round(
         job.privacy, data, job.train.batch_size, job.train.local_epochs, job.rounds, None
     )
-    unit = privacy_unit(job.privacy, data)
-    return PrivacyState(noise, rate, [], unit=unit), time.process_time() - start_cpu
+    return plan.starting_state(None), time.process_time() - start_cpu
 
 
 def _epoch_seconds(

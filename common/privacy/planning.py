@@ -9,7 +9,7 @@ from common.privacy.image_dp import planned_round
 from common.privacy.patient_sampling import PatientSampling
 from common.privacy.unit import privacy_unit
 
-__all__ = ["RoundPlan", "plan_round", "planned_local_round"]
+__all__ = ["RoundPlan", "plan_round"]
 
 
 @dataclass(frozen=True)
@@ -84,18 +84,3 @@ def plan_round(
         else calibrate_noise_multiplier(config, sampling.sample_rate, steps=rounds * steps)
     )
     return RoundPlan("patient", sampling.num_patients, noise, sampling.sample_rate, steps)
-
-
-def planned_local_round(
-    config: PrivacyConfig,
-    data: ImageArrays,
-    batch_size: int,
-    local_epochs: int,
-    rounds: int,
-    state: PrivacyState | None,
-) -> tuple[float, float, int]:
-    """(noise multiplier, sample rate, steps) common.local_training will account next round.
-
-    :func:`plan_round`'s accounting, in the unit :func:`~common.privacy.unit.privacy_unit` picks.
-    """
-    return plan_round(config, data, batch_size, local_epochs, rounds, state).accounting

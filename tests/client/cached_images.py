@@ -1,4 +1,4 @@
-"""A prepared cache's images grouped by a manifest column (series or study), in slice order."""
+"""A prepared cache's arrays grouped by a manifest column (series or study), in slice order."""
 
 import csv
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 
-def cached_images_by(cache: Path, column: str) -> dict[str, np.ndarray]:
-    """The cached uint8 images of ``cache`` stacked per value of the manifest's ``column``."""
+def cached_images_by(cache: Path, column: str, kind: str = "images") -> dict[str, np.ndarray]:
+    """The cached ``kind`` ("images" or "masks") of ``cache`` stacked per value of ``column``."""
     data = np.load(cache / "dataset.npz")
     position: dict[str, int] = {}
     found: dict[str, list[np.ndarray]] = {}
@@ -15,5 +15,5 @@ def cached_images_by(cache: Path, column: str) -> dict[str, np.ndarray]:
         for row in csv.DictReader(handle):
             index = position.setdefault(row["split"], 0)
             position[row["split"]] += 1
-            found.setdefault(row[column], []).append(data[f"{row['split']}_images"][index])
-    return {key: np.stack(images) for key, images in found.items()}
+            found.setdefault(row[column], []).append(data[f"{row['split']}_{kind}"][index])
+    return {key: np.stack(arrays) for key, arrays in found.items()}

@@ -6,7 +6,6 @@ contract, and `medfed predict` through its command line: masks back on the T1, a
 classifier's Grad-CAM drawn on each sequence with each sequence's share of the decision.
 """
 
-import csv
 import hashlib
 import json
 import shutil
@@ -18,6 +17,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
+from cached_images import cached_images_by
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -63,18 +63,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _cached(cache: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Cached uint8 images [K, size, size, C] and masks [K, size, size] by study pseudonym."""
-    data = np.load(cache / "dataset.npz")
-    position: dict[str, int] = {}
-    found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
-    with (cache / "manifest.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            split = row["split"]
-            index = position.setdefault(split, 0)
-            position[split] += 1
-            images, masks = found.setdefault(row["study"], ([], []))
-            images.append(data[f"{split}_images"][index])
-            masks.append(data[f"{split}_masks"][index])
-    return {k: (np.stack(i), np.stack(m)) for k, (i, m) in found.items()}
+    images = cached_images_by(cache, "study")
+    masks = cached_images_by(cache, "study", "masks")
+    return {study: (images[study], masks[study]) for study in images}
 
 
 def _checkpoint(path: Path, contract: PreprocessingContract, lesion_everywhere: bool) -> Path:

@@ -10,7 +10,7 @@ from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.privacy.accounting import RDP_ORDERS, PrivacyState
-from common.privacy.planning import planned_local_round
+from common.privacy.planning import plan_round
 
 
 def _job(tmp_path, rounds: int = 3, epsilon: float = 4.0) -> FederationJob:
@@ -91,7 +91,7 @@ def test_data_with_patients_trains_per_patient_and_accounts_at_the_patient_rate(
         assert update.epsilon == pytest.approx(accountant.get_epsilon(1e-4, alphas=RDP_ORDERS))
     assert second.epsilon == pytest.approx(job.privacy.target_epsilon, rel=0.02)
     # The ledger's projection before a round is what the round then accounts.
-    planned = planned_local_round(job.privacy, data, 20, 1, 2, first.privacy_state)
+    planned = plan_round(job.privacy, data, 20, 1, 2, first.privacy_state).accounting
     assert planned == second.privacy_state.history[-1][:2] + (10,)
     resumed = _rounds(job, data, PrivacyState.from_json(first.privacy_state.to_json()), range(2, 3))
     assert resumed[0].epsilon == pytest.approx(second.epsilon)
