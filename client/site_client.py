@@ -359,7 +359,9 @@ class SiteClient(NumPyClient):
             **task.evaluate(model, self.data.val, names)
         }
         loss = float(results.pop("loss"))
-        if self.job.task == "classification" and len(names) == 2:
+        # Counts only where the coordinator chooses the threshold from them (not on its own
+        # threshold data): they describe the validation patients (docs/privacy.md).
+        if self.job.task == "classification" and len(names) == 2 and not self.job.threshold_data:
             scores = classification.predict_probabilities(model, self.data.val)[:, 1]
             results[keys.SCORE_COUNTS] = encode_counts(score_counts(self.data.val.labels, scores))
         return loss, len(self.data.val), {**results, keys.SITE_NAME: self.limits.name}

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.config import (
     TRAINABLE_PARTS,
@@ -31,9 +31,11 @@ from common.data.preprocessing_contract import PreprocessingContract
 __all__ = [
     "ENVIRONMENT_KEYS",
     "INITIAL_WEIGHTS_KEY",
+    "PATH_KEYS",
     "RESUME_KEY",
     "RUN_DIR_KEY",
     "SIMULATION_KEY",
+    "THRESHOLD_DATA_KEY",
     "FederationJob",
     "SecureAggregationConfig",
     "load_federation_job",
@@ -48,6 +50,11 @@ SIMULATION_KEY = "simulation"
 ENVIRONMENT_KEYS = (RUN_DIR_KEY, RESUME_KEY, SIMULATION_KEY)
 #: The dotted key of the checkpoint the global model starts from.
 INITIAL_WEIGHTS_KEY = "model.initial_weights"
+#: The key of the labelled data (the coordinator's, e.g. public) the decision threshold is
+#: chosen on.
+THRESHOLD_DATA_KEY = "threshold_data"
+#: Job keys naming a file or folder: relative in a job file, they name one next to it.
+PATH_KEYS = (INITIAL_WEIGHTS_KEY, THRESHOLD_DATA_KEY)
 
 
 class _Section(BaseModel):
@@ -122,6 +129,16 @@ class FederationJob(_Section):
         "the upload (rounding each entry to 11 significant bits). float16 needs "
         "secure_aggregation off: SecAgg+ sends its own integer vectors.",
     )
+    threshold_data: str = Field(
+        "",
+        description="Binary classification: labelled data the coordinator holds and the "
+        "hospitals do not (e.g. the public data of --initial-weights: a folder of prepared "
+        "caches, a cache or a .npz; every split is used). The decision threshold is chosen on "
+        "it each round (highest balanced accuracy), so the sites send no validation score "
+        "counts and the threshold costs no patient any privacy (docs/privacy.md). Relative "
+        "paths resolve as initial_weights'. Empty: chosen on the sites' validation counts.",
+        json_schema_extra=cli("threshold-data"),
+    )
     #: The preprocessing the sites' caches must have had (their preprocessing.json): a site
     #: whose cache differs refuses the job. Absent: any cache is accepted.
     preprocessing: PreprocessingContract | None = None
@@ -155,6 +172,21 @@ class FederationJob(_Section):
             raise ValueError(
                 f"image_size = {self.image_size} and in_channels = {self.in_channels} but "
                 f"preprocessing has size = {contract.size} and channels = {contract.channels}"
+            )
+        return self
+
+    @field_validator("threshold_data")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        """A given path made absolute, so the ServerApp reads the data the user named."""
+        return str(Path(value).expanduser().resolve()) if value else value
+
+    @model_validator(mode="after")
+    def _threshold_data_is_binary(self) -> "FederationJob":
+        if self.threshold_data and (self.task != "classification" or self.num_classes != 2):
+            raise ValueError(
+                f"threshold_data applies to two-class classification only (task = "
+                f"{self.task!r}, num_classes = {self.num_classes})"
             )
         return self
 
@@ -289,12 +321,13 @@ def _validate(raw: Mapping[str, Any], source: str) -> FederationJob:
 def load_federation_job(path: Path, overrides: Mapping[str, Any] | None = None) -> FederationJob:
     """Read job.toml (top-level keys plus its tables), with dotted ``overrides`` laid over it.
 
-    A relative ``model.initial_weights`` in the file names a file next to it; in ``overrides``
-    (the command line) one relative to the working directory.
+    A relative ``model.initial_weights`` or ``threshold_data`` in the file names one next to
+    it; in ``overrides`` (the command line) one relative to the working directory.
     """
     from_file = flatten(read_toml(path))
-    weights = from_file.get(INITIAL_WEIGHTS_KEY)
-    if isinstance(weights, str) and weights and not Path(weights).expanduser().is_absolute():
-        from_file[INITIAL_WEIGHTS_KEY] = str(path.parent / weights)
+    for key in PATH_KEYS:
+        named = from_file.get(key)
+        if isinstance(named, str) and named and not Path(named).expanduser().is_absolute():
+            from_file[key] = str(path.parent / named)
     raw = unflatten({**from_file, **(overrides or {})})
     return _validate(raw, str(path))

@@ -19,7 +19,9 @@ from common.federation_job import RESUME_KEY, RUN_DIR_KEY, FederationJob
 from common.initial_weights import initial_state
 from common.job_model import build_job_model
 from common.simulation_environment import SimulationEnvironment
+from common.threshold_data import load_threshold_data
 from server.central_evaluation import CentralEvaluation
+from server.data_threshold import DataThreshold
 from server.run_recorder import RunRecorder
 from server.secure_rounds import run_rounds
 from server.strategies import DeltaFedAvg, RoundHooks
@@ -69,10 +71,12 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
         if simulation is not None and simulation.test_data
         else None
     )
+    threshold_data = load_threshold_data(job)
     hooks = RoundHooks(
         checkpoint=lambda r, s, m: save_checkpoint(checkpoint, s, job, r, m),
         evaluate=central,
         evaluate_at=central.at_threshold if central is not None else None,
+        threshold=DataThreshold(job, threshold_data) if threshold_data is not None else None,
         completed_rounds=completed,
     )
     strategy = DeltaFedAvg(job, state, recorder, hooks, job.min_sites)

@@ -64,6 +64,9 @@ class RoundHooks:
     evaluate: Callable[[dict[str, torch.Tensor]], dict[str, float]] | None = None
     #: Threshold -> the last evaluated global model's test metrics at it, or None.
     evaluate_at: Callable[[float], dict[str, float]] | None = None
+    #: Global state -> the decision threshold chosen on the coordinator's own labelled data
+    #: (the job's threshold_data), or None: chosen on the sites' validation counts.
+    threshold: Callable[[dict[str, torch.Tensor]], float | None] | None = None
     #: Round numbers of this run follow the ``completed_rounds`` of a resumed job.
     completed_rounds: int = 0
     site_names: dict[int, str] = field(default_factory=dict)
@@ -295,7 +298,11 @@ class DeltaFedAvg(FedAvg):
             [(res.num_examples, {keys.EVAL_LOSS: res.loss, **res.metrics}) for _, res in results],
             keys.NUM_EXAMPLES,
         )
-        threshold = self._validation_threshold(job_round, results)
+        threshold = (
+            self.hooks.threshold(self.global_state())
+            if self.hooks.threshold is not None
+            else self._validation_threshold(job_round, results)
+        )
         if threshold is not None:
             metrics[THRESHOLD] = threshold
             tested = self.recorder.global_rounds.get(job_round)

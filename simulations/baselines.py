@@ -17,6 +17,7 @@ from common.models import build_model
 from common.privacy.accounting import PrivacyState
 from common.tasks import classification
 from common.tasks.registry import task_for
+from common.threshold_data import load_threshold_data
 
 __all__ = ["BASELINES", "baseline_model_path", "run_baseline"]
 
@@ -47,10 +48,10 @@ def _train_alone(
     The same DP settings apply (noise calibrated for the same epsilon over the same number of
     epochs), so a baseline differs from the federated run only in where the data sits.
     Returns per-round metrics on the global test set; for binary classification at the
-    threshold chosen on ``val`` (the validation data the baseline's sites hold), as the
-    federation chooses its own. The trained model is saved to ``model_path`` as a checkpoint
-    ``medfed predict`` reads (the federated job, hence its preprocessing contract, and the last
-    round's test metrics).
+    threshold chosen on ``val`` (the validation data the baseline's sites hold), or on the job's
+    threshold data where it names some, as the federation chooses its own. The trained model is
+    saved to ``model_path`` as a checkpoint ``medfed predict`` reads (the federated job, hence
+    its preprocessing contract, and the last round's test metrics).
     """
     torch.manual_seed(job.seed)
     task = task_for(job.task)
@@ -62,6 +63,8 @@ def _train_alone(
     if start is not None:
         model.load_state_dict(start)
     privacy: PrivacyState | None = None
+    threshold_data = load_threshold_data(job)
+    choose_on = val if threshold_data is None else threshold_data
     history = []
     for server_round in range(1, job.rounds + 1):
         update = train_local_round(
@@ -69,7 +72,7 @@ def _train_alone(
         )
         privacy = update.privacy_state
         metrics = (
-            classification.evaluate_at_validation_threshold(model, val, splits.test)
+            classification.evaluate_at_validation_threshold(model, choose_on, splits.test)
             if job.task == "classification"
             else task.evaluate(model, splits.test, names)
         )

@@ -23,6 +23,7 @@ from common.initial_weights import initial_state
 from common.job_model import build_job_model
 from common.simulation_environment import SITE_DATA_FILE, SimulationEnvironment, site_folder
 from common.tasks.registry import task_for
+from common.threshold_data import load_threshold_data
 from server.job_app import JOB_FILE, write_job_app
 from server.run_outcome import check_run_outcome
 from server.server_app import CHECKPOINT_NAME
@@ -93,6 +94,7 @@ def _check_runnable(
     # Fail fast, before any process starts, on a model DP-SGD cannot train.
     build_job_model(job)
     initial_state(job)  # and on initial weights that do not fit it
+    load_threshold_data(job)  # and on threshold data that does not
 
 
 def _write_sites(run_dir: Path, sites: list[SiteData], splits: DatasetSplits) -> Path:

@@ -16,6 +16,7 @@ __all__ = [
     "evaluate_at_validation_threshold",
     "predict_probabilities",
     "targets",
+    "threshold_on",
 ]
 
 
@@ -68,22 +69,31 @@ def evaluate(model: nn.Module, data: ImageArrays, batch_size: int = 256) -> dict
     }
 
 
+def threshold_on(model: nn.Module, data: ImageArrays) -> float | None:
+    """The grid threshold of highest balanced accuracy on ``model``'s scores of ``data``.
+
+    None for a model of more than two outputs or data without both classes.
+    """
+    probabilities = predict_probabilities(model, data)
+    if probabilities.shape[1] != 2:
+        return None
+    return choose_threshold(score_counts(data.labels, probabilities[:, 1]))
+
+
 def evaluate_at_validation_threshold(
     model: nn.Module, val: ImageArrays, test: ImageArrays
 ) -> dict[str, float]:
     """:func:`evaluate` on ``test``, binary metrics at the threshold chosen on ``val``.
 
     The threshold is the one of highest balanced accuracy on ``val``'s score counts, as the
-    federation chooses it from its sites' counts; metrics stay at argmax when ``val`` lacks a
-    class or the task has more than two.
+    federation chooses it from its sites' counts (or on the job's threshold data, which a
+    caller then passes as ``val``); metrics stay at argmax when ``val`` lacks a class or the
+    task has more than two.
     """
     results = evaluate(model, test)
     if len(val) == 0:
         return results
-    val_probabilities = predict_probabilities(model, val)
-    if val_probabilities.shape[1] != 2:
-        return results
-    threshold = choose_threshold(score_counts(val.labels, val_probabilities[:, 1]))
+    threshold = threshold_on(model, val)
     if threshold is None:
         return results
     probabilities = predict_probabilities(model, test)
