@@ -38,9 +38,12 @@ class TrainedModel:
     #: and models trained on data without one (a plain .npz).
     preprocessing: PreprocessingContract | None = None
     #: Binary classification: the decision threshold on the second class's probability chosen
-    #: on the sites' validation data in the checkpoint's round (a slice is that class when its
-    #: probability is at least this); None: decide by argmax (no threshold stored).
+    #: in the checkpoint's round (a slice is that class when its probability is at least this);
+    #: None: decide by argmax (no threshold stored).
     threshold: float | None = None
+    #: What the threshold was chosen on: the sites' validation data, or the coordinator's
+    #: threshold data (the job's ``threshold_data``).
+    threshold_chosen_on: str = "the sites' validation data"
 
 
 def output_names(payload: dict[str, Any], task: str, num_classes: int) -> tuple[str, ...]:
@@ -128,4 +131,9 @@ def load_trained_model(path: Path) -> TrainedModel:
         round_number=int(payload.get("round", 0)),
         preprocessing=job.preprocessing,
         threshold=decision_threshold(payload, job.task, num_classes, path),
+        **(
+            {"threshold_chosen_on": "the coordinator's threshold data"}
+            if job.threshold_data
+            else {}
+        ),
     )

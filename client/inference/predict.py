@@ -113,7 +113,7 @@ def decision(model: TrainedModel) -> dict[str, Any]:
         "threshold": model.threshold,
         "positive_class": positive,
         "text": f"{positive} when p_{positive} >= {model.threshold:.4f} (the threshold stored "
-        f"in the checkpoint, chosen on the sites' validation data in round {model.round_number})",
+        f"in the checkpoint, chosen on {model.threshold_chosen_on} in round {model.round_number})",
     }
 
 
