@@ -24,6 +24,7 @@ from common.federation_job import FederationJob, load_federation_job
 from common.flower_processes import flower_command, flower_environment, stream_to_log
 from common.job_model import build_job_model
 from common.run_folders import new_run_folder
+from common.threshold_data import load_threshold_data
 from server.commands.options import (
     DEFAULT_STATE,
     StateOption,
@@ -90,6 +91,7 @@ def run(
             run_dir = resume.resolve()
             job = _resumable(run_dir)
             build_job_model(job)  # refused here, before the coordinator is asked anything
+            load_threshold_data(job)  # and threshold data that does not fit it
             paths = running_coordinator(state)
             done = _completed_rounds(run_dir)
             console.print(f"job {job.name}: resuming after round {done}/{job.rounds}")
@@ -97,6 +99,7 @@ def run(
             assert job_file is not None
             job = load_federation_job(job_file)
             build_job_model(job)  # as medfed-sim run: a model DP-SGD cannot train is refused
+            load_threshold_data(job)
             paths = running_coordinator(state)
             run_dir = new_run_folder(paths.runs, job.name)
             console.print(f"job {job.name}: {job.rounds} round(s), run folder {run_dir}")

@@ -91,3 +91,16 @@ def test_a_job_dp_sgd_cannot_train_is_refused_before_the_coordinator_as_medfed_s
     )  # fmt: skip
     assert simulated.returncode == 4, simulated.stderr
     assert json.loads(simulated.stdout)["error"]["message"] == error["message"]
+
+
+def test_threshold_data_that_is_not_there_is_refused_before_the_coordinator(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "job.toml").write_text('name = "t"\nthreshold_data = "public-cache"\n')
+    result = _run(
+        "run", "job.toml", "--state", "nowhere", "--format", "json", cwd=tmp_path, timeout=300
+    )
+    assert result.returncode == 3, result.stderr  # DATA_ERROR in docs/exit-codes.md
+    message = json.loads(result.stdout)["error"]["message"]
+    assert str((tmp_path / "public-cache").resolve()) in message, message
+    assert "no coordinator running" not in result.stderr
