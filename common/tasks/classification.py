@@ -61,11 +61,15 @@ def predict_probabilities(model: nn.Module, data: ImageArrays, batch_size: int =
 
 def evaluate(model: nn.Module, data: ImageArrays, batch_size: int = 256) -> dict[str, float]:
     """Cross-entropy loss and every classification metric on ``data``."""
-    probabilities = predict_probabilities(model, data, batch_size)
-    clipped = np.clip(probabilities[np.arange(len(data)), data.labels], 1e-12, 1.0)
+    return _scored(data.labels, predict_probabilities(model, data, batch_size))
+
+
+def _scored(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Cross-entropy loss and every classification metric of ``probabilities``."""
+    clipped = np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1.0)
     return {
         "loss": float(-np.log(clipped).mean()),
-        **classification_metrics(data.labels, probabilities),
+        **classification_metrics(labels, probabilities),
     }
 
 
@@ -90,11 +94,9 @@ def evaluate_at_validation_threshold(
     caller then passes as ``val``); metrics stay at argmax when ``val`` lacks a class or the
     task has more than two.
     """
-    results = evaluate(model, test)
-    if len(val) == 0:
-        return results
-    threshold = threshold_on(model, val)
+    probabilities = predict_probabilities(model, test)  # once: scored, then thresholded
+    results = _scored(test.labels, probabilities)
+    threshold = threshold_on(model, val) if len(val) else None
     if threshold is None:
         return results
-    probabilities = predict_probabilities(model, test)
     return {**results, **metrics_at_threshold(test.labels, probabilities, threshold)}
