@@ -1,10 +1,14 @@
-"""The site's only door into Flower internals: SecAgg+'s record keys, its mod, message serde.
+"""The site's only door into Flower internals: SecAgg+ keys and mod, serde, SuperNode waits.
 
 flwr 1.41 exposes SecAgg+ only on its legacy path; its record keys and stage names live in
-``flwr.common.secure_aggregation`` and messages are serialised by ``flwr.common.serde``. Every
-use is re-exported from here, and tests/client/test_flower_contract.py fails loudly when a
-Flower upgrade moves or changes them.
+``flwr.common.secure_aggregation`` and messages are serialised by ``flwr.common.serde``. Its
+SuperNode waits a fixed 3 s after a pull that found no message and checks for the ClientApp's
+reply every 0.5 s, neither configurable. Every use is re-exported or patched from here, and
+tests/test_flower_contract.py fails loudly when a Flower upgrade moves or changes them.
 """
+
+import time
+from types import ModuleType
 
 from flwr.client.mod import secaggplus_mod
 from flwr.common import bytes_to_ndarray, ndarray_to_bytes
@@ -16,6 +20,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 from flwr.common.serde import recorddict_to_proto
 
 __all__ = [
+    "FLOWER_IDLE_PULL_S",
+    "FLOWER_REPLY_CHECK_S",
     "RECORD_KEY_CONFIGS",
     "RECORD_KEY_STATE",
     "Key",
@@ -23,4 +29,43 @@ __all__ = [
     "ndarray_to_bytes",
     "recorddict_to_proto",
     "secaggplus_mod",
+    "shorten_supernode_waits",
 ]
+
+#: flwr 1.41's SuperNode sleeps this long after a pull that found no message.
+FLOWER_IDLE_PULL_S = 3
+#: ... and this long between two checks for the ClientApp's reply to a message.
+FLOWER_REPLY_CHECK_S = 0.5
+
+
+class _ShortenedWaits:
+    """``time`` as the SuperNode loop sees it: its two fixed waits replaced, the rest unchanged."""
+
+    def __init__(self, waits: dict[float, float]) -> None:
+        self._waits = waits
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(self._waits.get(seconds, seconds))
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def supernode_loop() -> ModuleType:
+    """The flwr module whose loop pulls, runs and pushes a SuperNode's messages."""
+    from flwr.supernode import start_client_internal  # only the site's SuperNode needs it
+
+    return start_client_internal
+
+
+def shorten_supernode_waits(idle_pull_s: float, reply_check_s: float) -> None:
+    """Shorten this process's SuperNode waits: idle pulls and reply checks.
+
+    It polls every ``idle_pull_s`` when idle (not 3 s) and checks for a ClientApp's reply
+    every ``reply_check_s`` (not 0.5 s). Each stage of a round waits for the slowest site's
+    next pull: SecAgg+ has four stages.
+    """
+    if not (0 < idle_pull_s <= FLOWER_IDLE_PULL_S and 0 < reply_check_s <= FLOWER_REPLY_CHECK_S):
+        raise ValueError(f"waits {idle_pull_s} s / {reply_check_s} s must be positive, not longer")
+    waits = {FLOWER_IDLE_PULL_S: idle_pull_s, FLOWER_REPLY_CHECK_S: reply_check_s}
+    supernode_loop().time = _ShortenedWaits(waits)  # type: ignore[attr-defined]

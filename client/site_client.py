@@ -29,8 +29,8 @@ from common.data.loading import load_dataset
 from common.dp_learnability import learnability_warning, unplannable_warning
 from common.errors import ConfigError, MedfedError
 from common.federation_job import FederationJob
+from common.job_model import build_job_model, trained_parameters
 from common.local_training import train_local_round
-from common.models import build_model
 from common.privacy.accounting import PrivacyState
 from common.privacy.planning import RoundPlan, plan_round
 from common.simulation_environment import SimulationEnvironment
@@ -208,7 +208,7 @@ class SiteClient(NumPyClient):
             return plan
         warning = learnability_warning(
             self.limits.name, self.job.privacy, samples, train.batch_size, train.local_epochs,
-            self.job.rounds, plan=plan,
+            self.job.rounds, trained_parameters(self.job), plan=plan,
         )  # fmt: skip
         if warning is not None:
             logger.warning("%s", warning)
@@ -245,14 +245,7 @@ class SiteClient(NumPyClient):
             )
 
     def _model(self, parameters: list[np.ndarray]) -> torch.nn.Module:
-        size = self.job.spatial_shape
-        model = build_model(
-            self.job.model,
-            self.job.in_channels,
-            self.job.num_classes,
-            size,
-            self.job.privacy.enabled,
-        )
+        model = build_job_model(self.job)
         names = list(model.state_dict())
         model.load_state_dict(
             {

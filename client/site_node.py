@@ -5,6 +5,7 @@ machine; the ClientApp reads them from there and a job cannot change them.
 """
 
 import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +29,21 @@ from client.site_limits import (
 from client.site_records import require_intact
 from common.data.loading import load_dataset
 from common.errors import ConfigError
-from common.flower_processes import flower_command, flower_environment, start_logged
+from common.flower_processes import flower_environment, start_logged
 
-__all__ = ["PROMPT_LAUNCH_ENV", "SiteKit", "start_site_node", "supernode_command"]
+__all__ = [
+    "PROMPT_LAUNCH_ENV",
+    "SUPERNODE_LAUNCH",
+    "SiteKit",
+    "start_site_node",
+    "supernode_command",
+]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+#: Flower's SuperNode with shorter polling waits (client/site_supernode.py).
+SUPERNODE_LAUNCH = (sys.executable, "-m", "client.site_supernode")
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ def supernode_command(
     state: Path = Path("site-state"),
     integrity_key: Path | None = None,
 ) -> list[str]:
-    """flower-supernode for this site: TLS with the kit's CA and key unless ``insecure``.
+    """Flower's SuperNode for this site: TLS with the kit's CA and key unless ``insecure``.
 
     ``integrity_key`` (the file) authenticates the site's records in the ClientApp.
     """
@@ -138,7 +149,7 @@ def supernode_command(
     if integrity_key is not None:
         node_config += f" {INTEGRITY_KEY}={_toml_string(str(integrity_key.resolve()))}"
     command = [
-        flower_command("flower-supernode"),
+        *SUPERNODE_LAUNCH,
         "--superlink",
         address,
         "--port",

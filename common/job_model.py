@@ -3,9 +3,9 @@
 from torch import nn
 
 from common.federation_job import FederationJob
-from common.models import build_model
+from common.models import build_model, freeze_all_but
 
-__all__ = ["build_job_model"]
+__all__ = ["build_job_model", "trained_parameters"]
 
 
 def build_job_model(job: FederationJob) -> nn.Module:
@@ -22,3 +22,8 @@ def build_job_model(job: FederationJob) -> nn.Module:
     return build_model(
         job.model, job.in_channels, job.num_classes, job.spatial_shape, job.privacy.enabled
     )
+
+
+def trained_parameters(job: FederationJob) -> int:
+    """How many of the network's parameters the job trains (``train.trainable``)."""
+    return freeze_all_but(build_job_model(job), job.model.name, job.train.trainable)

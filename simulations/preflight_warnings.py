@@ -6,6 +6,7 @@ from common.data.arrays import DatasetSplits
 from common.data.federated_split import SiteData
 from common.dp_learnability import learnability_warning
 from common.federation_job import FederationJob
+from common.job_model import trained_parameters
 from common.tasks.registry import task_for
 from simulations.simulation_settings import SimulationSettings
 
@@ -42,12 +43,13 @@ def small_site_warnings(job: FederationJob, sites: list[SiteData]) -> list[str]:
         return []
     task = task_for(job.task)
     order = sorted(range(len(sites)), key=lambda index: len(sites[index].train))
+    parameters = trained_parameters(job)
     warnings = []
     for index in order[:SITES_CHECKED]:
         samples = task.training_samples(sites[index].train, 0, job)
         warning = learnability_warning(
             f"site-{index}", job.privacy, samples, job.train.batch_size,
-            job.train.local_epochs, job.rounds,
+            job.train.local_epochs, job.rounds, parameters,
             advice=f"fewer simulated sites than {len(sites)} (--sites)" if len(sites) > 1 else "",
         )  # fmt: skip
         if warning is not None:

@@ -5,14 +5,16 @@ exists only on the legacy path in flwr 1.41); these tests pin what they rely on.
 """
 
 import inspect
+import time
 from importlib.metadata import version
 
 import numpy as np
+import pytest
 from flwr.app import ConfigRecord, RecordDict
 from flwr.server import ServerConfig
 from flwr.server.workflow import SecAggPlusWorkflow
 
-from client import flower_internals
+from client import flower_internals, site_supernode
 from common.federation_job import SecureAggregationConfig
 from server import secure_rounds
 
@@ -80,3 +82,25 @@ def test_the_superexec_reads_the_launch_poll_interval_a_site_node_sets(monkeypat
     assert run_superexec._get_task_poll_interval() == 1.0  # unset
     monkeypatch.setenv(name, value)
     assert run_superexec._get_task_poll_interval() == float(value)
+
+
+def test_the_supernode_waits_the_site_shortens_are_flowers_fixed_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = flower_internals.supernode_loop()
+    source = inspect.getsource(loop)
+    # The loop sleeps through its module's `time`: 3 s after an empty pull, 0.5 s per reply check.
+    assert source.count(f"time.sleep({flower_internals.FLOWER_IDLE_PULL_S})") == 1
+    assert source.count(f"time.sleep({flower_internals.FLOWER_REPLY_CHECK_S})") == 2
+    slept: list[float] = []
+    monkeypatch.setattr(loop, "time", time)  # restored after the test
+    monkeypatch.setattr(time, "sleep", slept.append)
+    flower_internals.shorten_supernode_waits(
+        site_supernode.IDLE_PULL_S, site_supernode.REPLY_CHECK_S
+    )
+    for seconds in (3, 0.5, 0.2):
+        loop.time.sleep(seconds)
+    assert slept == [site_supernode.IDLE_PULL_S, site_supernode.REPLY_CHECK_S, 0.2]
+    assert loop.time.monotonic is time.monotonic  # everything else is the real module
+    with pytest.raises(ValueError, match="must be positive, not longer"):
+        flower_internals.shorten_supernode_waits(5.0, 0.1)

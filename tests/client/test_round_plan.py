@@ -20,6 +20,7 @@ from common import message_keys as keys
 from common.data.loading import load_dataset
 from common.dp_learnability import learnability_warning
 from common.federation_job import FederationJob
+from common.job_model import trained_parameters
 from common.models import build_model
 from common.privacy.accounting import calibrate_noise_multiplier
 from simulations.synthetic_lesions import generate_synthetic_lesions
@@ -111,6 +112,8 @@ def test_a_small_site_warns_as_before_and_calibrates_only_the_doubled_batch_agai
     assert len(calibrations) == 2  # the round's plan, and the noise quoted at batch 12
 
     train = load_dataset(data).train  # the warning worked out from scratch, as medfed-sim does
-    unplanned = learnability_warning("hospital-a", client.job.privacy, train, 6, 1, 1)
+    unplanned = learnability_warning(
+        "hospital-a", client.job.privacy, train, 6, 1, 1, trained_parameters(client.job)
+    )
     assert unplanned is not None and "(at 12: " in unplanned
     assert [r.getMessage() for r in caplog.records if "is small" in r.getMessage()] == [unplanned]

@@ -63,6 +63,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         yield fed
 
 
+def _program(command: str) -> str:
+    """The script or module a ``python ...`` command line runs."""
+    words = command.split()
+    return words[2] if words[1] == "-m" else words[1].rsplit("/", 1)[-1]
+
+
 def test_every_flower_process_runs_without_telemetry_or_runtime_installs(
     federation: Federation,
 ) -> None:
@@ -75,11 +81,12 @@ def test_every_flower_process_runs_without_telemetry_or_runtime_installs(
     flower = {
         pid: (command, environment(pid))
         for pid, command in commands.items()
-        if ("flower-" in command or "flwr" in command) and len(command.split()) > 1
+        if any(part in command for part in ("flower-", "flwr", "site_supernode"))
+        and len(command.split()) > 1
     }
     flower = {pid: found for pid, found in flower.items() if found[1]}  # still running
-    names = {command.split()[1].rsplit("/", 1)[-1] for command, _ in flower.values()}
-    assert {"flower-superlink", "flower-supernode", "flower-superexec"} <= names, names
+    names = {_program(command) for command, _ in flower.values()}
+    assert {"flower-superlink", "client.site_supernode", "flower-superexec"} <= names, names
     for command, env in flower.values():
         assert env.get("FLWR_TELEMETRY_ENABLED") == "0", command
         assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", command

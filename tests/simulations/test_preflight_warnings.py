@@ -21,6 +21,7 @@ from common.data.federated_split import split_across_sites
 from common.data.loading import load_dataset
 from common.data.partition import PartitionScheme
 from common.federation_job import FederationJob
+from common.job_model import trained_parameters
 from common.models import build_model
 from simulations.preflight_warnings import pooled_hospitals_warning, small_site_warnings
 from simulations.simulation_settings import SimulationSettings
@@ -103,6 +104,21 @@ def test_sites_too_small_for_their_dp_settings_are_named_with_figures(caches: Pa
     )
     no_dp = job.model_copy(update={"privacy": job.privacy.model_copy(update={"enabled": False})})
     assert small_site_warnings(no_dp, sites) == []
+
+
+def test_training_only_the_head_is_judged_by_its_own_parameters(caches: Path) -> None:
+    """The noise's norm grows with the square root of the trained parameters: the same site
+    and noise that drown the whole network leave the output layer something to learn."""
+    whole = split_across_sites(load_dataset(caches), 1, PartitionScheme.parse("iid"), 0)
+    job = FederationJob.model_validate(
+        {"rounds": 5, "image_size": SIZE, "train": {"batch_size": 16}}
+    )
+    [warning] = small_site_warnings(job, whole)
+    assert f"{trained_parameters(job):,} trained parameters" in warning
+    assert "training fewer parameters (train.trainable)" in warning
+    head = job.model_copy(update={"train": job.train.model_copy(update={"trainable": "head"})})
+    assert trained_parameters(head) < trained_parameters(job) / 50
+    assert small_site_warnings(head, whole) == []
 
 
 def test_a_hospital_site_warns_in_its_log_before_its_first_round(
