@@ -4,7 +4,7 @@ import torch
 
 from common.data.arrays import ImageArrays
 from common.federation_job import FederationJob
-from common.models import build_model
+from common.job_model import build_job_model
 from common.tasks.classification import threshold_on
 
 __all__ = ["DataThreshold"]
@@ -20,9 +20,7 @@ class DataThreshold:
     def __init__(self, job: FederationJob, data: ImageArrays) -> None:
         """Keep the data and build the job's network to score it."""
         self.data = data
-        self.model = build_model(
-            job.model, job.in_channels, job.num_classes, job.spatial_shape, job.privacy.enabled
-        )
+        self.model = build_job_model(job)
 
     def __call__(self, state: dict[str, torch.Tensor]) -> float | None:
         """The threshold for ``state``; None if the data lacks a class."""
