@@ -88,6 +88,7 @@ def main() -> None:
     sites = split_across_sites(splits, args.sites, PartitionScheme.parse(args.partition), job.seed)
     val = ImageArrays.concatenate([site.val for site in sites])
     shape = job.spatial_shape
+    torch.manual_seed(job.seed)  # the job's seeded initial model, as medfed-sim run builds it
     model = build_model(job.model, job.in_channels, job.num_classes, shape, job.privacy.enabled)
     weights = initial_state(job)
     if weights is not None:
