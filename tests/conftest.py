@@ -1,9 +1,12 @@
 """Suite-wide ordering: the end-to-end modules (real Flower processes) are collected first.
 
-`make test` runs the suite on two workers, one test file each at a time, in this order (`pytest
--n 2 --dist loadfile --no-loadscope-reorder`): the deployment files (the longest) first, then
+`make test` runs the suite on four workers, one test file each at a time, in this order (`pytest
+-n 4 --dist loadfile --no-loadscope-reorder`): the deployment files (the longest) first, then
 the other end-to-end files, so that the short unit tests fill the gaps at the end instead of
-one worker idling while the other finishes a federation.
+one worker idling while another finishes a federation. Four workers on two cores: an
+end-to-end test spends about half its time waiting (Flower's polls and sleeps, process starts),
+and a file is the unit of work, so a long module is split into files that each start their
+own federation (tests/deployment).
 
 Every Flower SuperExec the suite starts (under a SuperLink or a SuperNode) polls for its next
 task every :data:`SUPEREXEC_POLL_S` seconds instead of Flower's default 1 s: each message a

@@ -74,7 +74,7 @@ enabled = false
 enabled = {secure}
 reconstruction_threshold = 0.5
 max_weight = 200  # near the largest site (96 training images), as docs/security.md advises
-timeout_s = 120.0
+timeout_s = 300.0  # far above an idle stage: see federation_setup.JOB
 """
 
 
