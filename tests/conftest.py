@@ -1,9 +1,12 @@
 """Suite-wide ordering: the end-to-end modules (real Flower processes) are collected first.
 
 `make test` runs the suite on two workers, one test file each at a time, in this order (`pytest
--n 2 --dist loadfile --no-loadscope-reorder`): the deployment files (the longest) first, then
-the other end-to-end files, so that the short unit tests fill the gaps at the end instead of
-one worker idling while the other finishes a federation.
+-n 2 --dist loadfile --no-loadscope-reorder`): the deployment files first, longest first (their
+`e2e` mark's ``idle_s``: about how long the file takes on an idle machine), then the other
+end-to-end files, so that the short unit tests fill the gaps at the end instead of one worker
+idling while another finishes a federation. Longest first matters because pytest-xdist hands
+a worker its next file early, as soon as two or fewer of its tests are left: a short file
+queued behind a long one costs less than a long one queued behind another.
 
 Every Flower SuperExec the suite starts (under a SuperLink or a SuperNode) polls for its next
 task every :data:`SUPEREXEC_POLL_S` seconds instead of Flower's default 1 s: each message a
@@ -23,7 +26,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def cost_rank(item: pytest.Item) -> tuple[bool, bool]:
-        return item.get_closest_marker("e2e") is None, "deployment" not in item.path.parts
+    def cost_rank(item: pytest.Item) -> tuple[bool, bool, float]:
+        e2e = item.get_closest_marker("e2e")
+        idle_s = 0.0 if e2e is None else float(e2e.kwargs.get("idle_s", 0.0))
+        return e2e is None, "deployment" not in item.path.parts, -idle_s
 
     items.sort(key=cost_rank)  # stable: file order kept within a rank

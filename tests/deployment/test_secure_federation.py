@@ -2,47 +2,46 @@
 
 Every process is a real one (medfed-server start -> flower-superlink + Fleet gateway;
 medfed-site start -> flower-supernode -> SuperExec -> ClientApp), and every PID started
-here is stopped at the end of the module.
+here is stopped at the end of the module. The privacy jobs run here (the 2-round TLS /
+SecAgg+ / DP job, the same job.toml in a simulation at the same time, the resumed job and a
+budget refusal); test_federation_membership.py checks processes, refusals and a killed site on
+a federation of its own.
 """
 
-import datetime
 import json
 import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from deployment_processes import (
     BIN,
     command_line,
     descendants,
-    environment,
     free_port,
     kill,
     listening_addresses,
     stop_tree,
+    stop_trees,
     wait_until,
 )
-from federation_setup import Federation, provision, running_federation
+from federation_setup import JOB, Federation, running_federation
 
 from client.audit_log import AuditLog
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
 from common.models import build_model
-from server.coordinator import CoordinatorPaths, flwr_cli_json
-from server.job_app import write_job_app
-from server.provisioning import KitPaths, issue_server_certificate
 from server.server_app import state_digest
 from simulations.synthetic_lesions import write_synthetic_lesions
 
-pytestmark = pytest.mark.e2e
+#: idle_s orders the files (tests/conftest.py), from the idle run's durations (2026-11-29):
+#: setup 16 s, the trial job 276 s beside its simulation (140 s), resume 201 s.
+pytestmark = pytest.mark.e2e(idle_s=530)
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
 #: Each site's privacy budget (site.toml [limits] max-epsilon), over all jobs on its data.
@@ -63,78 +62,52 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         yield fed
 
 
-def _program(command: str) -> str:
-    """The script or module a ``python ...`` command line runs."""
-    words = command.split()
-    return words[2] if words[1] == "-m" else words[1].rsplit("/", 1)[-1]
+@dataclass(frozen=True)
+class Trial:
+    """The "trial" job's two runs: on the hospitals' nodes and in a simulation of them."""
+
+    deployed: Path
+    simulated: Path
 
 
-def test_every_flower_process_runs_without_telemetry_or_runtime_installs(
-    federation: Federation,
-) -> None:
-    started = [federation.coordinator.pid, *(p.pid for p in federation.sites.values())]
-    superlink = json.loads((federation.state / "coordinator.json").read_text())["superlink_pid"]
-    # One snapshot: a short-lived ClientApp process may end between two reads of /proc.
-    commands = {
-        pid: command_line(pid) for root in [*started, superlink] for pid in descendants(root)
-    }
-    flower = {
-        pid: (command, environment(pid))
-        for pid, command in commands.items()
-        if any(part in command for part in ("flower-", "flwr", "site_supernode"))
-        and len(command.split()) > 1
-    }
-    flower = {pid: found for pid, found in flower.items() if found[1]}  # still running
-    names = {_program(command) for command, _ in flower.values()}
-    assert {"flower-superlink", "client.site_supernode", "flower-superexec"} <= names, names
-    for command, env in flower.values():
-        assert env.get("FLWR_TELEMETRY_ENABLED") == "0", command
-        assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", command
-    assert "--disable-runtime-dependency-installation" in command_line(superlink)
+@pytest.fixture(scope="module")
+def trial(federation: Federation) -> Iterator[Trial]:
+    """`medfed-server run trial.toml` and `medfed-sim run --config trial.toml` at the same time.
 
-
-def test_control_api_is_on_loopback_only_and_refused_to_site_credentials(
-    federation: Federation,
-) -> None:
-    assert listening_addresses(federation.control_port) == {"127.0.0.1"}
-    # A site's view: its kit's CA and the address in its site.toml.
-    site_home = federation.root / "site-flwr-home"
-    site_home.mkdir(exist_ok=True)
-    ca = federation.kits / "sites" / "hospital-a" / "ca.crt"
-    (site_home / "config.toml").write_text(
-        '[superlink]\ndefault = "fed"\n\n[superlink.fed]\n'
-        f'address = "127.0.0.1:{federation.fleet_port}"\nroot-certificates = "{ca}"\n'
-    )
-    app = write_job_app(federation.root / "rogue-run", FederationJob(name="rogue"))
-    attempts = {
-        "list runs": ["ls", "fed"],
-        "register a node": [
-            "supernode", "register", str(federation.kits / "sites/hospital-a/site.key.pub"), "fed",
-        ],
-        "start a run": ["run", str(app), "fed"],
-    }  # fmt: skip
-    env = {"FLWR_HOME": str(site_home), "FLWR_TELEMETRY_ENABLED": "0", "PATH": str(BIN)}
-    for what, args in attempts.items():
-        result = subprocess.run(
-            [str(BIN / "flwr"), *args, "--format", "json"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        reply = json.loads(result.stdout)
-        assert reply["success"] is False, what
-        assert "403 Forbidden" in reply["error-message"], (what, reply)
-    # The coordinator, on its own machine, can.
-    coordinator = CoordinatorPaths(federation.state)
-    assert flwr_cli_json(coordinator, "ls", "medfed")["success"] is True
-
-
-def test_two_round_job_with_tls_site_auth_secagg_and_dp(federation: Federation) -> None:
-    run = federation.run_job("trial", rounds=2, min_sites=3)
-    output, _ = run.communicate(timeout=540)
+    The simulation takes the coordinator's job.toml as it is, on copies of the hospitals' data
+    as site caches; both mostly wait (Flower's polls, process starts), so they overlap.
+    """
+    caches = federation.root / "sim-caches"  # the three hospitals' own data, as site caches
+    for index in range(len(SITES)):
+        (caches / f"site-{index}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(federation.root / f"site{index}.npz", caches / f"site-{index}" / "dataset.npz")
+    run = federation.submit("trial", JOB.format(name="trial", rounds=2, min_sites=3, epsilon=8.0))
+    simulated = federation.root / "sim-trial"
+    sim_log = federation.root / "sim-trial.out"
+    with sim_log.open("wb") as sim_out:
+        simulation = subprocess.Popen(
+            [str(BIN / "medfed-sim"), "run", "--config", str(federation.root / "trial.toml"),
+             "--data", str(caches), "--sites", "3", "--partition", "site",
+             "--out", str(simulated)],
+            stdout=sim_out, stderr=subprocess.STDOUT, cwd=federation.root,
+        )  # fmt: skip
+    try:  # the two share the cores: each is given the time both would take one after the other
+        output, _ = run.communicate(timeout=900)
+        simulation.wait(timeout=900)
+    finally:
+        stop_trees([run, simulation])
     assert run.returncode == 0, output[-4000:]
-    run_dir = federation.run_dir("trial")
+    assert simulation.returncode == 0, sim_log.read_text()[-3000:]
+    yield Trial(federation.run_dir("trial"), simulated)
+
+
+#: Its setup starts the federation and runs the trial job and its simulation (each bounded by
+#: its own timeout): more than pytest's 600 s per test when the machine is loaded.
+@pytest.mark.timeout(1800)
+def test_two_round_job_with_tls_site_auth_secagg_and_dp(
+    federation: Federation, trial: Trial
+) -> None:
+    run_dir = trial.deployed
     log = (run_dir / "run.log").read_text()
     assert "Secure aggregation completed" in log
     assert log.count("[Stage 2] Received masked vectors from 3 clients") == 2  # one per round
@@ -182,27 +155,14 @@ def test_two_round_job_with_tls_site_auth_secagg_and_dp(federation: Federation) 
         assert all(e.bytes > 0 and len(e.sha256) == 64 for e in sent)
 
 
-def test_the_same_job_toml_runs_in_a_simulation_with_the_same_accounting(
-    federation: Federation,
-) -> None:
+def test_the_same_job_toml_runs_in_a_simulation_with_the_same_accounting(trial: Trial) -> None:
     """`medfed-sim run --config` takes the coordinator's job.toml as it is, on the same data.
 
     The hospitals draw secret training seeds (DP noise must not be predictable), so the two
     global models differ by that noise; what is deterministic must agree exactly: the job, the
     model's structure, each site's samples, noise multiplier and epsilon in every round.
     """
-    caches = federation.root / "sim-caches"  # the three hospitals' own data, as site caches
-    for index in range(len(SITES)):
-        (caches / f"site-{index}").mkdir(parents=True, exist_ok=True)
-        shutil.copy(federation.root / f"site{index}.npz", caches / f"site-{index}" / "dataset.npz")
-    deployed = federation.run_dir("trial")
-    simulated = federation.root / "sim-trial"
-    result = subprocess.run(
-        [str(BIN / "medfed-sim"), "run", "--config", str(federation.root / "trial.toml"),
-         "--data", str(caches), "--sites", "3", "--partition", "site", "--out", str(simulated)],
-        capture_output=True, text=True, timeout=600, cwd=federation.root,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    deployed, simulated = trial.deployed, trial.simulated
     assert "Secure aggregation completed" in (simulated / "run.log").read_text()
 
     def job_of(run_dir: Path) -> dict:
@@ -237,7 +197,7 @@ def _chromium() -> str:
 
 
 def test_the_dashboard_shows_the_runs_rounds_sites_and_privacy_in_chromium(
-    federation: Federation,
+    federation: Federation, trial: Trial
 ) -> None:
     chromium = _chromium()
     port = free_port()
@@ -246,7 +206,7 @@ def test_the_dashboard_shows_the_runs_rounds_sites_and_privacy_in_chromium(
          "--state", str(federation.state), "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/runs/{federation.run_dir('trial').name}"
+    url = f"http://127.0.0.1:{port}/runs/{trial.deployed.name}"
     browser = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
         "--no-first-run", "--disable-background-networking", "--disable-component-update",
@@ -280,96 +240,8 @@ def _site_command(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _site_attempt(federation: Federation, kit: Path, name: str, *extra: str) -> str:
-    """Start a site node that should be refused; its log once it has exited."""
-    node = federation.start_site(kit, federation.root / "site0.npz", name, *extra)
-    try:
-        node.wait(timeout=120)
-    finally:
-        stop_tree(node)
-    assert node.returncode != 0
-    return (federation.root / f"logs-{name}" / "supernode.log").read_text()
-
-
-def test_a_key_that_was_not_provisioned_is_refused(federation: Federation) -> None:
-    rogue = federation.root / "rogue-kit"
-    shutil.copytree(federation.kits / "sites" / "hospital-a", rogue)
-    key = ec.generate_private_key(ec.SECP384R1())
-    (rogue / "site.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.OpenSSH,
-            serialization.NoEncryption(),
-        )
-    )
-    log = _site_attempt(federation, rogue, "rogue")
-    assert "[code: 2004] Failed to activate SuperNode" in log
-
-
-def test_a_site_with_another_federations_ca_cannot_connect(federation: Federation) -> None:
-    other = federation.root / "other-kits"
-    provision(federation.root, federation.fleet_port, ("hospital-a",), other)
-    log = _site_attempt(federation, other / "sites" / "hospital-a", "wrong-ca")
-    assert "CERTIFICATE_VERIFY_FAILED" in log
-
-
-def _expire(kits: KitPaths) -> None:
-    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
-    issue_server_certificate(
-        kits, "127.0.0.1", not_valid_before=past - datetime.timedelta(days=30), not_valid_after=past
-    )
-
-
-def _tamper(kits: KitPaths) -> None:
-    cert_file = kits.coordinator / "server.crt"
-    der = bytearray(x509.load_pem_x509_certificate(cert_file.read_bytes()).public_bytes(
-        serialization.Encoding.DER
-    ))  # fmt: skip
-    der[-8] ^= 0x01  # inside the CA's signature: the certificate no longer verifies
-    cert = x509.load_der_x509_certificate(bytes(der))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-@pytest.mark.parametrize("damage", [_expire, _tamper], ids=["expired", "tampered"])
-def test_a_gateway_with_an_expired_or_tampered_certificate_is_refused(
-    federation: Federation, damage
-) -> None:
-    bad = federation.root / f"kits-{damage.__name__}"
-    shutil.copytree(federation.kits, bad)
-    damage(KitPaths(bad))
-    port = free_port()
-    gateway = subprocess.Popen(
-        [
-            str(BIN / "python"),
-            "-c",
-            "import sys, uvicorn; from server.fleet_gateway import create_fleet_gateway; "
-            "uvicorn.run(create_fleet_gateway(sys.argv[1], sys.argv[2]), host='127.0.0.1', "
-            "port=int(sys.argv[3]), ssl_certfile=sys.argv[4], ssl_keyfile=sys.argv[5])",
-            f"https://127.0.0.1:{federation.control_port}",
-            str(bad / "coordinator" / "ca.crt"),
-            str(port),
-            str(bad / "coordinator" / "server.crt"),
-            str(bad / "coordinator" / "server.key"),
-        ],  # fmt: skip
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: "127.0.0.1" in listening_addresses(port), 30, "the gateway")
-        log = _site_attempt(
-            federation,
-            federation.kits / "sites" / "hospital-a",
-            f"cert-{damage.__name__}",
-            "--superlink",
-            f"127.0.0.1:{port}",
-        )
-    finally:
-        stop_tree(gateway)
-    assert "CERTIFICATE_VERIFY_FAILED" in log
-
-
 def test_a_job_resumes_after_its_server_app_is_killed_and_a_site_refuses_beyond_its_budget(
-    federation: Federation,
+    federation: Federation, trial: Trial
 ) -> None:
     """One job for two behaviours (each 2-round job costs minutes): the resume after a kill,
     and hospital-b's budget refusal in both rounds, before and after the resume."""
@@ -414,45 +286,3 @@ def test_a_job_resumes_after_its_server_app_is_killed_and_a_site_refuses_beyond_
                for f in refusals)  # fmt: skip
     ledger = PrivacyLedger(federation.root / "state-hospital-b" / LEDGER_FILE, "hospital-b")
     assert "resumable" not in {row.job for row in ledger.rows()}  # the refusal spent nothing
-
-
-def test_a_site_provisioned_later_joins_after_enrol_and_old_kits_still_work(
-    federation: Federation,
-) -> None:
-    provision(federation.root, federation.fleet_port, (*SITES, "hospital-d"), federation.kits)
-    enrol = subprocess.run(
-        [str(BIN / "medfed-server"), "enrol", "--kits", str(federation.kits),
-         "--state", str(federation.state)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert enrol.returncode == 0, enrol.stderr
-    assert "enrolled: hospital-d" in enrol.stdout
-    late = federation.start_site(
-        federation.kits / "sites" / "hospital-d", federation.root / "site0.npz", "hospital-d"
-    )
-    try:
-        wait_until(lambda: federation.online_nodes() == len(SITES) + 1, 120, "hospital-d online")
-    finally:
-        stop_tree(late)
-    wait_until(lambda: federation.online_nodes() == len(SITES), 120, "hospital-d offline")
-    assert all(process.poll() is None for process in federation.sites.values())
-
-
-def test_secagg_round_completes_when_a_site_is_killed_mid_round(federation: Federation) -> None:
-    """Runs last: it kills hospital-c after the key shares went out, before its masked update."""
-    run = federation.run_job("dropout", rounds=1, min_sites=2, epsilon=1.0)
-    assert run.stdout is not None
-    victim = federation.sites["hospital-c"]
-    lines = []
-    for line in run.stdout:
-        lines.append(line)
-        if "Received encrypted key shares from 3" in line:
-            kill(descendants(victim.pid))  # a crash: no goodbye to the SuperLink
-            break
-    output = "".join(lines) + run.communicate(timeout=540)[0]
-    assert victim.poll() is not None
-    assert run.returncode == 0, output[-4000:]
-    log = (federation.run_dir("dropout") / "run.log").read_text()
-    assert "Received masked vectors from 2 clients" in log
-    assert "Secure aggregation completed" in log
-    assert load_checkpoint(federation.run_dir("dropout") / "global_model.pt")["round"] == 1
