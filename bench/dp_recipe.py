@@ -16,23 +16,12 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
+from in_process_fedavg import run_fedavg
 
 from common.data.arrays import ImageArrays
 from common.data.loading import load_dataset
 from common.federation_job import FederationJob
-from common.initial_weights import initial_state
-from common.local_training import train_local_round
-from common.models import build_model
-from common.tasks.classification import evaluate_at_validation_threshold
-
-
-def _summary(model: torch.nn.Module, val: ImageArrays, test: ImageArrays) -> str:
-    metrics = evaluate_at_validation_threshold(model, val, test)
-    return (
-        f"roc_auc {metrics['roc_auc']:.3f} balanced_accuracy {metrics['balanced_accuracy']:.3f} "
-        f"f1 {metrics['f1']:.3f} threshold {metrics.get('threshold', float('nan')):.3f}"
-    )
+from simulations.runner import fit_job_to_data
 
 
 def main() -> None:
@@ -68,29 +57,8 @@ def main() -> None:
             "privacy": {"enabled": not args.no_dp, "target_epsilon": args.eps, "unit": "patient"},
         }
     )
-    shape = sites[0].image_size
-    model = build_model(job.model, sites[0].in_channels, 2, shape, job.privacy.enabled)
-    weights = initial_state(job)
-    if weights is not None:
-        model.load_state_dict(weights)
-    print(f"round 0: {_summary(model, val, test)}", flush=True)
-    states: list = [None] * len(sites)
-    for server_round in range(1, args.rounds + 1):
-        start_state = {key: value.clone() for key, value in model.state_dict().items()}
-        total = {key: torch.zeros_like(value) for key, value in start_state.items()}
-        samples = 0
-        epsilon = None
-        for index, site in enumerate(sites):
-            local = build_model(job.model, site.in_channels, 2, shape, job.privacy.enabled)
-            local.load_state_dict(start_state)
-            seed = 1000 * index + server_round
-            update = train_local_round(local, site.train, job, seed, states[index])
-            states[index], epsilon = update.privacy_state, update.epsilon
-            for key in total:
-                total[key] += (update.state_dict[key] - start_state[key]) * update.num_examples
-            samples += update.num_examples
-        model.load_state_dict({key: start_state[key] + total[key] / samples for key in total})
-        print(f"round {server_round}: {_summary(model, val, test)} epsilon {epsilon}", flush=True)
+    job = fit_job_to_data(job, sites[0])
+    run_fedavg(job, [site.train for site in sites], val, test, args.rounds)
     print(f"cpu {time.process_time() - start:.0f} s")
 
 
