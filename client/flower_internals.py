@@ -1,14 +1,19 @@
-"""The site's only door into Flower internals: SecAgg+ keys and mod, serde, SuperNode waits.
+"""The site's only door into Flower internals: SecAgg+ keys and mod, serde, SuperNode processes.
 
 flwr 1.41 exposes SecAgg+ only on its legacy path; its record keys and stage names live in
 ``flwr.common.secure_aggregation`` and messages are serialised by ``flwr.common.serde``. Its
 SuperNode waits a fixed 3 s after a pull that found no message and checks for the ClientApp's
-reply every 0.5 s, neither configurable. Every use is re-exported or patched from here, and
-tests/test_flower_contract.py fails loudly when a Flower upgrade moves or changes them.
+reply every 0.5 s, neither configurable; it starts ``flower-superexec``, which starts a cold
+``flwr-clientapp`` process per message, both by ``subprocess.Popen``. Every use is re-exported
+or patched from here, and tests/test_flower_contract.py fails loudly when a Flower upgrade
+moves or changes them.
 """
 
+import subprocess
 import time
+from collections.abc import Callable, Sequence
 from types import ModuleType
+from typing import Any
 
 from flwr.client.mod import secaggplus_mod
 from flwr.common import bytes_to_ndarray, ndarray_to_bytes
@@ -20,7 +25,9 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 from flwr.common.serde import recorddict_to_proto
 
 __all__ = [
+    "FLOWER_CLIENTAPP_COMMAND",
     "FLOWER_IDLE_PULL_S",
+    "FLOWER_SUPEREXEC_COMMAND",
     "FLOWER_REPLY_CHECK_S",
     "RECORD_KEY_CONFIGS",
     "RECORD_KEY_STATE",
@@ -28,9 +35,17 @@ __all__ = [
     "bytes_to_ndarray",
     "ndarray_to_bytes",
     "recorddict_to_proto",
+    "redirect_clientapp_launches",
+    "redirect_superexec_launch",
+    "run_superexec",
     "secaggplus_mod",
     "shorten_supernode_waits",
+    "superexec_executor",
 ]
+
+#: The commands flwr 1.41 starts: the SuperNode its SuperExec, the SuperExec a ClientApp.
+FLOWER_SUPEREXEC_COMMAND = "flower-superexec"
+FLOWER_CLIENTAPP_COMMAND = "flwr-clientapp"
 
 #: flwr 1.41's SuperNode sleeps this long after a pull that found no message.
 FLOWER_IDLE_PULL_S = 3
@@ -69,3 +84,49 @@ def shorten_supernode_waits(idle_pull_s: float, reply_check_s: float) -> None:
         raise ValueError(f"waits {idle_pull_s} s / {reply_check_s} s must be positive, not longer")
     waits = {FLOWER_IDLE_PULL_S: idle_pull_s, FLOWER_REPLY_CHECK_S: reply_check_s}
     supernode_loop().time = _ShortenedWaits(waits)  # type: ignore[attr-defined]
+
+
+class _RedirectedLaunch:
+    """``subprocess`` as a Flower module sees it: one command's ``Popen`` sent elsewhere."""
+
+    def __init__(self, command: str, launch: Callable[[list[str], bool], None]) -> None:
+        self._command = command
+        self._launch = launch
+
+    def Popen(self, args: Sequence[str], **kwargs: Any) -> object:  # noqa: N802 (subprocess's name)
+        if args and args[0] == self._command:
+            self._launch(list(args), kwargs.get("stdout") is subprocess.DEVNULL)
+            return None  # Flower keeps no handle on either process
+        return subprocess.Popen(args, **kwargs)  # noqa: S603
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+
+def redirect_superexec_launch(launch: Sequence[str]) -> None:
+    """Make this process's SuperNode start ``launch`` with Flower's SuperExec arguments."""
+
+    def start(args: list[str], quiet: bool) -> None:
+        output = subprocess.DEVNULL if quiet else None
+        subprocess.Popen([*launch, *args[1:]], stdout=output, stderr=output)  # noqa: S603
+
+    supernode_loop().subprocess = _RedirectedLaunch(FLOWER_SUPEREXEC_COMMAND, start)  # type: ignore[attr-defined]
+
+
+def superexec_executor() -> ModuleType:
+    """The flwr module whose executor starts one ClientApp process per message."""
+    from flwr.supercore.superexec.executor import subprocess_executor  # noqa: PLC0415
+
+    return subprocess_executor
+
+
+def redirect_clientapp_launches(launch: Callable[[list[str], bool], None]) -> None:
+    """Make this process's SuperExec call ``launch(args, quiet)`` for every ClientApp message."""
+    superexec_executor().subprocess = _RedirectedLaunch(FLOWER_CLIENTAPP_COMMAND, launch)  # type: ignore[attr-defined]
+
+
+def run_superexec() -> None:
+    """Flower's ``flower-superexec`` entry point, with this process's arguments."""
+    from flwr.supercore.cli import flower_superexec  # noqa: PLC0415
+
+    flower_superexec()

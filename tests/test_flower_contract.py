@@ -5,6 +5,7 @@ exists only on the legacy path in flwr 1.41); these tests pin what they rely on.
 """
 
 import inspect
+import subprocess
 import time
 from importlib.metadata import version
 
@@ -104,3 +105,53 @@ def test_the_supernode_waits_the_site_shortens_are_flowers_fixed_ones(
     assert loop.time.monotonic is time.monotonic  # everything else is the real module
     with pytest.raises(ValueError, match="must be positive, not longer"):
         flower_internals.shorten_supernode_waits(5.0, 0.1)
+
+
+def test_the_supernode_starts_its_superexec_by_popen_of_flowers_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """client/site_supernode.py swaps the SuperExec the SuperNode starts for the site's own."""
+    loop = flower_internals.supernode_loop()
+    source = inspect.getsource(loop)
+    assert f'command = ["{flower_internals.FLOWER_SUPEREXEC_COMMAND}"]' in source
+    assert source.count("subprocess.Popen(command)") == 1
+    started: list[list[str]] = []
+    monkeypatch.setattr(loop, "subprocess", loop.subprocess)  # restored after the test
+    monkeypatch.setattr(subprocess, "Popen", lambda args, **_: started.append(args))
+    flower_internals.redirect_superexec_launch(site_supernode.SUPEREXEC_LAUNCH)
+    loop.subprocess.Popen(["flower-superexec", "--insecure", "--parent-pid", "7"])
+    loop.subprocess.Popen(["something-else"])
+    assert started == [
+        [*site_supernode.SUPEREXEC_LAUNCH, "--insecure", "--parent-pid", "7"],
+        ["something-else"],
+    ]
+
+
+def test_the_superexec_starts_each_clientapp_by_popen_with_its_arguments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """client/site_superexec.py receives, through Flower's own executor, the launch it forks."""
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.superexec.executor.types import ExecutionSpec
+
+    executor = flower_internals.superexec_executor()
+    assert executor.TASK_TYPE_TO_COMMAND[TaskType.CLIENT_APP] == "flwr-clientapp"
+    launched: list[tuple[list[str], bool]] = []
+    monkeypatch.setattr(executor, "subprocess", executor.subprocess)  # restored after the test
+    flower_internals.redirect_clientapp_launches(lambda args, quiet: launched.append((args, quiet)))
+    for quiet in (False, True):
+        spec = ExecutionSpec(
+            task_type=TaskType.CLIENT_APP,
+            runtime_api_address="127.0.0.1:9094",
+            token="t0k3n",
+            insecure=True,
+            root_certificates_path=None,
+            runtime_dependency_install=False,
+            parent_pid=42,
+            suppress_output=quiet,
+            task_id=1,
+        )
+        assert executor.SubprocessExecutor().launch(spec).status == "accepted"
+    args = ["flwr-clientapp", "--runtime-api-address", "127.0.0.1:9094", "--token", "t0k3n"]
+    args += ["--insecure", "--parent-pid", "42"]
+    assert launched == [(args, False), (args, True)]
