@@ -27,6 +27,7 @@ from flwr.common.serde import recorddict_to_proto
 __all__ = [
     "FLOWER_CLIENTAPP_COMMAND",
     "FLOWER_IDLE_PULL_S",
+    "FLOWER_PULL_BACKOFF_S",
     "FLOWER_SUPEREXEC_COMMAND",
     "FLOWER_REPLY_CHECK_S",
     "RECORD_KEY_CONFIGS",
@@ -39,10 +40,14 @@ __all__ = [
     "redirect_superexec_launch",
     "run_superexec",
     "secaggplus_mod",
+    "shorten_message_pull_backoff",
     "shorten_supernode_waits",
     "superexec_executor",
 ]
 
+#: A ClientApp process asking its SuperNode for a message part not there yet waits this long
+#: before asking again, then twice as long each time (flwr 1.41's PULL_INITIAL_BACKOFF).
+FLOWER_PULL_BACKOFF_S = 1.0
 #: The commands flwr 1.41 starts: the SuperNode its SuperExec, the SuperExec a ClientApp.
 FLOWER_SUPEREXEC_COMMAND = "flower-superexec"
 FLOWER_CLIENTAPP_COMMAND = "flwr-clientapp"
@@ -130,3 +135,24 @@ def run_superexec() -> None:
     from flwr.supercore.cli import flower_superexec  # noqa: PLC0415
 
     flower_superexec()
+
+
+def message_pull() -> Callable[..., Any]:
+    """The flwr function a ClientApp process pulls its message with, part by part."""
+    from flwr.supercore.inflatable import inflatable_utils  # noqa: PLC0415
+
+    return inflatable_utils.pull_and_inflate_object_from_tree
+
+
+def shorten_message_pull_backoff(initial_s: float) -> None:
+    """Make this process's (and its forks') message pulls retry after ``initial_s``, not 1 s.
+
+    A ClientApp process that starts warm asks for its message while the SuperNode is still
+    downloading it from the coordinator; Flower then waits 1 s, 2 s, 4 s ... between tries.
+    """
+    if not 0 < initial_s <= FLOWER_PULL_BACKOFF_S:
+        raise ValueError(f"backoff {initial_s} s must be positive, not longer than Flower's")
+    defaults = message_pull().__kwdefaults__
+    if defaults is None or "initial_backoff" not in defaults:
+        raise RuntimeError("flwr's message pull has no initial_backoff: see test_flower_contract")
+    defaults["initial_backoff"] = initial_s

@@ -7,16 +7,25 @@ with the arguments it would give ``flower-superexec``; client/warm_clientapps.py
 import logging
 import sys
 
-from client.flower_internals import redirect_clientapp_launches, run_superexec
+from client.flower_internals import (
+    redirect_clientapp_launches,
+    run_superexec,
+    shorten_message_pull_backoff,
+)
 from client.warm_clientapps import WarmParent, cold_launch
 
-__all__ = ["main"]
+__all__ = ["PULL_BACKOFF_S", "main"]
+
+#: A warm ClientApp process asks for its message before the SuperNode has all of it: it asks
+#: again after 0.1 s, then 0.2, 0.4 ... (Flower's own first wait is 1 s).
+PULL_BACKOFF_S = 0.1
 
 logger = logging.getLogger(__name__)
 
 
 def main() -> None:
     """Fork the warm parent first (before Flower opens a connection), then run the SuperExec."""
+    shorten_message_pull_backoff(PULL_BACKOFF_S)  # inherited by every fork
     parent = WarmParent()
 
     def launch(args: list[str], quiet: bool) -> None:

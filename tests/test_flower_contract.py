@@ -155,3 +155,23 @@ def test_the_superexec_starts_each_clientapp_by_popen_with_its_arguments(
     args = ["flwr-clientapp", "--runtime-api-address", "127.0.0.1:9094", "--token", "t0k3n"]
     args += ["--insecure", "--parent-pid", "42"]
     assert launched == [(args, False), (args, True)]
+
+
+def test_a_clientapp_pulls_its_message_with_flowers_backoff_which_the_site_shortens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """client/site_superexec.py shortens the first retry of a warm ClientApp's message pull."""
+    from flwr.supernode.runtime import run_clientapp
+
+    from client import site_superexec
+
+    pull = flower_internals.message_pull()
+    assert "pull_and_inflate_object_from_tree(" in inspect.getsource(run_clientapp.pull_task_input)
+    defaults = pull.__kwdefaults__
+    assert defaults["initial_backoff"] == flower_internals.FLOWER_PULL_BACKOFF_S
+    monkeypatch.setattr(pull, "__kwdefaults__", dict(defaults))  # restored after the test
+    flower_internals.shorten_message_pull_backoff(site_superexec.PULL_BACKOFF_S)
+    assert pull.__kwdefaults__["initial_backoff"] == site_superexec.PULL_BACKOFF_S
+    assert pull.__kwdefaults__["backoff_cap"] == defaults["backoff_cap"]
+    with pytest.raises(ValueError, match="not longer than Flower's"):
+        flower_internals.shorten_message_pull_backoff(2.0)
