@@ -91,7 +91,11 @@ PNEUMONIA ?= ../shared/data/pneumoniamnist.npz
 PNEUDATA  := data/pneumonia
 PNEURUN   := runs/pneumonia-dp
 
-$(PNEUDATA)/hospitals.npz: $(VENV)/.installed bench/pneumonia_public_split.py
+$(PNEUMONIA):
+	@echo "$@: no such file. PneumoniaMNIST (MedMNIST v2's pneumoniamnist.npz) is needed:" \
+		"make simulate-pneumonia PNEUMONIA=/path/to/pneumoniamnist.npz" >&2; exit 1
+
+$(PNEUDATA)/hospitals.npz: $(VENV)/.installed bench/pneumonia_public_split.py | $(PNEUMONIA)
 	mkdir -p $(PNEUDATA)
 	$(BIN)/python bench/pneumonia_public_split.py --data $(PNEUMONIA) \
 		--out-public $(PNEUDATA)/public.npz --out-hospitals $@
