@@ -1,7 +1,7 @@
 """``medfed-sim pretrain`` with data augmentation, for the PneumoniaMNIST DP benches.
 
 Usage: .venv/bin/python bench/pneumonia_pretrain.py --data public.npz --out public-aug.pt
-[--augment flip-shift] [--epochs 30] [--model cnn] [--lr 0.001] [--batch 32]
+[--augment shift] [--epochs 60] [--model cnn] [--lr 0.001] [--batch 32]
 
 Trains the job's network (built as ``medfed-sim pretrain`` builds it, with DP's layer rules) on
 the public stand-in's train split without DP, like ``medfed-sim pretrain`` (Adam, same seed), but
@@ -26,47 +26,60 @@ from common.tasks.training import make_loader
 from simulations.runner import fit_job_to_data
 
 
-def main() -> None:
-    """Parse the options, pretrain, write the checkpoint."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--augment", default="flip-shift", choices=AUGMENTATIONS)
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--model", default="cnn")
-    parser.add_argument("--lr", type=float, default=0.001)
-    parser.add_argument("--batch", type=int, default=32)
-    args = parser.parse_args()
-    start = time.process_time()
+def pretrain_augmented(
+    data: Path,
+    augmentation: str,
+    epochs: int,
+    model_name: str = "cnn",
+    lr: float = 0.001,
+    batch: int = 32,
+) -> tuple[FederationJob, dict[str, torch.Tensor], float]:
+    """(job, weights, last epoch's training loss) of ``medfed-sim pretrain`` with augmentation."""
     job = FederationJob.model_validate(
-        {
-            "model": {"name": args.model},
-            "train": {"learning_rate": args.lr, "batch_size": args.batch},
-        }
+        {"model": {"name": model_name}, "train": {"learning_rate": lr, "batch_size": batch}}
     )
-    splits = load_dataset(args.data, image_size=job.image_size, seed=job.seed)
+    splits = load_dataset(data, image_size=job.image_size, seed=job.seed)
     job = fit_job_to_data(job, splits)
     task = task_for(job.task)
     torch.manual_seed(job.seed)
     model = build_model(job.model, job.in_channels, job.num_classes, job.spatial_shape, True)
     optimizer = torch.optim.Adam(model.parameters(), lr=job.train.learning_rate)
     loader = make_loader(
-        splits.train.images, task.targets(splits.train), args.batch, shuffle=True, seed=job.seed
+        splits.train.images, task.targets(splits.train), batch, shuffle=True, seed=job.seed
     )
     criterion = task.criterion(job)
     model.train()
-    for epoch in range(1, args.epochs + 1):
-        total, seen = 0.0, 0
+    loss_sum, seen = 0.0, 0
+    for _ in range(epochs):
+        loss_sum, seen = 0.0, 0
         for images, targets in loader:
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(augment(images, args.augment)), targets)
+            loss = criterion(model(augment(images, augmentation)), targets)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(targets)
+            loss_sum += float(loss.detach()) * len(targets)
             seen += len(targets)
-        if epoch == args.epochs:
-            print(f"epoch {epoch}: training loss {total / seen:.4f}")
-    save_checkpoint(args.out, model.state_dict(), job, 0, {})
+    state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    return job, state, loss_sum / max(seen, 1)
+
+
+def main() -> None:
+    """Parse the options, pretrain, write the checkpoint."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--augment", default="shift", choices=AUGMENTATIONS)
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--lr", type=float, default=0.001)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    start = time.process_time()
+    job, state, loss = pretrain_augmented(
+        args.data, args.augment, args.epochs, args.model, args.lr, args.batch
+    )
+    save_checkpoint(args.out, state, job, 0, {})
+    print(f"epoch {args.epochs}: training loss {loss:.4f}")
     print(f"wrote {args.out} ({args.augment}); cpu {time.process_time() - start:.0f} s")
 
 
