@@ -2,7 +2,8 @@
 
 Usage: .venv/bin/python bench/pneumonia_dp_levers.py --data hospitals.npz [--weights public.pt]
 [--trainable all] [--optimizer sgd] [--lr 0.5] [--batch 512] [--rounds 10] [--epochs 2] [--eps 8]
-[--augment none|flip|shift|flip-shift] [--aug-mult 1] [--ema 0.5,0.8] [--tail 2,3,5] [--no-dp]
+[--augment none|flip|shift|flip-shift] [--aug-mult 1] [--ema 0.5,0.8] [--tail 2,3,5]
+[--noise-seed 0] [--no-dp]
 
 The federation of bench/federated_dp_sweep.py (the data split across ``--sites`` as
 ``medfed-sim run`` splits it; every site trains the global model each round with image-level
@@ -24,6 +25,8 @@ augmentation. With ``--no-dp`` every batch is augmented afresh instead (``--site
 --partition iid`` is the pooled baseline: medfed-sim's pooled baseline also runs
 ``train_local_round`` round by round). Without ``--augment`` the sites run
 ``train_local_round`` itself.
+``--noise-seed N`` changes every site's training seed (Poisson draws, DP noise) and nothing
+else: an independent repeat on the same split and initial model.
 Prints the test ROC-AUC of every model each round, epsilon with its unit, the tail averages and
 the process's CPU time.
 """
@@ -226,6 +229,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--aug-mult", type=int, default=1, help="augmented copies per image")
     parser.add_argument("--ema", default="0.5,0.8", help="EMA decays, comma-separated")
     parser.add_argument("--tail", default="2,3,5", help="last-K uniform averages")
+    parser.add_argument(
+        "--noise-seed", type=int, default=0, help="other sites' seeds: independent DP noise"
+    )
     parser.add_argument("--no-dp", action="store_true")
     return parser.parse_args()
 
@@ -257,7 +263,7 @@ def main() -> None:
         for index, train in enumerate(trains):
             local = build_job_model(job)
             local.load_state_dict(global_state)
-            seed = 1000 * index + server_round
+            seed = 1000 * index + server_round + 100_000 * args.noise_seed
             if args.augment == "none":
                 update = train_local_round(local, train, job, seed, states[index])
             else:
