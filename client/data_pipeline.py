@@ -54,6 +54,7 @@ def run_pipeline(
     segment_names: tuple[str, ...] | None = None,
     max_pixel_mib: float = DEFAULT_MAX_PIXEL_MIB,
     registration: RegistrationOptions | None = None,
+    label_min_area: float | None = None,
 ) -> tuple[PreparedImages, QualityReport]:
     """Read and decode every file of ``data`` once, then resample each series; with progress.
 
@@ -66,7 +67,9 @@ def run_pipeline(
     A folder without any usable image gives an empty result whose report says why per file.
     A DICOM file declaring more than ``max_pixel_mib`` MiB of pixels is refused unread.
     With ``registration`` DICOM series are read whole and aligned in 3D before slicing
-    (common.data.registered_prepare); NIfTI folders are refused then.
+    (common.data.registered_prepare); NIfTI folders are refused then. With it and
+    ``label_min_area`` (a classification without labels CSV) the DICOM SEG masks label the
+    slices and are not kept.
     With ``config.dims`` 3 each series or NIfTI case becomes one volume
     (common.data.volume_prepare).
     """
@@ -112,7 +115,7 @@ def run_pipeline(
         else:
             scan = read_dicom_folder(data, config, keep_pixels, on_file, max_pixel_mib)
         masks = None
-        if segmentation:
+        if segmentation or label_min_area is not None:
             if not scan.segmentations:
                 raise DataFormatError(
                     data, f"no DICOM SEG object among {scan.files_seen} files to take masks from"
@@ -123,6 +126,7 @@ def run_pipeline(
             prepared = prepare_registered(
                 scan, config, registration, manifest, pseudonymise, report, masks,
                 on_study=lambda done, total: progress.update(aligning, completed=done, total=total),
+                label_min_area=label_min_area,
             )  # fmt: skip
             return prepared, report
         decoding = progress.add_task("normalise and resample series", total=len(scan.series))

@@ -136,6 +136,15 @@ def prepare(
             f"1 where the study has it). One of: {', '.join(MISSING_SEQUENCE_CHOICES)}."
         ),
     ] = "skip",
+    min_label_area: Annotated[
+        float,
+        typer.Option(
+            help="Classification of --register/--sequences studies without --labels: the DICOM "
+            "SEG masks label each slice on the output grid, positive from this many mm^2 of "
+            "foreground, negative without any; a slice with less but some (a sliver) is left "
+            "out as unlabelled. 0: any foreground voxel."
+        ),
+    ] = 0.0,
     max_pixel_mib: MaxPixelMib = DEFAULT_MAX_PIXEL_MIB,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
@@ -184,10 +193,18 @@ def prepare(
                 "--dims", "3 reads DICOM series or NIfTI volumes, without --register/--sequences"
             )
         order = tuple(c.strip() for c in classes.split(",")) if classes else None
-        if labels is None and not segmentation and not (two_d or is_nifti_folder(data)):
+        aligned = register != "none" or sequences is not None
+        if labels is None and not segmentation and not (aligned or two_d or is_nifti_folder(data)):
             raise ConfigError(
-                "--labels", f"{data} is not a NIfTI or 2D image folder: give a labels CSV"
-            )
+                "--labels", f"{data} is not a NIfTI or 2D image folder: give a labels CSV, or "
+                "--register/--sequences to label the slices by their DICOM SEG masks",
+            )  # fmt: skip
+        mask_labels = aligned and labels is None and not segmentation
+        if min_label_area < 0 or (min_label_area and not mask_labels):
+            raise ConfigError(
+                "--min-label-area", f"{min_label_area}: a number of mm^2 >= 0, for a "
+                "classification of --register/--sequences studies without --labels",
+            )  # fmt: skip
         if segmentation and labels is not None:
             raise ConfigError("--labels", "segmentation takes its labels from the masks")
         manifest = read_label_manifest(labels, order) if labels is not None else None
@@ -200,14 +217,14 @@ def prepare(
         if registration is not None and manifest is not None and manifest.keyed_by_file:
             raise ConfigError(
                 "--labels", "labels per file do not survive 3D registration: label series or "
-                "studies, or use --task segmentation",
+                "studies, or leave --labels out (the DICOM SEG masks label the slices)",
             )  # fmt: skip
         pseudonymise = SitePseudonymiser.from_key_file(out / KEY_FILE)
         add_debug_log(out / DEBUG_LOG)
         prepared, quality = run_pipeline(
             data, config, manifest, pseudonymise, keep_pixels=True, console=console,
             segmentation=segmentation, segment_names=segment_names, max_pixel_mib=max_pixel_mib,
-            registration=registration,
+            registration=registration, label_min_area=min_label_area if mask_labels else None,
         )  # fmt: skip
         quality.path_names = partial(pseudonymous_path, pseudonymise=pseudonymise)
         class_names = (
@@ -220,7 +237,7 @@ def prepare(
                 )
             channel_names, registered, missing, presence = contract_channels(registration)
             contract = config.contract(
-                task, class_names, prepared.segment_names,
+                task, class_names, None if mask_labels else prepared.segment_names,
                 channel_names or prepared.channel_names, registered, missing, presence,
             )  # fmt: skip
             dataset = write_site_cache(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from common.data.arrays import mask_classes
@@ -110,6 +111,9 @@ class _Context:
     segmentations: SegmentationMasks | None
     reference: sitk.Image | None
     grid: sitk.Image | None
+    #: Classification labelled by the SEG masks: the least foreground area (mm^2) of a
+    #: positive slice; None when the masks are the targets (segmentation).
+    label_min_area: float | None = None
 
 
 def _row(key: str, name: str, image: sitk.Image, first: sitk.Image) -> dict[str, object]:
@@ -185,7 +189,7 @@ def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedI
             {"study": study_key, "sequence": name, "status": MISSING_STATUS,
              "reason": "no series matches it: channel filled with zeros (--missing-sequence zeros)"}
         )  # fmt: skip
-    kept = placed.kept
+    kept, scaled = placed.kept, placed.channels
     for _, series in present:
         report.count_series(series.modality)
     report.count_images(modality, int(kept.size))
@@ -196,6 +200,12 @@ def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedI
             return
         kept_masks = placed.mask[kept]
         labels = [int(m.any()) for m in kept_masks]
+        if context.label_min_area is not None:
+            sliver = _slivers(kept_masks, placed.grid, context.label_min_area)
+            report.unlabelled_images += int(sliver.sum())
+            labelled = np.flatnonzero(~sliver)
+            kept, scaled = kept[labelled], scaled[labelled]
+            labels, kept_masks = [labels[i] for i in labelled], None
     else:
         series_label = None
         if context.manifest is not None:
@@ -206,7 +216,6 @@ def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedI
             return
         labels, kept_masks = [series_label] * int(kept.size), None
     patient = patient_identity(anchor)
-    scaled = placed.channels
     images_out = list(scaled[:, 0]) if scaled.shape[1] == 1 else list(scaled)
     prepared.add_series(
         labels,
@@ -218,6 +227,13 @@ def _prepare_study(study: StudySequences, context: _Context, prepared: PreparedI
         kept_masks,
         patient_key=key_of(patient),
     )
+
+
+def _slivers(masks: np.ndarray, grid: sitk.Image, min_area_mm2: float) -> np.ndarray:
+    """Slices ([K, H, W] masks on ``grid``) with some foreground, but less than the area."""
+    spacing = grid.GetSpacing()
+    pixels = masks.reshape(len(masks), -1).astype(bool).sum(1)
+    return (pixels > 0) & (pixels * spacing[0] * spacing[1] < min_area_mm2)
 
 
 def _metrics(registration: Registration) -> dict[str, float]:
@@ -238,16 +254,24 @@ def prepare_registered(
     report: QualityReport,
     segmentations: SegmentationMasks | None = None,
     on_study: Callable[[int, int], None] | None = None,
+    label_min_area: float | None = None,
 ) -> PreparedImages:
-    """Align, resample, window and slice every study of ``scan`` (read with VolumeReader)."""
+    """Align, resample, window and slice every study of ``scan`` (read with VolumeReader).
+
+    With ``segmentations`` each slice keeps its mask (segmentation), unless
+    ``label_min_area`` is given (classification labelled by the masks): then a slice is
+    positive when its mask covers at least that many mm^2 on the output grid, negative when it
+    covers none, and left out as unlabelled (a sliver) in between; no mask is kept.
+    """
     prepared = start_prepared(scan, report, segmentations)
     reference = options.reference_image()
     grid = None
     if reference is not None:
         grid = output_grid(reference, config.target_spacing, config.size)
     context = _Context(
-        config, options, manifest, pseudonymise, report, segmentations, reference, grid
-    )
+        config, options, manifest, pseudonymise, report, segmentations, reference, grid,
+        label_min_area,
+    )  # fmt: skip
     studies = studies_of(scan.series.values(), options)
     for done, study in enumerate(studies, start=1):
         _prepare_study(study, context, prepared)
