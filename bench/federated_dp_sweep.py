@@ -29,7 +29,8 @@ from common.federation_job import FederationJob
 from simulations.runner import fit_job_to_data
 
 
-def _job(args: argparse.Namespace) -> FederationJob:
+def job_from_args(args: argparse.Namespace) -> FederationJob:
+    """The job this bench's options describe (shared by bench/pneumonia_dp_levers.py)."""
     return FederationJob.model_validate(
         {
             "rounds": max(args.rounds, 1),  # --rounds 0 evaluates the initial weights
@@ -70,7 +71,7 @@ def main() -> None:
     parser.add_argument("--no-dp", action="store_true")
     args = parser.parse_args()
     start = time.process_time()
-    job = _job(args)
+    job = job_from_args(args)
     splits = load_dataset(args.data, image_size=job.image_size, seed=job.seed)
     job = fit_job_to_data(job, splits)
     sites = split_across_sites(splits, args.sites, PartitionScheme.parse(args.partition), job.seed)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from federated_dp_sweep import job_from_args
 from pneumonia_augmentation import AUGMENTATIONS, augment, average_states, flip_average
 from torch import nn
 from torch.optim import Optimizer
@@ -188,27 +189,6 @@ def _scores(model: nn.Module, state: dict[str, torch.Tensor], test: ImageArrays)
     return f"{plain:.4f} flip {_auc(flip_average(model, test), test):.4f}"
 
 
-def _job(args: argparse.Namespace) -> FederationJob:
-    return FederationJob.model_validate(
-        {
-            "rounds": max(args.rounds, 1),  # --rounds 0 scores the initial weights
-            "model": {"name": args.model, "norm": args.norm, "initial_weights": args.weights},
-            "train": {
-                "batch_size": args.batch,
-                "local_epochs": args.epochs,
-                "learning_rate": args.lr,
-                "optimizer": args.optimizer,
-                "trainable": args.trainable,
-            },
-            "privacy": {
-                "enabled": not args.no_dp,
-                "target_epsilon": args.eps,
-                "max_grad_norm": args.max_grad_norm,
-            },
-        }
-    )
-
-
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -240,7 +220,7 @@ def main() -> None:
     """Parse the options, run the rounds, print every model's test ROC-AUC per round."""
     args = _parse()
     start = time.process_time()
-    job = _job(args)
+    job = job_from_args(args)
     splits = load_dataset(args.data, image_size=job.image_size, seed=job.seed)
     job = fit_job_to_data(job, splits)
     sites = split_across_sites(splits, args.sites, PartitionScheme.parse(args.partition), job.seed)
