@@ -92,6 +92,9 @@ class AuditResult:
     #: Mean loss of members and non-members (the generalisation gap the loss attack exploits).
     member_loss: float
     non_member_loss: float
+    #: Mean over patients of each class's share of their images, members and non-members.
+    member_mix: tuple[float, ...]
+    non_member_mix: tuple[float, ...]
     #: The checkpoint of the calibrated attack's reference model; None: no calibrated attack.
     reference: str | None
     attacks: tuple[AttackResult, ...]
@@ -292,6 +295,8 @@ def audit_run(run_dir: Path, reference: Path | None = None) -> AuditResult:
         non_members=len(non_members.loss),
         member_loss=float(np.concatenate(member_losses).mean()),
         non_member_loss=float(test_losses.mean()),
+        member_mix=tuple(float(share) for share in members.mix.mean(axis=0)),
+        non_member_mix=tuple(float(share) for share in non_members.mix.mean(axis=0)),
         reference=reference_path,
         attacks=_attacks(members, non_members),
     )

@@ -26,6 +26,10 @@ def _rows(result: AuditResult) -> list[str]:
     return rows
 
 
+def _shares(mix: tuple[float, ...]) -> str:
+    return " / ".join(f"{share:.3f}" for share in mix)
+
+
 def audit_privacy(
     run_dirs: Annotated[
         list[Path],
@@ -67,3 +71,10 @@ def audit_privacy(
     for result in results:
         for row in _rows(result):
             typer.echo(row)
+    typer.echo("")
+    for result in results:
+        typer.echo(
+            f"{Path(result.run_dir).name}: share of images per class, members "
+            f"{_shares(result.member_mix)}, non-members {_shares(result.non_member_mix)}; "
+            f"reference {result.reference or '- (no calibrated attack)'}"
+        )

@@ -143,6 +143,7 @@ def test_a_memorising_model_is_exposed_by_every_attack(tmp_path: Path) -> None:
 def test_a_class_bias_is_not_taken_for_membership_once_matched(tmp_path: Path) -> None:
     """The plain loss attack scores the class mix; the matched evaluations score about 0.5."""
     audit = audit_run(_class_biased(tmp_path / "biased"))
+    assert audit.member_mix[1] < 0.35 < 0.45 < audit.non_member_mix[1]  # lesion shares
     assert audit.attack(LOSS_ATTACK).auc > 0.75
     # The reference (the untrained start) has no class bias: calibration alone keeps it.
     assert audit.attack(CALIBRATED_ATTACK).auc > 0.75
@@ -203,3 +204,4 @@ def test_the_command_reports_each_attack_of_each_run(tmp_path: Path, output: str
     else:
         assert "| calibrated | all | 20 / 20 (20) |" in result.stdout
         assert result.stdout.count("| run | no | - |") == 4  # 2 attacks x 2 evaluations
+        assert f"reference {run / 'initial.pt'}" in result.stdout
