@@ -126,16 +126,33 @@ class _Patients:
     mix: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Model:
+    """A network to attack or to calibrate with, and the checkpoint it came from."""
+
+    network: torch.nn.Module
+    source: str
+
+
 @torch.no_grad()
-def _image_losses(model: torch.nn.Module, data: ImageArrays, batch_size: int = 256) -> np.ndarray:
-    model.eval()
+def _image_losses(model: _Model, data: ImageArrays, batch_size: int = 256) -> np.ndarray:
+    """Cross-entropy per image; refuses, naming the checkpoint, a loss that is not finite."""
+    model.network.eval()
     losses = []
     for start in range(0, len(data), batch_size):
         images = torch.from_numpy(data.images[start : start + batch_size])
         labels = torch.from_numpy(data.labels[start : start + batch_size])
-        logits = model(images)
+        logits = model.network(images)
         losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
-    return torch.cat(losses).numpy() if losses else np.zeros(0)
+    values = torch.cat(losses).numpy() if losses else np.zeros(0)
+    broken = int((~np.isfinite(values)).sum())
+    if broken:
+        raise ConfigError(
+            model.source,
+            f"the loss is not finite on {broken} of {len(values)} images: a diverged model "
+            "(NaN or infinite weights) cannot be audited",
+        )
+    return values
 
 
 def patient_means(values: np.ndarray, patients: np.ndarray | None) -> np.ndarray:
@@ -159,10 +176,7 @@ def patient_scores(losses: np.ndarray, patients: np.ndarray | None) -> np.ndarra
 
 
 def _patients(
-    data: ImageArrays,
-    model: torch.nn.Module,
-    reference: torch.nn.Module | None,
-    num_classes: int,
+    data: ImageArrays, model: _Model, reference: _Model | None, num_classes: int
 ) -> tuple[_Patients, np.ndarray]:
     losses = _image_losses(model, data)
     one_hot = np.eye(num_classes)[data.labels]
@@ -201,9 +215,7 @@ def _run_epsilon(run_dir: Path) -> tuple[float | None, str]:
     return epsilon, unit
 
 
-def _reference_model(
-    job: FederationJob, reference: Path | None
-) -> tuple[torch.nn.Module | None, str | None]:
+def _reference_model(job: FederationJob, reference: Path | None) -> _Model | None:
     """The calibrated attack's reference: ``reference``, else the job's initial weights."""
     if reference is not None:
         model_section = job.model.model_copy(
@@ -211,7 +223,7 @@ def _reference_model(
         )
         job = job.model_copy(update={"model": model_section})
     if not job.model.initial_weights:
-        return None, None
+        return None
     try:
         state = initial_state(job)
     except ConfigError as error:
@@ -222,7 +234,7 @@ def _reference_model(
         job.model, job.in_channels, job.num_classes, job.spatial_shape, job.privacy.enabled
     )
     model.load_state_dict(state)
-    return model, job.model.initial_weights
+    return _Model(model, job.model.initial_weights)
 
 
 def _attacks(members: _Patients, non_members: _Patients) -> tuple[AttackResult, ...]:
@@ -267,9 +279,11 @@ def audit_run(run_dir: Path, reference: Path | None = None) -> AuditResult:
         (run_dir / SETTINGS_FILE).read_text(encoding="utf-8")
     )
     size = job.spatial_shape
-    model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
-    model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_NAME)["state_dict"])
-    reference_model, reference_path = _reference_model(job, reference)
+    network = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
+    network.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_NAME)["state_dict"])
+    model = _Model(network, str(run_dir / CHECKPOINT_NAME))
+    reference_model = _reference_model(job, reference)
+    reference_path = reference_model.source if reference_model is not None else None
     member_parts, member_losses = [], []
     for site_file in sorted((run_dir / "sites").glob(f"site-*/{SITE_DATA_FILE}")):
         part, losses = _patients(

@@ -14,6 +14,7 @@ import torch
 from common.checkpoint import save_checkpoint
 from common.data.arrays import ImageArrays
 from common.data.npz_writer import write_npz
+from common.errors import ConfigError
 from common.federation_job import FederationJob
 from common.models import build_model
 from simulations.membership_inference import (
@@ -165,6 +166,18 @@ def test_without_a_reference_only_the_loss_attack_runs(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "ref.pt", _untrained().state_dict(), _job(None), 0)
     calibrated = audit_run(run, reference=tmp_path / "ref.pt").attack(CALIBRATED_ATTACK)
     assert calibrated.auc > 0.9
+
+
+def test_a_diverged_model_is_refused_by_name(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    model = _untrained()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    run = _run_folder(tmp_path / "run", [_patients(rng, 3, 0, 0.5)], _patients(rng, 3, 9, 0.5),
+                      model, initial=None)  # fmt: skip
+    with pytest.raises(ConfigError, match="not finite on 18 of 18 images") as refused:
+        audit_run(run)
+    assert refused.value.source == str(run / "global_model.pt")
 
 
 def _medfed_sim(*args: str) -> subprocess.CompletedProcess[str]:
