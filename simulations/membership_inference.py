@@ -229,7 +229,8 @@ def _reference_model(job: FederationJob, reference: Path | None) -> _Model | Non
     except ConfigError as error:
         source = "--reference" if reference is not None else f"{JOB_FILE} model.initial_weights"
         raise ConfigError(source, error.reason) from None
-    assert state is not None  # initial_weights is set
+    if state is None:  # not reached: initial_weights is set
+        return None
     model = build_model(
         job.model, job.in_channels, job.num_classes, job.spatial_shape, job.privacy.enabled
     )
