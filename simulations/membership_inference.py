@@ -1,12 +1,23 @@
-"""Membership-inference audit of a simulated run's global model: a patient-level loss attack.
+"""Membership-inference audit of a simulated run's global model, per patient, with a control.
 
-The attack (Yeom et al., "Privacy Risk in Machine Learning", CSF 2018, arXiv:1709.01604) guesses
-that a patient was trained on when the model's loss on that patient's images is low. Members are
-the patients of the simulated sites' training splits; non-members the patients of the held-out
-test split, which no site trained on. The attack score of a patient is minus the mean
-cross-entropy over their images; the audit reports the attack's ROC-AUC (0.5: no better than a
-coin) and its true-positive rate at a 1% false-positive rate (Carlini et al., "Membership
-Inference Attacks From First Principles", S&P 2022, arXiv:2112.03199).
+Members are the patients of the simulated sites' training splits; non-members the patients of
+the held-out test split, which no site trained on. Two attack scores per patient:
+
+- ``loss``: minus the mean cross-entropy over the patient's images (Yeom et al., "Privacy Risk
+  in Machine Learning", CSF 2018, arXiv:1709.01604): a member is guessed when its loss is low.
+- ``calibrated``: the reference model's mean loss minus the target's (difficulty calibration:
+  Watson et al., "On the Importance of Difficulty Calibration in Membership Inference
+  Attacks", ICLR 2022, arXiv:2111.08440; the offline reference-model idea of LiRA, Carlini et
+  al., "Membership Inference Attacks From First Principles", S&P 2022, arXiv:2112.03199). The
+  reference never saw the hospitals' patients: the job's initial weights (e.g. pretrained on
+  public data), or a checkpoint given for it. It removes what makes a patient easy or hard for
+  any model, so it is a stronger attack than ``loss``, not a weaker one.
+
+Each score is evaluated twice: on all patients, and composition-matched (the non-members
+reweighted to the members' class mix, :mod:`simulations.membership_statistics`), because
+members and non-members may differ in class mix and a loss that depends on a patient's classes
+then separates them without any membership. The audit reports ROC-AUC (0.5: a coin), its
+Hanley-McNeil standard error and the TPR at 1% FPR (Carlini et al. 2022).
 """
 
 import json
@@ -16,32 +27,61 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from common import message_keys as keys
 from common.checkpoint import load_checkpoint
 from common.data.arrays import ImageArrays
 from common.data.loading import load_dataset
 from common.errors import ConfigError
-from common.federation_job import load_federation_job
+from common.federation_job import FederationJob, load_federation_job
+from common.initial_weights import initial_state
 from common.models import build_model
 from common.simulation_environment import SITE_DATA_FILE
 from server.job_app import JOB_FILE
 from server.server_app import CHECKPOINT_NAME
+from simulations.membership_statistics import (
+    LOW_FPR,
+    AttackFigures,
+    attack_figures,
+    composition_strata,
+    composition_weights,
+)
 from simulations.runner import SETTINGS_FILE
 from simulations.simulation_settings import SimulationSettings
 
-__all__ = ["LOW_FPR", "AuditResult", "audit_run", "patient_scores"]
+__all__ = [
+    "LOW_FPR",
+    "AttackResult",
+    "AuditResult",
+    "audit_run",
+    "patient_means",
+    "patient_scores",
+]
 
 logger = logging.getLogger(__name__)
 
-#: The false-positive rate the audit reports the true-positive rate at.
-LOW_FPR = 0.01
+#: Attack scores: minus the target's loss, and the reference's loss minus the target's.
+LOSS_ATTACK, CALIBRATED_ATTACK = "loss", "calibrated"
+#: Evaluations: every patient, or non-members reweighted to the members' class mix.
+ALL_PATIENTS, COMPOSITION_MATCHED = "all", "class-mix matched"
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """One attack score under one evaluation."""
+
+    attack: str
+    evaluation: str
+    figures: AttackFigures
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain values for JSON."""
+        return {"attack": self.attack, "evaluation": self.evaluation, **self.figures.to_dict()}
 
 
 @dataclass(frozen=True)
 class AuditResult:
-    """The attack's success on one run's global model, with what it was measured on."""
+    """The attacks' success on one run's global model, with what they were measured on."""
 
     run_dir: str
     dp: bool
@@ -49,44 +89,116 @@ class AuditResult:
     unit: str
     members: int
     non_members: int
-    attack_auc: float
-    tpr_at_1pct_fpr: float
-    #: Mean loss of members and non-members (the generalisation gap the attack exploits).
+    #: Mean loss of members and non-members (the generalisation gap the loss attack exploits).
     member_loss: float
     non_member_loss: float
+    #: Mean over patients of each class's share of their images, members and non-members.
+    member_mix: tuple[float, ...]
+    non_member_mix: tuple[float, ...]
+    #: The checkpoint of the calibrated attack's reference model; None: no calibrated attack.
+    reference: str | None
+    attacks: tuple[AttackResult, ...]
 
     def to_dict(self) -> dict[str, object]:
         """Plain values for JSON."""
-        return asdict(self)
+        plain = asdict(self)
+        plain["attacks"] = [attack.to_dict() for attack in self.attacks]
+        return plain
+
+    def attack(self, attack: str, evaluation: str = ALL_PATIENTS) -> AttackFigures:
+        """The figures of one attack and evaluation.
+
+        Raises:
+            KeyError: when the audit did not run it (no reference: no calibrated attack).
+        """
+        for result in self.attacks:
+            if (result.attack, result.evaluation) == (attack, evaluation):
+                return result.figures
+        raise KeyError(f"{attack} ({evaluation}) was not run on {self.run_dir}")
+
+
+@dataclass(frozen=True)
+class _Patients:
+    """Per patient: the target's and the reference's mean loss, and the class mix."""
+
+    loss: np.ndarray
+    reference_loss: np.ndarray | None
+    mix: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A network to attack or to calibrate with, and the checkpoint it came from."""
+
+    network: torch.nn.Module
+    source: str
 
 
 @torch.no_grad()
-def _image_losses(model: torch.nn.Module, data: ImageArrays, batch_size: int = 256) -> np.ndarray:
-    model.eval()
+def _image_losses(model: _Model, data: ImageArrays, batch_size: int = 256) -> np.ndarray:
+    """Cross-entropy per image; refuses, naming the checkpoint, a loss that is not finite."""
+    model.network.eval()
     losses = []
     for start in range(0, len(data), batch_size):
         images = torch.from_numpy(data.images[start : start + batch_size])
         labels = torch.from_numpy(data.labels[start : start + batch_size])
-        logits = model(images)
+        logits = model.network(images)
         losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
-    return torch.cat(losses).numpy() if losses else np.zeros(0)
+    values = torch.cat(losses).numpy() if losses else np.zeros(0)
+    broken = int((~np.isfinite(values)).sum())
+    if broken:
+        raise ConfigError(
+            model.source,
+            f"the loss is not finite on {broken} of {len(values)} images: a diverged model "
+            "(NaN or infinite weights) cannot be audited",
+        )
+    return values
+
+
+def patient_means(values: np.ndarray, patients: np.ndarray | None) -> np.ndarray:
+    """Mean of per-image ``values`` ([N] or [N, K]) over each patient's images.
+
+    Patients come in the order of their sorted ids; without patient ids every image is its own
+    unit.
+    """
+    if patients is None:
+        return values.astype(np.float64)
+    _, owner = np.unique(patients, return_inverse=True)
+    counts = np.bincount(owner)
+    if values.ndim == 1:
+        return np.bincount(owner, weights=values) / counts
+    return np.stack([np.bincount(owner, weights=column) / counts for column in values.T], axis=1)
 
 
 def patient_scores(losses: np.ndarray, patients: np.ndarray | None) -> np.ndarray:
-    """Attack score per patient: minus the mean loss over the patient's images.
-
-    Without patient ids every image is its own unit.
-    """
-    if patients is None:
-        return -losses
-    _, owner = np.unique(patients, return_inverse=True)
-    totals = np.bincount(owner, weights=losses)
-    return -(totals / np.bincount(owner))
+    """Loss-attack score per patient: minus the mean loss over the patient's images."""
+    return -patient_means(losses, patients)
 
 
-def _tpr_at(labels: np.ndarray, scores: np.ndarray, fpr_limit: float) -> float:
-    fpr, tpr, _ = roc_curve(labels, scores)
-    return float(tpr[fpr <= fpr_limit].max())
+def _patients(
+    data: ImageArrays, model: _Model, reference: _Model | None, num_classes: int
+) -> tuple[_Patients, np.ndarray]:
+    losses = _image_losses(model, data)
+    one_hot = np.eye(num_classes)[data.labels]
+    summary = _Patients(
+        loss=patient_means(losses, data.patients),
+        reference_loss=None
+        if reference is None
+        else patient_means(_image_losses(reference, data), data.patients),
+        mix=patient_means(one_hot, data.patients),
+    )
+    return summary, losses
+
+
+def _concatenate(parts: list[_Patients]) -> _Patients:
+    references = [part.reference_loss for part in parts]
+    return _Patients(
+        loss=np.concatenate([part.loss for part in parts]),
+        reference_loss=None
+        if any(r is None for r in references)
+        else np.concatenate([r for r in references if r is not None]),
+        mix=np.concatenate([part.mix for part in parts]),
+    )
 
 
 def _run_epsilon(run_dir: Path) -> tuple[float | None, str]:
@@ -103,8 +215,61 @@ def _run_epsilon(run_dir: Path) -> tuple[float | None, str]:
     return epsilon, unit
 
 
-def audit_run(run_dir: Path) -> AuditResult:
-    """Attack ``run_dir``'s global model (a `medfed-sim run` folder) at the patient level."""
+def _reference_model(job: FederationJob, reference: Path | None) -> _Model | None:
+    """The calibrated attack's reference: ``reference``, else the job's initial weights."""
+    if reference is not None:
+        model_section = job.model.model_copy(
+            update={"initial_weights": str(reference.expanduser().resolve())}
+        )
+        job = job.model_copy(update={"model": model_section})
+    if not job.model.initial_weights:
+        return None
+    try:
+        state = initial_state(job)
+    except ConfigError as error:
+        source = "--reference" if reference is not None else f"{JOB_FILE} model.initial_weights"
+        raise ConfigError(source, error.reason) from None
+    if state is None:  # not reached: initial_weights is set
+        return None
+    model = build_model(
+        job.model, job.in_channels, job.num_classes, job.spatial_shape, job.privacy.enabled
+    )
+    model.load_state_dict(state)
+    return _Model(model, job.model.initial_weights)
+
+
+def _attacks(members: _Patients, non_members: _Patients) -> tuple[AttackResult, ...]:
+    scores = {LOSS_ATTACK: (-members.loss, -non_members.loss)}
+    if members.reference_loss is not None and non_members.reference_loss is not None:
+        scores[CALIBRATED_ATTACK] = (
+            members.reference_loss - members.loss,
+            non_members.reference_loss - non_members.loss,
+        )
+    member_weights, non_member_weights = composition_weights(
+        *composition_strata(members.mix, non_members.mix)
+    )
+    results = []
+    for attack, (member_scores, non_member_scores) in scores.items():
+        results.append(
+            AttackResult(attack, ALL_PATIENTS, attack_figures(member_scores, non_member_scores))
+        )
+        if member_weights.any() and non_member_weights.any():
+            matched = attack_figures(
+                member_scores, non_member_scores, member_weights, non_member_weights
+            )
+            results.append(AttackResult(attack, COMPOSITION_MATCHED, matched))
+    return tuple(results)
+
+
+def audit_run(run_dir: Path, reference: Path | None = None) -> AuditResult:
+    """Attack ``run_dir``'s global model (a `medfed-sim run` folder) at the patient level.
+
+    Args:
+        run_dir: The run folder.
+        reference: A checkpoint of the job's network that never saw the hospitals' patients,
+            for the calibrated attack. Default: the job's initial weights; neither: the
+            calibrated attack is not run.
+    """
     for needed in (JOB_FILE, SETTINGS_FILE, CHECKPOINT_NAME):
         if not (run_dir / needed).is_file():
             raise ConfigError(str(run_dir), f"no {needed}: not a finished medfed-sim run folder")
@@ -115,34 +280,38 @@ def audit_run(run_dir: Path) -> AuditResult:
         (run_dir / SETTINGS_FILE).read_text(encoding="utf-8")
     )
     size = job.spatial_shape
-    model = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
-    model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_NAME)["state_dict"])
-    member_scores, member_losses = [], []
+    network = build_model(job.model, job.in_channels, job.num_classes, size, job.privacy.enabled)
+    network.load_state_dict(load_checkpoint(run_dir / CHECKPOINT_NAME)["state_dict"])
+    model = _Model(network, str(run_dir / CHECKPOINT_NAME))
+    reference_model = _reference_model(job, reference)
+    reference_path = reference_model.source if reference_model is not None else None
+    member_parts, member_losses = [], []
     for site_file in sorted((run_dir / "sites").glob(f"site-*/{SITE_DATA_FILE}")):
-        train = load_dataset(site_file).train
-        losses = _image_losses(model, train)
+        part, losses = _patients(
+            load_dataset(site_file).train, model, reference_model, job.num_classes
+        )
+        member_parts.append(part)
         member_losses.append(losses)
-        member_scores.append(patient_scores(losses, train.patients))
-    if not member_scores:
+    if not member_parts:
         raise ConfigError(str(run_dir), "no sites/site-*/data.npz: the members are unknown")
     test = load_dataset(settings.data, image_size=job.image_size, seed=job.seed).test
-    test_losses = _image_losses(model, test)
-    non_member = patient_scores(test_losses, test.patients)
-    members = np.concatenate(member_scores)
-    if len(non_member) < 2 or len(members) < 2:
+    non_members, test_losses = _patients(test, model, reference_model, job.num_classes)
+    members = _concatenate(member_parts)
+    if len(non_members.loss) < 2 or len(members.loss) < 2:
         raise ConfigError(str(run_dir), "too few patients on one side to audit")
-    labels = np.concatenate([np.ones(len(members)), np.zeros(len(non_member))])
-    scores = np.concatenate([members, non_member])
     epsilon, unit = _run_epsilon(run_dir)
+    logger.info("audited %s against reference %s", run_dir, reference_path)
     return AuditResult(
         run_dir=str(run_dir),
         dp=job.privacy.enabled,
         epsilon=epsilon if job.privacy.enabled else None,
         unit=unit if job.privacy.enabled else "none",
-        members=len(members),
-        non_members=len(non_member),
-        attack_auc=float(roc_auc_score(labels, scores)),
-        tpr_at_1pct_fpr=_tpr_at(labels, scores, LOW_FPR),
+        members=len(members.loss),
+        non_members=len(non_members.loss),
         member_loss=float(np.concatenate(member_losses).mean()),
         non_member_loss=float(test_losses.mean()),
+        member_mix=tuple(float(share) for share in members.mix.mean(axis=0)),
+        non_member_mix=tuple(float(share) for share in non_members.mix.mean(axis=0)),
+        reference=reference_path,
+        attacks=_attacks(members, non_members),
     )

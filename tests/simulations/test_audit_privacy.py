@@ -1,4 +1,4 @@
-"""`medfed-sim audit-privacy`: the patient-level loss attack tells memorised patients apart."""
+"""`medfed-sim audit-privacy`: the attacks expose memorised patients, not a class mix."""
 
 import json
 import os
@@ -14,31 +14,75 @@ import torch
 from common.checkpoint import save_checkpoint
 from common.data.arrays import ImageArrays
 from common.data.npz_writer import write_npz
+from common.errors import ConfigError
 from common.federation_job import FederationJob
 from common.models import build_model
-from simulations.membership_inference import audit_run, patient_scores
+from simulations.membership_inference import (
+    ALL_PATIENTS,
+    CALIBRATED_ATTACK,
+    COMPOSITION_MATCHED,
+    LOSS_ATTACK,
+    audit_run,
+    patient_means,
+    patient_scores,
+)
 from simulations.simulation_settings import SimulationSettings
 
 MEDFED_SIM = [sys.executable, "-c", "from simulations.cli import app; app()"]
 SIZE = 16
+SLICES = 6
 
 
-def _patients(rng: np.random.Generator, count: int, first: int) -> ImageArrays:
-    """``count`` patients of 4 noise images each, with random labels (learnable only by heart)."""
-    n = 4 * count
+def _patients(rng: np.random.Generator, count: int, first: int, lesion: float) -> ImageArrays:
+    """``count`` patients of 6 noise images; each image is class 1 with probability ``lesion``.
+
+    Noise carries no class: only a model that saw an image's label can know it.
+    """
+    n = SLICES * count
     return ImageArrays(
         images=rng.random((n, 1, SIZE, SIZE), dtype=np.float32),
-        labels=rng.integers(0, 2, n).astype(np.int64),
-        patients=np.repeat(np.arange(first, first + count), 4).astype(np.int64),
+        labels=(rng.random(n) < lesion).astype(np.int64),
+        patients=np.repeat(np.arange(first, first + count), SLICES).astype(np.int64),
     )
 
 
-def _run_folder(run_dir: Path, memorise: bool) -> Path:
-    """A finished run's files: job, settings, 2 sites' training patients, test set, model."""
-    rng = np.random.default_rng(0)
-    job = FederationJob.model_validate({"image_size": SIZE, "privacy": {"enabled": False}})
-    sites = [_patients(rng, 10, 0), _patients(rng, 10, 100)]
-    test = _patients(rng, 16, 200)
+def _job(initial_weights: Path | None) -> FederationJob:
+    model = {"initial_weights": str(initial_weights)} if initial_weights else {}
+    return FederationJob.model_validate(
+        {"image_size": SIZE, "privacy": {"enabled": False}, "model": model}
+    )
+
+
+def _untrained() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(_job(None).model, 1, 2, (SIZE, SIZE), dp_enabled=False)
+
+
+def _train(model: torch.nn.Module, data: ImageArrays, steps: int) -> torch.nn.Module:
+    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+    return model
+
+
+def _run_folder(
+    run_dir: Path,
+    sites: list[ImageArrays],
+    test: ImageArrays,
+    model: torch.nn.Module,
+    initial: torch.nn.Module | None,
+) -> Path:
+    """A finished run's files: job, settings, the sites' training patients, test set, model.
+
+    ``initial`` is saved as the job's initial weights (the calibrated attack's reference).
+    """
+    weights = run_dir / "initial.pt" if initial is not None else None
+    job = _job(weights)
+    if initial is not None and weights is not None:
+        save_checkpoint(weights, initial.state_dict(), job, 0)
     empty = test.subset(np.arange(0))
     data = write_npz(run_dir / "data.npz", {"train": sites[0], "val": empty, "test": test},
                      ("a", "b"))  # fmt: skip
@@ -46,53 +90,131 @@ def _run_folder(run_dir: Path, memorise: bool) -> Path:
         write_npz(run_dir / "sites" / f"site-{k}" / "data.npz",
                   {"train": train, "val": empty, "test": empty}, ("a", "b"))  # fmt: skip
     (run_dir / "job.toml").write_text(tomli_w.dumps(job.to_nested()))
-    settings = SimulationSettings(data=data, sites=2)
+    settings = SimulationSettings(data=data, sites=len(sites))
     (run_dir / "simulation.json").write_text(settings.model_dump_json())
-    torch.manual_seed(0)
-    model = build_model(job.model, 1, 2, (SIZE, SIZE), dp_enabled=False)
-    if memorise:  # overfit the members' random labels: their loss drops, the others' does not
-        members = ImageArrays.concatenate(sites)
-        images, labels = torch.from_numpy(members.images), torch.from_numpy(members.labels)
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        for _ in range(150):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(images), labels).backward()
-            optimizer.step()
     save_checkpoint(run_dir / "global_model.pt", model.state_dict(), job, 1)
     return run_dir
+
+
+def _memorised(run_dir: Path, with_initial_weights: bool = True) -> Path:
+    """Members' random labels learnt by heart from the initial weights."""
+    rng = np.random.default_rng(0)
+    sites = [_patients(rng, 10, 0, 0.5), _patients(rng, 10, 100, 0.5)]
+    test = _patients(rng, 20, 200, 0.5)
+    initial = _untrained()
+    model = _train(_untrained(), ImageArrays.concatenate(sites), steps=150)
+    return _run_folder(run_dir, sites, test, model, initial if with_initial_weights else None)
+
+
+def _class_biased(run_dir: Path) -> Path:
+    """A model that never saw a member but learnt that most images are class 0.
+
+    Members are mostly lesion-free patients, non-members mostly not: a loss that is lower on
+    class 0 tells them apart without any membership.
+    """
+    rng = np.random.default_rng(1)
+    sites = [_patients(rng, 60, 0, 0.25), _patients(rng, 60, 100, 0.25)]
+    test = _patients(rng, 120, 200, 0.55)
+    other_data = _patients(rng, 40, 1000, 0.1)  # public data: not the hospitals'
+    model = _train(_untrained(), other_data, steps=40)
+    return _run_folder(run_dir, sites, test, model, _untrained())
 
 
 def test_patient_score_is_minus_the_mean_loss_of_its_images() -> None:
     scores = patient_scores(np.array([1.0, 3.0, 0.5]), np.array([4, 4, 9]))
     assert scores.tolist() == [-2.0, -0.5]
     assert patient_scores(np.array([1.0, 2.0]), None).tolist() == [-1.0, -2.0]
+    one_hot = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert patient_means(one_hot, np.array([4, 4, 9])).tolist() == [[0.5, 0.5], [0.0, 1.0]]
 
 
-def test_a_memorising_model_is_exposed_and_an_untrained_one_is_not(tmp_path: Path) -> None:
-    exposed = audit_run(_run_folder(tmp_path / "overfit", memorise=True))
-    assert (exposed.members, exposed.non_members) == (20, 16)
-    assert exposed.attack_auc > 0.9 and exposed.tpr_at_1pct_fpr > 0.3
-    assert exposed.member_loss < exposed.non_member_loss
-    untrained = audit_run(_run_folder(tmp_path / "untrained", memorise=False))
-    assert abs(untrained.attack_auc - 0.5) < 0.25
+def test_a_memorising_model_is_exposed_by_every_attack(tmp_path: Path) -> None:
+    audit = audit_run(_memorised(tmp_path / "overfit"))
+    assert (audit.members, audit.non_members) == (20, 20)
+    assert audit.member_loss < audit.non_member_loss
+    assert audit.reference == str(tmp_path / "overfit" / "initial.pt")
+    for attack in (LOSS_ATTACK, CALIBRATED_ATTACK):
+        for evaluation in (ALL_PATIENTS, COMPOSITION_MATCHED):
+            figures = audit.attack(attack, evaluation)
+            assert figures.auc > 0.9 and figures.tpr_at_low_fpr > 0.3, (attack, evaluation)
+            assert figures.auc - 0.5 > 3 * figures.standard_error
+    assert audit.attack(CALIBRATED_ATTACK).members == 20
+
+
+def test_a_class_bias_is_not_taken_for_membership_once_matched(tmp_path: Path) -> None:
+    """The plain loss attack scores the class mix; the matched evaluations score about 0.5."""
+    audit = audit_run(_class_biased(tmp_path / "biased"))
+    assert audit.member_mix[1] < 0.35 < 0.45 < audit.non_member_mix[1]  # lesion shares
+    assert audit.attack(LOSS_ATTACK).auc > 0.75
+    # The reference (the untrained start) has no class bias: calibration alone keeps it.
+    assert audit.attack(CALIBRATED_ATTACK).auc > 0.75
+    for attack in (LOSS_ATTACK, CALIBRATED_ATTACK):
+        matched = audit.attack(attack, COMPOSITION_MATCHED)
+        assert abs(matched.auc - 0.5) < 2 * matched.standard_error, attack
+        assert matched.standard_error < 0.1
+        assert matched.non_members < audit.non_members  # mixes no member has are left out
+
+
+def test_without_a_reference_only_the_loss_attack_runs(tmp_path: Path) -> None:
+    run = _memorised(tmp_path / "run", with_initial_weights=False)
+    audit = audit_run(run)
+    assert audit.reference is None
+    assert {a.attack for a in audit.attacks} == {LOSS_ATTACK}
+    with pytest.raises(KeyError):
+        audit.attack(CALIBRATED_ATTACK)
+    # a reference given for the run: the calibrated attack runs against it
+    save_checkpoint(tmp_path / "ref.pt", _untrained().state_dict(), _job(None), 0)
+    calibrated = audit_run(run, reference=tmp_path / "ref.pt").attack(CALIBRATED_ATTACK)
+    assert calibrated.auc > 0.9
+
+
+def test_a_diverged_model_is_refused_by_name(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    model = _untrained()
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    run = _run_folder(tmp_path / "run", [_patients(rng, 3, 0, 0.5)], _patients(rng, 3, 9, 0.5),
+                      model, initial=None)  # fmt: skip
+    with pytest.raises(ConfigError, match="not finite on 18 of 18 images") as refused:
+        audit_run(run)
+    assert refused.value.source == str(run / "global_model.pt")
+
+
+def _medfed_sim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MEDFED_SIM, "audit-privacy", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("output", ["text", "json"])
-def test_the_command_reports_each_run(tmp_path: Path, output: str) -> None:
-    run = _run_folder(tmp_path / "run", memorise=False)
-    result = subprocess.run(
-        [*MEDFED_SIM, "audit-privacy", str(run), str(tmp_path / "nowhere"), "--format", output],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
-    assert result.returncode == 2, result.stderr  # the second folder is not a run: named
-    assert "nowhere" in result.stderr
-    result = subprocess.run(
-        [*MEDFED_SIM, "audit-privacy", str(run), "--format", output],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+def test_the_command_reports_each_attack_of_each_run(tmp_path: Path, output: str) -> None:
+    run = _memorised(tmp_path / "run")
+    if output == "text":  # the second folder is not a run: named
+        result = _medfed_sim(str(run), str(tmp_path / "nowhere"))
+        assert result.returncode == 2 and "nowhere" in result.stderr, result.stderr
+    else:  # a reference that is not there: named, with the option
+        result = _medfed_sim(
+            str(run), "--reference", str(tmp_path / "missing.pt"), "--format", output
+        )
+        assert result.returncode == 2, result.stderr
+        message = json.loads(result.stdout)["error"]["message"]
+        assert "--reference" in message and "missing.pt" in message
+    result = _medfed_sim(str(run), "--format", output)
     assert result.returncode == 0, result.stderr
     if output == "json":
         (row,) = json.loads(result.stdout)["runs"]
         assert row["members"] == 20 and row["dp"] is False
+        attacks = {(a["attack"], a["evaluation"]): a for a in row["attacks"]}
+        assert set(attacks) == {
+            (attack, evaluation)
+            for attack in (LOSS_ATTACK, CALIBRATED_ATTACK)
+            for evaluation in (ALL_PATIENTS, COMPOSITION_MATCHED)
+        }
+        assert {"auc", "standard_error", "tpr_at_low_fpr", "non_members"} <= set(
+            attacks[(CALIBRATED_ATTACK, ALL_PATIENTS)]
+        )
     else:
-        assert "| 20 / 16 |" in result.stdout
+        assert "| calibrated | all | 20 / 20 (20) |" in result.stdout
+        assert result.stdout.count("| run | no | - |") == 4  # 2 attacks x 2 evaluations
+        assert f"reference {run / 'initial.pt'}" in result.stdout
