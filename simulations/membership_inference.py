@@ -1,7 +1,10 @@
 """Membership-inference audit of a simulated run's global model, per patient, with a control.
 
 Members are the patients of the simulated sites' training splits; non-members the patients of
-the held-out test split, which no site trained on. Two attack scores per patient:
+the held-out test split, which no site trained on, or every patient of other data given for
+them (e.g. fresh patients of the same hospitals' scanners: enough of them to resolve an AUC of
+0.55 from 0.5), refused when it shares an image with the members or was prepared differently.
+Two attack scores per patient:
 
 - ``loss``: minus the mean cross-entropy over the patient's images (Yeom et al., "Privacy Risk
   in Machine Learning", CSF 2018, arXiv:1709.01604): a member is guessed when its loss is low.
@@ -20,9 +23,10 @@ then separates them without any membership. The audit reports ROC-AUC (0.5: a co
 Hanley-McNeil standard error and the TPR at 1% FPR (Carlini et al. 2022).
 """
 
+import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +34,7 @@ import torch
 
 from common import message_keys as keys
 from common.checkpoint import load_checkpoint
-from common.data.arrays import ImageArrays
+from common.data.arrays import DatasetSplits, ImageArrays
 from common.data.loading import load_dataset
 from common.errors import ConfigError
 from common.federation_job import FederationJob, load_federation_job
@@ -97,6 +101,8 @@ class AuditResult:
     non_member_mix: tuple[float, ...]
     #: The checkpoint of the calibrated attack's reference model; None: no calibrated attack.
     reference: str | None
+    #: Where the non-members came from: the run's test split, or data given for them.
+    non_member_source: str
     attacks: tuple[AttackResult, ...]
 
     def to_dict(self) -> dict[str, object]:
@@ -261,7 +267,60 @@ def _attacks(members: _Patients, non_members: _Patients) -> tuple[AttackResult, 
     return tuple(results)
 
 
-def audit_run(run_dir: Path, reference: Path | None = None) -> AuditResult:
+def _image_digests(data: ImageArrays) -> list[bytes]:
+    return [
+        hashlib.blake2b(np.ascontiguousarray(image).tobytes()).digest() for image in data.images
+    ]
+
+
+def _every_patient(splits: DatasetSplits) -> ImageArrays:
+    """Train, validation and test patients of ``splits`` together (ids stay distinct)."""
+    parts = [splits.train, splits.val, splits.test]
+    if any(part.patients is None for part in parts):
+        parts = [replace(part, patients=None) for part in parts]
+    return ImageArrays.concatenate(parts)
+
+
+def _given_non_members(path: Path, job: FederationJob, members: list[DatasetSplits]) -> ImageArrays:
+    """Every patient of ``path``, refused (naming it) unless it can stand for non-members.
+
+    Refused when it is prepared differently from the members (preprocessing contract, classes,
+    image shape) or holds any image of a member's: then it is not data no site trained on.
+    """
+    source = str(path)
+    splits = load_dataset(path, image_size=job.image_size, seed=job.seed)
+    data = _every_patient(splits)
+    first = members[0]
+    if splits.class_names != first.class_names:
+        raise ConfigError(
+            source, f"classes {splits.class_names} differ from the run's {first.class_names}"
+        )
+    if data.images.shape[1:] != first.train.images.shape[1:]:
+        raise ConfigError(
+            source,
+            f"images of shape {data.images.shape[1:]} differ from the members' "
+            f"{first.train.images.shape[1:]}",
+        )
+    if first.preprocessing is not None:
+        differences = first.preprocessing.differences(splits.preprocessing)
+        if differences:
+            raise ConfigError(source, "prepared unlike the members: " + "; ".join(differences[:3]))
+    member_digests = {d for part in members for d in _image_digests(part.train)}
+    shared = sum(digest in member_digests for digest in _image_digests(data))
+    if shared:
+        raise ConfigError(
+            source,
+            f"{shared} of its {len(data)} images are members' training images: non-members "
+            "must be patients no site trained on",
+        )
+    if data.patients is None:
+        logger.warning("%s does not know its patients: each image is one non-member", path)
+    return data
+
+
+def audit_run(
+    run_dir: Path, reference: Path | None = None, non_members: Path | None = None
+) -> AuditResult:
     """Attack ``run_dir``'s global model (a `medfed-sim run` folder) at the patient level.
 
     Args:
@@ -269,6 +328,9 @@ def audit_run(run_dir: Path, reference: Path | None = None) -> AuditResult:
         reference: A checkpoint of the job's network that never saw the hospitals' patients,
             for the calibrated attack. Default: the job's initial weights; neither: the
             calibrated attack is not run.
+        non_members: Data of patients no site trained on (a cache folder, several site caches
+            or an .npz prepared like the run's data), every split of it. Default: the test
+            split of the run's data.
     """
     for needed in (JOB_FILE, SETTINGS_FILE, CHECKPOINT_NAME):
         if not (run_dir / needed).is_file():
@@ -285,19 +347,28 @@ def audit_run(run_dir: Path, reference: Path | None = None) -> AuditResult:
     model = _Model(network, str(run_dir / CHECKPOINT_NAME))
     reference_model = _reference_model(job, reference)
     reference_path = reference_model.source if reference_model is not None else None
+    site_data = [
+        load_dataset(site_file)
+        for site_file in sorted((run_dir / "sites").glob(f"site-*/{SITE_DATA_FILE}"))
+    ]
+    if not site_data:
+        raise ConfigError(str(run_dir), "no sites/site-*/data.npz: the members are unknown")
+    if non_members is None:
+        outside = load_dataset(settings.data, image_size=job.image_size, seed=job.seed).test
+        source = f"test split of {settings.data}"
+    else:
+        outside = _given_non_members(non_members.expanduser().resolve(), job, site_data)
+        source = f"every patient of {non_members.expanduser().resolve()}"
     member_parts, member_losses = [], []
-    for site_file in sorted((run_dir / "sites").glob(f"site-*/{SITE_DATA_FILE}")):
-        part, losses = _patients(
-            load_dataset(site_file).train, model, reference_model, job.num_classes
-        )
+    for site in site_data:
+        part, losses = _patients(site.train, model, reference_model, job.num_classes)
         member_parts.append(part)
         member_losses.append(losses)
-    if not member_parts:
-        raise ConfigError(str(run_dir), "no sites/site-*/data.npz: the members are unknown")
-    test = load_dataset(settings.data, image_size=job.image_size, seed=job.seed).test
-    non_members, test_losses = _patients(test, model, reference_model, job.num_classes)
+    non_member_patients, outside_losses = _patients(
+        outside, model, reference_model, job.num_classes
+    )
     members = _concatenate(member_parts)
-    if len(non_members.loss) < 2 or len(members.loss) < 2:
+    if len(non_member_patients.loss) < 2 or len(members.loss) < 2:
         raise ConfigError(str(run_dir), "too few patients on one side to audit")
     epsilon, unit = _run_epsilon(run_dir)
     logger.info("audited %s against reference %s", run_dir, reference_path)
@@ -307,11 +378,12 @@ def audit_run(run_dir: Path, reference: Path | None = None) -> AuditResult:
         epsilon=epsilon if job.privacy.enabled else None,
         unit=unit if job.privacy.enabled else "none",
         members=len(members.loss),
-        non_members=len(non_members.loss),
+        non_members=len(non_member_patients.loss),
         member_loss=float(np.concatenate(member_losses).mean()),
-        non_member_loss=float(test_losses.mean()),
+        non_member_loss=float(outside_losses.mean()),
         member_mix=tuple(float(share) for share in members.mix.mean(axis=0)),
-        non_member_mix=tuple(float(share) for share in non_members.mix.mean(axis=0)),
+        non_member_mix=tuple(float(share) for share in non_member_patients.mix.mean(axis=0)),
         reference=reference_path,
-        attacks=_attacks(members, non_members),
+        non_member_source=source,
+        attacks=_attacks(members, non_member_patients),
     )

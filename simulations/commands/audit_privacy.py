@@ -44,21 +44,33 @@ def audit_privacy(
             "either gets the loss attack only.",
         ),
     ] = None,
+    non_members: Annotated[
+        Path | None,
+        typer.Option(
+            "--non-members",
+            help="Data of patients no site trained on, prepared like the run's data (a cache "
+            "folder, a folder of site caches or an .npz; e.g. fresh patients of the same "
+            "hospitals): every split of it is the non-members of every run. Refused when it "
+            "shares an image with the members or was prepared differently. Default: each "
+            "run's test split.",
+        ),
+    ] = None,
     output: FormatOption = OutputFormat.TEXT,
 ) -> None:
     """Attack each run's global model: were these patients in the sites' training data?
 
     Members are the simulated sites' training patients, non-members the held-out test
-    patients. Two scores per patient: `loss` (minus the mean loss over their images) and
-    `calibrated` (the reference model's mean loss minus the run's: difficulty calibration,
-    Watson et al. ICLR 2022), each on all patients and class-mix matched (non-members
-    reweighted to the members' mix of classes, so a model that never saw the members scores
-    about 0.5). Reports ROC-AUC (0.5 = guessing), its Hanley-McNeil standard error, and TPR at
-    1% FPR; members / non-members (effective non-members) are the patients compared.
+    patients or every patient of --non-members. Two scores per patient: `loss` (minus the
+    mean loss over their images) and `calibrated` (the reference model's mean loss minus the
+    run's: difficulty calibration, Watson et al. ICLR 2022), each on all patients and
+    class-mix matched (non-members reweighted to the members' mix of classes, so a model
+    that never saw the members scores about 0.5). Reports ROC-AUC (0.5 = guessing), its
+    Hanley-McNeil standard error, and TPR at 1% FPR; members / non-members (effective
+    non-members) are the patients compared.
     """
     configure_logging(False)
     with user_errors(output):
-        results = [audit_run(run_dir.resolve(), reference) for run_dir in run_dirs]
+        results = [audit_run(run_dir.resolve(), reference, non_members) for run_dir in run_dirs]
     if output is OutputFormat.JSON:
         emit_json({"unit": "patient", "low_fpr": LOW_FPR,
                    "runs": [r.to_dict() for r in results]})  # fmt: skip
@@ -76,5 +88,6 @@ def audit_privacy(
         typer.echo(
             f"{Path(result.run_dir).name}: share of images per class, members "
             f"{_shares(result.member_mix)}, non-members {_shares(result.non_member_mix)}; "
-            f"reference {result.reference or '- (no calibrated attack)'}"
+            f"reference {result.reference or '- (no calibrated attack)'}; "
+            f"non-members: {result.non_member_source}"
         )

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 
 from common.checkpoint import save_checkpoint
 from common.data.arrays import ImageArrays
+from common.data.loading import load_dataset
 from common.data.npz_writer import write_npz
 from common.errors import ConfigError
 from common.federation_job import FederationJob
@@ -218,3 +220,50 @@ def test_the_command_reports_each_attack_of_each_run(tmp_path: Path, output: str
         assert "| calibrated | all | 20 / 20 (20) |" in result.stdout
         assert result.stdout.count("| run | no | - |") == 4  # 2 attacks x 2 evaluations
         assert f"reference {run / 'initial.pt'}" in result.stdout
+
+
+def _non_member_data(path: Path, parts: list[ImageArrays]) -> Path:
+    """``parts`` as the train, val and test splits of an .npz given for the non-members."""
+    splits = dict(zip(("train", "val", "test"), parts, strict=True))
+    return write_npz(path, splits, ("a", "b"))
+
+
+def test_given_non_members_replace_the_test_split_with_every_patient(tmp_path: Path) -> None:
+    run = _memorised(tmp_path / "run")
+    rng = np.random.default_rng(5)
+    fresh = [_patients(rng, 15, 0, 0.5), _patients(rng, 10, 50, 0.5), _patients(rng, 5, 90, 0.5)]
+    given = _non_member_data(tmp_path / "fresh.npz", fresh)
+    audit = audit_run(run, non_members=given)
+    assert (audit.members, audit.non_members) == (20, 30)  # every split's patients
+    assert audit.non_member_source == f"every patient of {given}"
+    assert audit.attack(LOSS_ATTACK).auc > 0.9  # memorised members still stand out
+    assert audit_run(run).non_member_source.startswith("test split of ")
+
+
+def test_non_members_sharing_an_image_with_the_members_are_refused(tmp_path: Path) -> None:
+    run = _memorised(tmp_path / "run")
+    rng = np.random.default_rng(6)
+    members = load_dataset(run / "sites" / "site-1" / "data.npz").train
+    one_member = members.subset(np.flatnonzero(members.patients == members.patients[0]))
+    mixed = _non_member_data(
+        tmp_path / "mixed.npz", [_patients(rng, 4, 0, 0.5), one_member, _patients(rng, 2, 9, 0.5)]
+    )
+    with pytest.raises(ConfigError, match=f"{SLICES} of its {7 * SLICES} images are members'"):
+        audit_run(run, non_members=mixed)
+    other = _patients(rng, 3, 0, 0.5)
+    wider = replace(other, images=np.zeros((len(other), 1, SIZE, SIZE + 2), dtype=np.float32))
+    with pytest.raises(ConfigError, match="differ from the members'") as refused:
+        audit_run(run, non_members=_non_member_data(tmp_path / "wide.npz", [wider] * 3))
+    assert refused.value.source == str(tmp_path / "wide.npz")
+
+
+def test_the_command_names_where_the_non_members_came_from(tmp_path: Path) -> None:
+    run = _memorised(tmp_path / "run")
+    rng = np.random.default_rng(7)
+    given = _non_member_data(tmp_path / "fresh.npz", [_patients(rng, 4, 0, 0.5)] * 3)
+    result = _medfed_sim(str(run), "--non-members", str(given))
+    assert result.returncode == 0, result.stderr
+    assert f"non-members: every patient of {given}" in result.stdout
+    assert "| loss | all | 20 / 12 (12) |" in result.stdout
+    refused = _medfed_sim(str(run), "--non-members", str(run / "sites" / "site-0" / "data.npz"))
+    assert refused.returncode == 2 and "members' training images" in refused.stderr
