@@ -244,6 +244,7 @@ def test_non_members_sharing_an_image_with_the_members_are_refused(tmp_path: Pat
     run = _memorised(tmp_path / "run")
     rng = np.random.default_rng(6)
     members = load_dataset(run / "sites" / "site-1" / "data.npz").train
+    assert members.patients is not None
     one_member = members.subset(np.flatnonzero(members.patients == members.patients[0]))
     mixed = _non_member_data(
         tmp_path / "mixed.npz", [_patients(rng, 4, 0, 0.5), one_member, _patients(rng, 2, 9, 0.5)]
