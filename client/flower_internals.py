@@ -9,11 +9,9 @@ or patched from here, and tests/test_flower_contract.py fails loudly when a Flow
 moves or changes them.
 """
 
-import math
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -34,7 +32,6 @@ __all__ = [
     "FLOWER_REPLY_CHECK_S",
     "RECORD_KEY_CONFIGS",
     "RECORD_KEY_STATE",
-    "SupernodeWaits",
     "Key",
     "bytes_to_ndarray",
     "ndarray_to_bytes",
@@ -61,46 +58,14 @@ FLOWER_IDLE_PULL_S = 3
 FLOWER_REPLY_CHECK_S = 0.5
 
 
-@dataclass(frozen=True)
-class SupernodeWaits:
-    """How long the site's SuperNode waits, each at most Flower's fixed wait."""
-
-    #: After a pull that found no message, when the site has been idle.
-    idle_pull_s: float
-    #: Between two checks for the ClientApp's reply to a message.
-    reply_check_s: float
-    #: After a pull that found no message within ``follow_up_window_s`` of handling one: a
-    #: round's next message (a SecAgg+ stage, the evaluation) is due.
-    follow_up_pull_s: float
-    follow_up_window_s: float
-
-    def __post_init__(self) -> None:
-        pulls = (self.idle_pull_s, self.follow_up_pull_s)
-        if not (
-            all(0 < wait <= FLOWER_IDLE_PULL_S for wait in pulls)
-            and 0 < self.reply_check_s <= FLOWER_REPLY_CHECK_S
-            and self.follow_up_window_s >= 0
-        ):
-            raise ValueError(f"{self} must be positive and not longer than Flower's waits")
-
-
 class _ShortenedWaits:
     """``time`` as the SuperNode loop sees it: its two fixed waits replaced, the rest unchanged."""
 
-    def __init__(self, waits: SupernodeWaits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, waits: dict[float, float]) -> None:
         self._waits = waits
-        self._clock = clock
-        self._handled_at = -math.inf  # when the node last waited on a message it handles
 
     def sleep(self, seconds: float) -> None:
-        if seconds == FLOWER_REPLY_CHECK_S:  # a message is being handled
-            self._handled_at = self._clock()
-            time.sleep(self._waits.reply_check_s)
-        elif seconds == FLOWER_IDLE_PULL_S:
-            recent = self._clock() - self._handled_at < self._waits.follow_up_window_s
-            time.sleep(self._waits.follow_up_pull_s if recent else self._waits.idle_pull_s)
-        else:
-            time.sleep(seconds)
+        time.sleep(self._waits.get(seconds, seconds))
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)
@@ -113,15 +78,17 @@ def supernode_loop() -> ModuleType:
     return start_client_internal
 
 
-def shorten_supernode_waits(
-    waits: SupernodeWaits, clock: Callable[[], float] = time.monotonic
-) -> None:
-    """Make this process's SuperNode wait ``waits`` instead of Flower's 3 s and 0.5 s.
+def shorten_supernode_waits(idle_pull_s: float, reply_check_s: float) -> None:
+    """Shorten this process's SuperNode waits: idle pulls and reply checks.
 
-    Each stage of a round waits for the slowest site's next pull: SecAgg+ has four stages,
-    so a site that has just answered a message asks for the next one sooner.
+    It polls every ``idle_pull_s`` when idle (not 3 s) and checks for a ClientApp's reply
+    every ``reply_check_s`` (not 0.5 s). Each stage of a round waits for the slowest site's
+    next pull: SecAgg+ has four stages.
     """
-    supernode_loop().time = _ShortenedWaits(waits, clock)  # type: ignore[attr-defined]
+    if not (0 < idle_pull_s <= FLOWER_IDLE_PULL_S and 0 < reply_check_s <= FLOWER_REPLY_CHECK_S):
+        raise ValueError(f"waits {idle_pull_s} s / {reply_check_s} s must be positive, not longer")
+    waits = {FLOWER_IDLE_PULL_S: idle_pull_s, FLOWER_REPLY_CHECK_S: reply_check_s}
+    supernode_loop().time = _ShortenedWaits(waits)  # type: ignore[attr-defined]
 
 
 class _RedirectedLaunch:

@@ -9,27 +9,22 @@ import sys
 
 from flwr.supernode.cli import flower_supernode
 
-from client.flower_internals import (
-    SupernodeWaits,
-    redirect_superexec_launch,
-    shorten_supernode_waits,
-)
+from client.flower_internals import redirect_superexec_launch, shorten_supernode_waits
 
-__all__ = ["SUPEREXEC_LAUNCH", "WAITS", "main"]
+__all__ = ["IDLE_PULL_S", "REPLY_CHECK_S", "SUPEREXEC_LAUNCH", "main"]
 
-#: An idle site asks the coordinator for work every second (1 request a second through the
-#: Fleet gateway, whose per-site limit is 50); for 10 s after handling a message, when a
-#: round's next message is due, every 0.25 s. It checks for its ClientApp's reply every 0.1 s.
-WAITS = SupernodeWaits(
-    idle_pull_s=1.0, reply_check_s=0.1, follow_up_pull_s=0.25, follow_up_window_s=10.0
-)
+#: A site with no message asks the coordinator again after this many seconds (1 request a
+#: second through the Fleet gateway, whose per-site limit is 50).
+IDLE_PULL_S = 1.0
+#: The SuperNode checks this often whether the ClientApp has answered a message.
+REPLY_CHECK_S = 0.1
 #: The SuperExec the SuperNode starts, given flower-superexec's arguments.
 SUPEREXEC_LAUNCH = (sys.executable, "-m", "client.site_superexec")
 
 
 def main() -> None:
     """Run flower-supernode with the shortened waits."""
-    shorten_supernode_waits(WAITS)
+    shorten_supernode_waits(IDLE_PULL_S, REPLY_CHECK_S)
     redirect_superexec_launch(SUPEREXEC_LAUNCH)
     sys.argv[0] = "flower-supernode"
     flower_supernode()

@@ -94,28 +94,17 @@ def test_the_supernode_waits_the_site_shortens_are_flowers_fixed_ones(
     assert source.count(f"time.sleep({flower_internals.FLOWER_IDLE_PULL_S})") == 1
     assert source.count(f"time.sleep({flower_internals.FLOWER_REPLY_CHECK_S})") == 2
     slept: list[float] = []
-    now = [100.0]
     monkeypatch.setattr(loop, "time", time)  # restored after the test
     monkeypatch.setattr(time, "sleep", slept.append)
-    flower_internals.shorten_supernode_waits(site_supernode.WAITS, clock=lambda: now[0])
-    waits = site_supernode.WAITS
-    loop.time.sleep(3)  # idle: nothing handled yet
-    loop.time.sleep(0.5)  # a message's reply awaited at t = 100
-    now[0] += waits.follow_up_window_s - 1
-    loop.time.sleep(3)  # the round's next message is due
-    now[0] += 2
-    loop.time.sleep(3)  # idle again
-    loop.time.sleep(0.2)
-    assert slept == [
-        waits.idle_pull_s,
-        waits.reply_check_s,
-        waits.follow_up_pull_s,
-        waits.idle_pull_s,
-        0.2,
-    ]
+    flower_internals.shorten_supernode_waits(
+        site_supernode.IDLE_PULL_S, site_supernode.REPLY_CHECK_S
+    )
+    for seconds in (3, 0.5, 0.2):
+        loop.time.sleep(seconds)
+    assert slept == [site_supernode.IDLE_PULL_S, site_supernode.REPLY_CHECK_S, 0.2]
     assert loop.time.monotonic is time.monotonic  # everything else is the real module
-    with pytest.raises(ValueError, match="not longer than Flower's waits"):
-        flower_internals.SupernodeWaits(5.0, 0.1, 0.25, 10.0)
+    with pytest.raises(ValueError, match="must be positive, not longer"):
+        flower_internals.shorten_supernode_waits(5.0, 0.1)
 
 
 def test_the_supernode_starts_its_superexec_by_popen_of_flowers_command(
