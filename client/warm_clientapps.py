@@ -98,7 +98,7 @@ def _run_clientapp(args: list[str], quiet: bool) -> None:
         flwr_clientapp()
         code = 0
     except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
+        code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:
         logger.exception("a warm ClientApp process failed")
     finally:
