@@ -29,6 +29,27 @@ from common.federation_job import FederationJob
 from simulations.runner import fit_job_to_data
 
 
+def add_job_options(
+    parser: argparse.ArgumentParser, *, optimizer: str, lr: float, batch: int
+) -> None:
+    """The data, split and job options :func:`job_from_args` reads, with this bench's defaults."""
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--sites", type=int, default=3)
+    parser.add_argument("--partition", default="dirichlet:0.5")
+    parser.add_argument("--weights", default="", help="initial weights (medfed-sim pretrain)")
+    parser.add_argument("--model", default="cnn")
+    parser.add_argument("--norm", default="group")
+    parser.add_argument("--trainable", default="all", help="all, last-block or head")
+    parser.add_argument("--optimizer", default=optimizer)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=2, help="local epochs per round")
+    parser.add_argument("--batch", type=int, default=batch, help="expected batch under DP")
+    parser.add_argument("--max-grad-norm", type=float, default=1.0)
+    parser.add_argument("--eps", type=float, default=8.0)
+    parser.add_argument("--no-dp", action="store_true")
+
+
 def job_from_args(args: argparse.Namespace) -> FederationJob:
     """The job this bench's options describe (shared by bench/pneumonia_dp_levers.py)."""
     return FederationJob.model_validate(
@@ -54,21 +75,7 @@ def job_from_args(args: argparse.Namespace) -> FederationJob:
 def main() -> None:
     """Parse the options, run the rounds, print one line per round."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--sites", type=int, default=3)
-    parser.add_argument("--partition", default="dirichlet:0.5")
-    parser.add_argument("--weights", default="", help="initial weights (medfed-sim pretrain)")
-    parser.add_argument("--model", default="cnn")
-    parser.add_argument("--norm", default="group")
-    parser.add_argument("--trainable", default="all")
-    parser.add_argument("--optimizer", default="adam")
-    parser.add_argument("--lr", type=float, default=0.002)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=2, help="local epochs per round")
-    parser.add_argument("--batch", type=int, default=128, help="expected batch under DP")
-    parser.add_argument("--max-grad-norm", type=float, default=1.0)
-    parser.add_argument("--eps", type=float, default=8.0)
-    parser.add_argument("--no-dp", action="store_true")
+    add_job_options(parser, optimizer="adam", lr=0.002, batch=128)
     args = parser.parse_args()
     start = time.process_time()
     job = job_from_args(args)

@@ -33,11 +33,10 @@ the process's CPU time.
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from federated_dp_sweep import job_from_args
+from federated_dp_sweep import add_job_options, job_from_args
 from pneumonia_augmentation import AUGMENTATIONS, augment, average_states, flip_average
 from torch import nn
 from torch.optim import Optimizer
@@ -191,20 +190,7 @@ def _scores(model: nn.Module, state: dict[str, torch.Tensor], test: ImageArrays)
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--sites", type=int, default=3)
-    parser.add_argument("--partition", default="dirichlet:0.5")
-    parser.add_argument("--weights", default="", help="initial weights (medfed-sim pretrain)")
-    parser.add_argument("--model", default="cnn")
-    parser.add_argument("--norm", default="group")
-    parser.add_argument("--trainable", default="all", help="all, last-block or head")
-    parser.add_argument("--optimizer", default="sgd")
-    parser.add_argument("--lr", type=float, default=0.5)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=2, help="local epochs per round")
-    parser.add_argument("--batch", type=int, default=512, help="expected batch under DP")
-    parser.add_argument("--max-grad-norm", type=float, default=1.0)
-    parser.add_argument("--eps", type=float, default=8.0)
+    add_job_options(parser, optimizer="sgd", lr=0.5, batch=512)
     parser.add_argument("--augment", default="none", choices=AUGMENTATIONS)
     parser.add_argument("--aug-mult", type=int, default=1, help="augmented copies per image")
     parser.add_argument("--ema", default="0.5,0.8", help="EMA decays, comma-separated")
@@ -212,7 +198,6 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--noise-seed", type=int, default=0, help="other sites' seeds: independent DP noise"
     )
-    parser.add_argument("--no-dp", action="store_true")
     return parser.parse_args()
 
 
