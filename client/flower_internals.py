@@ -24,6 +24,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 )
 from flwr.common.serde import recorddict_to_proto
 
+from client.warm_clientapps import cold_launch
+
 __all__ = [
     "FLOWER_CLIENTAPP_COMMAND",
     "FLOWER_IDLE_PULL_S",
@@ -112,8 +114,7 @@ def redirect_superexec_launch(launch: Sequence[str]) -> None:
     """Make this process's SuperNode start ``launch`` with Flower's SuperExec arguments."""
 
     def start(args: list[str], quiet: bool) -> None:
-        output = subprocess.DEVNULL if quiet else None
-        subprocess.Popen([*launch, *args[1:]], stdout=output, stderr=output)  # noqa: S603
+        cold_launch([*launch, *args[1:]], quiet)
 
     supernode_loop().subprocess = _RedirectedLaunch(FLOWER_SUPEREXEC_COMMAND, start)  # type: ignore[attr-defined]
 
