@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tomli_w
 
-from common.errors import MedfedError
+from common.errors import ConfigError, MedfedError
 from common.flower_processes import (
     flower_command,
     flower_environment,
@@ -25,7 +25,7 @@ from common.flower_processes import (
     wait_for_port,
 )
 
-__all__ = ["CONNECTION", "RAY_LOOPBACK_ENV", "run_on_simulation_engine"]
+__all__ = ["CONNECTION", "RAY_CPUS_ENV", "RAY_LOOPBACK_ENV", "run_on_simulation_engine"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,29 @@ class _Echo:
                 )  # fmt: skip
 
 
+#: Environment variable: how many CPUs a private Ray may use (default: every CPU this process
+#: may run on). The sites trained at a time are these CPUs over --cpus-per-site.
+RAY_CPUS_ENV = "MEDFED_SIM_CPUS"
+
+
+def _private_ray_cpus(cpus_per_site: float) -> int:
+    """The CPUs of a private Ray: :data:`RAY_CPUS_ENV`, else those this process may use."""
+    raw = os.environ.get(RAY_CPUS_ENV)
+    if raw is None:
+        cpus = len(os.sched_getaffinity(0))
+    elif not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(RAY_CPUS_ENV, f"{raw!r} is not a whole number of CPUs >= 1")
+    else:
+        cpus = int(raw)
+    if cpus_per_site > cpus:
+        raise ConfigError(
+            "--cpus-per-site",
+            f"{cpus_per_site:g} CPUs per site exceed the {cpus} of this simulation's Ray: no "
+            f"site could start (lower it, or raise {RAY_CPUS_ENV})",
+        )
+    return cpus
+
+
 def _federation_config(num_sites: int, cpus_per_site: float, ray_address: str | None) -> str:
     """Flower's simulation settings: one SuperNode per site, and the CPUs of a private Ray."""
     config = (
@@ -126,7 +149,7 @@ def _federation_config(num_sites: int, cpus_per_site: float, ray_address: str | 
         "client-resources-num-gpus=0"
     )
     if ray_address is None:  # Ray refuses resource sizes when it joins an existing cluster
-        config += f" init-args-num-cpus={os.cpu_count() or 1}"
+        config += f" init-args-num-cpus={_private_ray_cpus(cpus_per_site)}"
     return config
 
 
@@ -174,6 +197,7 @@ def run_on_simulation_engine(
     cluster (Ray's RAY_ADDRESS in its environment): the sites then run on the cluster's nodes,
     which must see ``run_dir`` at the same path and run the same medfed.
     """
+    federation_config = _federation_config(num_sites, cpus_per_site, ray_address)
     port = _free_port()
     flwr_home = run_dir / "flwr-home"
     _write_connection(flwr_home, port)
@@ -194,7 +218,7 @@ def run_on_simulation_engine(
             )
         command = [
             flower_command("flwr"), "run", str(app_dir), CONNECTION, "--stream",
-            "--federation-config", _federation_config(num_sites, cpus_per_site, ray_address),
+            "--federation-config", federation_config,
         ]  # fmt: skip
         echo = _Echo(verbose)
         code = stream_to_log(

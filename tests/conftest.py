@@ -11,18 +11,27 @@ queued behind a long one costs less than a long one queued behind another.
 Every Flower SuperExec the suite starts (under a SuperLink or a SuperNode) polls for its next
 task every :data:`SUPEREXEC_POLL_S` seconds instead of Flower's default 1 s: each message a
 site answers and each job started waits on that poll (a user's processes keep the default).
+
+Every simulation's private Ray gets one CPU (:data:`simulations.simulation_engine.RAY_CPUS_ENV`),
+so one actor trains its sites in turn: two workers run two simulations at a time on two cores,
+and a second actor per simulation would only import the site's code once more (about 5 s CPU).
 """
 
 import os
 
 import pytest
 
+from simulations.simulation_engine import RAY_CPUS_ENV
+
 #: Flower's SuperExec poll interval (flwr reads FLWR_SUPEREXEC_TASK_POLL_INTERVAL, 0.01-60 s).
 SUPEREXEC_POLL_S = "0.2"
+#: CPUs of each simulation's private Ray in the suite.
+SIMULATION_RAY_CPUS = "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL_S)
+    os.environ.setdefault(RAY_CPUS_ENV, SIMULATION_RAY_CPUS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,12 +8,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import opacus
 from opacus.accountants import RDPAccountant, create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from common.config import PrivacyConfig
+from common.privacy import calibration_cache
 
 __all__ = [
+    "EPSILON_TOLERANCE",
     "RDP_ORDERS",
     "PrivacyState",
     "PrivacyUnit",
@@ -28,6 +31,9 @@ PrivacyUnit = Literal["patient", "image"]
 #: RDP orders searched when converting to (epsilon, delta): Opacus' defaults stop at 63, which
 #: leaves the bound loose (and warns) for small sites at epsilon >= 8; larger orders tighten it.
 RDP_ORDERS: list[float] = [*RDPAccountant.DEFAULT_ALPHAS, *range(64, 257)]
+
+#: Opacus' default precision of its noise search: the job spends between target - this and target.
+EPSILON_TOLERANCE = 0.01
 
 
 def conversion_options(config: PrivacyConfig) -> dict[str, Any]:
@@ -81,23 +87,45 @@ def calibrate_noise_multiplier(
     *,
     steps: int | None = None,
 ) -> float:
-    """Noise multiplier that spends exactly the target epsilon over the job.
+    """Noise multiplier that spends exactly the target epsilon over the job (Opacus' search).
 
     The job is ``total_epochs`` epochs of 1 / ``sample_rate`` steps (Opacus' loader), or
-    exactly ``steps`` steps. Cached per process (Opacus' search takes about 2 s of CPU): a
-    site's first round asks twice, for its plan and for its engine.
+    exactly ``steps`` steps. The search takes about 2 s of CPU: its result is kept per process
+    and on disk (:mod:`common.privacy.calibration_cache`); a kept value is used only after the
+    accountant confirms it spends between target - :data:`EPSILON_TOLERANCE` and the target.
     """
-    return float(
+    if (steps is None) == (total_epochs is None):
+        raise ValueError("calibrate the noise for a number of epochs or of steps, not both")
+    if steps is None:
+        steps = int(total_epochs / sample_rate)  # as Opacus counts an epoch's steps
+    key = {
+        "opacus": opacus.__version__,
+        "accountant": config.accountant,
+        "target_epsilon": config.target_epsilon,
+        "target_delta": config.target_delta,
+        "sample_rate": sample_rate,
+        "steps": steps,
+        "epsilon_tolerance": EPSILON_TOLERANCE,
+        "options": conversion_options(config),
+    }
+    kept = calibration_cache.load(key)
+    if kept is not None:
+        spent = epsilon_of(config, [(kept, sample_rate, steps)])
+        if config.target_epsilon - EPSILON_TOLERANCE <= spent <= config.target_epsilon:
+            return kept
+    noise_multiplier = float(
         get_noise_multiplier(
             target_epsilon=config.target_epsilon,
             target_delta=config.target_delta,
             sample_rate=sample_rate,
-            epochs=total_epochs,
             steps=steps,
             accountant=config.accountant,
+            epsilon_tolerance=EPSILON_TOLERANCE,
             **conversion_options(config),
         )
     )
+    calibration_cache.store(key, noise_multiplier)
+    return noise_multiplier
 
 
 def epsilon_of(config: PrivacyConfig, history: list[tuple[float, float, int]]) -> float:
