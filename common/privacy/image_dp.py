@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from common.config import PrivacyConfig
-from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, conversion_options
+from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, epsilon_of
 from common.privacy.ghost_clipping import clipped_gradient_sum
 from common.privacy.per_sample_gradients import trainable
 
@@ -183,13 +183,7 @@ class SitePrivacyEngine:
 
     def epsilon(self) -> float:
         """Epsilon spent so far, over every round of this job, at the configured delta."""
-        if not self._engine.accountant.history:
-            return 0.0
-        return float(
-            self._engine.accountant.get_epsilon(
-                delta=self.config.target_delta, **conversion_options(self.config)
-            )
-        )
+        return epsilon_of(self.config, list(self._engine.accountant.history))
 
     def export_state(self) -> PrivacyState:
         """State to hand to the next round's engine."""
