@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from common.config import PrivacyConfig
 from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, epsilon_of
 from common.privacy.ghost_clipping import clipped_gradient_sum
-from common.privacy.per_sample_gradients import trainable
+from common.privacy.per_sample_gradients import TrainableLayers, trainable_layers
 
 __all__ = ["SitePrivacyEngine", "planned_round"]
 
@@ -91,6 +91,7 @@ class SitePrivacyEngine:
         self._expected_batch_size = int(num_samples * sample_rate)
         self._engine = PrivacyEngine(accountant=config.accountant)
         self._engine.accountant.history = list(state.history)
+        self._layers: TrainableLayers | None = None
 
     @property
     def noise_multiplier(self) -> float:
@@ -135,13 +136,17 @@ class SitePrivacyEngine:
         """DP-SGD on this batch: Opacus' clip, noise and scale; returns the summed loss.
 
         The noise is drawn parameter by parameter in the model's order, as Opacus draws it.
-        ``model`` must have no common.privacy.per_sample_gradients.fast_path_blockers.
+        ``model`` must have no common.privacy.per_sample_gradients.fast_path_blockers. Its
+        layers and trainable parameters are looked up on the first step and kept for the
+        engine's round (which parameters train does not change within one).
         """
+        if self._layers is None or self._layers.model is not model:
+            self._layers = trainable_layers(model)
         clipped, loss = clipped_gradient_sum(
-            model, criterion, images, targets, self.config.max_grad_norm
+            model, criterion, images, targets, self.config.max_grad_norm, self._layers
         )
         std = self._state.noise_multiplier * self.config.max_grad_norm
-        for p, total in zip(trainable(model), clipped, strict=True):
+        for p, total in zip(self._layers.params, clipped, strict=True):
             noise = torch.normal(0.0, std, size=p.shape, generator=generator)
             p.grad = total.add_(noise.to(p.dtype)).div_(self._expected_batch_size)
         optimizer.step()
