@@ -92,6 +92,8 @@ class SitePrivacyEngine:
         self._engine = PrivacyEngine(accountant=config.accountant)
         self._engine.accountant.history = list(state.history)
         self._layers: TrainableLayers | None = None
+        #: One noise buffer per trainable parameter of ``_layers``, refilled every step.
+        self._noise: list[torch.Tensor] = []
 
     @property
     def noise_multiplier(self) -> float:
@@ -135,19 +137,21 @@ class SitePrivacyEngine:
     ) -> float:
         """DP-SGD on this batch: Opacus' clip, noise and scale; returns the summed loss.
 
-        The noise is drawn parameter by parameter in the model's order, as Opacus draws it.
-        ``model`` must have no common.privacy.per_sample_gradients.fast_path_blockers. Its
-        layers and trainable parameters are looked up on the first step and kept for the
+        The noise is drawn parameter by parameter in the model's order, as Opacus draws it (the
+        same values: ``normal_`` into a kept buffer draws what ``torch.normal`` of that shape
+        draws). ``model`` must have no common.privacy.per_sample_gradients.fast_path_blockers.
+        Its layers and trainable parameters are looked up on the first step and kept for the
         engine's round (which parameters train does not change within one).
         """
         if self._layers is None or self._layers.model is not model:
             self._layers = trainable_layers(model)
+            self._noise = [torch.empty(p.shape) for p in self._layers.params]
         clipped, loss = clipped_gradient_sum(
             model, criterion, images, targets, self.config.max_grad_norm, self._layers
         )
         std = self._state.noise_multiplier * self.config.max_grad_norm
-        for p, total in zip(self._layers.params, clipped, strict=True):
-            noise = torch.normal(0.0, std, size=p.shape, generator=generator)
+        for p, total, noise in zip(self._layers.params, clipped, self._noise, strict=True):
+            noise.normal_(0.0, std, generator=generator)
             p.grad = total.add_(noise.to(p.dtype)).div_(self._expected_batch_size)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
