@@ -159,13 +159,9 @@ def composed_epsilon(entries: Iterable[AccountingEntry], delta: float) -> float:
         return 0.0
     # Opacus (and torch under it) only where epsilon is composed: opening the ledger, checking
     # its chain or listing it stays light for `medfed-site start` and the ClientApp's mods.
-    from opacus.accountants import RDPAccountant  # noqa: PLC0415
+    from common.privacy.accounting import rdp_epsilon  # noqa: PLC0415
 
-    from common.privacy.accounting import RDP_ORDERS  # noqa: PLC0415
-
-    accountant = RDPAccountant()
-    accountant.history = [(n, q, s) for (n, q), s in steps.items()]
-    return float(accountant.get_epsilon(delta=delta, alphas=RDP_ORDERS))
+    return rdp_epsilon([(n, q, s) for (n, q), s in steps.items()], delta)
 
 
 def _accounted(rows: list[LedgerRow]) -> list[LedgerRow]:

@@ -8,8 +8,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import opacus
 from opacus.accountants import RDPAccountant, create_accountant
+from opacus.accountants.analysis import rdp as opacus_rdp
 from opacus.accountants.utils import get_noise_multiplier
 
 from common.config import PrivacyConfig
@@ -23,6 +25,7 @@ __all__ = [
     "calibrate_noise_multiplier",
     "conversion_options",
     "epsilon_of",
+    "rdp_epsilon",
 ]
 
 #: What one epsilon protects: one patient (all its images) or one image.
@@ -128,10 +131,47 @@ def calibrate_noise_multiplier(
     return noise_multiplier
 
 
-def epsilon_of(config: PrivacyConfig, history: list[tuple[float, float, int]]) -> float:
-    """Epsilon at the configured delta of an accountant history, by the configured accountant."""
+@functools.lru_cache(maxsize=1024)  # 2.8 kB each: a simulation process serves many sites
+def _rdp_of_one_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
+    """Opacus' RDP of one step of the Sampled Gaussian Mechanism at RDP_ORDERS (read-only).
+
+    The costly part of an epsilon report (about 0.09 s CPU for 344 orders): one site composes
+    the same (noise, rate) pair every step of every round, so it is computed once per process.
+    """
+    rdp = np.asarray(
+        opacus_rdp.compute_rdp(
+            q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=RDP_ORDERS
+        )
+    )
+    rdp.setflags(write=False)
+    return rdp
+
+
+def rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
+    """Epsilon at ``delta`` of an RDP accountant ``history`` (noise, rate, steps), Opacus' own.
+
+    The value of Opacus' ``RDPAccountant(history).get_epsilon(delta, alphas=RDP_ORDERS)``, bit
+    for bit: its ``compute_rdp(q, sigma, steps)`` is the per-step RDP times ``steps`` (RDP
+    composes linearly), here with the per-step RDP from the same Opacus function, memoised per
+    (noise, rate), summed in the same order and converted by Opacus' ``get_privacy_spent``.
+    """
     if not history:
         return 0.0
+    rdp = sum([_rdp_of_one_step(float(n), float(q)) * steps for n, q, steps in history])
+    epsilon, _ = opacus_rdp.get_privacy_spent(orders=RDP_ORDERS, rdp=rdp, delta=delta)
+    return float(epsilon)
+
+
+def epsilon_of(config: PrivacyConfig, history: list[tuple[float, float, int]]) -> float:
+    """Epsilon at the configured delta of an accountant history, by the configured accountant.
+
+    RDP through :func:`rdp_epsilon` (Opacus' value, the per-step RDP memoised); any other
+    accountant through Opacus' accountant itself.
+    """
+    if not history:
+        return 0.0
+    if config.accountant == "rdp":
+        return rdp_epsilon(history, config.target_delta)
     accountant = create_accountant(config.accountant)
     accountant.history = list(history)
     return float(accountant.get_epsilon(delta=config.target_delta, **conversion_options(config)))

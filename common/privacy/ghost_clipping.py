@@ -28,11 +28,12 @@ from torch import nn
 from common.privacy.per_sample_gradients import (
     GROUPED_CONV_MIN_POSITIONS,
     Patches,
+    TrainableLayers,
     backward_to_outputs,
     clip_and_sum,
     layer_gradients,
     per_sample_gradients,
-    trainable,
+    trainable_layers,
     unfolded_inputs,
 )
 
@@ -178,25 +179,29 @@ def clipped_gradient_sum(
     images: torch.Tensor,
     targets: torch.Tensor,
     max_grad_norm: float,
+    layers: TrainableLayers | None = None,
 ) -> tuple[list[torch.Tensor], float]:
     """Sum over samples of each sample's gradient clipped to ``max_grad_norm``, and the summed loss.
 
-    One tensor per parameter of :func:`trainable` (parameters that do not require a gradient
-    are neither clipped nor returned), the clipping of Opacus' DPOptimizer. ``criterion`` must
-    be the mean of per-sample losses. A GradSampleModule (networks with layers
-    per_sample_gradients does not know) runs as Opacus does it; any other ``model`` must have no
+    One tensor per trainable parameter, in the model's order (parameters that do not require a
+    gradient are neither clipped nor returned), the clipping of Opacus' DPOptimizer.
+    ``criterion`` must be the mean of per-sample losses. ``layers`` is
+    common.privacy.per_sample_gradients.trainable_layers of ``model`` when the caller keeps it
+    across steps. A GradSampleModule (networks with layers per_sample_gradients does not know)
+    runs as Opacus does it; any other ``model`` must have no
     common.privacy.per_sample_gradients.fast_path_blockers.
     """
     if len(targets) == 0 or isinstance(model, GradSampleModule):
         sample_grads, sample_loss = per_sample_gradients(model, criterion, images, targets)
         return clip_and_sum(sample_grads, max_grad_norm), sample_loss
-    layers, loss = backward_to_outputs(model, criterion, images, targets)
+    layers = layers or trainable_layers(model)
+    recorded, loss = backward_to_outputs(model, criterion, images, targets, layers)
     cache: Patches = {}
     parts: list[tuple[torch.Tensor, _ClippedSums]] = []
     shared: dict[int, list[tuple[nn.Conv2d, dict[str, nn.Parameter], torch.Tensor]]] = {}
     patches_of: dict[int, torch.Tensor] = {}
-    for module, inputs, grads in layers:
-        own = {n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+    for module, inputs, grads in recorded:
+        own = layers.owned[module]
         if isinstance(module, nn.Conv2d) and "weight" in own and _unfolds(module, grads):
             patches = unfolded_inputs(module, inputs, cache)
             shared.setdefault(id(patches), []).append((module, own, grads))
@@ -212,4 +217,4 @@ def clipped_gradient_sum(
     clipped: dict[nn.Parameter, torch.Tensor] = {}
     for _, sums in parts:
         clipped.update(sums(factors.to(loss.dtype)))
-    return [clipped[param] for param in trainable(model)], float(loss)
+    return [clipped[param] for param in layers.params], float(loss)

@@ -24,9 +24,9 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from common.config import PrivacyConfig
-from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, conversion_options
+from common.privacy.accounting import PrivacyState, calibrate_noise_multiplier, epsilon_of
 from common.privacy.ghost_clipping import clipped_gradient_sum
-from common.privacy.per_sample_gradients import trainable
+from common.privacy.per_sample_gradients import TrainableLayers, trainable_layers
 
 __all__ = ["SitePrivacyEngine", "planned_round"]
 
@@ -91,6 +91,9 @@ class SitePrivacyEngine:
         self._expected_batch_size = int(num_samples * sample_rate)
         self._engine = PrivacyEngine(accountant=config.accountant)
         self._engine.accountant.history = list(state.history)
+        self._layers: TrainableLayers | None = None
+        #: One noise buffer per trainable parameter of ``_layers``, refilled every step.
+        self._noise: list[torch.Tensor] = []
 
     @property
     def noise_multiplier(self) -> float:
@@ -134,15 +137,21 @@ class SitePrivacyEngine:
     ) -> float:
         """DP-SGD on this batch: Opacus' clip, noise and scale; returns the summed loss.
 
-        The noise is drawn parameter by parameter in the model's order, as Opacus draws it.
-        ``model`` must have no common.privacy.per_sample_gradients.fast_path_blockers.
+        The noise is drawn parameter by parameter in the model's order, as Opacus draws it (the
+        same values: ``normal_`` into a kept buffer draws what ``torch.normal`` of that shape
+        draws). ``model`` must have no common.privacy.per_sample_gradients.fast_path_blockers.
+        Its layers and trainable parameters are looked up on the first step and kept for the
+        engine's round (which parameters train does not change within one).
         """
+        if self._layers is None or self._layers.model is not model:
+            self._layers = trainable_layers(model)
+            self._noise = [torch.empty(p.shape) for p in self._layers.params]
         clipped, loss = clipped_gradient_sum(
-            model, criterion, images, targets, self.config.max_grad_norm
+            model, criterion, images, targets, self.config.max_grad_norm, self._layers
         )
         std = self._state.noise_multiplier * self.config.max_grad_norm
-        for p, total in zip(trainable(model), clipped, strict=True):
-            noise = torch.normal(0.0, std, size=p.shape, generator=generator)
+        for p, total, noise in zip(self._layers.params, clipped, self._noise, strict=True):
+            noise.normal_(0.0, std, generator=generator)
             p.grad = total.add_(noise.to(p.dtype)).div_(self._expected_batch_size)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -183,13 +192,7 @@ class SitePrivacyEngine:
 
     def epsilon(self) -> float:
         """Epsilon spent so far, over every round of this job, at the configured delta."""
-        if not self._engine.accountant.history:
-            return 0.0
-        return float(
-            self._engine.accountant.get_epsilon(
-                delta=self.config.target_delta, **conversion_options(self.config)
-            )
-        )
+        return epsilon_of(self.config, list(self._engine.accountant.history))
 
     def export_state(self) -> PrivacyState:
         """State to hand to the next round's engine."""

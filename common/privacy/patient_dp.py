@@ -26,7 +26,7 @@ from common.config import PrivacyConfig
 from common.privacy.accounting import (
     PrivacyState,
     calibrate_noise_multiplier,
-    conversion_options,
+    epsilon_of,
 )
 from common.privacy.patient_sampling import PatientSampling
 from common.privacy.per_sample_gradients import (
@@ -168,13 +168,7 @@ class PatientPrivacyEngine:
 
     def epsilon(self) -> float:
         """Epsilon per patient spent so far, over every round of this job, at the job's delta."""
-        if not self._accountant.history:
-            return 0.0
-        return float(
-            self._accountant.get_epsilon(
-                delta=self.config.target_delta, **conversion_options(self.config)
-            )
-        )
+        return epsilon_of(self.config, list(self._accountant.history))
 
     def export_state(self) -> PrivacyState:
         """State to hand to the next round's engine."""

@@ -11,6 +11,8 @@ its per-layer hooks and Python bookkeeping (measured in docs/results.md). Networ
 trainable layers keep Opacus' GradSampleModule: :func:`fast_path_blockers` says which.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from opacus import GradSampleModule
@@ -20,12 +22,14 @@ from torch.nn.grad import conv2d_weight
 __all__ = [
     "GROUPED_CONV_MIN_POSITIONS",
     "Patches",
+    "TrainableLayers",
     "backward_to_outputs",
     "clip_and_sum",
     "fast_path_blockers",
     "layer_gradients",
     "per_sample_gradients",
     "trainable",
+    "trainable_layers",
     "unfolded_inputs",
 ]
 
@@ -41,6 +45,32 @@ GROUPED_CONV_MIN_POSITIONS = 256
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     """The parameters DP-SGD clips and noises, in the model's order."""
     return [p for p in model.parameters() if p.requires_grad]
+
+
+@dataclass(frozen=True)
+class TrainableLayers:
+    """The layers of ``model`` that own trainable parameters, and those parameters.
+
+    Worked out once for the steps of one round (:class:`~common.privacy.image_dp.
+    SitePrivacyEngine`), not walked again every step: which parameters train is fixed before a
+    round starts (common.models.freeze_all_but) and the network does not change during it.
+    """
+
+    model: nn.Module
+    #: Each layer with trainable parameters: its own trainable parameters by name (model order).
+    owned: dict[nn.Module, dict[str, nn.Parameter]]
+    #: Every trainable parameter in the model's order, as :func:`trainable` lists them.
+    params: tuple[nn.Parameter, ...]
+
+
+def trainable_layers(model: nn.Module) -> TrainableLayers:
+    """``model``'s layers with trainable parameters, and its trainable parameters in order."""
+    owned = {}
+    for module in model.modules():
+        own = {n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+        if own:
+            owned[module] = own
+    return TrainableLayers(model, owned, tuple(trainable(model)))
 
 
 def fast_path_blockers(model: nn.Module) -> list[str]:
@@ -141,13 +171,18 @@ def layer_gradients(
 
 
 def backward_to_outputs(
-    model: nn.Module, criterion: nn.Module, images: torch.Tensor, targets: torch.Tensor
+    model: nn.Module,
+    criterion: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    layers: TrainableLayers | None = None,
 ) -> tuple[list[tuple[nn.Module, torch.Tensor, torch.Tensor]], torch.Tensor]:
     """One forward and one backward pass to the outputs of the layers that have parameters.
 
     Returns (layer, its input, the gradient of the summed loss w.r.t. its output) for every
     layer with trainable parameters, in the order they ran, and the summed loss. No weight
-    gradient is computed. ``criterion`` must be the mean of per-sample losses.
+    gradient is computed. ``criterion`` must be the mean of per-sample losses. ``layers`` is
+    :func:`trainable_layers` of ``model`` when the caller keeps it across steps.
     """
     records: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -156,11 +191,8 @@ def backward_to_outputs(
             raise RuntimeError(f"{type(module).__name__} runs twice in one forward pass")
         records[module] = (args[0].detach(), output)
 
-    hooks = [
-        module.register_forward_hook(record)
-        for module in model.modules()
-        if any(p.requires_grad for p in module.parameters(recurse=False))
-    ]
+    layers = layers or trainable_layers(model)
+    hooks = [module.register_forward_hook(record) for module in layers.owned]
     try:
         loss = criterion(model(images), targets) * len(targets)
     finally:
@@ -168,11 +200,11 @@ def backward_to_outputs(
             hook.remove()
     modules = list(records)
     output_grads = torch.autograd.grad(loss, [records[m][1] for m in modules])
-    layers = [
+    recorded = [
         (module, records[module][0], grads)
         for module, grads in zip(modules, output_grads, strict=True)
     ]
-    return layers, loss.detach()
+    return recorded, loss.detach()
 
 
 def per_sample_gradients(

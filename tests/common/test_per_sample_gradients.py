@@ -189,3 +189,35 @@ def test_frozen_parameters_are_neither_clipped_nor_returned(frozen):
     for mine, reference, param in zip(ours, clip_and_sum(grads, 0.05), trainable, strict=True):
         assert mine.shape == param.shape
         assert torch.allclose(mine, reference, rtol=1e-4, atol=1e-6)
+
+
+def test_an_engine_keeps_the_layers_of_the_model_it_steps():
+    """The engine looks a model's trainable layers up once for its round: several steps on one
+    model, then a step on another, equal the same steps each taken by a fresh engine."""
+    images, targets = _images(40)
+    criterion = nn.CrossEntropyLoss()
+    config = PrivacyConfig(max_grad_norm=0.05)
+    state = PrivacyState(noise_multiplier=0.7, sample_rate=0.25, unit="image")
+
+    def engine() -> SitePrivacyEngine:
+        return SitePrivacyEngine(
+            config, num_samples=40, batch_size=10, planned_epochs=1, state=state
+        )
+
+    kept, models, fresh = engine(), [_cnn(), _cnn(1)], [_cnn(), _cnn(1)]
+    for step, which in enumerate([0, 0, 0, 1]):
+        batch = slice(step * 10, step * 10 + 10)
+        for site, model in ((kept, models[which]), (engine(), fresh[which])):
+            torch.manual_seed(step)
+            site.apply_step(
+                model,
+                criterion,
+                images[batch],
+                targets[batch],
+                torch.optim.SGD(model.parameters(), lr=0.5),
+            )
+    for mine, reference in zip(models, fresh, strict=True):
+        for after, expected in zip(mine.parameters(), reference.parameters(), strict=True):
+            assert torch.equal(after, expected)
+    assert not torch.equal(next(models[0].parameters()), next(_cnn().parameters()))
+    assert kept.export_state().history == [(0.7, 0.25, 4)]
