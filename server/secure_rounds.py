@@ -14,6 +14,7 @@ through ``on_rejected``. If too few sites remain, Flower halts the round and the
 stays as it was.
 """
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import cast
@@ -33,7 +34,10 @@ from common import message_keys as keys
 from common.federation_job import SecureAggregationConfig
 from common.masked_packing import quantization_levels, unpack_masked
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
+    "FEW_LEVELS",
     "REPLY_POLL_S",
     "RejectReply",
     "masked_reply_problem",
@@ -45,6 +49,9 @@ __all__ = [
 #: Seconds between the coordinator's checks for the sites' replies (Flower's in-memory grid
 #: polls every 0.1 s, its HTTP grid every 3 s).
 REPLY_POLL_S = 0.25
+
+#: Fewer quantisation levels than this (more than 16 sites at a 24-bit modulus) are logged.
+FEW_LEVELS = 2**20
 
 #: Called with (node id, the name the reply claims or None, why it was taken out of the round).
 RejectReply = Callable[[int, str | None, str], None]
@@ -220,6 +227,7 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
 
     def __init__(self, secure: SecureAggregationConfig, on_rejected: RejectReply) -> None:
         self._round: WorkflowState | None = None
+        self._warned = False
         super().__init__(
             num_shares=secure.num_shares,
             reconstruction_threshold=secure.reconstruction_threshold,
@@ -247,7 +255,16 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
     def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         """Flower's setup stage, with quantisation levels for the sites it samples."""
         self._round = state
-        return bool(super().setup_stage(grid, context, state))
+        done = bool(super().setup_stage(grid, context, state))
+        levels = state.quantization_range
+        if done and levels < FEW_LEVELS and not self._warned:
+            self._warned = True
+            logger.warning(
+                "SecAgg+ quantises to %d levels for %d sites at modulus 2**%d (2**22 up to 3 "
+                "sites): set secure_aggregation.modulus_bits = 32 for finer updates",
+                levels, len(state.sampled_node_ids), self.modulus_range.bit_length() - 1,
+            )  # fmt: skip
+        return done
 
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState
