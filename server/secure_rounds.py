@@ -12,6 +12,10 @@ of the round, which SecAgg+ then treats as a site that dropped out after sharing
 pairwise masks are rebuilt from the other sites' shares, Bell et al. section 3), and reported
 through ``on_rejected``. If too few sites remain, Flower halts the round and the global model
 stays as it was.
+
+Sites send each masked entry in the bytes of the job's modulus (3 at 2**24,
+:mod:`common.masked_packing`); an accepted reply is unpacked here to the integers Flower adds,
+and each round quantises to as many levels as keep its sampled sites' sum below the modulus.
 """
 
 import logging
