@@ -54,7 +54,7 @@ __all__ = [
 #: polls every 0.1 s, its HTTP grid every 3 s).
 REPLY_POLL_S = 0.25
 
-#: Fewer quantisation levels than this (more than 16 sites at a 24-bit modulus) are logged.
+#: Fewer quantisation levels than this (16 or more sites at a 24-bit modulus) are logged.
 FEW_LEVELS = 2**20
 
 #: Called with (node id, the name the reply claims or None, why it was taken out of the round).
@@ -247,10 +247,19 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
         """Levels for this round's sampled sites, so that their sum never wraps the modulus.
 
         Flower reads it in its setup stage right after sampling the round's sites (pinned by
-        tests/test_flower_contract.py); before any round it assumes the fewest, 2.
+        tests/test_flower_contract.py); before any round it assumes the fewest, 2. The first
+        round given fewer than :data:`FEW_LEVELS` says so in the log.
         """
         sampled = len(getattr(self._round, "nid_to_fitins", None) or {})
-        return quantization_levels(self.modulus_range, max(sampled, 2))
+        levels = quantization_levels(self.modulus_range, max(sampled, 2))
+        if sampled and levels < FEW_LEVELS and not self._warned:
+            self._warned = True
+            logger.warning(
+                "SecAgg+ quantises to %d levels for %d sites at modulus 2**%d (2**22 up to 3 "
+                "sites): set secure_aggregation.modulus_bits = 32 for finer updates",
+                levels, sampled, self.modulus_range.bit_length() - 1,
+            )  # fmt: skip
+        return levels
 
     @quantization_range.setter
     def quantization_range(self, _levels: int) -> None:
@@ -259,16 +268,7 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
     def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         """Flower's setup stage, with quantisation levels for the sites it samples."""
         self._round = state
-        done = bool(super().setup_stage(grid, context, state))
-        levels = state.quantization_range
-        if done and levels < FEW_LEVELS and not self._warned:
-            self._warned = True
-            logger.warning(
-                "SecAgg+ quantises to %d levels for %d sites at modulus 2**%d (2**22 up to 3 "
-                "sites): set secure_aggregation.modulus_bits = 32 for finer updates",
-                levels, len(state.sampled_node_ids), self.modulus_range.bit_length() - 1,
-            )  # fmt: skip
-        return done
+        return bool(super().setup_stage(grid, context, state))
 
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState

@@ -113,6 +113,19 @@ def test_the_setup_stage_reads_the_quantisation_levels_after_sampling_the_round(
     assert workflow.quantization_range == (2**24 - 1) // 10
 
 
+def test_a_round_of_many_sites_at_24_bits_logs_its_few_levels_once(caplog) -> None:
+    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(modulus_bits=24))
+    assert workflow is not None
+    for sites in (15, 16, 40):
+        workflow._round = secure_rounds.WorkflowState(nid_to_fitins=dict.fromkeys(range(sites)))  # type: ignore[attr-defined]
+        workflow.quantization_range  # noqa: B018 (read as Flower's setup stage reads it)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [  # 15 sites still get 2**20 levels; 16 do not, and it is said once
+        "SecAgg+ quantises to 1048575 levels for 16 sites at modulus 2**24 (2**22 up to 3 "
+        "sites): set secure_aggregation.modulus_bits = 32 for finer updates"
+    ]
+
+
 @pytest.mark.parametrize(("sites", "bits"), [(3, 24), (10, 24), (100, 24), (10, 32)])
 def test_masked_sums_of_packed_entries_unmask_to_the_weighted_mean(sites: int, bits: int) -> None:
     """Flower's client quantisation and server dequantisation at medfed's modulus and levels.
