@@ -3,10 +3,11 @@
 Usage: .venv/bin/python bench/coordinator_cost.py [--sites 10 100 300] [--repeats 3]
 For each network (the default classification CNN, pooled-cnn, the default 2D U-Net) and each
 number of sites, times in one thread what the coordinator does with a round's replies: decode
-each reply's arrays (Flower's ``parameters_to_ndarrays``), check it (``update_problem``, as
+each reply (Flower's ``parameters_to_ndarrays``, then inflating the compressed delta:
+``common.update_encoding.decode_update``), check it (``update_problem``, as
 ``DeltaFedAvg`` does, with a norm cap) and combine them (``aggregate_deltas``: the mean, and the
 coordinate-wise median). Prints CPU seconds per round and per reply (median of the repeats).
-The replies are random deltas of the model's shapes; the arithmetic does not depend on values.
+The replies are random (Gaussian) deltas of the model's shapes, compressed as sites send them.
 Not timed here: the sites' training, Flower's message routing and SecAgg+
 (bench/secagg_overhead.py).
 """
@@ -21,6 +22,7 @@ from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 from common.config import ModelConfig, StrategyConfig
 from common.models import build_model
+from common.update_encoding import decode_update, encode_update
 from server.delta_aggregation import aggregate_deltas
 from server.update_validation import update_problem
 
@@ -39,15 +41,18 @@ def _shapes(name: str) -> list[np.ndarray]:
 
 def _round_seconds(reference: list[np.ndarray], sites: int, rule: str) -> float:
     rng = np.random.default_rng(0)
-    replies = [
-        ndarrays_to_parameters([rng.normal(0, 1e-3, a.shape).astype(np.float32) for a in reference])
+    replies = [  # compressed, as a site's ClientApp sends a plain round's delta
+        ndarrays_to_parameters(
+            [encode_update([rng.normal(0, 1e-3, a.shape).astype(np.float32) for a in reference])]
+        )
         for _ in range(sites)
     ]
+    shapes = [a.shape for a in reference]
     strategy = StrategyConfig(aggregation=rule)
     start = time.process_time()
     valid = []
     for reply in replies:
-        delta = parameters_to_ndarrays(reply)
+        delta = decode_update(parameters_to_ndarrays(reply), shapes, np.dtype(np.float32))
         if update_problem(delta, reference, bound=None, max_norm=10.0) is None:
             valid.append((delta, 100))
     aggregate_deltas(strategy, valid)

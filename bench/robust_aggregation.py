@@ -26,6 +26,7 @@ from common.federation_job import FederationJob
 from common.local_training import train_local_round
 from common.models import build_model
 from common.tasks.classification import evaluate
+from common.update_encoding import encode_update
 from server.run_recorder import RunRecorder
 from server.strategies import DeltaFedAvg, RoundHooks
 from simulations.synthetic_lesions import write_synthetic_lesions
@@ -84,7 +85,8 @@ def _federate(rule: str, attack: str, args: argparse.Namespace, tmp: str) -> dic
                 delta, count = _attack(attack, delta, bound), 10**9
             proxy = _Site(str(index))
             proxy.node_id = index
-            res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), count, {})
+            sent = ndarrays_to_parameters([encode_update(delta)])  # as the site's ClientApp
+            res = FitRes(Status(Code.OK, ""), sent, count, {})
             replies.append((proxy, res))
         strategy._sampled = list(range(len(sites)))
         parameters, _ = strategy.aggregate_fit(server_round, replies, [])

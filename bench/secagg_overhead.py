@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.federation_job import FederationJob
@@ -56,27 +57,78 @@ def _wait(condition, timeout_s: float, what: str) -> None:
     raise TimeoutError(what)
 
 
-def _upload_per_site_round(
-    traffic: Path, start: float, end: float, rounds: int
-) -> tuple[float, float]:
-    """Mean bytes a site sent per round: every Fleet call, and message payloads alone.
+#: What each site uploads in one round, in order: the replies to the round's messages.
+PLAIN_REPLIES = ("fit reply", "evaluate reply")
+SECURE_REPLIES = (
+    "SecAgg+ setup reply (public keys)",
+    "SecAgg+ share-keys reply (encrypted shares)",
+    "fit reply (masked vectors)",
+    "SecAgg+ unmask reply (key shares)",
+    "evaluate reply",
+)
+#: The Fleet calls that are not a reply, by what they do.
+OTHER_CALLS = {
+    "pull-messages": "message pulls (polling)",
+    "pull-object": "object pulls (requests for the parts of received messages)",
+    "confirm-message-received": "acknowledgements",
+    "send-node-heartbeat": "heartbeats",
+    "get-run": "run and app lookups",
+    "get-fab": "run and app lookups",
+}
 
-    Payloads are the ``push-object`` bodies (Flower 1.41 uploads a message's records as
-    objects); the rest is polling, heartbeats, acknowledgements and message envelopes.
+
+@dataclass(frozen=True)
+class JobResult:
+    """One job's mean round time and what a site uploaded per round, by call."""
+
+    fit_seconds: float
+    calls: dict[str, tuple[float, float]]
+
+    @property
+    def upload_bytes(self) -> float:
+        """Every Fleet call's body."""
+        return sum(size for _, size in self.calls.values())
+
+    @property
+    def payload_bytes(self) -> float:
+        """The replies' objects alone (``push-object``)."""
+        return sum(size for what, (_, size) in self.calls.items() if what.endswith("objects"))
+
+
+def _upload_by_call(
+    traffic: Path, start: float, end: float, rounds: int, secure: bool
+) -> dict[str, tuple[float, float]]:
+    """Mean (calls, bytes) a site sent per round, by what the calls carried.
+
+    Flower 1.41 uploads a reply as one ``push-messages`` call (the envelope: metadata and the
+    ids of the message's object tree) followed by one ``push-object`` call per object (records,
+    arrays, array chunks); a site's calls are sequential, so each ``push-object`` belongs to
+    the site's last ``push-messages``. Replies are named by their place in the round. Bytes
+    are HTTP bodies (protobuf), as the gateway logs them: HTTP headers and TLS are not counted.
     """
-    sent: dict[str, int] = defaultdict(int)
-    payload: dict[str, int] = defaultdict(int)
+    kinds = SECURE_REPLIES if secure else PLAIN_REPLIES
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    replies: dict[str, int] = defaultdict(int)  # per site: replies pushed so far
     with traffic.open() as handle:
         for row in csv.DictReader(handle):
-            if start <= float(row["time"]) <= end and row["site_key"] != "-":
-                sent[row["site_key"]] += int(row["bytes_up"])
-                if row["rpc"] == "push-object":
-                    payload[row["site_key"]] += int(row["bytes_up"])
-    per_site = len(sent) * rounds
-    return sum(sent.values()) / per_site, sum(payload.values()) / per_site
+            site = row["site_key"]
+            if not start <= float(row["time"]) <= end or site == "-":
+                continue
+            rpc = row["rpc"]
+            if rpc == "push-messages":
+                replies[site] += 1
+            if rpc in ("push-messages", "push-object"):
+                index = (replies[site] - 1) % len(kinds)
+                what = f"{kinds[index]}: {'envelope' if rpc == 'push-messages' else 'objects'}"
+            else:
+                what = OTHER_CALLS.get(rpc, rpc)
+            totals[what][0] += 1
+            totals[what][1] += int(row["bytes_up"])
+    per_site_round = len(replies) * rounds
+    return {what: (c / per_site_round, b / per_site_round) for what, (c, b) in totals.items()}
 
 
-def _job(root: Path, state: Path, sites: int, secure: bool, rounds: int) -> dict[str, float]:
+def _job(root: Path, state: Path, sites: int, secure: bool, rounds: int) -> "JobResult":
     name = f"{'secagg' if secure else 'plain'}-{sites}"
     job_file = root / f"{name}.toml"
     job_file.write_text(
@@ -93,10 +145,8 @@ def _job(root: Path, state: Path, sites: int, secure: bool, rounds: int) -> dict
     (run_dir,) = (state / "runs").glob(f"*-{name}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     fit = [metrics["federated"]["train"][str(r)]["fit_seconds"] for r in range(1, rounds + 1)]
-    upload, payload = _upload_per_site_round(
-        state / "logs" / "fleet-traffic.csv", start, end, rounds
-    )
-    return {"fit_seconds": sum(fit) / len(fit), "upload_bytes": upload, "payload_bytes": payload}
+    calls = _upload_by_call(state / "logs" / "fleet-traffic.csv", start, end, rounds, secure)
+    return JobResult(sum(fit) / len(fit), calls)
 
 
 def main() -> None:
@@ -148,7 +198,7 @@ def main() -> None:
     ]
     model = build_model(FederationJob().model, 1, 2, (32, 32), dp_enabled=True)
     model_bytes = 4 * sum(t.numel() for t in model.state_dict().values())
-    results: dict[tuple[int, bool], dict[str, float]] = {}
+    results: dict[tuple[int, bool], JobResult] = {}
     try:
         _wait(lambda: (state / "coordinator.json").is_file(), 120, "coordinator")
         started = 0
@@ -185,8 +235,10 @@ def main() -> None:
             )
             for secure in (False, True):
                 results[(sites, secure)] = _job(root, state, sites, secure, args.rounds)
+                result = results[(sites, secure)]
                 print(f"{sites} sites, {'SecAgg+' if secure else 'plain'}: "
-                      f"{results[(sites, secure)]}", flush=True)  # fmt: skip
+                      f"{result.fit_seconds:.1f} s/round, {result.upload_bytes:.0f} bytes "
+                      "up per site-round", flush=True)  # fmt: skip
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -205,13 +257,18 @@ def main() -> None:
     for sites in sorted(args.sites):
         plain, secure = results[(sites, False)], results[(sites, True)]
         print(
-            f"| {sites} | {plain['fit_seconds']:.1f} | {secure['fit_seconds']:.1f} | "
-            f"{secure['fit_seconds'] / plain['fit_seconds']:.2f} | "
-            f"{plain['upload_bytes'] / model_bytes:.2f} / "
-            f"{secure['upload_bytes'] / model_bytes:.2f} | "
-            f"{plain['payload_bytes'] / model_bytes:.2f} / "
-            f"{secure['payload_bytes'] / model_bytes:.2f} |"
+            f"| {sites} | {plain.fit_seconds:.1f} | {secure.fit_seconds:.1f} | "
+            f"{secure.fit_seconds / plain.fit_seconds:.2f} | "
+            f"{plain.upload_bytes / model_bytes:.3f} / {secure.upload_bytes / model_bytes:.3f} | "
+            f"{plain.payload_bytes / model_bytes:.3f} / {secure.payload_bytes / model_bytes:.3f} |"
         )
+    for (sites, secure), result in sorted(results.items()):
+        print(f"\n{sites} sites, {'SecAgg+' if secure else 'plain FedAvg'}: upload per site-round")
+        print("| call | calls | bytes | over the float32 model |\n| --- | --- | --- | --- |")
+        for what, (count, size) in sorted(result.calls.items(), key=lambda item: -item[1][1]):
+            print(f"| {what} | {count:.1f} | {size:,.0f} | {size / model_bytes:.4f} |")
+        total = result.upload_bytes
+        print(f"| **all calls** | | **{total:,.0f}** | **{total / model_bytes:.4f}** |")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Usage: .venv/bin/python bench/upload_bytes.py [--data PATH] [--task classification]
        [--model cnn] [--update-precision float32|float16]
 Runs one plain-FedAvg round of the site's training client (SiteClient, DP off) on the data,
-converts its reply as Flower's legacy ClientApp does (fitres_to_recorddict) and serialises it
-with Flower's serde (recorddict_to_proto), then prints the bytes of each part over 4 bytes per
-model parameter (the job's update_precision: float16 halves the arrays). Flower's HTTP
+compresses the delta as the site's ClientApp does (common.update_encoding), converts the reply
+as Flower's legacy ClientApp does (fitres_to_recorddict) and serialises it with Flower's serde
+(recorddict_to_proto), then prints the bytes of each part over 4 bytes per model parameter (the
+job's update_precision: float16 halves the arrays). Flower's HTTP
 framing, polling and acknowledgements are not counted here (bench/secagg_overhead.py measures
 the whole traffic of a deployment).
 """
@@ -28,6 +29,7 @@ from common.data.loading import load_dataset
 from common.federation_job import FederationJob
 from common.models import build_model
 from common.tasks.registry import task_for
+from common.update_encoding import encode_update
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 
@@ -73,8 +75,12 @@ def main() -> None:
         delta, examples, metrics = client.fit(start, {keys.SERVER_ROUND: 1})
     model_bytes = 4 * sum(int(np.prod(a.shape)) for a in start)
     ok = Status(code=Code.OK, message="Success")
-    full = fitres_to_recorddict(FitRes(ok, ndarrays_to_parameters(delta), examples, metrics), False)
-    arrays_only = RecordDict({"fitres.parameters": full.array_records["fitres.parameters"]})
+    sent = [encode_update(delta)]  # what the site's ClientApp sends in a plain round
+    raw_reply = fitres_to_recorddict(
+        FitRes(ok, ndarrays_to_parameters(delta), examples, metrics), False
+    )
+    full = fitres_to_recorddict(FitRes(ok, ndarrays_to_parameters(sent), examples, metrics), False)
+    arrays_only = RecordDict({"fitres.parameters": raw_reply.array_records["fitres.parameters"]})
     raw = sum(d.nbytes for d in delta)
     print(
         f"data={data} task={job.task} model={job.model.name}: {len(start)} arrays, "
@@ -84,7 +90,9 @@ def main() -> None:
     rows = [
         ("delta values alone (raw)", raw),
         ("arrays as Flower serialises them (np.save per array, ArrayRecord)", _size(arrays_only)),
-        ("whole fit reply (arrays, metrics, num_examples, status)", _size(full)),
+        ("whole fit reply, arrays uncompressed (before 2026-11-30)", _size(raw_reply)),
+        ("delta byte-shuffled and deflated (one array)", sent[0].nbytes),
+        ("whole fit reply as the site sends it (compressed delta, metrics, status)", _size(full)),
     ]
     for name, size in rows:
         print(f"{name}: {size} bytes = {size / model_bytes:.4f}x the float32 model")

@@ -15,18 +15,22 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+from flwr.app import ArrayRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
-from flwr.common import bytes_to_ndarray, ndarray_to_bytes
+from flwr.common import bytes_to_ndarray, ndarray_to_bytes, ndarrays_to_parameters
 from flwr.common.secure_aggregation.secaggplus_constants import (
     RECORD_KEY_CONFIGS,
     RECORD_KEY_STATE,
     Key,
 )
 from flwr.common.serde import recorddict_to_proto
+from flwr.compat.common.recorddict_compat import parameters_to_arrayrecord
 
 from client.warm_clientapps import cold_launch
 
 __all__ = [
+    "FIT_PARAMETERS_RECORD",
     "FLOWER_CLIENTAPP_COMMAND",
     "FLOWER_IDLE_PULL_S",
     "FLOWER_PULL_BACKOFF_S",
@@ -36,9 +40,11 @@ __all__ = [
     "RECORD_KEY_STATE",
     "Key",
     "bytes_to_ndarray",
+    "fit_arrays",
     "ndarray_to_bytes",
     "recorddict_to_proto",
     "redirect_clientapp_launches",
+    "replace_fit_arrays",
     "redirect_superexec_launch",
     "run_superexec",
     "secaggplus_mod",
@@ -54,10 +60,25 @@ FLOWER_PULL_BACKOFF_S = 1.0
 FLOWER_SUPEREXEC_COMMAND = "flower-superexec"
 FLOWER_CLIENTAPP_COMMAND = "flwr-clientapp"
 
+#: Where flwr 1.41's legacy ClientApp puts a NumPyClient's fit arrays in its reply.
+FIT_PARAMETERS_RECORD = "fitres.parameters"
+
 #: flwr 1.41's SuperNode sleeps this long after a pull that found no message.
 FLOWER_IDLE_PULL_S = 3
 #: ... and this long between two checks for the ClientApp's reply to a message.
 FLOWER_REPLY_CHECK_S = 0.5
+
+
+def fit_arrays(content: RecordDict) -> list[np.ndarray] | None:
+    """The arrays a NumPyClient's fit returned, from its reply's content (None: none there)."""
+    record = content.array_records.get(FIT_PARAMETERS_RECORD)
+    return None if record is None else [array.numpy() for array in record.values()]
+
+
+def replace_fit_arrays(content: RecordDict, arrays: list[np.ndarray]) -> None:
+    """Make a fit reply carry ``arrays`` instead, as Flower's legacy ClientApp would."""
+    record: ArrayRecord = parameters_to_arrayrecord(ndarrays_to_parameters(arrays), False)
+    content.array_records[FIT_PARAMETERS_RECORD] = record
 
 
 class _ShortenedWaits:

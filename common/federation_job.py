@@ -74,8 +74,14 @@ class SecureAggregationConfig(_Section):
     #: Fraction of the shares needed to unmask; lower tolerates more drop-outs, higher
     #: needs more colluding sites to expose one site's update.
     reconstruction_threshold: float = Field(0.6, gt=0, le=1)
-    #: Updates (weight deltas) are clamped to +-this before quantisation to 2**22 levels.
+    #: Updates (weight deltas) are clamped to +-this before quantisation (2**22 levels, fewer
+    #: past 3 sites at a 24-bit modulus: common/masked_packing.py).
     clipping_range: float = Field(2.0, gt=0, allow_inf_nan=False)
+    #: Bits of the masking modulus; each masked entry travels in modulus_bits / 8 bytes. 24
+    #: (0.75x the float32 model) quantises to 2**22 levels up to 3 sites and to
+    #: (2**24 - 1) // sites beyond (1.7 million at 10 sites, 16,777 at 1000); 32 keeps 2**22
+    #: levels up to 1024 sites for a third more upload.
+    modulus_bits: Literal[24, 32] = 24
     #: At least the largest site's number of training examples. The aggregate's quantisation
     #: error grows with max_weight / (all sites' examples): keep it close to the largest site.
     max_weight: float = Field(10_000.0, gt=0, allow_inf_nan=False)
@@ -231,8 +237,8 @@ class FederationJob(_Section):
         if self.secure_aggregation.enabled:
             raise ValueError(
                 f"update_precision = {self.update_precision!r} applies to plain rounds only: "
-                "SecAgg+ masks quantised integers modulo 2**32 whatever the precision, and a "
-                "16-bit modulus would leave too few levels for the sites' sum; set "
+                "SecAgg+ masks quantised integers modulo 2**24 or 2**32 whatever the precision, "
+                "and a 16-bit modulus would leave too few levels for the sites' sum; set "
                 "secure_aggregation.enabled = false or update_precision = 'float32'"
             )
         largest = float(np.finfo(self.update_precision).max)

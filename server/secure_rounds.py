@@ -12,15 +12,19 @@ of the round, which SecAgg+ then treats as a site that dropped out after sharing
 pairwise masks are rebuilt from the other sites' shares, Bell et al. section 3), and reported
 through ``on_rejected``. If too few sites remain, Flower halts the round and the global model
 stays as it was.
+
+Sites send each masked entry in the bytes of the job's modulus (3 at 2**24,
+:mod:`common.masked_packing`); an accepted reply is unpacked here to the integers Flower adds,
+and each round quantises to as many levels as keep its sampled sites' sum below the modulus.
 """
 
-import io
+import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import cast
 
-import numpy as np
 from flwr.app import Context, Message, RecordDict
-from flwr.common import bytes_to_ndarray
+from flwr.common import ndarray_to_bytes
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common.recorddict_compat import recorddict_to_fitres
 from flwr.server import Grid, LegacyContext, ServerConfig
@@ -32,57 +36,57 @@ from flwr.supercore.run import Run
 
 from common import message_keys as keys
 from common.federation_job import SecureAggregationConfig
+from common.masked_packing import quantization_levels, unpack_masked
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FEW_LEVELS",
     "REPLY_POLL_S",
     "RejectReply",
     "masked_reply_problem",
     "run_rounds",
     "shares_reply_problem",
+    "widen_masked_vectors",
 ]
 
 #: Seconds between the coordinator's checks for the sites' replies (Flower's in-memory grid
 #: polls every 0.1 s, its HTTP grid every 3 s).
 REPLY_POLL_S = 0.25
 
+#: Fewer quantisation levels than this (16 or more sites at a 24-bit modulus) are logged.
+FEW_LEVELS = 2**20
+
 #: Called with (node id, the name the reply claims or None, why it was taken out of the round).
 RejectReply = Callable[[int, str | None, str], None]
-
-_NPY_HEADERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-}
-
-
-def _npy_header(blob: bytes) -> tuple[tuple[int, ...], np.dtype] | None:
-    """Shape and dtype an .npy blob declares, read before any array is allocated."""
-    stream = io.BytesIO(blob)
-    try:
-        reader = _NPY_HEADERS.get(np.lib.format.read_magic(stream))
-        if reader is None:
-            return None
-        shape, _fortran, dtype = reader(stream)
-    except ValueError:
-        return None
-    return tuple(shape), np.dtype(dtype)
 
 
 def _vector_problem(index: int, blob: object, shape: tuple[int, ...], mod_range: int) -> str | None:
     what = "masked weight" if index == 0 else f"masked array {index - 1}"
-    header = _npy_header(blob) if isinstance(blob, bytes) else None
-    if header is None:
-        return f"{what} is not a serialised array"
-    if header[0] != shape:
-        return f"{what} has shape {header[0]}, the model's is {shape}"
-    if header[1].kind not in "iu":
-        return f"{what} holds {header[1]}, not integers"
+    if not isinstance(blob, bytes):
+        return f"{what} is not bytes"
     try:
-        vector = bytes_to_ndarray(blob)  # type: ignore[arg-type]  # checked bytes above
+        vector = unpack_masked(blob, shape, mod_range)  # its length is checked first
     except ValueError as error:
-        return f"{what} does not decode ({error})"
-    if vector.size and (int(vector.min()) < 0 or int(vector.max()) >= mod_range):
+        return f"{what} has {error}"
+    if vector.size and int(vector.max()) >= mod_range:
         return f"{what} has entries outside [0, {mod_range})"
     return None
+
+
+def widen_masked_vectors(reply: RecordDict, shapes: list[tuple[int, ...]], mod_range: int) -> None:
+    """A checked masked reply's packed vectors as the uint32 arrays Flower's workflow adds.
+
+    Sites pack each masked entry into the modulus' bytes (``client.client_app``); Flower
+    sums ``bytes_to_ndarray`` of each vector, so they are unpacked here, in the coordinator's
+    memory, before it reads them. uint32 sums wrap modulo 2**32, a multiple of the modulus.
+    """
+    configs = reply.config_records[RECORD_KEY_CONFIGS]
+    packed = cast(list[bytes], configs[Key.MASKED_PARAMETERS])
+    configs[Key.MASKED_PARAMETERS] = [
+        ndarray_to_bytes(unpack_masked(blob, shape, mod_range))
+        for blob, shape in zip(packed, [(1,), *shapes], strict=True)
+    ]
 
 
 def masked_reply_problem(
@@ -226,14 +230,45 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
     """Flower's SecAgg+ workflow that takes malformed replies out before it reads them."""
 
     def __init__(self, secure: SecureAggregationConfig, on_rejected: RejectReply) -> None:
+        self._round: WorkflowState | None = None
+        self._warned = False
         super().__init__(
             num_shares=secure.num_shares,
             reconstruction_threshold=secure.reconstruction_threshold,
             max_weight=secure.max_weight,
             clipping_range=secure.clipping_range,
+            modulus_range=2**secure.modulus_bits,
             timeout=secure.timeout_s,
         )
         self.on_rejected = on_rejected
+
+    @property
+    def quantization_range(self) -> int:
+        """Levels for this round's sampled sites, so that their sum never wraps the modulus.
+
+        Flower reads it in its setup stage right after sampling the round's sites (pinned by
+        tests/test_flower_contract.py); before any round it assumes the fewest, 2. The first
+        round given fewer than :data:`FEW_LEVELS` says so in the log.
+        """
+        sampled = len(getattr(self._round, "nid_to_fitins", None) or {})
+        levels = quantization_levels(self.modulus_range, max(sampled, 2))
+        if sampled and levels < FEW_LEVELS and not self._warned:
+            self._warned = True
+            logger.warning(
+                "SecAgg+ quantises to %d levels for %d sites at modulus 2**%d (2**22 up to 3 "
+                "sites): set secure_aggregation.modulus_bits = 32 for finer updates",
+                levels, sampled, self.modulus_range.bit_length() - 1,
+            )  # fmt: skip
+        return levels
+
+    @quantization_range.setter
+    def quantization_range(self, _levels: int) -> None:
+        """Flower's constructor sets its default here; the levels follow the sampled sites."""
+
+    def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        """Flower's setup stage, with quantisation levels for the sites it samples."""
+        self._round = state
+        return bool(super().setup_stage(grid, context, state))
 
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState
@@ -243,7 +278,10 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
         shapes = [array.shape for array in model]
 
         def check(reply: RecordDict) -> str | None:
-            return masked_reply_problem(reply, shapes, state.mod_range, state.max_weight)
+            problem = masked_reply_problem(reply, shapes, state.mod_range, state.max_weight)
+            if problem is None:
+                widen_masked_vectors(reply, shapes, state.mod_range)
+            return problem
 
         checked = _CheckedGrid(grid, check, self.on_rejected)
         return bool(super().collect_masked_vectors_stage(checked, context, state))

@@ -36,6 +36,7 @@ from flwr.server.strategy import FedAvg
 from common import message_keys as keys
 from common.federation_job import FederationJob
 from common.tasks.threshold import THRESHOLD, choose_threshold, decode_counts
+from common.update_encoding import UpdateDecodingError, decode_update
 from server.delta_aggregation import aggregate_deltas
 from server.metric_aggregation import aggregate_metric_dicts
 from server.run_recorder import RunRecorder
@@ -225,8 +226,9 @@ class DeltaFedAvg(FedAvg):
         for proxy, res in results:
             res.num_examples = min(res.num_examples, int(secure.max_weight))
             if id(res.parameters) not in checked:
-                delta = parameters_to_ndarrays(res.parameters)
-                problem = update_problem(delta, self.global_arrays, bound, max_norm, dtype)
+                delta, problem = self._delta(res.parameters)
+                if problem is None:
+                    problem = update_problem(delta, self.global_arrays, bound, max_norm, dtype)
                 if problem is None:  # float16 upcast before aggregate() multiplies by weights
                     delta = [
                         d.astype(np.promote_types(d.dtype, np.float32), copy=False) for d in delta
@@ -241,6 +243,25 @@ class DeltaFedAvg(FedAvg):
                 job_round, proxy.node_id, self._site(proxy.node_id), f"{what}: {problem}"
             )
         return kept
+
+    def _delta(self, parameters: Parameters) -> tuple[NDArrays, str | None]:
+        """A reply's delta as arrays, or why it does not decode.
+
+        A plain reply is one compressed byte array (:mod:`common.update_encoding`), inflated
+        here to at most the model's size in the job's precision; under SecAgg+ the reply
+        carries the unmasked mean as Flower decoded it.
+        """
+        try:
+            sent = parameters_to_ndarrays(parameters)
+        except ValueError as error:
+            return [], f"arrays that do not load ({error})"
+        if self.job.secure_aggregation.enabled:
+            return sent, None
+        shapes = [array.shape for array in self.global_arrays]
+        try:
+            return decode_update(sent, shapes, self.job.update_dtype), None
+        except UpdateDecodingError as error:
+            return [], str(error)
 
     def aggregate_fit(
         self,

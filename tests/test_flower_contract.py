@@ -12,11 +12,22 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.ndarrays_arithmetic import (
+    factor_combine,
+    factor_extract,
+    parameters_mod,
+    parameters_multiply,
+)
+from flwr.common.secure_aggregation.quantization import dequantize, quantize
+from flwr.compat.common.recorddict_compat import fitres_to_recorddict, recorddict_to_fitres
 from flwr.server import ServerConfig
 from flwr.server.workflow import SecAggPlusWorkflow
 
 from client import flower_internals, site_supernode
 from common.federation_job import SecureAggregationConfig
+from common.masked_packing import pack_masked, quantization_levels, unpack_masked
+from common.update_encoding import decode_update, encode_update
 from server import secure_rounds
 
 
@@ -42,6 +53,24 @@ def test_masked_vectors_survive_the_ndarray_serde_as_uint32() -> None:
     assert narrowed.dtype == np.uint32 and narrowed.tolist() == vector.tolist()
 
 
+def test_a_fit_reply_whose_arrays_the_site_replaces_reaches_the_strategy_as_those_arrays() -> None:
+    """The plain-update mod swaps a NumPyClient's arrays for one compressed array."""
+    delta = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(4, np.float32)]
+    fit = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), 10, {"site": "a"})
+    content = fitres_to_recorddict(fit, keep_input=False)
+    arrays = flower_internals.fit_arrays(content)
+    assert arrays is not None and all(
+        np.array_equal(a, b) for a, b in zip(arrays, delta, strict=True)
+    )
+    flower_internals.replace_fit_arrays(content, [encode_update(arrays)])
+    received = recorddict_to_fitres(content, keep_input=True)  # the coordinator's workflow
+    assert received.num_examples == 10 and received.metrics == {"site": "a"}
+    (sent,) = parameters_to_ndarrays(received.parameters)
+    decoded = decode_update([sent], [(2, 3), (4,)], np.dtype(np.float32))
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, delta, strict=True))
+    assert flower_internals.fit_arrays(RecordDict()) is None  # a reply without arrays
+
+
 def test_a_reply_serialises_deterministically_for_the_audit_log() -> None:
     content = RecordDict({"c": ConfigRecord({"a": 1, "b": "x"})})
     first = flower_internals.recorddict_to_proto(content).SerializeToString(deterministic=True)
@@ -63,13 +92,72 @@ def test_the_legacy_workflow_takes_the_settings_a_job_gives_it() -> None:
 def test_the_secagg_stages_and_state_the_coordinator_checks_replies_in() -> None:
     # secure_rounds overrides two stages and wraps the grid they are given; a Flower upgrade
     # that renames a stage, adds an abstract Grid method or drops a state field fails here.
-    for stage in ("collect_masked_vectors_stage", "unmask_stage"):
+    for stage in ("setup_stage", "collect_masked_vectors_stage", "unmask_stage"):
         parameters = list(inspect.signature(getattr(SecAggPlusWorkflow, stage)).parameters)
         assert parameters == ["self", "grid", "context", "state"], (stage, parameters)
     assert not secure_rounds._CheckedGrid.__abstractmethods__
     state = secure_rounds.WorkflowState()
     for field in ("mod_range", "max_weight", "sampled_node_ids", "active_node_ids"):
         assert hasattr(state, field), field
+
+
+def test_the_setup_stage_reads_the_quantisation_levels_after_sampling_the_round() -> None:
+    """secure_rounds sizes the levels by the sampled sites: Flower must read them after that."""
+    source = inspect.getsource(SecAggPlusWorkflow.setup_stage)
+    sampled = source.index("state.nid_to_fitins = {")
+    assert source.index("configure_fit(") < sampled < source.index("self.quantization_range")
+    assert "Key.TARGET_RANGE: state.quantization_range" in source  # what the sites quantise to
+    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(modulus_bits=24))
+    assert workflow is not None and workflow.modulus_range == 2**24
+    workflow._round = secure_rounds.WorkflowState(nid_to_fitins=dict.fromkeys(range(10)))  # type: ignore[attr-defined]
+    assert workflow.quantization_range == (2**24 - 1) // 10
+
+
+def test_a_round_of_many_sites_at_24_bits_logs_its_few_levels_once(caplog) -> None:
+    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(modulus_bits=24))
+    assert workflow is not None
+    for sites in (15, 16, 40):
+        workflow._round = secure_rounds.WorkflowState(nid_to_fitins=dict.fromkeys(range(sites)))  # type: ignore[attr-defined]
+        workflow.quantization_range  # noqa: B018 (read as Flower's setup stage reads it)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [  # 15 sites still get 2**20 levels; 16 do not, and it is said once
+        "SecAgg+ quantises to 1048575 levels for 16 sites at modulus 2**24 (2**22 up to 3 "
+        "sites): set secure_aggregation.modulus_bits = 32 for finer updates"
+    ]
+
+
+@pytest.mark.parametrize(("sites", "bits"), [(3, 24), (10, 24), (100, 24), (10, 32)])
+def test_masked_sums_of_packed_entries_unmask_to_the_weighted_mean(sites: int, bits: int) -> None:
+    """Flower's client quantisation and server dequantisation at medfed's modulus and levels.
+
+    Each site weighs its delta by examples / max_weight, quantises it (stochastic rounding)
+    and masks it; the masks cancel in the sum. Packed into bits / 8 bytes an entry and summed
+    modulo 2**bits, the sum must not wrap, and the unmasked mean is within the quantisation
+    error: per entry at most sites x one level (2 x clipping_range / levels) over the summed
+    weights.
+    """
+    mod, clip, max_weight = 2**bits, 2.0, 10_000.0
+    levels = quantization_levels(mod, sites)
+    rng = np.random.default_rng(sites)
+    examples = rng.integers(50, 500, size=sites)
+    deltas = [rng.normal(0, 0.01, size=(40, 30)).clip(-clip, clip) for _ in range(sites)]
+    masks = [rng.integers(0, mod, size=(1 + 1200,)) for _ in range(sites - 1)]
+    masks.append((-np.sum(masks, axis=0)) % mod)  # pairwise masks cancel in the sum
+    total = np.zeros(1 + 1200, dtype=np.uint32)
+    for delta, count, mask in zip(deltas, examples, masks, strict=True):  # as secaggplus_mod
+        q_ratio = round(count / max_weight * levels)
+        weighted = parameters_multiply([delta], q_ratio / levels)
+        quantised = factor_combine(q_ratio, quantize(weighted, clip, levels))
+        masked = (np.concatenate([quantised[0].ravel(), quantised[1].ravel()]) + mask) % mod
+        total += unpack_masked(pack_masked(masked, mod), masked.shape, mod)  # wraps mod 2**32
+    summed = parameters_mod([total.astype(np.int64)], mod)[0]  # as the server's workflow
+    q_total, (recon,) = factor_extract([summed[:1], summed[1:]])
+    assert int(q_total) == sum(round(c / max_weight * levels) for c in examples)  # no wrap
+    (mean,) = dequantize([recon], clip, levels)
+    mean = (mean - (sites - 1) * clip) * (levels / q_total)
+    exact = np.average(np.stack([d.ravel() for d in deltas]), axis=0, weights=examples)
+    bound = sites * (2 * clip / levels) / (examples.sum() / max_weight)
+    assert np.abs(mean - exact).max() < bound
 
 
 def test_the_superexec_reads_the_launch_poll_interval_a_site_node_sets(monkeypatch) -> None:

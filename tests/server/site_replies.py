@@ -4,6 +4,8 @@ import numpy as np
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.server.client_proxy import ClientProxy
 
+from common.update_encoding import encode_update
+
 
 class SiteProxy(ClientProxy):
     """Only its node id is used by the strategy (the workflow owns the transport)."""
@@ -16,11 +18,20 @@ class SiteProxy(ClientProxy):
 
 
 def fit_reply(
-    site: int, delta: list[np.ndarray], examples: int = 50, name: str | None = None
+    site: int,
+    delta: list[np.ndarray],
+    examples: int = 50,
+    name: str | None = None,
+    encoded: bool = True,
 ) -> tuple[SiteProxy, FitRes]:
-    """Site ``site``'s reply carrying ``delta`` for ``examples`` samples (and its name)."""
+    """Site ``site``'s reply carrying ``delta`` for ``examples`` samples (and its name).
+
+    ``encoded``: compressed into one array, as the site's ClientApp sends a plain round's
+    delta; otherwise the arrays as given (SecAgg+'s unmasked mean, or a hostile site's bytes).
+    """
     metrics = {} if name is None else {"site": name}
-    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(delta), examples, metrics)
+    sent = [encode_update(delta)] if encoded else delta
+    res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(sent), examples, metrics)
     proxy = SiteProxy(str(site))
     proxy.node_id = site
     return proxy, res

@@ -1,22 +1,30 @@
 """What the coordinator refuses of a SecAgg+ reply before Flower's workflow reads it.
 
-Replies are built as Flower's secaggplus_mod builds them (a FitRes record plus the masked
-vectors as serialised integer arrays, the site's weight first); the end-to-end cases (a wrong
-shape, an inflated count, the round finishing without them) run in
+Replies are built as the site's ClientApp sends them (a FitRes record plus the masked
+vectors, each entry packed into the modulus' bytes, the site's weight first); the end-to-end
+cases (a wrong shape, an inflated count, the round finishing without them) run in
 tests/simulations/test_hostile_sites.py and tests/deployment/test_hostile_hospitals.py.
 """
 
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
-from flwr.common import Code, FitRes, Status, ndarray_to_bytes, ndarrays_to_parameters
+from flwr.common import (
+    Code,
+    FitRes,
+    Status,
+    bytes_to_ndarray,
+    ndarray_to_bytes,
+    ndarrays_to_parameters,
+)
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
-from server.secure_rounds import masked_reply_problem, shares_reply_problem
+from common.masked_packing import pack_masked
+from server.secure_rounds import masked_reply_problem, shares_reply_problem, widen_masked_vectors
 
 SHAPES = [(3, 2), (2,)]
-MOD = 2**32
+MOD = 2**24  # the job's default modulus: 3 bytes an entry
 
 
 def _reply(vectors: list, num_examples: int = 10) -> RecordDict:
@@ -26,27 +34,40 @@ def _reply(vectors: list, num_examples: int = 10) -> RecordDict:
     return content
 
 
-def _masked(shapes: list[tuple[int, ...]], dtype: type = np.int64) -> list[bytes]:
+def _integers(shapes: list[tuple[int, ...]], mod: int = MOD) -> list[np.ndarray]:
     rng = np.random.default_rng(0)
-    return [ndarray_to_bytes(rng.integers(0, MOD, size=s).astype(dtype)) for s in shapes]
+    return [rng.integers(0, mod, size=s) for s in shapes]
 
 
-def test_a_well_formed_masked_reply_passes() -> None:
-    assert masked_reply_problem(_reply(_masked([(1,), *SHAPES])), SHAPES, MOD, 100) is None
-    narrowed = _masked([(1,), *SHAPES], np.uint32)  # the sites' narrowed upload
-    assert masked_reply_problem(_reply(narrowed), SHAPES, MOD, 100) is None
+def _masked(shapes: list[tuple[int, ...]], mod: int = MOD) -> list[bytes]:
+    """Masked vectors as a site sends them: each entry in the modulus' bytes."""
+    return [pack_masked(vector, mod) for vector in _integers(shapes, mod)]
+
+
+@pytest.mark.parametrize("mod", [2**24, 2**32])
+def test_a_well_formed_masked_reply_passes_and_widens_to_the_same_integers(mod: int) -> None:
+    vectors = _masked([(1,), *SHAPES], mod)
+    assert [len(v) for v in vectors] == [mod.bit_length() // 8 * n for n in (1, 6, 2)]
+    reply = _reply(vectors)
+    assert masked_reply_problem(reply, SHAPES, mod, 100) is None
+    widen_masked_vectors(reply, SHAPES, mod)  # what Flower's workflow then reads and adds
+    widened = [bytes_to_ndarray(b) for b in reply[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]
+    for sent, received in zip(_integers([(1,), *SHAPES], mod), widened, strict=True):
+        assert received.dtype == np.uint32 and np.array_equal(sent, received)
 
 
 @pytest.mark.parametrize(
     ("vectors", "count", "expected"),
     [
-        (_masked([(1,), (3, 1), (2,)]), 10, "masked array 0 has shape (3, 1)"),
+        (
+            _masked([(1,), (3, 1), (2,)]),
+            10,
+            "masked array 0 has 9 bytes where shape (3, 2) needs 18",
+        ),
         (_masked([(1,), (3, 2)]), 10, "2 masked vectors where the model needs 3"),
         (_masked([(1,), *SHAPES, (1,)]), 10, "4 masked vectors where the model needs 3"),
-        ([ndarray_to_bytes(np.full(1, 0.5)), *_masked(SHAPES)], 10, "holds float64"),
-        ([ndarray_to_bytes(np.array([MOD])), *_masked(SHAPES)], 10, "outside [0, 4294967296)"),
-        ([b"\x93NUMPY garbage", *_masked(SHAPES)], 10, "not a serialised array"),
-        ([ndarray_to_bytes(np.zeros(1, np.int64))[:-4], *_masked(SHAPES)], 10, "decode"),
+        ([ndarray_to_bytes(np.zeros(1, np.int64)), *_masked(SHAPES)], 10, "masked weight has"),
+        ([7, 8, 9], 10, "masked weight is not bytes"),
         ("not a list", 10, "no masked vectors"),
         (_masked([(1,), *SHAPES]), 10**9, "declares 1000000000 training images"),
     ],
@@ -54,6 +75,12 @@ def test_a_well_formed_masked_reply_passes() -> None:
 def test_a_malformed_masked_reply_is_named(vectors: object, count: int, expected: str) -> None:
     problem = masked_reply_problem(_reply(vectors, count), SHAPES, MOD, 100)  # type: ignore[arg-type]
     assert problem is not None and expected in problem, problem
+
+
+def test_an_entry_beyond_a_modulus_below_its_bytes_is_named() -> None:
+    beyond = (2**20).to_bytes(3, "little")  # 3 bytes an entry hold more than 2**20
+    vectors = [beyond, *_masked(SHAPES, 2**20)]
+    assert "outside [0, 1048576)" in str(masked_reply_problem(_reply(vectors), SHAPES, 2**20, 100))
 
 
 def test_an_unmask_reply_must_pair_known_nodes_with_byte_shares() -> None:

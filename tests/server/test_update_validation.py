@@ -1,5 +1,6 @@
 """The coordinator validates every site's update before averaging it (a site is hostile input)."""
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,22 @@ from common import message_keys as keys
 from common.federation_job import FederationJob
 from common.models import build_model
 from common.tasks.threshold import choose_threshold, encode_counts, score_counts
+from common.update_encoding import encode_update
 from server.run_recorder import RunRecorder
 from server.strategies import DeltaFedAvg, RoundHooks
 
 
-def _named_reply(site: int, name: str, delta: list[np.ndarray], examples: int = 50):
-    return fit_reply(site, delta, examples, name)
+def _bomb(inflated_bytes: int) -> np.ndarray:
+    """A valid zlib stream of ``inflated_bytes`` zeros (a thousandth of that compressed)."""
+    deflater = zlib.compressobj(9)
+    parts = [deflater.compress(bytes(2**20)) for _ in range(inflated_bytes // 2**20)]
+    return np.frombuffer(b"".join([*parts, deflater.flush()]), dtype=np.uint8)
+
+
+def _named_reply(
+    site: int, name: str, delta: list[np.ndarray], examples: int = 50, encoded: bool = True
+):
+    return fit_reply(site, delta, examples, name, encoded)
 
 
 def test_bad_updates_are_rejected_by_name_and_the_honest_ones_averaged(tmp_path: Path) -> None:
@@ -39,15 +50,24 @@ def test_bad_updates_are_rejected_by_name_and_the_honest_ones_averaged(tmp_path:
         _named_reply(4, "huge-site", huge),
         _named_reply(5, "shape-site", [a[..., :1] for a in honest]),
         _named_reply(6, "short-site", honest[:-1]),
+        _named_reply(7, "bomb-site", [_bomb(256 * 2**20)], encoded=False),
+        _named_reply(8, "raw-site", honest, encoded=False),  # not compressed
+        _named_reply(9, "cut-site", [encode_update(honest)[:-8]], encoded=False),
     ]
     strategy._sampled = [int(proxy.cid) for proxy, _ in replies]
     parameters, _ = strategy.aggregate_fit(1, replies, [])
     assert parameters is not None
     new = parameters_to_ndarrays(parameters)
     rejected = {r["site"]: r["reason"] for r in strategy.recorder.rejections}
-    assert set(rejected) == {"nan-site", "huge-site", "shape-site", "short-site"}
+    assert set(rejected) == {
+        "nan-site", "huge-site", "shape-site", "short-site", "bomb-site", "raw-site", "cut-site"
+    }  # fmt: skip
+    assert "inflates past the" in rejected["bomb-site"]
+    assert "where a plain round's delta is one compressed byte array" in rejected["raw-site"]
+    assert "cut short" in rejected["cut-site"]
     assert "non-finite" in rejected["nan-site"] and "beyond" in rejected["huge-site"]
-    assert "shape" in rejected["shape-site"] and "arrays where" in rejected["short-site"]
+    # A plain delta travels as one compressed array: other shapes inflate to another length.
+    assert all("arrays of other shapes" in rejected[s] for s in ("shape-site", "short-site"))
     # The billion-image claim is capped at max_weight (10000) against 50: weight 0.995.
     weight = 10_000 / 10_050
     for before, after in zip(start, new, strict=True):
@@ -63,7 +83,7 @@ def test_a_round_with_no_valid_update_keeps_the_previous_model(tmp_path: Path) -
         job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 1
     )
     nan = [np.full_like(a, np.nan) for a in start]  # e.g. an unmasked SecAgg+ sum gone wrong
-    parameters, _ = strategy.aggregate_fit(1, [_named_reply(1, "site", nan)], [])
+    parameters, _ = strategy.aggregate_fit(1, [_named_reply(1, "site", nan, encoded=False)], [])
     assert all(
         np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(parameters), start, strict=True)
     )
@@ -123,7 +143,8 @@ def test_a_float16_job_refuses_any_other_precision_by_site_and_upcasts_before_av
     parameters, _ = strategy.aggregate_fit(1, replies, [])
     rejected = {r["site"]: r["reason"] for r in strategy.recorder.rejections}
     assert set(rejected) == {"wide-site", "double-site"}
-    assert "holds float32; the job's update_precision is float16" in rejected["wide-site"]
+    # Compressed, a wider delta inflates past the model's float16 size and is cut off there.
+    assert "inflates past the" in rejected["wide-site"], rejected["wide-site"]
     new = parameters_to_ndarrays(parameters)
     for before, after in zip(start, new, strict=True):
         assert after.dtype == np.float32
