@@ -99,8 +99,9 @@ def calibrate_noise_multiplier(
     """
     if (steps is None) == (total_epochs is None):
         raise ValueError("calibrate the noise for a number of epochs or of steps, not both")
-    if steps is None:
+    if total_epochs is not None:
         steps = int(total_epochs / sample_rate)  # as Opacus counts an epoch's steps
+    assert steps is not None  # one of the two was given
     key = {
         "opacus": opacus.__version__,
         "accountant": config.accountant,
