@@ -1,12 +1,14 @@
 """Suite-wide ordering: the end-to-end modules (real Flower processes) are collected first.
 
 `make test` runs the suite on two workers, one test file each at a time, in this order (`pytest
--n 2 --dist loadfile --no-loadscope-reorder`): the deployment files first, longest first (their
-`e2e` mark's ``idle_s``: about how long the file takes on an idle machine), then the other
-end-to-end files, so that the short unit tests fill the gaps at the end instead of one worker
-idling while another finishes a federation. Longest first matters because pytest-xdist hands
-a worker its next file early, as soon as two or fewer of its tests are left: a short file
-queued behind a long one costs less than a long one queued behind another.
+-n 2 --dist loadfile --no-loadscope-reorder`): the deployment files, longest first (their
+`e2e` mark's ``idle_s``: about how long the file takes on an idle machine), each followed by
+:data:`SIMULATIONS_BETWEEN` other end-to-end files, then the unit tests. A federation on real
+processes mostly waits (polls, process starts) while a simulation keeps its core busy, so
+the other worker runs simulations beside each federation instead of a second federation; the
+short unit tests fill the gaps at the end instead of one worker idling while another
+finishes a federation. pytest-xdist hands a worker its next file as soon as two or fewer of
+its tests are left.
 
 Every Flower SuperExec the suite starts (under a SuperLink or a SuperNode) polls for its next
 task every :data:`SUPEREXEC_POLL_S` seconds instead of Flower's default 1 s: each message a
@@ -34,10 +36,25 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault(RAY_CPUS_ENV, SIMULATION_RAY_CPUS)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def cost_rank(item: pytest.Item) -> tuple[bool, bool, float]:
-        e2e = item.get_closest_marker("e2e")
-        idle_s = 0.0 if e2e is None else float(e2e.kwargs.get("idle_s", 0.0))
-        return e2e is None, "deployment" not in item.path.parts, -idle_s
+#: End-to-end files (simulations mostly) queued after each deployment file.
+SIMULATIONS_BETWEEN = 6
 
-    items.sort(key=cost_rank)  # stable: file order kept within a rank
+
+def _idle_s(item: pytest.Item) -> float:
+    e2e = item.get_closest_marker("e2e")
+    return 0.0 if e2e is None else float(e2e.kwargs.get("idle_s", 0.0))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    files: dict[object, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+    groups = sorted(files.values(), key=lambda group: -_idle_s(group[0]))  # stable
+    deployment = [g for g in groups if "deployment" in g[0].path.parts]
+    e2e = [g for g in groups if g not in deployment and any(i.get_closest_marker("e2e") for i in g)]
+    unit = [g for g in groups if g not in deployment and g not in e2e]
+    ordered: list[list[pytest.Item]] = []
+    for group in deployment:
+        ordered += [group, *e2e[:SIMULATIONS_BETWEEN]]
+        del e2e[:SIMULATIONS_BETWEEN]
+    items[:] = [item for group in [*ordered, *e2e, *unit] for item in group]
