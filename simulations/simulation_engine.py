@@ -127,8 +127,9 @@ RAY_CPUS_ENV = "MEDFED_SIM_CPUS"
 def _private_ray_cpus(cpus_per_site: float) -> int:
     """The CPUs of a private Ray: :data:`RAY_CPUS_ENV`, else those this process may use."""
     raw = os.environ.get(RAY_CPUS_ENV)
-    if raw is None:
-        cpus = len(os.sched_getaffinity(0))
+    if raw is None:  # sched_getaffinity is Linux-only; macOS and Windows count all CPUs
+        affinity = getattr(os, "sched_getaffinity", None)
+        cpus = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
     elif not raw.isdigit() or int(raw) < 1:
         raise ConfigError(RAY_CPUS_ENV, f"{raw!r} is not a whole number of CPUs >= 1")
     else:
