@@ -9,9 +9,11 @@ or patched from here, and tests/test_flower_contract.py fails loudly when a Flow
 moves or changes them.
 """
 
+import math
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -33,11 +35,13 @@ __all__ = [
     "FIT_PARAMETERS_RECORD",
     "FLOWER_CLIENTAPP_COMMAND",
     "FLOWER_IDLE_PULL_S",
+    "FLOWER_PULL_BACKOFF_CAP_S",
     "FLOWER_PULL_BACKOFF_S",
     "FLOWER_SUPEREXEC_COMMAND",
     "FLOWER_REPLY_CHECK_S",
     "RECORD_KEY_CONFIGS",
     "RECORD_KEY_STATE",
+    "SupernodeWaits",
     "Key",
     "bytes_to_ndarray",
     "fit_arrays",
@@ -56,6 +60,8 @@ __all__ = [
 #: A ClientApp process asking its SuperNode for a message part not there yet waits this long
 #: before asking again, then twice as long each time (flwr 1.41's PULL_INITIAL_BACKOFF).
 FLOWER_PULL_BACKOFF_S = 1.0
+#: ... but never longer than this (flwr 1.41's PULL_BACKOFF_CAP).
+FLOWER_PULL_BACKOFF_CAP_S = 10.0
 #: The commands flwr 1.41 starts: the SuperNode its SuperExec, the SuperExec a ClientApp.
 FLOWER_SUPEREXEC_COMMAND = "flower-superexec"
 FLOWER_CLIENTAPP_COMMAND = "flwr-clientapp"
@@ -81,14 +87,46 @@ def replace_fit_arrays(content: RecordDict, arrays: list[np.ndarray]) -> None:
     content.array_records[FIT_PARAMETERS_RECORD] = record
 
 
+@dataclass(frozen=True)
+class SupernodeWaits:
+    """How long the site's SuperNode waits, each at most Flower's fixed wait."""
+
+    #: After a pull that found no message, when the site has been idle.
+    idle_pull_s: float
+    #: Between two checks for the ClientApp's reply to a message.
+    reply_check_s: float
+    #: After a pull that found no message within ``follow_up_window_s`` of handling one: a
+    #: round's next message (a SecAgg+ stage, the evaluation) is due.
+    follow_up_pull_s: float
+    follow_up_window_s: float
+
+    def __post_init__(self) -> None:
+        pulls = (self.idle_pull_s, self.follow_up_pull_s)
+        if not (
+            all(0 < wait <= FLOWER_IDLE_PULL_S for wait in pulls)
+            and 0 < self.reply_check_s <= FLOWER_REPLY_CHECK_S
+            and self.follow_up_window_s >= 0
+        ):
+            raise ValueError(f"{self} must be positive and not longer than Flower's waits")
+
+
 class _ShortenedWaits:
     """``time`` as the SuperNode loop sees it: its two fixed waits replaced, the rest unchanged."""
 
-    def __init__(self, waits: dict[float, float]) -> None:
+    def __init__(self, waits: SupernodeWaits, clock: Callable[[], float] = time.monotonic) -> None:
         self._waits = waits
+        self._clock = clock
+        self._handled_at = -math.inf  # when the node last waited on a message it handles
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(self._waits.get(seconds, seconds))
+        if seconds == FLOWER_REPLY_CHECK_S:  # a message is being handled
+            self._handled_at = self._clock()
+            time.sleep(self._waits.reply_check_s)
+        elif seconds == FLOWER_IDLE_PULL_S:
+            recent = self._clock() - self._handled_at < self._waits.follow_up_window_s
+            time.sleep(self._waits.follow_up_pull_s if recent else self._waits.idle_pull_s)
+        else:
+            time.sleep(seconds)
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)
@@ -101,17 +139,15 @@ def supernode_loop() -> ModuleType:
     return start_client_internal
 
 
-def shorten_supernode_waits(idle_pull_s: float, reply_check_s: float) -> None:
-    """Shorten this process's SuperNode waits: idle pulls and reply checks.
+def shorten_supernode_waits(
+    waits: SupernodeWaits, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """Make this process's SuperNode wait ``waits`` instead of Flower's 3 s and 0.5 s.
 
-    It polls every ``idle_pull_s`` when idle (not 3 s) and checks for a ClientApp's reply
-    every ``reply_check_s`` (not 0.5 s). Each stage of a round waits for the slowest site's
-    next pull: SecAgg+ has four stages.
+    Each stage of a round waits for the slowest site's next pull: SecAgg+ has four stages,
+    so a site that has just answered a message asks for the next one sooner.
     """
-    if not (0 < idle_pull_s <= FLOWER_IDLE_PULL_S and 0 < reply_check_s <= FLOWER_REPLY_CHECK_S):
-        raise ValueError(f"waits {idle_pull_s} s / {reply_check_s} s must be positive, not longer")
-    waits = {FLOWER_IDLE_PULL_S: idle_pull_s, FLOWER_REPLY_CHECK_S: reply_check_s}
-    supernode_loop().time = _ShortenedWaits(waits)  # type: ignore[attr-defined]
+    supernode_loop().time = _ShortenedWaits(waits, clock)  # type: ignore[attr-defined]
 
 
 class _RedirectedLaunch:
@@ -159,22 +195,33 @@ def run_superexec() -> None:
     flower_superexec()
 
 
-def message_pull() -> Callable[..., Any]:
-    """The flwr function a ClientApp process pulls its message with, part by part."""
+def message_pulls() -> tuple[Callable[..., Any], ...]:
+    """The flwr functions that pull a message's parts, part by part.
+
+    The SuperNode pulls from the coordinator with the first (``pull_objects``), a ClientApp
+    process from its SuperNode with the second.
+    """
     from flwr.supercore.inflatable import inflatable_utils  # noqa: PLC0415
 
-    return inflatable_utils.pull_and_inflate_object_from_tree
+    return inflatable_utils.pull_objects, inflatable_utils.pull_and_inflate_object_from_tree
 
 
-def shorten_message_pull_backoff(initial_s: float) -> None:
-    """Make this process's (and its forks') message pulls retry after ``initial_s``, not 1 s.
+def shorten_message_pull_backoff(initial_s: float, cap_s: float) -> None:
+    """Make this process's (and its forks') message pulls retry sooner than Flower's.
 
-    A ClientApp process that starts warm asks for its message while the SuperNode is still
-    downloading it from the coordinator; Flower then waits 1 s, 2 s, 4 s ... between tries.
+    A message becomes visible before all of its parts have arrived: the SuperNode sees it while
+    the coordinator is still uploading it, and a warm ClientApp process asks for it while the
+    SuperNode is still downloading it. A missing part is asked for again after ``initial_s``
+    (Flower: 1 s), then after twice as long each time up to ``cap_s`` (Flower: 10 s).
     """
-    if not 0 < initial_s <= FLOWER_PULL_BACKOFF_S:
-        raise ValueError(f"backoff {initial_s} s must be positive, not longer than Flower's")
-    defaults = message_pull().__kwdefaults__
-    if defaults is None or "initial_backoff" not in defaults:
-        raise RuntimeError("flwr's message pull has no initial_backoff: see test_flower_contract")
-    defaults["initial_backoff"] = initial_s
+    longest = (FLOWER_PULL_BACKOFF_S, FLOWER_PULL_BACKOFF_CAP_S)
+    if not (0 < initial_s <= min(cap_s, longest[0]) and cap_s <= longest[1]):
+        raise ValueError(
+            f"backoff {initial_s} s (cap {cap_s} s) must be positive, not longer than Flower's"
+        )
+    for pull in message_pulls():
+        defaults = pull.__kwdefaults__
+        if defaults is None or not {"initial_backoff", "backoff_cap"} <= defaults.keys():
+            raise RuntimeError(f"flwr's {pull.__name__} has no backoff: see test_flower_contract")
+        defaults["initial_backoff"] = initial_s
+        defaults["backoff_cap"] = cap_s

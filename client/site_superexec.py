@@ -12,20 +12,17 @@ from client.flower_internals import (
     run_superexec,
     shorten_message_pull_backoff,
 )
+from client.site_supernode import PULL_BACKOFF_CAP_S, PULL_BACKOFF_S
 from client.warm_clientapps import WarmParent, cold_launch
 
-__all__ = ["PULL_BACKOFF_S", "main"]
-
-#: A warm ClientApp process asks for its message before the SuperNode has all of it: it asks
-#: again after 0.1 s, then 0.2, 0.4 ... (Flower's own first wait is 1 s).
-PULL_BACKOFF_S = 0.1
+__all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
 
 def main() -> None:
     """Fork the warm parent first (before Flower opens a connection), then run the SuperExec."""
-    shorten_message_pull_backoff(PULL_BACKOFF_S)  # inherited by every fork
+    shorten_message_pull_backoff(PULL_BACKOFF_S, PULL_BACKOFF_CAP_S)  # inherited by every fork
     parent = WarmParent()
 
     def launch(args: list[str], quiet: bool) -> None:

@@ -182,17 +182,28 @@ def test_the_supernode_waits_the_site_shortens_are_flowers_fixed_ones(
     assert source.count(f"time.sleep({flower_internals.FLOWER_IDLE_PULL_S})") == 1
     assert source.count(f"time.sleep({flower_internals.FLOWER_REPLY_CHECK_S})") == 2
     slept: list[float] = []
+    now = [100.0]
     monkeypatch.setattr(loop, "time", time)  # restored after the test
     monkeypatch.setattr(time, "sleep", slept.append)
-    flower_internals.shorten_supernode_waits(
-        site_supernode.IDLE_PULL_S, site_supernode.REPLY_CHECK_S
-    )
-    for seconds in (3, 0.5, 0.2):
-        loop.time.sleep(seconds)
-    assert slept == [site_supernode.IDLE_PULL_S, site_supernode.REPLY_CHECK_S, 0.2]
+    flower_internals.shorten_supernode_waits(site_supernode.WAITS, clock=lambda: now[0])
+    waits = site_supernode.WAITS
+    loop.time.sleep(3)  # idle: nothing handled yet
+    loop.time.sleep(0.5)  # a message's reply awaited at t = 100
+    now[0] += waits.follow_up_window_s - 1
+    loop.time.sleep(3)  # the round's next message is due
+    now[0] += 2
+    loop.time.sleep(3)  # idle again
+    loop.time.sleep(0.2)
+    assert slept == [
+        waits.idle_pull_s,
+        waits.reply_check_s,
+        waits.follow_up_pull_s,
+        waits.idle_pull_s,
+        0.2,
+    ]
     assert loop.time.monotonic is time.monotonic  # everything else is the real module
-    with pytest.raises(ValueError, match="must be positive, not longer"):
-        flower_internals.shorten_supernode_waits(5.0, 0.1)
+    with pytest.raises(ValueError, match="not longer than Flower's waits"):
+        flower_internals.SupernodeWaits(5.0, 0.1, 0.25, 10.0)
 
 
 def test_the_supernode_starts_its_superexec_by_popen_of_flowers_command(
@@ -245,21 +256,50 @@ def test_the_superexec_starts_each_clientapp_by_popen_with_its_arguments(
     assert launched == [(args, False), (args, True)]
 
 
-def test_a_clientapp_pulls_its_message_with_flowers_backoff_which_the_site_shortens(
+def _pulls_with_flowers_backoff(pulls: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each of ``pulls`` has flwr 1.41's backoff defaults (restored after the test)."""
+    for pull in pulls:
+        defaults = pull.__kwdefaults__
+        assert defaults["initial_backoff"] == flower_internals.FLOWER_PULL_BACKOFF_S
+        assert defaults["backoff_cap"] == flower_internals.FLOWER_PULL_BACKOFF_CAP_S
+        monkeypatch.setattr(pull, "__kwdefaults__", dict(defaults))
+
+
+def test_message_parts_are_pulled_with_flowers_backoff_which_the_site_shortens(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """client/site_superexec.py shortens the first retry of a warm ClientApp's message pull."""
+    """client/site_supernode.py shortens the retries of the SuperNode's and the ClientApp's pulls
+    of a message's parts: their callers leave Flower's defaults in place."""
+    from flwr.supernode import start_client_internal
     from flwr.supernode.runtime import run_clientapp
 
-    from client import site_superexec
-
-    pull = flower_internals.message_pull()
+    pull_objects, pull_and_inflate = flower_internals.message_pulls()
+    assert start_client_internal.pull_objects is pull_objects
     assert "pull_and_inflate_object_from_tree(" in inspect.getsource(run_clientapp.pull_task_input)
-    defaults = pull.__kwdefaults__
-    assert defaults["initial_backoff"] == flower_internals.FLOWER_PULL_BACKOFF_S
-    monkeypatch.setattr(pull, "__kwdefaults__", dict(defaults))  # restored after the test
-    flower_internals.shorten_message_pull_backoff(site_superexec.PULL_BACKOFF_S)
-    assert pull.__kwdefaults__["initial_backoff"] == site_superexec.PULL_BACKOFF_S
-    assert pull.__kwdefaults__["backoff_cap"] == defaults["backoff_cap"]
-    with pytest.raises(ValueError, match="not longer than Flower's"):
-        flower_internals.shorten_message_pull_backoff(2.0)
+    for caller in (start_client_internal._pull_and_store_message, run_clientapp.pull_task_input):
+        assert "backoff" not in inspect.getsource(caller)
+    _pulls_with_flowers_backoff((pull_objects, pull_and_inflate), monkeypatch)
+    flower_internals.shorten_message_pull_backoff(
+        site_supernode.PULL_BACKOFF_S, site_supernode.PULL_BACKOFF_CAP_S
+    )
+    for pull in (pull_objects, pull_and_inflate):
+        assert pull.__kwdefaults__["initial_backoff"] == site_supernode.PULL_BACKOFF_S
+        assert pull.__kwdefaults__["backoff_cap"] == site_supernode.PULL_BACKOFF_CAP_S
+    for initial_s, cap_s in ((2.0, 2.0), (0.1, 20.0), (0.5, 0.2), (0.0, 0.2)):
+        with pytest.raises(ValueError, match="not longer than Flower's"):
+            flower_internals.shorten_message_pull_backoff(initial_s, cap_s)
+
+
+def test_the_coordinator_pulls_reply_parts_with_a_shortened_backoff(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """server/secure_rounds.py shortens the retries of the ServerApp's pulls of a reply's parts."""
+    from flwr.supercore.inflatable.inflatable_utils import pull_objects
+    from flwr.superlink.grid import http_grid
+
+    assert http_grid.pull_objects is pull_objects
+    assert "backoff" not in inspect.getsource(http_grid.HttpGrid.pull_messages)
+    _pulls_with_flowers_backoff((pull_objects,), monkeypatch)
+    secure_rounds.shorten_reply_part_pulls()
+    assert pull_objects.__kwdefaults__["initial_backoff"] == secure_rounds.REPLY_PART_BACKOFF_S[0]
+    assert pull_objects.__kwdefaults__["backoff_cap"] == secure_rounds.REPLY_PART_BACKOFF_S[1]
