@@ -20,23 +20,18 @@ import sys
 from collections.abc import Sequence
 from typing import IO
 
-__all__ = ["CLIENTAPP_COMMAND", "PRELOADED", "WarmParent", "cold_launch"]
+__all__ = ["CLIENTAPP_COMMAND", "CLIENTAPP_RUNTIME", "PRELOADED", "WarmParent", "cold_launch"]
 
 logger = logging.getLogger(__name__)
 
 #: The command flwr 1.41's SuperExec starts for a ClientApp message.
 CLIENTAPP_COMMAND = "flwr-clientapp"
-#: Imported once by the warm parent: Flower's ClientApp runtime; httpcore, which its HTTP
-#: client to the SuperNode imports on creation (0.4-0.6 s of CPU in every message's process);
-#: medfed's ClientApp and training client (torch, MONAI, Opacus); and torch._dynamo, which the
-#: first optimizer imports.
-PRELOADED = (
-    "flwr.supernode.cli",
-    "httpcore",
-    "client.client_app",
-    "client.site_client",
-    "torch._dynamo",
-)
+#: Flower's ClientApp runtime, and httpcore, which its HTTP client to the SuperNode imports on
+#: creation (0.4-0.6 s of CPU in every message's process when not preloaded).
+CLIENTAPP_RUNTIME = ("flwr.supernode.cli", "httpcore")
+#: Imported once by the warm parent: the runtime, medfed's ClientApp and training client
+#: (torch, MONAI, Opacus), and torch._dynamo, which the first optimizer imports.
+PRELOADED = (*CLIENTAPP_RUNTIME, "client.client_app", "client.site_client", "torch._dynamo")
 
 
 class WarmParent:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from client.warm_clientapps import WarmParent
+from client.warm_clientapps import CLIENTAPP_RUNTIME, PRELOADED, WarmParent
 
 LIGHT = ("flwr.supernode.cli",)  # the real ClientApp entry point, without torch
 
@@ -49,10 +49,11 @@ def test_a_clientapp_reaches_its_supernode_without_importing_anything() -> None:
     """Flower's ClientApp process creates its HTTP client to the SuperNode on start; every
     module that needs is already in the warm parent (httpcore alone cost 0.4-0.6 s of CPU in
     each message's process)."""
+    assert set(CLIENTAPP_RUNTIME) <= set(PRELOADED)
     probe = (
         "import importlib, sys\n"
-        "from client.warm_clientapps import PRELOADED\n"
-        "for module in PRELOADED: importlib.import_module(module)\n"
+        "from client.warm_clientapps import CLIENTAPP_RUNTIME\n"
+        "for module in CLIENTAPP_RUNTIME: importlib.import_module(module)\n"
         "before = set(sys.modules)\n"
         "from flwr.supernode.runtime.run_clientapp import run_clientapp\n"
         "from flwr.supercore.runtime.runtime_http_client import RuntimeHttpClient\n"
