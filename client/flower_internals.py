@@ -57,7 +57,7 @@ __all__ = [
     "superexec_executor",
 ]
 
-#: A ClientApp process asking its SuperNode for a message part not there yet waits this long
+#: A SuperNode or ClientApp process asking for a message part not there yet waits this long
 #: before asking again, then twice as long each time (flwr 1.41's PULL_INITIAL_BACKOFF).
 FLOWER_PULL_BACKOFF_S = 1.0
 #: ... but never longer than this (flwr 1.41's PULL_BACKOFF_CAP).

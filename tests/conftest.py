@@ -17,7 +17,8 @@ site answers and each job started waits on that poll (a user's processes keep th
 Every process of the suite runs torch's operations on one thread (:data:`TORCH_THREADS`):
 two workers share two cores, and a federation runs several sites on this one machine, so
 torch's default (a thread per core in every process) only oversubscribed the cores. A
-3-site SecAgg+ bench used 78-81 s of CPU instead of 83-91 s with one thread per site.
+3-site SecAgg+ bench used 78-86 s of CPU instead of 81-91 s with one thread per process
+(docs/results.md).
 
 Every simulation's private Ray gets one CPU (:data:`simulations.simulation_engine.RAY_CPUS_ENV`),
 so one actor trains its sites in turn: two workers run two simulations at a time on two cores,
