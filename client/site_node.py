@@ -33,6 +33,7 @@ from common.flower_processes import flower_environment, start_logged
 
 __all__ = [
     "PROMPT_LAUNCH_ENV",
+    "TORCH_THREADS_ENV",
     "SUPERNODE_LAUNCH",
     "SiteKit",
     "start_site_node",
@@ -171,6 +172,8 @@ def supernode_command(
 #: The SuperNode's SuperExec (which starts a ClientApp process per message) checks for new
 #: messages every 0.2 s instead of flwr 1.41's 1 s: a SecAgg+ round has four messages.
 PROMPT_LAUNCH_ENV = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}
+#: The variable `medfed-site start --threads` sets: torch's intra-op threads are OpenMP's.
+TORCH_THREADS_ENV = "OMP_NUM_THREADS"
 
 
 def start_site_node(
@@ -181,11 +184,14 @@ def start_site_node(
     insecure: bool = False,
     superlink: str | None = None,
     state: Path = Path("site-state"),
+    threads: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Check the cache reads and the site's records verify, then start the SuperNode.
 
     The records (privacy ledger, audit log) are verified under the kit's integrity key,
-    created on the first start; the node runs in its own process group.
+    created on the first start; the node runs in its own process group. ``threads`` caps the
+    CPU threads of torch in every process the node starts (its OpenMP variable, which torch
+    reads); None keeps torch's default, a thread per core.
     """
     load_dataset(data)  # fail here, with the path named, rather than in the first round
     state.mkdir(parents=True, exist_ok=True)
@@ -193,4 +199,6 @@ def start_site_node(
     require_intact(state, kit.name, key)
     command = supernode_command(kit, data, port, insecure, superlink, state, key)
     env = {**flower_environment(log_file.parent / "flwr-home"), **PROMPT_LAUNCH_ENV}
+    if threads is not None:
+        env[TORCH_THREADS_ENV] = str(threads)
     return start_logged(command, log_file, env)

@@ -30,6 +30,14 @@ def start(
     superlink: Annotated[
         str | None, typer.Option(help="Override the kit's coordinator address (testing).")
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads each training or evaluation may use (default: one per core); "
+            "lower it on a machine shared with other services.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option(help="Debug logging.")] = False,
 ) -> None:
     """Connect to the coordinator and train when it asks; Ctrl-C or SIGTERM stops the node."""
@@ -38,7 +46,9 @@ def start(
         site = SiteKit.read(kit)
         if insecure:
             logger.warning("INSECURE: no TLS and no site key. Never use this with patient data.")
-        node = start_site_node(site, data, port, logs / "supernode.log", insecure, superlink, state)
+        node = start_site_node(
+            site, data, port, logs / "supernode.log", insecure, superlink, state, threads
+        )
     logger.info(
         "site %s: node pid %d connecting to %s; budget epsilon <= %g; log %s",
         site.name,

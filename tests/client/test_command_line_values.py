@@ -135,3 +135,13 @@ def test_an_out_folder_holding_an_earlier_run_is_refused_not_overwritten(tmp_pat
     code, output = _run(sim_app, "run", "--data", str(data), "--out", str(earlier))
     assert code == 2 and "--out" in output and "already holds files" in output
     assert (earlier / "global_model.pt").read_bytes() == b"an earlier run's model"
+
+
+@pytest.mark.parametrize("threads", ["0", "-2", "two"])
+def test_start_refuses_a_thread_count_that_is_not_a_positive_whole_number(
+    tmp_path: Path, threads: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where the node's default state and log folders would go
+    code, output = _run(site_app, "start", "--kit", "kit", "--data", "cache", "--threads", threads)
+    assert code == 2 and "'--threads'" in output, output
+    assert list(tmp_path.iterdir()) == []  # refused before the node starts

@@ -6,7 +6,7 @@ stops every PID it started when the test module is done with it.
 """
 
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,10 +122,12 @@ def running_federation(
     sites: Mapping[str, Path],
     edit_site_toml: Callable[[str, str], str] = lambda _site, text: text,
     site_env: Callable[[str], Mapping[str, str] | None] = lambda _site: None,
+    site_options: Callable[[str], Sequence[str]] = lambda _site: (),
 ) -> Iterator[Federation]:
     """Provision ``sites`` (name -> data), start the coordinator and every site node, wait
     until all are online; stop them all on exit. ``edit_site_toml`` is each hospital's own
-    edit of its site.toml, ``site_env`` the environment of its node (None: this process's)."""
+    edit of its site.toml, ``site_env`` the environment of its node (None: this process's),
+    ``site_options`` more options of its `medfed-site start`."""
     fleet_port, control_port = free_port(), free_port()
     kits = root / "kits"
     provision(root, fleet_port, tuple(sites), kits)
@@ -157,7 +159,9 @@ def running_federation(
         wait_until(lambda: (state / "coordinator.json").is_file(), 180, "the coordinator")
         for site, data in sites.items():
             kit = kits / "sites" / site
-            fed.sites[site] = fed.start_site(kit, data, site, env=site_env(site))
+            fed.sites[site] = fed.start_site(
+                kit, data, site, *site_options(site), env=site_env(site)
+            )
         wait_until(lambda: fed.online_nodes() == len(sites), 300, f"{len(sites)} online sites")
         yield fed
     finally:

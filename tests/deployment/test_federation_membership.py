@@ -10,6 +10,7 @@ every PID started here is stopped at the end of the module.
 
 import datetime
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from deployment_processes import (
 )
 from federation_setup import Federation, provision, running_federation
 
+from client.site_node import TORCH_THREADS_ENV
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
 from server.coordinator import CoordinatorPaths, flwr_cli_json
@@ -44,6 +46,9 @@ from simulations.synthetic_lesions import write_synthetic_lesions
 pytestmark = pytest.mark.e2e(idle_s=200)
 
 SITES = ("hospital-a", "hospital-b", "hospital-c")
+#: hospital-a's `medfed-site start --threads`: one more than every other process of the suite
+#: gets (tests/conftest.py sets OMP_NUM_THREADS before the test files are imported).
+THREADS = str(int(os.environ.get(TORCH_THREADS_ENV, "1")) + 1)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +57,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     data = {site: root / f"site{index}.npz" for index, site in enumerate(SITES)}
     for index, path in enumerate(data.values()):
         write_synthetic_lesions(path, n_train=96, n_val=32, n_test=8, seed=index)
-    with running_federation(root, data) as fed:
+    options = {"hospital-a": ("--threads", THREADS)}
+    with running_federation(root, data, site_options=lambda site: options.get(site, ())) as fed:
         yield fed
 
 
@@ -84,6 +90,13 @@ def test_every_flower_process_runs_without_telemetry_or_runtime_installs(
         assert env.get("FLWR_TELEMETRY_ENABLED") == "0", command
         assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", command
     assert "--disable-runtime-dependency-installation" in command_line(superlink)
+    # `--threads` reaches every process of that site's node: the ClientApp processes' torch.
+    site_a = set(descendants(federation.sites["hospital-a"].pid)) & set(flower)
+    assert {_program(flower[pid][0]) for pid in site_a} >= {"client.site_supernode"}, site_a
+    for pid in site_a:
+        assert flower[pid][1].get(TORCH_THREADS_ENV) == THREADS, flower[pid][0]
+    others = set(flower) - site_a - {superlink}
+    assert all(flower[pid][1].get(TORCH_THREADS_ENV) != THREADS for pid in others)
 
 
 def test_control_api_is_on_loopback_only_and_refused_to_site_credentials(
