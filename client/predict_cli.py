@@ -7,10 +7,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from client.qc_table import print_skipped
 from common.cli_support import add_debug_log, command_line_app, configure_logging, user_errors
 from common.cli_values import check_output_folder
-from common.data.dicom_prepare import WINDOW_CHOICES, check_preprocessing_options
+from common.data.intensity import WINDOW_CHOICES
 from common.errors import DataFormatError
 
 __all__ = ["app"]
@@ -93,6 +92,8 @@ def predict(
     # Imported here so that `medfed --help` answers without loading torch and MONAI.
     from client.inference.predict import PredictOptions, run_predict
     from client.inference.replay import PreprocessingOverrides
+    from client.qc_table import print_skipped
+    from common.data.dicom_prepare import check_preprocessing_options
 
     configure_logging(verbose)
     # highdicom reports each module it copies at INFO: noise at a site.

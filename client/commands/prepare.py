@@ -16,11 +16,8 @@ from common.config import PREPARED_TASKS
 from common.data.arrays import mask_classes
 from common.data.colour import CHANNEL_RULES
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB
-from common.data.dicom_prepare import (
-    WINDOW_CHOICES,
-    PreprocessingConfig,
-    check_preprocessing_options,
-)
+from common.data.dicom_prepare import PreprocessingConfig, check_preprocessing_options
+from common.data.intensity import WINDOW_CHOICES
 from common.data.label_manifest import read_label_manifest
 from common.data.nifti_cases import is_nifti_folder
 from common.data.picture_cases import is_picture_folder

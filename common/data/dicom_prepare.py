@@ -29,7 +29,7 @@ from common.data.dicom_patient import patient_identity
 from common.data.dicom_pixels import DEFAULT_MAX_PIXEL_MIB, LinearUnits
 from common.data.dicom_scan import DicomScan, SeriesFiles, scan_dicom_folder
 from common.data.dicom_seg import SegmentationMasks
-from common.data.intensity import PERCENTILES, WINDOW_PRESETS, window_range
+from common.data.intensity import PERCENTILES, WINDOW_CHOICES, window_range
 from common.data.label_manifest import LabelManifest
 from common.data.preprocessing_contract import PreprocessingContract, SoftwareVersions
 from common.data.pseudonyms import SitePseudonymiser
@@ -39,7 +39,6 @@ from common.data.value_histogram import ValueHistogram
 from common.errors import ConfigError
 
 __all__ = [
-    "WINDOW_CHOICES",
     "PreparedImages",
     "PreprocessingConfig",
     "check_preprocessing_options",
@@ -48,9 +47,6 @@ __all__ = [
     "read_dicom_folder",
     "start_prepared",
 ]
-
-#: Every value a ``--window`` option takes ('auto' picks one per modality).
-WINDOW_CHOICES = ["auto", "percentile", *WINDOW_PRESETS]
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ import numpy as np
 
 __all__ = [
     "PERCENTILES",
+    "WINDOW_CHOICES",
     "WINDOW_PRESETS",
     "normalise_intensity",
     "scale_to_unit",
@@ -18,6 +19,9 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "brain": (40.0, 80.0),
     "bone": (400.0, 1800.0),
 }
+
+#: Every value a ``--window`` option takes ('auto' picks one per modality).
+WINDOW_CHOICES = ["auto", "percentile", *WINDOW_PRESETS]
 
 #: Percentiles mapped to 0 and 1 by ``percentile`` scaling.
 PERCENTILES = (0.5, 99.5)

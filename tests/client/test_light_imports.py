@@ -27,7 +27,9 @@ def _loaded_after(module: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["client.client_app", "client.commands.start", "client.privacy_ledger"]
+    "module",
+    # `medfed`'s module: its --version and -h answer without them (3.6 s of CPU before).
+    ["client.client_app", "client.commands.start", "client.privacy_ledger", "client.predict_cli"],
 )
 def test_a_process_that_does_not_train_imports_no_torch(module: str) -> None:
     assert _loaded_after(module) == []
