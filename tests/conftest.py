@@ -26,25 +26,29 @@ and a second actor per simulation would only import the site's code once more (a
 """
 
 import os
+import sys
 
 import pytest
-import torch
 
+from client.site_node import TORCH_THREADS_ENV
 from simulations.simulation_engine import RAY_CPUS_ENV
 
 #: Flower's SuperExec poll interval (flwr reads FLWR_SUPEREXEC_TASK_POLL_INTERVAL, 0.01-60 s).
 SUPEREXEC_POLL_S = "0.2"
 #: CPUs of each simulation's private Ray in the suite.
 SIMULATION_RAY_CPUS = "1"
-#: torch's intra-op threads in every process of the suite (OpenMP's variable, read by torch).
+#: torch's intra-op threads in every process of the suite (the variable `medfed-site start
+#: --threads` sets).
 TORCH_THREADS = "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", SUPEREXEC_POLL_S)
     os.environ.setdefault(RAY_CPUS_ENV, SIMULATION_RAY_CPUS)
-    os.environ.setdefault("OMP_NUM_THREADS", TORCH_THREADS)
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # and the tests run in-process
+    os.environ.setdefault(TORCH_THREADS_ENV, TORCH_THREADS)
+    # torch reads the variable when it is imported; a plugin may have imported it already.
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ[TORCH_THREADS_ENV]))
 
 
 #: End-to-end files (simulations mostly) queued after each deployment file.
