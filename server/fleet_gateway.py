@@ -213,7 +213,8 @@ def serve_fleet_gateway(
     **tls: Any,  # noqa: ANN401 (uvicorn.run's ssl_* keyword arguments, passed as they are)
 ) -> None:
     """Serve ``gateway`` until interrupted, answering 503 past ``max_connections`` at once."""
+    # uvicorn counts the connection asking among the open ones, so its limit is one above ours.
     uvicorn.run(
-        gateway, host=host, port=port, log_level="warning", limit_concurrency=max_connections,
+        gateway, host=host, port=port, log_level="warning", limit_concurrency=max_connections + 1,
         **tls,
     )  # fmt: skip

@@ -160,22 +160,30 @@ def test_an_oversized_streamed_body_gets_413_and_memory_stays_bounded(
     assert small.startswith(b"HTTP/1.1 502")  # within the limit: forwarded (nothing upstream)
 
 
+def _reply_within(conn: socket.socket, seconds: float) -> bytes:
+    return conn.recv(4096) if select.select([conn], [], [], seconds)[0] else b""
+
+
 def test_connections_past_the_limit_get_503_before_any_body_is_read(
     gateway_process: tuple[int, int],
 ) -> None:
     """Slow uploads (headers sent, body pending) hold every slot; the next caller gets 503."""
     _, port = gateway_process
     head = b"POST /v1/fleet/push-messages HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
-    held = [
-        socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(MAX_CONNECTIONS)
-    ]
+    held: list[socket.socket] = []
     try:
-        for conn in held:
-            conn.sendall(head + b"x")
-        time.sleep(0.5)  # the gateway has taken them all in
-        reply, _ = _send(port, b"POST /v1/fleet/pull-messages HTTP/1.1\r\nHost: x\r\n"
-                         b"Content-Length: 2\r\n\r\n\x08\x01", 0, b"")  # fmt: skip
+        while True:  # one at a time, each seen waiting for its body before the next one
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.sendall(head + b"x")  # 1 of 1000 body bytes
+            reply = _reply_within(conn, 0.5)
+            if reply:
+                conn.close()
+                break
+            held.append(conn)
+            assert len(held) <= MAX_CONNECTIONS, "more slow uploads held than the limit"
         assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+        assert len(held) == MAX_CONNECTIONS  # exactly the limit was served
+        assert not any(_reply_within(conn, 0) for conn in held)  # still waiting, none dropped
     finally:
         for conn in held:
             conn.close()
