@@ -30,6 +30,7 @@ from client.site_client import SiteClient
 from client.site_limits import SiteLimits
 from common import message_keys as keys
 from common.federation_job import FederationJob
+from common.model_packing import pack_arrays
 from common.models import build_model
 from common.privacy.accounting import calibrate_noise_multiplier
 from simulations.synthetic_lesions import generate_synthetic_lesions
@@ -91,7 +92,7 @@ def main() -> None:
         model = build_model(job.model, 1, 2, (args.size, args.size), True)
         weights = [t.numpy().copy() for t in model.state_dict().values()]
         start_cpu, start = time.process_time(), time.perf_counter()
-        _, _, metrics = client.fit(weights, {keys.SERVER_ROUND: 1})
+        _, _, metrics = client.fit([pack_arrays(weights)], {keys.SERVER_ROUND: 1})
         fit_cpu, fit_wall = time.process_time() - start_cpu, time.perf_counter() - start
         rows = PrivacyLedger(Path(folder) / "state" / LEDGER_FILE, "hospital-a").rows()
     print(

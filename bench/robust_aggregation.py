@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.server.client_proxy import ClientProxy
 
 from common.data.federated_split import split_across_sites
@@ -91,7 +91,6 @@ def _federate(rule: str, attack: str, args: argparse.Namespace, tmp: str) -> dic
         strategy._sampled = list(range(len(sites)))
         parameters, _ = strategy.aggregate_fit(server_round, replies, [])
         assert parameters is not None
-        strategy.global_arrays = parameters_to_ndarrays(parameters)
     final = build_model(job.model, 1, 2, (16, 16), False)
     final.load_state_dict(strategy.global_state())
     metrics = evaluate(final, data.test)

@@ -27,6 +27,7 @@ from common import message_keys as keys
 from common.config import UPDATE_PRECISIONS
 from common.data.loading import load_dataset
 from common.federation_job import FederationJob
+from common.model_packing import pack_arrays
 from common.models import build_model
 from common.tasks.registry import task_for
 from common.update_encoding import encode_update
@@ -72,7 +73,7 @@ def main() -> None:
             require_secure_aggregation=False,
         )  # fmt: skip
         client = SiteClient(context, seed_for_round=lambda _round: 0, job=job, limits=limits)
-        delta, examples, metrics = client.fit(start, {keys.SERVER_ROUND: 1})
+        delta, examples, metrics = client.fit([pack_arrays(start)], {keys.SERVER_ROUND: 1})
     model_bytes = 4 * sum(int(np.prod(a.shape)) for a in start)
     ok = Status(code=Code.OK, message="Success")
     sent = [encode_update(delta)]  # what the site's ClientApp sends in a plain round

@@ -31,6 +31,7 @@ from common.errors import ConfigError, MedfedError
 from common.federation_job import FederationJob
 from common.job_model import build_job_model, trained_parameters
 from common.local_training import train_local_round
+from common.model_packing import layout_of, unpack_arrays
 from common.privacy.accounting import PrivacyState
 from common.privacy.planning import RoundPlan, plan_round
 from common.simulation_environment import SimulationEnvironment
@@ -244,16 +245,27 @@ class SiteClient(NumPyClient):
                 f"{self.limits.name}'s {len(self.data.train)} training images; raise it",
             )
 
-    def _model(self, parameters: list[np.ndarray]) -> torch.nn.Module:
+    def _model(self, parameters: list[np.ndarray]) -> tuple[torch.nn.Module, list[np.ndarray]]:
+        """The job's model holding the global weights sent, and those weights as arrays.
+
+        The coordinator sends them as one packed vector (:mod:`common.model_packing`); one of
+        any other size, or anything else, is refused before training.
+        """
         model = build_job_model(self.job)
-        names = list(model.state_dict())
+        state = model.state_dict()
+        layout = layout_of([tensor.numpy() for tensor in state.values()])
+        try:
+            (packed,) = parameters
+            arrays = unpack_arrays(np.asarray(packed), layout)
+        except ValueError as error:  # a wrong count, or ModelPackingError
+            raise MedfedError(
+                f"site {self.limits.name}: the global model sent does not fit job "
+                f"{self.job.name}'s model ({len(parameters)} arrays received): {error}"
+            ) from None
         model.load_state_dict(
-            {
-                name: torch.from_numpy(np.asarray(array))
-                for name, array in zip(names, parameters, strict=True)
-            }
+            {name: torch.from_numpy(array) for name, array in zip(state, arrays, strict=True)}
         )
-        return model
+        return model, arrays
 
     def fit(
         self, parameters: list[np.ndarray], config: dict[str, bool | bytes | float | int | str]
@@ -261,7 +273,7 @@ class SiteClient(NumPyClient):
         """One DP-SGD round; returns local minus global weights."""
         server_round = int(config[keys.SERVER_ROUND])
         self._answer_or_drop(server_round)
-        model = self._model(parameters)
+        model, global_arrays = self._model(parameters)
         previous = restore_privacy_state(self.context)
         seed = self.seed_for_round(server_round)
         # the samples the round trains on (3D: patches), drawn once for the plan and training
@@ -286,7 +298,7 @@ class SiteClient(NumPyClient):
         )
         delta = [
             tensor.detach().cpu().numpy().astype(np.float32) - np.asarray(glob, dtype=np.float32)
-            for tensor, glob in zip(update.state_dict.values(), parameters, strict=True)
+            for tensor, glob in zip(update.state_dict.values(), global_arrays, strict=True)
         ]
         if not all(np.isfinite(d).all() for d in delta):
             raise MedfedError(f"site {self.limits.name}: training diverged (non-finite update)")
@@ -347,7 +359,7 @@ class SiteClient(NumPyClient):
         task = task_for(self.job.task)
         # The job's output names where it declares them, else the site's own.
         names = self.job.output_names if self.job.class_names else task.output_names(self.data)
-        model = self._model(parameters)
+        model, _ = self._model(parameters)
         results: dict[str, bool | bytes | float | int | str] = {
             **task.evaluate(model, self.data.val, names)
         }

@@ -30,7 +30,6 @@ from flwr.compat.common.recorddict_compat import recorddict_to_fitres
 from flwr.server import Grid, LegacyContext, ServerConfig
 from flwr.server.strategy import Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.supercore.inflatable.inflatable_utils import pull_objects
 from flwr.supercore.run import Run
@@ -236,7 +235,13 @@ class _CheckedGrid(_DelegatingGrid):
 class _CheckedSecAggPlus(SecAggPlusWorkflow):
     """Flower's SecAgg+ workflow that takes malformed replies out before it reads them."""
 
-    def __init__(self, secure: SecureAggregationConfig, on_rejected: RejectReply) -> None:
+    def __init__(
+        self,
+        secure: SecureAggregationConfig,
+        model_shapes: list[tuple[int, ...]],
+        on_rejected: RejectReply,
+    ) -> None:
+        self.model_shapes = model_shapes  # what every masked vector must fit
         self._round: WorkflowState | None = None
         self._warned = False
         super().__init__(
@@ -281,8 +286,7 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
         self, grid: Grid, context: LegacyContext, state: WorkflowState
     ) -> bool:
         """Flower's stage on the replies whose masked vectors fit the model."""
-        model = context.state.array_records[MAIN_PARAMS_RECORD].to_numpy_ndarrays()
-        shapes = [array.shape for array in model]
+        shapes = self.model_shapes
 
         def check(reply: RecordDict) -> str | None:
             problem = masked_reply_problem(reply, shapes, state.mod_range, state.max_weight)
@@ -307,11 +311,13 @@ def _ignore(_node: int, _name: str | None, _reason: str) -> None:
 
 
 def _fit_workflow(
-    secure: SecureAggregationConfig, on_rejected: RejectReply = _ignore
+    secure: SecureAggregationConfig,
+    model_shapes: list[tuple[int, ...]],
+    on_rejected: RejectReply = _ignore,
 ) -> SecAggPlusWorkflow | None:
     if not secure.enabled:
         return None
-    return _CheckedSecAggPlus(secure, on_rejected)
+    return _CheckedSecAggPlus(secure, model_shapes, on_rejected)
 
 
 def shorten_reply_part_pulls() -> None:
@@ -328,11 +334,13 @@ def run_rounds(
     strategy: Strategy,
     rounds: int,
     secure: SecureAggregationConfig,
+    model_shapes: list[tuple[int, ...]],
     round_timeout_s: float | None = None,
     on_rejected: RejectReply = _ignore,
 ) -> None:
     """Run ``rounds`` rounds of ``strategy`` on the sites of ``grid``, with SecAgg+ if enabled.
 
+    ``model_shapes`` are the global model's tensors, which every masked vector must fit.
     ``round_timeout_s`` bounds how long a plain round waits for its replies; sites that have
     not answered by then count as dropped for that round. Under SecAgg+ ``on_rejected`` hears
     of every malformed reply taken out of a round.
@@ -342,6 +350,6 @@ def run_rounds(
         config=ServerConfig(num_rounds=rounds, round_timeout=round_timeout_s),
         strategy=strategy,
     )
-    workflow = DefaultWorkflow(fit_workflow=_fit_workflow(secure, on_rejected))
+    workflow = DefaultWorkflow(fit_workflow=_fit_workflow(secure, model_shapes, on_rejected))
     shorten_reply_part_pulls()
     workflow(_PromptGrid(grid), legacy)

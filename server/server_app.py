@@ -89,7 +89,7 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
     if remaining > 0:
         run_rounds(
             grid, context, strategy, remaining, job.secure_aggregation,
-            on_rejected=strategy.reject_reply,
+            [array.shape for array in strategy.global_arrays], on_rejected=strategy.reject_reply,
         )  # fmt: skip
     recorder.write()
     logger.info("job %s finished; global model in %s", job.name, checkpoint)

@@ -35,6 +35,7 @@ from flwr.server.strategy import FedAvg
 
 from common import message_keys as keys
 from common.federation_job import FederationJob
+from common.model_packing import pack_arrays
 from common.tasks.threshold import THRESHOLD, choose_threshold, decode_counts
 from common.update_encoding import UpdateDecodingError, decode_update
 from server.delta_aggregation import aggregate_deltas
@@ -142,10 +143,14 @@ class DeltaFedAvg(FedAvg):
             min_fit_clients=min_sites,
             min_evaluate_clients=min_sites,
             min_available_clients=min_sites,
-            initial_parameters=ndarrays_to_parameters(self.global_arrays),
+            initial_parameters=self.sent_model(),
             on_fit_config_fn=lambda r: {keys.SERVER_ROUND: r + offset},
             on_evaluate_config_fn=lambda r: {keys.SERVER_ROUND: r + offset},
         )
+
+    def sent_model(self) -> Parameters:
+        """The global model as the sites receive it: one packed vector (common.model_packing)."""
+        return ndarrays_to_parameters([pack_arrays(self.global_arrays)])
 
     def _job_round(self, server_round: int) -> int:
         return server_round + self.hooks.completed_rounds
@@ -281,7 +286,7 @@ class DeltaFedAvg(FedAvg):
         self._fit_metrics = dict(metrics)
         if not valid:
             logger.warning("round %d: no valid update; the global model is unchanged", job_round)
-            return ndarrays_to_parameters(self.global_arrays), dict(metrics)
+            return self.sent_model(), dict(metrics)
         deltas = aggregate_deltas(self.job.strategy, valid)
         if self._adam is not None:
             self.global_arrays = self._adam.step(self.global_arrays, deltas)
@@ -292,7 +297,7 @@ class DeltaFedAvg(FedAvg):
             ]
         seconds = time.monotonic() - self._fit_started
         self.recorder.record_federated("train", job_round, {**metrics, FIT_SECONDS: seconds})
-        return ndarrays_to_parameters(self.global_arrays), dict(metrics)
+        return self.sent_model(), dict(metrics)
 
     def evaluate(
         self, server_round: int, parameters: Parameters

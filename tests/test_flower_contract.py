@@ -84,9 +84,9 @@ def test_the_legacy_workflow_takes_the_settings_a_job_gives_it() -> None:
         assert name in parameters, name
     assert "timeout" in parameters
     assert "round_timeout" in inspect.signature(ServerConfig).parameters
-    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(clipping_range=3.0))
+    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(clipping_range=3.0), [(2,)])
     assert isinstance(workflow, SecAggPlusWorkflow) and workflow.clipping_range == 3.0
-    assert secure_rounds._fit_workflow(SecureAggregationConfig(enabled=False)) is None
+    assert secure_rounds._fit_workflow(SecureAggregationConfig(enabled=False), [(2,)]) is None
 
 
 def test_the_secagg_stages_and_state_the_coordinator_checks_replies_in() -> None:
@@ -107,14 +107,14 @@ def test_the_setup_stage_reads_the_quantisation_levels_after_sampling_the_round(
     sampled = source.index("state.nid_to_fitins = {")
     assert source.index("configure_fit(") < sampled < source.index("self.quantization_range")
     assert "Key.TARGET_RANGE: state.quantization_range" in source  # what the sites quantise to
-    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(modulus_bits=24))
+    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(modulus_bits=24), [(2,)])
     assert workflow is not None and workflow.modulus_range == 2**24
     workflow._round = secure_rounds.WorkflowState(nid_to_fitins=dict.fromkeys(range(10)))  # type: ignore[attr-defined]
     assert workflow.quantization_range == (2**24 - 1) // 10
 
 
 def test_a_round_of_many_sites_at_24_bits_logs_its_few_levels_once(caplog) -> None:
-    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(modulus_bits=24))
+    workflow = secure_rounds._fit_workflow(SecureAggregationConfig(modulus_bits=24), [(2,)])
     assert workflow is not None
     for sites in (15, 16, 40):
         workflow._round = secure_rounds.WorkflowState(nid_to_fitins=dict.fromkeys(range(sites)))  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from common.data.loading import load_dataset
 from common.dp_learnability import learnability_warning
 from common.federation_job import FederationJob
 from common.job_model import trained_parameters
+from common.model_packing import pack_arrays
 from common.models import build_model
 from common.privacy.accounting import calibrate_noise_multiplier
 from simulations.synthetic_lesions import generate_synthetic_lesions
@@ -88,10 +89,10 @@ def test_a_site_calibrates_the_noise_once_per_job_and_accounts_what_it_planned(
     client = _client(data, tmp_path / "state", batch_size=64, rounds=2)
     weights = _weights(client)
     with caplog.at_level(logging.WARNING):
-        client.fit(weights, {keys.SERVER_ROUND: 1})
+        client.fit([pack_arrays(weights)], {keys.SERVER_ROUND: 1})
     assert len(calibrations) == 1  # was 3: the warning, the reservation and training
     assert "is small for its DP settings" not in caplog.text  # no doubled-batch figure asked
-    client.fit(weights, {keys.SERVER_ROUND: 2})
+    client.fit([pack_arrays(weights)], {keys.SERVER_ROUND: 2})
     assert len(calibrations) == 1  # later rounds take the noise from the stored state
 
     # The ledger holds what Opacus' search gives for this site: 128 patients, 32 a step.
@@ -108,7 +109,7 @@ def test_a_small_site_warns_as_before_and_calibrates_only_the_doubled_batch_agai
     data = _site_data(tmp_path / "site.npz", n_train=48, images_per_patient=3)
     client = _client(data, tmp_path / "state", batch_size=6, rounds=1)
     with caplog.at_level(logging.WARNING):
-        client.fit(_weights(client), {keys.SERVER_ROUND: 1})
+        client.fit([pack_arrays(_weights(client))], {keys.SERVER_ROUND: 1})
     assert len(calibrations) == 2  # the round's plan, and the noise quoted at batch 12
 
     train = load_dataset(data).train  # the warning worked out from scratch, as medfed-sim does

@@ -10,6 +10,7 @@ from client.site_client import SiteClient
 from client.site_limits import SiteLimits
 from common import message_keys as keys
 from common.federation_job import FederationJob
+from common.model_packing import pack_arrays
 from common.models import build_model
 from simulations.synthetic_lesions import write_synthetic_lesions
 
@@ -33,6 +34,6 @@ def test_counts_leave_the_site_only_without_threshold_data(
         require_secure_aggregation=False,
     )  # fmt: skip
     client = SiteClient(context, seed_for_round=lambda _round: 0, job=job, limits=limits)
-    _, examples, metrics = client.evaluate(parameters, {keys.SERVER_ROUND: 1})
+    _, examples, metrics = client.evaluate([pack_arrays(parameters)], {keys.SERVER_ROUND: 1})
     assert examples == 12 and "roc_auc" in metrics
     assert (keys.SCORE_COUNTS in metrics) is not threshold_data

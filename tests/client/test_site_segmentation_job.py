@@ -12,6 +12,7 @@ from client.site_limits import SiteLimits
 from common import message_keys as keys
 from common.errors import ConfigError
 from common.federation_job import FederationJob
+from common.model_packing import pack_arrays
 from common.models import build_model
 
 SIZE = 32
@@ -64,14 +65,14 @@ def test_a_site_trains_and_evaluates_a_segmentation_job(tmp_path: Path) -> None:
     model = build_model(job.model, 1, 2, (SIZE, SIZE), dp_enabled=True)  # the server's start
     start = [tensor.numpy().copy() for tensor in model.state_dict().values()]
 
-    delta, examples, metrics = client.fit(start, {keys.SERVER_ROUND: 1})
+    delta, examples, metrics = client.fit([pack_arrays(start)], {keys.SERVER_ROUND: 1})
     assert examples == 48
     assert 0 < float(metrics[keys.EPSILON]) <= 8.0 + 1e-6
     assert [d.shape for d in delta] == [s.shape for s in start]
     assert max(float(np.abs(d).max()) for d in delta) > 0  # it trained
 
     updated = [s + d for s, d in zip(start, delta, strict=True)]
-    loss, count, scores = client.evaluate(updated, {keys.SERVER_ROUND: 1})
+    loss, count, scores = client.evaluate([pack_arrays(updated)], {keys.SERVER_ROUND: 1})
     assert count == 16 and np.isfinite(loss)
     assert {"dice", "iou", "hd95", "dice_lesion"} <= set(scores)
     assert 0.0 <= float(scores["dice"]) <= 1.0

@@ -13,7 +13,9 @@ from client.flower_internals import recorddict_to_proto
 from client.site_client import SiteClient
 from client.site_limits import SiteLimits
 from common import message_keys as keys
+from common.errors import MedfedError
 from common.federation_job import FederationJob
+from common.model_packing import pack_arrays
 from common.models import build_model
 from simulations.synthetic_lesions import write_synthetic_lesions
 
@@ -38,7 +40,7 @@ def _fit(data: Path, precision: str) -> tuple[list[np.ndarray], bytes, int]:
         require_secure_aggregation=False,
     )  # fmt: skip
     client = SiteClient(context, seed_for_round=lambda _round: 0, job=job, limits=limits)
-    delta, examples, metrics = client.fit(start, {keys.SERVER_ROUND: 1})
+    delta, examples, metrics = client.fit([pack_arrays(start)], {keys.SERVER_ROUND: 1})
     reply = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(delta), examples, metrics)
     wire = recorddict_to_proto(fitres_to_recorddict(reply, False)).SerializeToString()
     return delta, wire, 4 * sum(a.size for a in start)
@@ -70,3 +72,28 @@ def test_the_float16_delta_is_the_float32_one_rounded(replies: dict[str, tuple])
     error = np.sqrt(sum(np.square(h.astype(np.float64) - f).sum() for h, f in pairs))
     norm = np.sqrt(sum(np.square(f, dtype=np.float64).sum() for f in full))
     assert 0 < error / norm < 2**-11
+
+
+def test_a_global_model_that_does_not_fit_the_job_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    """A coordinator's model of another layout, or sent unpacked, never reaches training."""
+    data = write_synthetic_lesions(tmp_path / "lesions.npz", n_train=8, n_val=4, n_test=2)
+    job = FederationJob.model_validate(
+        {"name": "trial", "rounds": 1, "image_size": 32, "privacy": {"enabled": False},
+         "secure_aggregation": {"enabled": False}}
+    )  # fmt: skip
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    limits = SiteLimits(
+        data=data, name="hospital-a", max_epsilon=10.0, require_dp=False,
+        require_secure_aggregation=False,
+    )  # fmt: skip
+    client = SiteClient(context, seed_for_round=lambda _round: 0, job=job, limits=limits)
+    model = build_model(job.model, 1, 2, (32, 32), False)
+    arrays = [t.numpy().copy() for t in model.state_dict().values()]
+    for sent, why in (
+        ([pack_arrays(arrays[:-1])], "bytes, this model's layout is"),  # a tensor short
+        (arrays, f"{len(arrays)} arrays received"),  # one array per tensor, unpacked
+    ):
+        with pytest.raises(MedfedError, match=f"site hospital-a: .* job trial's model .*{why}"):
+            client.fit(sent, {keys.SERVER_ROUND: 1})

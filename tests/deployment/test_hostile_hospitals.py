@@ -36,6 +36,7 @@ from client.site_limits import SiteLimits
 from common import message_keys as keys
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
+from common.model_packing import pack_arrays
 from common.models import build_model
 from simulations.synthetic_lesions import write_synthetic_lesions
 
@@ -147,10 +148,8 @@ def honest(federation: Federation, plain: Path) -> tuple[list[np.ndarray], list[
     ]
     model = initial
     for server_round in range(1, ROUNDS + 1):
-        sent = [
-            client.fit([a.astype(np.float32) for a in model], {keys.SERVER_ROUND: server_round})
-            for client in clients
-        ]
+        packed = [pack_arrays([a.astype(np.float32) for a in model])]  # as the coordinator sends
+        sent = [client.fit(packed, {keys.SERVER_ROUND: server_round}) for client in clients]
         weights = [count for _, count, _ in sent]
         deltas = zip(*(delta for delta, _, _ in sent), strict=True)
         mean = [np.average(np.stack(d), axis=0, weights=weights) for d in deltas]

@@ -1,9 +1,17 @@
 """Legacy fit replies as Flower's workflow hands them to a strategy, for strategy tests."""
 
 import numpy as np
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.common import (
+    Code,
+    FitRes,
+    Parameters,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_proxy import ClientProxy
 
+from common.model_packing import layout_of, unpack_arrays
 from common.update_encoding import encode_update
 
 
@@ -35,3 +43,9 @@ def fit_reply(
     proxy = SiteProxy(str(site))
     proxy.node_id = site
     return proxy, res
+
+
+def model_sent(parameters: Parameters, like: list[np.ndarray]) -> list[np.ndarray]:
+    """The global model a strategy sends, unpacked as a site does for a model like ``like``."""
+    (packed,) = parameters_to_ndarrays(parameters)
+    return unpack_arrays(packed, layout_of(like))

@@ -5,8 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.common import parameters_to_ndarrays
-from site_replies import fit_reply
+from site_replies import fit_reply, model_sent
 
 from client.site_client import clip_update_norm
 from common.errors import ConfigError
@@ -49,7 +48,7 @@ def _round(aggregation: str, tmp_path: Path) -> tuple[float, float, dict[str, st
     ]
     strategy._sampled = [proxy.node_id for proxy, _ in replies]
     parameters, _ = strategy.aggregate_fit(1, replies, [])
-    moved = [a - b for a, b in zip(parameters_to_ndarrays(parameters), start, strict=True)]
+    moved = [a - b for a, b in zip(model_sent(parameters, start), start, strict=True)]
     mean = [np.mean(layers, axis=0) for layers in zip(*honest, strict=True)]
     distance = _norm([m - h for m, h in zip(moved, mean, strict=True)])
     cosine = sum(float((m * h).sum()) for m, h in zip(moved, mean, strict=True)) / (

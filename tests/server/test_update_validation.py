@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.common import Code, EvaluateRes, Status, parameters_to_ndarrays
-from site_replies import SiteProxy, fit_reply
+from flwr.common import Code, EvaluateRes, Status
+from site_replies import SiteProxy, fit_reply, model_sent
 
 from common import message_keys as keys
 from common.federation_job import FederationJob
@@ -57,7 +57,7 @@ def test_bad_updates_are_rejected_by_name_and_the_honest_ones_averaged(tmp_path:
     strategy._sampled = [int(proxy.cid) for proxy, _ in replies]
     parameters, _ = strategy.aggregate_fit(1, replies, [])
     assert parameters is not None
-    new = parameters_to_ndarrays(parameters)
+    new = model_sent(parameters, start)
     rejected = {r["site"]: r["reason"] for r in strategy.recorder.rejections}
     assert set(rejected) == {
         "nan-site", "huge-site", "shape-site", "short-site", "bomb-site", "raw-site", "cut-site"
@@ -85,7 +85,7 @@ def test_a_round_with_no_valid_update_keeps_the_previous_model(tmp_path: Path) -
     nan = [np.full_like(a, np.nan) for a in start]  # e.g. an unmasked SecAgg+ sum gone wrong
     parameters, _ = strategy.aggregate_fit(1, [_named_reply(1, "site", nan, encoded=False)], [])
     assert all(
-        np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(parameters), start, strict=True)
+        np.array_equal(a, b) for a, b in zip(model_sent(parameters, start), start, strict=True)
     )
 
 
@@ -145,7 +145,7 @@ def test_a_float16_job_refuses_any_other_precision_by_site_and_upcasts_before_av
     assert set(rejected) == {"wide-site", "double-site"}
     # Compressed, a wider delta inflates past the model's float16 size and is cut off there.
     assert "inflates past the" in rejected["wide-site"], rejected["wide-site"]
-    new = parameters_to_ndarrays(parameters)
+    new = model_sent(parameters, start)
     for before, after in zip(start, new, strict=True):
         assert after.dtype == np.float32
         assert np.allclose(after - before, 7.0, atol=1e-5)

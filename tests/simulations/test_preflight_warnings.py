@@ -22,6 +22,7 @@ from common.data.loading import load_dataset
 from common.data.partition import PartitionScheme
 from common.federation_job import FederationJob
 from common.job_model import trained_parameters
+from common.model_packing import pack_arrays
 from common.models import build_model
 from simulations.preflight_warnings import pooled_hospitals_warning, small_site_warnings
 from simulations.simulation_settings import SimulationSettings
@@ -136,6 +137,6 @@ def test_a_hospital_site_warns_in_its_log_before_its_first_round(
     model = build_model(job.model, 1, 2, (SIZE, SIZE), dp_enabled=True)
     start = [tensor.numpy().copy() for tensor in model.state_dict().values()]
     with caplog.at_level(logging.WARNING, logger="client.site_client"):
-        client.fit(start, {keys.SERVER_ROUND: 1})
+        client.fit([pack_arrays(start)], {keys.SERVER_ROUND: 1})
     said = [r.getMessage() for r in caplog.records if r.name == "client.site_client"]
     assert any(m.startswith("site hospital-a is small for its DP settings") for m in said), said

@@ -1,0 +1,36 @@
+"""The global model as one packed vector: exact both ways, and refused when it does not fit."""
+
+import numpy as np
+import pytest
+
+from common.federation_job import FederationJob
+from common.model_packing import ModelPackingError, layout_of, pack_arrays, unpack_arrays
+from common.models import build_model
+
+
+def _arrays(dp_enabled: bool) -> list[np.ndarray]:
+    model = build_model(FederationJob().model, 1, 2, (32, 32), dp_enabled=dp_enabled)
+    return [tensor.numpy().copy() for tensor in model.state_dict().values()]
+
+
+@pytest.mark.parametrize("dp_enabled", [True, False])  # group norm; batch norm with int64 counts
+def test_a_model_packs_into_one_byte_vector_and_back_exactly(dp_enabled: bool) -> None:
+    arrays = _arrays(dp_enabled)
+    packed = pack_arrays(arrays)
+    assert packed.dtype == np.uint8 and packed.ndim == 1
+    assert packed.size == sum(array.nbytes for array in arrays)
+    back = unpack_arrays(packed, layout_of(arrays))
+    assert [(a.shape, a.dtype) for a in back] == [(a.shape, a.dtype) for a in arrays]
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, back, strict=True))
+    assert all(a.flags.writeable and a.flags.aligned for a in back)  # torch takes them as they are
+
+
+def test_a_packed_model_of_another_size_or_type_is_refused() -> None:
+    arrays = _arrays(True)
+    layout, packed = layout_of(arrays), pack_arrays(arrays)
+    for wrong in (packed[:-1], np.concatenate([packed, packed[:4]])):
+        with pytest.raises(ModelPackingError, match=f"{wrong.size} bytes, this model's layout"):
+            unpack_arrays(wrong, layout)
+    for wrong in (packed.view(np.float32), packed.reshape(2, -1)):
+        with pytest.raises(ModelPackingError, match="one uint8 vector"):
+            unpack_arrays(wrong, layout)
