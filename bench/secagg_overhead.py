@@ -7,12 +7,14 @@ message of the round to the new global model; evaluation excluded). Upload is wh
 sent through the Fleet gateway (its traffic log, protobuf bodies before TLS) during the job,
 per round, over the model's float32 size.
 
-Usage: .venv/bin/python bench/secagg_overhead.py [--sites 3 10] [--rounds 2] [--out DIR]
+Usage: .venv/bin/python bench/secagg_overhead.py [--sites 3 10] [--rounds 2] [--train-images 96]
+    [--image-size 32] [--idle-seconds 30] [--out DIR]
 """
 
 import argparse
 import csv
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -23,16 +25,18 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.site_supernode import WAITS
 from common.federation_job import FederationJob
 from common.models import build_model
 from server.coordinator import CoordinatorPaths, online_sites
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 BIN = Path(sys.executable).parent
+FOLLOW_UP_WINDOW_S = WAITS.follow_up_window_s
 JOB = """name = "{name}"
 rounds = {rounds}
 min_sites = {sites}
-image_size = 32
+image_size = {image_size}
 [train]
 learning_rate = 0.003
 [privacy]
@@ -128,11 +132,47 @@ def _upload_by_call(
     return {what: (c / per_site_round, b / per_site_round) for what, (c, b) in totals.items()}
 
 
-def _job(root: Path, state: Path, sites: int, secure: bool, rounds: int) -> "JobResult":
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _idle_load(state: Path, sites: int, seconds: float) -> str:
+    """The SuperLink's and the gateway's share of a core while ``sites`` idle sites poll."""
+    time.sleep(FOLLOW_UP_WINDOW_S + 2)  # every site back at its idle pace
+    pids = json.loads((state / "coordinator.json").read_text())
+    processes = {"SuperLink": pids["superlink_pid"], "gateway": pids["coordinator_pid"]}
+    traffic = state / "logs" / "fleet-traffic.csv"
+    before = {name: _cpu_seconds(pid) for name, pid in processes.items()}
+    start = time.time()
+    time.sleep(seconds)
+    end = time.time()
+    used = {name: _cpu_seconds(pid) - before[name] for name, pid in processes.items()}
+    with traffic.open() as handle:
+        calls = sum(start <= float(row["time"]) <= end for row in csv.DictReader(handle))
+    rate = calls / (end - start)
+    shares = ", ".join(f"{name} {cpu / (end - start):.3f} of a core" for name, cpu in used.items())
+    per_call = 1000 * used["SuperLink"] / max(calls, 1)
+    return (
+        f"{sites} idle sites: {rate:.1f} Fleet calls/s; {shares}; "
+        f"{per_call:.1f} ms of SuperLink CPU per call"
+    )
+
+
+def _job(
+    root: Path, state: Path, sites: int, secure: bool, rounds: int, image_size: int
+) -> "JobResult":
     name = f"{'secagg' if secure else 'plain'}-{sites}"
     job_file = root / f"{name}.toml"
     job_file.write_text(
-        JOB.format(name=name, rounds=rounds, sites=sites, secure=str(secure).lower())
+        JOB.format(
+            name=name,
+            rounds=rounds,
+            sites=sites,
+            secure=str(secure).lower(),
+            image_size=image_size,
+        )
     )
     start = time.time()
     subprocess.run(
@@ -154,6 +194,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sites", type=int, nargs="+", default=[3, 10])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--train-images",
+        type=int,
+        default=96,
+        help="training images per site (synthetic lesions); a round's training grows with "
+        "them, SecAgg+'s three extra exchanges do not",
+    )
+    parser.add_argument("--image-size", type=int, default=32, help="pixels a side")
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=0.0,
+        help="before each site count's jobs, measure the coordinator's CPU this long while "
+        "every site only asks for work (default: not measured)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="keep logs here (default: temp)")
     args = parser.parse_args()
     root = args.out or Path(tempfile.mkdtemp(prefix="medfed-secagg-bench-"))
@@ -196,7 +251,8 @@ def main() -> None:
             stderr=subprocess.STDOUT,
         )
     ]
-    model = build_model(FederationJob().model, 1, 2, (32, 32), dp_enabled=True)
+    size = (args.image_size, args.image_size)
+    model = build_model(FederationJob().model, 1, 2, size, dp_enabled=True)
     model_bytes = 4 * sum(t.numel() for t in model.state_dict().values())
     results: dict[tuple[int, bool], JobResult] = {}
     try:
@@ -205,7 +261,12 @@ def main() -> None:
         for sites in sorted(args.sites):
             for index in range(started, sites):
                 data = write_synthetic_lesions(
-                    root / f"{names[index]}.npz", n_train=96, n_val=32, n_test=4, seed=index
+                    root / f"{names[index]}.npz",
+                    n_train=args.train_images,
+                    n_val=32,
+                    n_test=4,
+                    image_size=args.image_size,
+                    seed=index,
                 )
                 processes.append(
                     subprocess.Popen(
@@ -233,9 +294,11 @@ def main() -> None:
                 300,
                 f"{sites} online sites",
             )
+            if args.idle_seconds > 0:
+                print(_idle_load(state, sites, args.idle_seconds), flush=True)
             for secure in (False, True):
-                results[(sites, secure)] = _job(root, state, sites, secure, args.rounds)
-                result = results[(sites, secure)]
+                result = _job(root, state, sites, secure, args.rounds, args.image_size)
+                results[(sites, secure)] = result
                 print(f"{sites} sites, {'SecAgg+' if secure else 'plain'}: "
                       f"{result.fit_seconds:.1f} s/round, {result.upload_bytes:.0f} bytes "
                       "up per site-round", flush=True)  # fmt: skip
@@ -250,7 +313,9 @@ def main() -> None:
         if args.out is None:
             shutil.rmtree(root, ignore_errors=True)
 
-    print(f"\nmodel: {model_bytes / 4:.0f} float32 parameters = {model_bytes} bytes")
+    print(f"\nmodel: {model_bytes / 4:.0f} float32 parameters = {model_bytes} bytes; "
+          f"{args.train_images} training images of {args.image_size}x{args.image_size} "
+          "per site")  # fmt: skip
     print("| sites | plain s/round | SecAgg+ s/round | SecAgg+/plain | upload/site/round "
           "over the float32 model, all calls (plain / SecAgg+) | payloads only |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- |")

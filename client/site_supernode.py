@@ -20,10 +20,12 @@ __all__ = ["PULL_BACKOFF_CAP_S", "PULL_BACKOFF_S", "SUPEREXEC_LAUNCH", "WAITS", 
 
 #: An idle site asks the coordinator for work every second (1 request a second through the
 #: Fleet gateway, whose per-site limit is 50); for 10 s after handling a message, when a
-#: round's next message is due, every 0.1 s. It checks for its ClientApp's reply every 0.1 s.
-#: Every stage of a round waits for the slowest site's next ask (SecAgg+ has four).
+#: round's next message is due, every 0.3 s. It checks for its ClientApp's reply every 0.1 s.
+#: Every stage of a round waits for the slowest site's next ask (SecAgg+ has four), but each
+#: ask costs the coordinator's SuperLink 10-20 ms of CPU: asking every 0.1 s made rounds no
+#: shorter at 3 sites and longer at 10 (docs/results.md, "The global model in one packed vector").
 WAITS = SupernodeWaits(
-    idle_pull_s=1.0, reply_check_s=0.1, follow_up_pull_s=0.1, follow_up_window_s=10.0
+    idle_pull_s=1.0, reply_check_s=0.1, follow_up_pull_s=0.3, follow_up_window_s=10.0
 )
 #: A message is visible before all its parts have arrived (the coordinator is still uploading
 #: it, or the SuperNode still downloading it for a warm ClientApp process): the SuperNode and
