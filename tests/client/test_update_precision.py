@@ -20,6 +20,16 @@ from common.models import build_model
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 
+def _site_client(data: Path, job: FederationJob) -> SiteClient:
+    """Hospital-a's real site client, requiring neither DP nor SecAgg+."""
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
+    limits = SiteLimits(
+        data=data, name="hospital-a", max_epsilon=10.0, require_dp=False,
+        require_secure_aggregation=False,
+    )  # fmt: skip
+    return SiteClient(context, seed_for_round=lambda _round: 0, job=job, limits=limits)
+
+
 def _fit(data: Path, precision: str) -> tuple[list[np.ndarray], bytes, int]:
     """One plain round of the real site client: its delta, serialised reply, model bytes."""
     job = FederationJob.model_validate(
@@ -34,12 +44,7 @@ def _fit(data: Path, precision: str) -> tuple[list[np.ndarray], bytes, int]:
     torch.manual_seed(0)  # the same global model for both precisions
     model = build_model(job.model, 1, 2, (32, 32), False)
     start = [t.numpy().copy() for t in model.state_dict().values()]
-    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
-    limits = SiteLimits(
-        data=data, name="hospital-a", max_epsilon=10.0, require_dp=False,
-        require_secure_aggregation=False,
-    )  # fmt: skip
-    client = SiteClient(context, seed_for_round=lambda _round: 0, job=job, limits=limits)
+    client = _site_client(data, job)
     delta, examples, metrics = client.fit([pack_arrays(start)], {keys.SERVER_ROUND: 1})
     reply = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(delta), examples, metrics)
     wire = recorddict_to_proto(fitres_to_recorddict(reply, False)).SerializeToString()
@@ -83,12 +88,7 @@ def test_a_global_model_that_does_not_fit_the_job_is_refused_before_training(
         {"name": "trial", "rounds": 1, "image_size": 32, "privacy": {"enabled": False},
          "secure_aggregation": {"enabled": False}}
     )  # fmt: skip
-    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
-    limits = SiteLimits(
-        data=data, name="hospital-a", max_epsilon=10.0, require_dp=False,
-        require_secure_aggregation=False,
-    )  # fmt: skip
-    client = SiteClient(context, seed_for_round=lambda _round: 0, job=job, limits=limits)
+    client = _site_client(data, job)
     model = build_model(job.model, 1, 2, (32, 32), False)
     arrays = [t.numpy().copy() for t in model.state_dict().values()]
     for sent, why in (
