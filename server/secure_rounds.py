@@ -286,7 +286,7 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
         self, grid: Grid, context: LegacyContext, state: WorkflowState
     ) -> bool:
         """Flower's stage on the replies whose masked vectors fit the model."""
-        shapes = self.model_shapes
+        shapes = self.model_shapes  # the strategy's: the sites get the model packed
 
         def check(reply: RecordDict) -> str | None:
             problem = masked_reply_problem(reply, shapes, state.mod_range, state.max_weight)
