@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.common import FitIns, ndarrays_to_parameters
+from flwr.common import FitIns, Parameters, ndarrays_to_parameters
 from flwr.compat.common.recorddict_compat import fitins_to_recorddict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from site_replies import model_sent
@@ -15,7 +15,7 @@ from server.run_recorder import RunRecorder
 from server.strategies import DeltaFedAvg, RoundHooks
 
 
-def _parts(parameters: object) -> int:
+def _parts(parameters: Parameters) -> int:
     """The objects Flower stores and each site pulls one by one for a fit message's content."""
     return len(get_all_nested_objects(fitins_to_recorddict(FitIns(parameters, {}), True)))
 
