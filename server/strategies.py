@@ -291,8 +291,8 @@ class DeltaFedAvg(FedAvg):
         if self._adam is not None:
             self.global_arrays = self._adam.step(self.global_arrays, deltas)
         else:
-            self.global_arrays = [
-                (g.astype(np.float64) + d).astype(g.dtype)
+            self.global_arrays = [  # asarray: 0-d sums (batch norm's counters) are scalars
+                np.asarray(g.astype(np.float64) + d).astype(g.dtype)
                 for g, d in zip(self.global_arrays, deltas, strict=True)
             ]
         seconds = time.monotonic() - self._fit_started
