@@ -3,9 +3,9 @@
 Flower sends each array of a message as its own parts (the array and its chunks), and a site
 fetches every part with its own call through the Fleet gateway: sent one array per tensor, the
 default CNN's 18 tensors made a fit message 39 parts (5 packed). The coordinator sends the
-model's bytes as one ``uint8`` vector (each tensor in C order, in its own dtype, one after
-another); a site splits it by its own model's layout and refuses a vector of any other size or
-type.
+model's bytes as one ``uint8`` vector (each tensor in C order, in its own dtype, little-endian
+as :mod:`common.update_encoding` writes a delta, one after another); a site splits it by its
+own model's layout and refuses a vector of any other size or type.
 """
 
 import math
@@ -30,7 +30,10 @@ def layout_of(arrays: Sequence[np.ndarray]) -> Layout:
 
 def pack_arrays(arrays: Sequence[np.ndarray]) -> np.ndarray:
     """The bytes of every array, one after another, as one ``uint8`` vector."""
-    parts = [np.ascontiguousarray(array).reshape(-1).view(np.uint8) for array in arrays]
+    parts = [
+        np.ascontiguousarray(array, array.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+        for array in arrays
+    ]
     return np.concatenate(parts) if parts else np.empty(0, np.uint8)
 
 
@@ -48,6 +51,7 @@ def unpack_arrays(packed: np.ndarray, layout: Layout) -> list[np.ndarray]:
     arrays, start = [], 0
     for shape, dtype in layout:
         end = start + math.prod(shape) * dtype.itemsize
-        arrays.append(np.frombuffer(packed[start:end].tobytes(), dtype).reshape(shape).copy())
+        wire = np.frombuffer(packed[start:end].tobytes(), dtype.newbyteorder("<"))
+        arrays.append(wire.reshape(shape).astype(dtype))  # a native, writeable copy
         start = end
     return arrays

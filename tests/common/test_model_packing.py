@@ -38,3 +38,10 @@ def test_a_packed_model_of_another_size_or_type_is_refused() -> None:
     for wrong in (packed.view(np.float32), packed.reshape(2, -1)):
         with pytest.raises(ModelPackingError, match="one uint8 vector"):
             unpack_arrays(wrong, layout)
+
+
+def test_the_wire_bytes_are_little_endian_whatever_the_sender_holds() -> None:
+    arrays = _arrays("batch")
+    swapped = [a.astype(a.dtype.newbyteorder(">")) for a in arrays]  # a big-endian coordinator
+    assert np.array_equal(pack_arrays(swapped), pack_arrays(arrays))
+    assert pack_arrays([np.array([1.0], np.float32)]).tobytes() == b"\x00\x00\x80\x3f"
