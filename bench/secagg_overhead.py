@@ -14,7 +14,6 @@ Usage: .venv/bin/python bench/secagg_overhead.py [--sites 3 10] [--rounds 2] [--
 import argparse
 import csv
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +24,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.tree_cpu import process_cpu_seconds
 from client.site_supernode import WAITS
 from common.federation_job import FederationJob
 from common.models import build_model
@@ -32,7 +32,6 @@ from server.coordinator import CoordinatorPaths, online_sites
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 BIN = Path(sys.executable).parent
-FOLLOW_UP_WINDOW_S = WAITS.follow_up_window_s
 JOB = """name = "{name}"
 rounds = {rounds}
 min_sites = {sites}
@@ -132,23 +131,17 @@ def _upload_by_call(
     return {what: (c / per_site_round, b / per_site_round) for what, (c, b) in totals.items()}
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _idle_load(state: Path, sites: int, seconds: float) -> str:
     """The SuperLink's and the gateway's share of a core while ``sites`` idle sites poll."""
-    time.sleep(FOLLOW_UP_WINDOW_S + 2)  # every site back at its idle pace
+    time.sleep(WAITS.follow_up_window_s + 2)  # every site back at its idle pace
     pids = json.loads((state / "coordinator.json").read_text())
     processes = {"SuperLink": pids["superlink_pid"], "gateway": pids["coordinator_pid"]}
     traffic = state / "logs" / "fleet-traffic.csv"
-    before = {name: _cpu_seconds(pid) for name, pid in processes.items()}
+    before = {name: process_cpu_seconds(pid) for name, pid in processes.items()}
     start = time.time()
     time.sleep(seconds)
     end = time.time()
-    used = {name: _cpu_seconds(pid) - before[name] for name, pid in processes.items()}
+    used = {name: process_cpu_seconds(pid) - before[name] for name, pid in processes.items()}
     with traffic.open() as handle:
         calls = sum(start <= float(row["time"]) <= end for row in csv.DictReader(handle))
     rate = calls / (end - start)

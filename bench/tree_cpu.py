@@ -24,20 +24,24 @@ _MARKER = "MEDFED_BENCH_TREE_CPU"
 _PROC = Path("/proc")
 
 
-def _marked_cpu(tag: bytes, ticks: float) -> dict[int, float]:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used (OSError once it is gone)."""
+    stat = (_PROC / str(pid) / "stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _marked_cpu(tag: bytes) -> dict[int, float]:
     """CPU seconds (user + system) of each live process whose environment carries ``tag``."""
     seen: dict[int, float] = {}
     for entry in _PROC.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if tag not in (entry / "environ").read_bytes():
-                continue
-            stat = (entry / "stat").read_text()
+            if tag in (entry / "environ").read_bytes():
+                seen[int(entry.name)] = process_cpu_seconds(int(entry.name))
         except OSError:  # gone, or not ours to read
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
     return seen
 
 
@@ -52,7 +56,6 @@ def main() -> None:
         parser.error("give the command after --")
     value = uuid.uuid4().hex
     tag = f"{_MARKER}={value}".encode()
-    ticks = float(os.sysconf("SC_CLK_TCK"))
     last: dict[int, float] = {}
     start = time.monotonic()
     child = subprocess.Popen(command, env={**os.environ, _MARKER: value})
@@ -60,7 +63,7 @@ def main() -> None:
     while True:
         if finished is None and child.poll() is not None:
             finished = time.monotonic()
-        live = _marked_cpu(tag, ticks)
+        live = _marked_cpu(tag)
         last.update(live)
         # processes that outlive the command are sampled until they exit, at most 60 s
         if finished is not None and (not live or time.monotonic() - finished > 60):
