@@ -1,6 +1,8 @@
 """Command-line plumbing shared by every medfed command: logging, errors, JSON, --version."""
 
+import ast
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -213,6 +215,22 @@ def _package_version() -> str:
         return "unknown"
 
 
+def _docstring_in_source(target: str) -> str | None:
+    """The docstring of ``"module:function"``, read from its source file without importing it.
+
+    None when the source or the function cannot be found (the module is then imported).
+    """
+    module_name, function_name = target.split(":")
+    spec = importlib.util.find_spec(module_name)  # imports the parent packages only
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == function_name:
+            return ast.get_docstring(node) or ""
+    return None
+
+
 class _CommandsOnDemand(typer.core.TyperGroup):
     """Subcommands imported when they are called, not when the program starts.
 
@@ -222,13 +240,27 @@ class _CommandsOnDemand(typer.core.TyperGroup):
     """
 
     lazy: ClassVar[Mapping[str, str]] = {}
+    #: True while the program's help is written: commands are listed from their sources.
+    _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """The commands in the order they were declared."""
         return [*super().list_commands(ctx), *(n for n in self.lazy if n not in self.commands)]
 
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The program's help, each command's line read from its function's docstring."""
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        """The command ``cmd_name``, its module imported on first use."""
+        """The command ``cmd_name``, its module imported on first use (not for the help)."""
+        if self._listing and cmd_name not in self.commands and cmd_name in self.lazy:
+            summary = _docstring_in_source(self.lazy[cmd_name])
+            if summary is not None:
+                return click.Command(cmd_name, help=summary)
         if cmd_name not in self.commands and cmd_name in self.lazy:
             module_name, function_name = self.lazy[cmd_name].split(":")
             function = getattr(importlib.import_module(module_name), function_name)
@@ -245,7 +277,7 @@ def command_line_app(
 
     Help when called bare, ``-h`` as well as ``--help``, ``--version``, plain tracebacks.
     ``commands`` maps each subcommand's name to ``"module:function"``, imported only when that
-    subcommand runs (or help lists it).
+    subcommand runs (the program's help reads the function's docstring from its source).
     """
     group = type(f"{name}-commands", (_CommandsOnDemand,), {"lazy": dict(commands or {})})
     app = typer.Typer(
