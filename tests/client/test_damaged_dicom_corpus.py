@@ -5,8 +5,6 @@ real `medfed-site check` over the corpus prints no traceback and counts that agr
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +13,12 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import data_element_generator, read_preamble
+from warm_command_lines import run_command_line
 
 from common.data.dicom_image import ImageReducer
 from common.data.dicom_pixels import frames_from_dataset
 from common.data.dicom_scan import scan_dicom_folder
 
-REPO = Path(__file__).resolve().parents[2]
 #: Native CT and MR, JPEG 2000 lossless and RLE lossless (one file each).
 SOURCES = ("CT_small.dcm", "MR_small.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm")
 _TRUNCATIONS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -138,11 +136,9 @@ def test_check_over_the_corpus_prints_no_traceback_and_consistent_counts(
 ) -> None:
     folder, structural, values = corpus
     report = tmp_path / "qc.json"
-    result = subprocess.run(
-        [sys.executable, "-c", "from client.cli import app; app()",
-         "check", "--data", str(folder), "--report", str(report)],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+    result = run_command_line(
+        "medfed-site", "check", "--data", folder, "--report", report,
+        timeout=120, env={**os.environ, "COLUMNS": "200"},
     )  # fmt: skip
     console = result.stdout + result.stderr
     assert result.returncode == 0, console

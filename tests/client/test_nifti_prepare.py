@@ -1,13 +1,12 @@
 """`medfed-site prepare` on NIfTI: the Decathlon (MSD) layout and images/ + masks/."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from warm_command_lines import run_command_line
 
 from common.data.loading import load_dataset
 from common.data.nifti_cases import find_nifti_cases, read_nifti_case
@@ -50,9 +49,9 @@ def test_msd_cases_read_as_axial_slices_with_their_masks(tmp_path: Path) -> None
 def test_prepare_labels_slices_from_masks(tmp_path: Path) -> None:
     root = _msd(tmp_path / "Task01")
     cache = tmp_path / "cache"
-    command = [sys.executable, "-c", "from client.cli import app; app()", "prepare",
-               "--data", str(root), "--out", str(cache), "--size", "32"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = run_command_line(
+        "medfed-site", "prepare", "--data", root, "--out", cache, "--size", "32", timeout=300
+    )
     assert result.returncode == 0, result.stderr
     splits = load_dataset(cache)
     assert splits.class_names == ("no-foreground", "foreground")  # nothing names the mask
@@ -90,10 +89,10 @@ def test_msd_multi_channel_volumes_keep_every_channel(tmp_path: Path) -> None:
     manifest = {"training": training, "modality": {"0": "FLAIR", "1": "T1w"}}
     (root / "dataset.json").write_text(json.dumps(manifest))
     cache = tmp_path / "cache"
-    command = [sys.executable, "-c", "from client.cli import app; app()", "prepare",
-               "--data", str(root), "--out", str(cache), "--size", "32",
-               "--task", "segmentation"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = run_command_line(
+        "medfed-site", "prepare", "--data", root, "--out", cache, "--size", "32",
+        "--task", "segmentation", timeout=300,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     splits = load_dataset(cache, image_size=32)
     images = np.concatenate([splits.train.images, splits.val.images, splits.test.images])

@@ -1,20 +1,19 @@
 """No DICOM attribute value leaves the site: not in the cache, the reports, the logs, the run."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from identifying_values import SECRETS
+from warm_command_lines import run_command_line
 
 pytestmark = pytest.mark.e2e
 
 
-def _run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", f"from {module} import app; app()", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
+def _run(program: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_command_line(program, *args, cwd=cwd, timeout=600)
 
 
 def _readable_content(path: Path) -> bytes:
@@ -35,11 +34,11 @@ def _readable_content(path: Path) -> bytes:
 def test_identifying_values_never_leave_the_site(hospital_export, tmp_path: Path) -> None:
     export, labels, uids = hospital_export
     cache, run = tmp_path / "cache", tmp_path / "run"
-    prepared = _run("client.cli", "prepare", "--data", str(export), "--out", str(cache),
+    prepared = _run("medfed-site", "prepare", "--data", str(export), "--out", str(cache),
                     "--labels", str(labels), "--size", "32", cwd=tmp_path)  # fmt: skip
     assert prepared.returncode == 0, prepared.stderr
     simulated = _run(
-        "simulations.cli", "run", "--data", str(cache), "--sites", "2", "--rounds", "1",
+        "medfed-sim", "run", "--data", str(cache), "--sites", "2", "--rounds", "1",
         "--batch-size", "4", "--baseline", "pooled", "--out", str(run), cwd=tmp_path,
     )  # fmt: skip
     assert simulated.returncode == 0, simulated.stderr[-3000:]

@@ -3,7 +3,6 @@
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -14,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
+from warm_command_lines import run_command_line
 
 from client.inference.geometry import to_source_size
 from client.inference.model import load_trained_model
@@ -137,8 +137,7 @@ def dicom_export(tmp_path: Path) -> dict:
 
 
 def _medfed(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [str(Path(sys.executable).parent / "medfed"), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return run_command_line("medfed", *args, timeout=300)
 
 
 def _frame_sources(seg: hd.seg.Segmentation) -> list[str]:

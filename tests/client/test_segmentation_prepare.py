@@ -2,12 +2,12 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+from warm_command_lines import run_command_line
 
 from common.data.loading import load_dataset
 from common.data.npz_reader import read_npz
@@ -19,8 +19,7 @@ from simulations.seg_writer import write_simulated_lesion_seg
 
 
 def _prepare(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", "from client.cli import app; app()", "prepare", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return run_command_line("medfed-site", "prepare", *args, timeout=300)
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ whole (logs and progress go to stderr).
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from warm_command_lines import run_command_line
 
 from client.audit_log import AuditEntry, AuditLog
 from client.audit_mod import AUDIT_FILE
@@ -23,19 +22,13 @@ from common.errors import ConfigError, is_budget_refusal
 from common.exit_codes import ExitCode
 from common.federation_job import FederationJob
 
-MEDFED_SITE = [sys.executable, "-c", "from client.cli import app; app()"]
 KEY = bytes(range(32))
 
 
 def _site(*args: str) -> tuple[int, Any, str]:
     """Exit code, stdout parsed as JSON (the whole of it), stderr."""
-    result = subprocess.run(
-        [*MEDFED_SITE, *args, "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    env = {**os.environ, "COLUMNS": "200"}
+    result = run_command_line("medfed-site", *args, "--format", "json", timeout=300, env=env)
     return result.returncode, json.loads(result.stdout), result.stderr
 
 

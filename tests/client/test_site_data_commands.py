@@ -3,26 +3,18 @@
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from warm_command_lines import run_command_line
 
 from common.data.loading import load_dataset
 from common.data.pseudonyms import SitePseudonymiser
 from common.data.quality import pseudonymous_path
 
-MEDFED_SITE = [sys.executable, "-c", "from client.cli import app; app()"]
-
 
 def _site(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MEDFED_SITE, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"COLUMNS": "200", "PATH": ""},
-    )
+    return run_command_line("medfed-site", *args, timeout=300, env={"COLUMNS": "200", "PATH": ""})
 
 
 def test_prepare_caches_labelled_images_split_by_study(hospital_export, tmp_path: Path) -> None:

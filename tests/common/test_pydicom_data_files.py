@@ -8,8 +8,6 @@ RGB / YBR / palette colour, multi-frame files, a truncated JPEG 2000 file and a 
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from pydicom.uid import (
     JPEGLSLossless,
     RLELossless,
 )
+from warm_command_lines import run_command_line
 
 from common.data.dicom_pixels import decode_frames
 from common.data.dicom_prepare import PreprocessingConfig, read_dicom_folder
@@ -272,11 +271,9 @@ def test_site_check_command_names_each_skipped_file_with_its_reason(
 ) -> None:
     report_path = tmp_path / "qc.json"
     named = SitePseudonymiser.from_key_file(tmp_path / "site-key")
-    result = subprocess.run(
-        [sys.executable, "-c", "from client.cli import app; app()",
-         "check", "--data", str(site_export), "--report", str(report_path),
-         "--key", str(tmp_path / "site-key")],
-        capture_output=True, text=True, timeout=120, env={"COLUMNS": "200", "PATH": ""},
+    result = run_command_line(
+        "medfed-site", "check", "--data", site_export, "--report", report_path,
+        "--key", tmp_path / "site-key", timeout=120, env={"COLUMNS": "200", "PATH": ""},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Skipped files (3)" in result.stdout and TRUNCATED_J2K in result.stdout

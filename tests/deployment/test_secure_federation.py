@@ -30,6 +30,7 @@ from deployment_processes import (
     wait_until,
 )
 from federation_setup import JOB, Federation, running_federation
+from warm_command_lines import run_command_line
 
 from client.audit_log import AuditLog
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
@@ -235,9 +236,7 @@ def test_the_dashboard_shows_the_runs_rounds_sites_and_privacy_in_chromium(
 
 
 def _site_command(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "medfed-site"), *args], capture_output=True, text=True, timeout=120
-    )
+    return run_command_line("medfed-site", *args, timeout=120)
 
 
 def test_a_job_resumes_after_its_server_app_is_killed_and_a_site_refuses_beyond_its_budget(
@@ -263,11 +262,9 @@ def test_a_job_resumes_after_its_server_app_is_killed_and_a_site_refuses_beyond_
     interrupted = load_checkpoint(run_dir / "global_model.pt")
     assert interrupted["round"] == 1
 
-    resumed = subprocess.run(
-        [str(BIN / "medfed-server"), "run", "--resume", str(run_dir),
-         "--state", str(federation.state)],
-        capture_output=True, text=True, timeout=540,
-    )  # fmt: skip
+    resumed = run_command_line(
+        "medfed-server", "run", "--resume", run_dir, "--state", federation.state, timeout=540
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     digest = state_digest(interrupted["state_dict"])
     assert (

@@ -6,16 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from warm_command_lines import run_command_line
 
 from simulations.synthetic_lesions import write_synthetic_lesions
 
-MEDFED_SERVER = str(Path(sys.executable).parent / "medfed-server")
-
 
 def _run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [MEDFED_SERVER, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
-    )
+    return run_command_line("medfed-server", *args, cwd=cwd, timeout=timeout)
 
 
 def test_insecure_is_refused_on_a_public_address(tmp_path: Path) -> None:
@@ -84,10 +81,9 @@ def test_a_job_dp_sgd_cannot_train_is_refused_before_the_coordinator_as_medfed_s
     data = write_synthetic_lesions(
         tmp_path / "d.npz", n_train=40, n_val=10, n_test=10, image_size=16
     )
-    medfed_sim = str(Path(sys.executable).parent / "medfed-sim")
-    simulated = subprocess.run(
-        [medfed_sim, "run", "--config", "job.toml", "--data", str(data), "--format", "json"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    simulated = run_command_line(
+        "medfed-sim", "run", "--config", "job.toml", "--data", data, "--format", "json",
+        cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert simulated.returncode == 4, simulated.stderr
     assert json.loads(simulated.stdout)["error"]["message"] == error["message"]

@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import tomli_w
 import torch
+from warm_command_lines import run_command_line
 
 from common.checkpoint import save_checkpoint
 from common.data.arrays import ImageArrays
@@ -30,7 +30,6 @@ from simulations.membership_inference import (
 )
 from simulations.simulation_settings import SimulationSettings
 
-MEDFED_SIM = [sys.executable, "-c", "from simulations.cli import app; app()"]
 SIZE = 16
 SLICES = 6
 
@@ -183,10 +182,8 @@ def test_a_diverged_model_is_refused_by_name(tmp_path: Path) -> None:
 
 
 def _medfed_sim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*MEDFED_SIM, "audit-privacy", *args],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200"}
+    return run_command_line("medfed-sim", "audit-privacy", *args, timeout=120, env=env)
 
 
 @pytest.mark.parametrize("output", ["text", "json"])

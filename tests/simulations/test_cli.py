@@ -1,23 +1,19 @@
-"""`medfed-sim` as a user runs it: a real subprocess, real exit codes and messages."""
+"""`medfed-sim` as a user runs it: a process of its own, real exit codes and messages."""
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from warm_command_lines import run_command_line
 
 from simulations.synthetic_lesions import write_synthetic_lesions
-
-MEDFED_SIM = [sys.executable, "-c", "from simulations.cli import app; app()"]
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [*MEDFED_SIM, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
-    )
+    return run_command_line("medfed-sim", *args, cwd=cwd, timeout=600, env=env)
 
 
 def test_missing_dataset_is_a_data_error_naming_the_file(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 and sites too small for their DP settings (simulated sites and a hospital's site client)."""
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from flwr.app import Context, RecordDict
 from PIL import Image
 from typer.testing import CliRunner
+from warm_command_lines import run_command_line
 
 from client.cli import app as site_app
 from client.site_client import SiteClient
@@ -70,12 +69,10 @@ def test_pooled_hospitals_are_warned_about_before_any_process_starts(
     assert pooled_hospitals_warning(kept, splits) is None
 
     # the real command line: the warning, then the refusal of the missing weights (exit 2)
-    command = [
-        sys.executable, "-c", "from simulations.cli import app; app()", "run",
-        "--data", str(caches), "--sites", "3", "--no-dp", "--rounds", "1",
-        "--initial-weights", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "run"),
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = run_command_line(
+        "medfed-sim", "run", "--data", caches, "--sites", "3", "--no-dp", "--rounds", "1",
+        "--initial-weights", tmp_path / "missing.pt", "--out", tmp_path / "run",
+    )  # fmt: skip
     assert result.returncode != 0 and "no such file" in result.stderr, result.stderr
     assert "pools them and re-splits" in " ".join(result.stderr.split())
     assert not (tmp_path / "run" / "sites").exists()  # nothing was split or started

@@ -3,24 +3,20 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from warm_command_lines import run_command_line
 
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
 from common.initial_weights import initial_state
 from simulations.synthetic_lesions import write_synthetic_lesions
 
-MEDFED_SIM = [sys.executable, "-c", "from simulations.cli import app; app()"]
-
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [*MEDFED_SIM, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
-    )
+    return run_command_line("medfed-sim", *args, cwd=cwd, timeout=300, env=env)
 
 
 def test_pretrained_weights_learn_the_public_data_and_load_into_the_job(tmp_path: Path) -> None:

@@ -1,11 +1,10 @@
 """Federated lesion segmentation end to end: generated DICOM + DICOM SEG, prepare, 2-site run."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from warm_command_lines import run_command_line
 
 from common.checkpoint import load_checkpoint
 from common.data.loading import load_dataset
@@ -26,10 +25,12 @@ def caches(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("brain")
     out = tmp_path_factory.mktemp("caches")
     for k, site in enumerate(write_brain_lesion_sites(root, sites=2, subjects_per_site=3)):
-        command = [sys.executable, "-c", "from client.cli import app; app()", "prepare",
-                   "--data", str(site / "dicom"), "--out", str(out / f"site-{k}"),
-                   "--task", "segmentation", "--spacing", "6.0", "--size", "32"]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        result = run_command_line(
+            "medfed-site", "prepare",
+            "--data", str(site / "dicom"), "--out", str(out / f"site-{k}"),
+            "--task", "segmentation", "--spacing", "6.0", "--size", "32",
+            timeout=300,
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
     return out
 

@@ -1,12 +1,11 @@
 """Federated 3D lesion segmentation end to end: DICOM + SEG, prepare --dims 3, a 2-site DP run."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from warm_command_lines import run_command_line
 
 from common.checkpoint import load_checkpoint
 from common.data.loading import load_dataset
@@ -28,11 +27,13 @@ def caches(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("brain")
     out = tmp_path_factory.mktemp("caches")
     for k, site in enumerate(write_brain_lesion_sites(root, sites=2, subjects_per_site=4)):
-        command = [sys.executable, "-c", "from client.cli import app; app()", "prepare",
-                   "--data", str(site / "dicom"), "--out", str(out / f"site-{k}"),
-                   "--task", "segmentation", "--dims", "3", "--spacing", "6.0",
-                   "--size", "24"]  # fmt: skip
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        result = run_command_line(
+            "medfed-site", "prepare",
+            "--data", str(site / "dicom"), "--out", str(out / f"site-{k}"),
+            "--task", "segmentation", "--dims", "3", "--spacing", "6.0",
+            "--size", "24",
+            timeout=300,
+        )  # fmt: skip
         assert result.returncode == 0, result.stderr
     return out
 
