@@ -60,7 +60,13 @@ class CoordinatorPaths:
 
     @property
     def database(self) -> Path:
-        """The SuperLink's SQLite state (runs, enrolled nodes)."""
+        """The SuperLink's SQLite state (runs, enrolled nodes).
+
+        On disk, not Flower's in-memory state, although that halves the SuperLink's CPU per
+        Fleet call (docs/results.md): a restarted SuperLink then gives every kit a new node ID,
+        and the running site nodes never rejoin
+        (tests/deployment/test_federation_membership.py).
+        """
         return self.state / "superlink.db"
 
     @property

@@ -116,6 +116,38 @@ def provision(root: Path, fleet_port: int, sites: tuple[str, ...], out: Path) ->
     )
 
 
+def start_coordinator(
+    root: Path, kits: Path, state: Path, fleet_port: int, control_port: int
+) -> subprocess.Popen:
+    """``medfed-server start`` (output appended to root/coordinator.out), once it is up."""
+    (state / "coordinator.json").unlink(missing_ok=True)
+    coordinator = subprocess.Popen(
+        [
+            str(BIN / "medfed-server"),
+            "start",
+            "--kits",
+            str(kits),
+            "--state",
+            str(state),
+            "--host",
+            "127.0.0.1",
+            "--fleet-port",
+            str(fleet_port),
+            "--control-port",
+            str(control_port),
+        ],  # fmt: skip
+        stdout=(root / "coordinator.out").open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=root,
+    )
+    try:
+        wait_until(lambda: (state / "coordinator.json").is_file(), 180, "the coordinator")
+    except BaseException:
+        stop_trees([coordinator])
+        raise
+    return coordinator
+
+
 @contextmanager
 def running_federation(
     root: Path,
@@ -135,28 +167,9 @@ def running_federation(
         settings = kits / "sites" / site / "site.toml"
         settings.write_text(edit_site_toml(site, settings.read_text()))
     state = root / "state"
-    coordinator = subprocess.Popen(
-        [
-            str(BIN / "medfed-server"),
-            "start",
-            "--kits",
-            str(kits),
-            "--state",
-            str(state),
-            "--host",
-            "127.0.0.1",
-            "--fleet-port",
-            str(fleet_port),
-            "--control-port",
-            str(control_port),
-        ],  # fmt: skip
-        stdout=(root / "coordinator.out").open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
+    coordinator = start_coordinator(root, kits, state, fleet_port, control_port)
     fed = Federation(root, kits, state, fleet_port, control_port, coordinator)
     try:
-        wait_until(lambda: (state / "coordinator.json").is_file(), 180, "the coordinator")
         for site, data in sites.items():
             kit = kits / "sites" / site
             fed.sites[site] = fed.start_site(

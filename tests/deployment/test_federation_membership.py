@@ -31,12 +31,12 @@ from deployment_processes import (
     stop_tree,
     wait_until,
 )
-from federation_setup import Federation, provision, running_federation
+from federation_setup import Federation, provision, running_federation, start_coordinator
 
 from client.site_node import TORCH_THREADS_ENV
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
-from server.coordinator import CoordinatorPaths, flwr_cli_json
+from server.coordinator import CONNECTION, CoordinatorPaths, enrolled_sites, flwr_cli_json
 from server.job_app import write_job_app
 from server.provisioning import KitPaths, issue_server_certificate
 from simulations.synthetic_lesions import write_synthetic_lesions
@@ -243,6 +243,29 @@ def test_a_site_provisioned_later_joins_after_enrol_and_old_kits_still_work(
     finally:
         stop_tree(late)
     wait_until(lambda: federation.online_nodes() == len(SITES), 120, "hospital-d offline")
+    assert all(process.poll() is None for process in federation.sites.values())
+
+
+def test_a_restarted_coordinator_keeps_its_sites_and_they_rejoin(federation: Federation) -> None:
+    """The SuperLink keeps its state in the coordinator's SQLite file (server/coordinator.py).
+
+    Restarted, it knows every enrolled site under the same node ID, and the running site nodes
+    reconnect on their own: no hospital restarts anything. (With Flower's in-memory state a new
+    SuperLink gives each kit a new node ID and the running nodes never rejoin.) The killed-site
+    test after this one runs its SecAgg+ job on the restarted coordinator.
+    """
+    paths = CoordinatorPaths(federation.state)
+    before = enrolled_sites(paths)
+    stop_tree(federation.coordinator)
+    assert federation.coordinator.returncode is not None
+    federation.coordinator = start_coordinator(
+        federation.root, federation.kits, federation.state,
+        federation.fleet_port, federation.control_port,
+    )  # fmt: skip
+    assert enrolled_sites(paths) == before  # hospital-d's kit, enrolled earlier, included
+    nodes = flwr_cli_json(paths, "supernode", "list", CONNECTION)["nodes"]
+    assert set(before) <= {str(node["node-id"]) for node in nodes}
+    wait_until(lambda: federation.online_nodes() == len(SITES), 180, "the sites back online")
     assert all(process.poll() is None for process in federation.sites.values())
 
 
