@@ -12,6 +12,7 @@ Usage: .venv/bin/python bench/secagg_overhead.py [--sites 3 10] [--rounds 2] [--
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import shutil
@@ -45,10 +46,13 @@ enabled = {secure}
 """
 
 
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _ports(count: int) -> list[int]:
+    """``count`` distinct free ports on 127.0.0.1, each held until all are found."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:
@@ -207,7 +211,7 @@ def main() -> None:
     root = args.out or Path(tempfile.mkdtemp(prefix="medfed-secagg-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     most = max(args.sites)
-    fleet, control = _port(), _port()
+    fleet, control = _ports(2)
     names = [f"site-{i:02d}" for i in range(most)]
     spec = root / "federation.toml"
     spec.write_text(
@@ -271,7 +275,7 @@ def main() -> None:
                             "--data",
                             str(data),
                             "--port",
-                            str(_port()),
+                            str(_ports(1)[0]),
                             "--logs",
                             str(root / f"logs-{names[index]}"),
                             "--state",

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployment_processes import BIN, free_port, stop_trees, wait_until
+from deployment_processes import BIN, free_port, free_ports, stop_trees, wait_until
 
 from server.coordinator import CoordinatorPaths, online_sites
 
@@ -160,7 +160,7 @@ def running_federation(
     until all are online; stop them all on exit. ``edit_site_toml`` is each hospital's own
     edit of its site.toml, ``site_env`` the environment of its node (None: this process's),
     ``site_options`` more options of its `medfed-site start`."""
-    fleet_port, control_port = free_port(), free_port()
+    fleet_port, control_port = free_ports(2)
     kits = root / "kits"
     provision(root, fleet_port, tuple(sites), kits)
     for site in sites:
@@ -179,5 +179,5 @@ def running_federation(
         yield fed
     finally:
         stop_trees(fed.sites.values())  # the sites leave together, then the coordinator
-        stop_trees([coordinator])
-        assert coordinator.returncode is not None
+        stop_trees([fed.coordinator])  # the one running now: a test may have restarted it
+        assert fed.coordinator.returncode is not None
