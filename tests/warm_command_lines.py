@@ -68,7 +68,10 @@ def _serve(requests_fd: int, replies_fd: int) -> None:
                 os.close(requests_fd)
                 os.close(replies_fd)
                 _run_child(request)
-            os.setpgid(pid, pid)  # as the child does: set before the caller may signal it
+            # As the child does, so that the group exists before the caller may signal it; a
+            # child that has already ended (or set it) makes this fail harmlessly.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.setpgid(pid, pid)
             replies.write(json.dumps({"pid": pid}) + "\n")
             replies.flush()
             _, status = os.waitpid(pid, 0)
