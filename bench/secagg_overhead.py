@@ -12,11 +12,9 @@ Usage: .venv/bin/python bench/secagg_overhead.py [--sites 3 10] [--rounds 2] [--
 """
 
 import argparse
-import contextlib
 import csv
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,7 @@ from pathlib import Path
 from bench.tree_cpu import process_cpu_seconds
 from client.site_supernode import WAITS
 from common.federation_job import FederationJob
+from common.flower_processes import free_port, free_ports
 from common.models import build_model
 from server.coordinator import CoordinatorPaths, online_sites
 from simulations.synthetic_lesions import write_synthetic_lesions
@@ -44,15 +43,6 @@ target_epsilon = 8.0
 [secure_aggregation]
 enabled = {secure}
 """
-
-
-def _ports(count: int) -> list[int]:
-    """``count`` distinct free ports on 127.0.0.1, each held until all are found."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 def _wait(condition, timeout_s: float, what: str) -> None:
@@ -211,7 +201,7 @@ def main() -> None:
     root = args.out or Path(tempfile.mkdtemp(prefix="medfed-secagg-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     most = max(args.sites)
-    fleet, control = _ports(2)
+    fleet, control = free_ports(2)
     names = [f"site-{i:02d}" for i in range(most)]
     spec = root / "federation.toml"
     spec.write_text(
@@ -275,7 +265,7 @@ def main() -> None:
                             "--data",
                             str(data),
                             "--port",
-                            str(_ports(1)[0]),
+                            str(free_port()),
                             "--logs",
                             str(root / f"logs-{names[index]}"),
                             "--state",

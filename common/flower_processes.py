@@ -19,6 +19,8 @@ __all__ = [
     "QUIET_OFFLINE_ENV",
     "flower_command",
     "flower_environment",
+    "free_port",
+    "free_ports",
     "signal_group",
     "start_logged",
     "stop_process",
@@ -125,6 +127,24 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> N
         process.wait(timeout=timeout_s)
     except ProcessLookupError:
         pass
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now: each is held until all are found.
+
+    Ports probed one after another can repeat (the first is released before the second is
+    asked for): a coordinator once got its Fleet and Control API on one port and failed.
+    """
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now."""
+    return free_ports(1)[0]
 
 
 def wait_for_port(

@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from common.errors import ConfigError, MedfedError
 from common.flower_processes import (
     flower_command,
     flower_environment,
+    free_port,
     start_logged,
     stop_session,
     stream_to_log,
@@ -31,12 +31,6 @@ logger = logging.getLogger(__name__)
 
 #: The connection's name in the run's own FLWR_HOME/config.toml.
 CONNECTION = "medfed-sim"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _superlink_command(port: int) -> list[str]:
@@ -199,7 +193,7 @@ def run_on_simulation_engine(
     which must see ``run_dir`` at the same path and run the same medfed.
     """
     federation_config = _federation_config(num_sites, cpus_per_site, ray_address)
-    port = _free_port()
+    port = free_port()
     flwr_home = run_dir / "flwr-home"
     _write_connection(flwr_home, port)
     env = flower_environment(flwr_home)

@@ -3,7 +3,6 @@
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,23 +10,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 now: each is held until all are found.
-
-    Ports probed one after another can repeat (the first is released before the second is
-    asked for): a coordinator once got its Fleet and Control API on one port and failed.
-    """
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 def _parent_of(pid: int) -> int | None:

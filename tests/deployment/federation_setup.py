@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployment_processes import BIN, free_port, free_ports, stop_trees, wait_until
+from deployment_processes import BIN, stop_trees, wait_until
 
+from common.flower_processes import free_port, free_ports
 from server.coordinator import CoordinatorPaths, online_sites
 
 #: The job the deployment tests submit (TLS, site auth, SecAgg+ and DP). A SecAgg+ stage ends

@@ -25,7 +25,6 @@ from deployment_processes import (
     command_line,
     descendants,
     environment,
-    free_port,
     kill,
     listening_addresses,
     stop_tree,
@@ -36,6 +35,7 @@ from federation_setup import Federation, provision, running_federation, start_co
 from client.site_node import TORCH_THREADS_ENV
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
+from common.flower_processes import free_port
 from server.coordinator import CONNECTION, CoordinatorPaths, enrolled_sites, flwr_cli_json
 from server.job_app import write_job_app
 from server.provisioning import KitPaths, issue_server_certificate

@@ -22,7 +22,6 @@ from deployment_processes import (
     BIN,
     command_line,
     descendants,
-    free_port,
     kill,
     listening_addresses,
     stop_tree,
@@ -36,6 +35,7 @@ from client.audit_log import AuditLog
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
+from common.flower_processes import free_port
 from common.models import build_model
 from server.server_app import state_digest
 from simulations.synthetic_lesions import write_synthetic_lesions

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from common.flower_processes import free_port
 from server.fleet_gateway import create_fleet_gateway
 from server.rate_limit import PeerRateLimit
 
@@ -92,12 +93,6 @@ serve_fleet_gateway(app, "127.0.0.1", int(sys.argv[1]), max_connections={MAX_CON
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _memory_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -107,7 +102,7 @@ def _memory_kib(pid: int, field: str) -> int:
 
 @pytest.fixture
 def gateway_process() -> Iterator[tuple[int, int]]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-c", _GATEWAY, str(port), str(LIMIT_MIB)])
     try:
         deadline = time.monotonic() + 30

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,18 +17,18 @@ from pathlib import Path
 import pytest
 
 from common.federation_job import FederationJob
-from common.flower_processes import flower_command, start_logged, stop_session, wait_for_port
+from common.flower_processes import (
+    flower_command,
+    free_port,
+    start_logged,
+    stop_session,
+    wait_for_port,
+)
 from simulations.runner import run_simulation_job
 from simulations.simulation_settings import SimulationSettings
 from simulations.synthetic_lesions import write_synthetic_lesions
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _active_nodes(ray: str, address: str, env: dict[str, str]) -> int:
@@ -47,7 +46,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     logs = tmp_path_factory.mktemp("ray-logs")
     temp = Path(tempfile.mkdtemp(prefix="mr-"))  # Ray's socket paths must stay short
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     common = ["start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
               "--disable-usage-stats"]  # fmt: skip
