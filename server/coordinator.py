@@ -9,7 +9,9 @@ the public address, which forwards nothing but Fleet calls.
 import json
 import logging
 import os
+import sqlite3
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from common.flower_processes import (
     wait_for_port,
 )
 from server.provisioning import KitPaths
+from server.superlink_process import NODE_REGISTRY_OPTION
 
 __all__ = [
     "CONNECTION",
@@ -59,14 +62,13 @@ class CoordinatorPaths:
         return self.state / "flwr-home"
 
     @property
-    def database(self) -> Path:
-        """The SuperLink's SQLite state (runs, enrolled nodes).
+    def node_registry(self) -> Path:
+        """The SuperLink's enrolled nodes (server/superlink_state.py); runs stay in memory."""
+        return self.state / "superlink-nodes.json"
 
-        On disk, not Flower's in-memory state, although that halves the SuperLink's CPU per
-        Fleet call (docs/results.md): a restarted SuperLink then gives every kit a new node ID,
-        and the running site nodes never rejoin
-        (tests/deployment/test_federation_membership.py).
-        """
+    @property
+    def earlier_database(self) -> Path:
+        """Flower's SQLite state, which coordinators before the node registry kept."""
         return self.state / "superlink.db"
 
     @property
@@ -140,13 +142,17 @@ def write_flwr_config(paths: CoordinatorPaths, control_port: int, ca_cert: Path 
 def superlink_command(settings: CoordinatorSettings, paths: CoordinatorPaths) -> list[str]:
     """flower-superlink bound to loopback; TLS and SuperNode authentication unless insecure."""
     command = [
-        flower_command("flower-superlink"),
+        sys.executable,
+        "-m",
+        "server.superlink_process",
+        NODE_REGISTRY_OPTION,
+        str(paths.node_registry),
         "--host",
         "127.0.0.1",
         "--port",
         str(settings.control_port),
         "--database",
-        str(paths.database),
+        ":flwr-in-memory:",  # flwr's name for its in-memory state
         "--disable-runtime-dependency-installation",
     ]
     if settings.insecure:
@@ -169,6 +175,7 @@ def launch_superlink(
 ) -> subprocess.Popen[bytes]:
     """Start the SuperLink and wait until it accepts connections."""
     paths.logs.mkdir(parents=True, exist_ok=True)
+    keep_earlier_nodes(paths)
     process = start_logged(
         superlink_command(settings, paths),
         paths.logs / "superlink.log",
@@ -182,6 +189,26 @@ def launch_superlink(
             f"see {paths.logs / 'superlink.log'}"
         )
     return process
+
+
+def keep_earlier_nodes(paths: CoordinatorPaths) -> None:
+    """Carry the nodes of an earlier coordinator's SQLite state into the node registry, once.
+
+    Its sites keep their node IDs; the runs it held are not carried over.
+    """
+    from server.superlink_state import NodeRegistry, nodes_of_sqlite_state  # noqa: PLC0415
+
+    if paths.node_registry.exists() or not paths.earlier_database.is_file():
+        return
+    try:
+        nodes = nodes_of_sqlite_state(paths.earlier_database)
+    except sqlite3.Error as exc:
+        raise MedfedError(
+            f"{paths.earlier_database}: cannot read its enrolled nodes ({exc}); move it away "
+            "and enrol the sites again"
+        ) from exc
+    NodeRegistry(paths.node_registry).save(nodes)
+    logger.info("kept %d node(s) of %s", len(nodes), paths.earlier_database)
 
 
 def flwr_cli(paths: CoordinatorPaths, *args: str, timeout_s: float = 60.0) -> str:

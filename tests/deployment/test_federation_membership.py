@@ -80,12 +80,14 @@ def test_every_flower_process_runs_without_telemetry_or_runtime_installs(
     flower = {
         pid: (command, environment(pid))
         for pid, command in commands.items()
-        if any(part in command for part in ("flower-", "flwr", "site_supernode"))
+        if any(
+            part in command for part in ("flower-", "flwr", "site_supernode", "superlink_process")
+        )
         and len(command.split()) > 1
     }
     flower = {pid: found for pid, found in flower.items() if found[1]}  # still running
     names = {_program(command) for command, _ in flower.values()}
-    assert {"flower-superlink", "client.site_supernode", "flower-superexec"} <= names, names
+    assert {"server.superlink_process", "client.site_supernode", "flower-superexec"} <= names, names
     for command, env in flower.values():
         assert env.get("FLWR_TELEMETRY_ENABLED") == "0", command
         assert env.get("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION") == "1", command
@@ -247,15 +249,17 @@ def test_a_site_provisioned_later_joins_after_enrol_and_old_kits_still_work(
 
 
 def test_a_restarted_coordinator_keeps_its_sites_and_they_rejoin(federation: Federation) -> None:
-    """The SuperLink keeps its state in the coordinator's SQLite file (server/coordinator.py).
+    """The SuperLink keeps its enrolled nodes on disk, its runs in memory (superlink_state.py).
 
     Restarted, it knows every enrolled site under the same node ID, and the running site nodes
-    reconnect on their own: no hospital restarts anything. (With Flower's in-memory state a new
-    SuperLink gives each kit a new node ID and the running nodes never rejoin.) The killed-site
-    test after this one runs its SecAgg+ job on the restarted coordinator.
+    reconnect on their own: no hospital restarts anything. A key unregistered before the
+    restart stays refused after it. The killed-site test after this one runs its SecAgg+ job
+    on the restarted coordinator.
     """
     paths = CoordinatorPaths(federation.state)
     before = enrolled_sites(paths)
+    revoked = next(node_id for node_id, name in before.items() if name == "hospital-d")
+    flwr_cli_json(paths, "supernode", "unregister", revoked, CONNECTION)
     stop_tree(federation.coordinator)
     assert federation.coordinator.returncode is not None
     federation.coordinator = start_coordinator(
@@ -263,10 +267,16 @@ def test_a_restarted_coordinator_keeps_its_sites_and_they_rejoin(federation: Fed
         federation.fleet_port, federation.control_port,
     )  # fmt: skip
     assert enrolled_sites(paths) == before  # hospital-d's kit, enrolled earlier, included
-    nodes = flwr_cli_json(paths, "supernode", "list", CONNECTION)["nodes"]
-    assert set(before) <= {str(node["node-id"]) for node in nodes}
+    nodes = {
+        str(node["node-id"]): node["status"]
+        for node in flwr_cli_json(paths, "supernode", "list", CONNECTION)["nodes"]
+    }
+    assert set(before) <= set(nodes)
+    assert nodes[revoked] == "unregistered"
     wait_until(lambda: federation.online_nodes() == len(SITES), 180, "the sites back online")
     assert all(process.poll() is None for process in federation.sites.values())
+    log = _site_attempt(federation, federation.kits / "sites" / "hospital-d", "revoked")
+    assert "[code: 2004] Failed to activate SuperNode" in log
 
 
 def test_secagg_round_completes_when_a_site_is_killed_mid_round(federation: Federation) -> None:

@@ -1,0 +1,86 @@
+"""The SuperLink's node registry: nodes, IDs and unregistrations survive a restarted state."""
+
+from pathlib import Path
+
+import pytest
+from flwr.server.superlink.linkstate import SqlLinkState
+from flwr.supercore.constant import NodeStatus
+from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.superlink.federation import NoOpFederationManager
+
+from common.errors import MedfedError
+from server.coordinator import CoordinatorPaths, keep_earlier_nodes
+from server.superlink_state import NodeRegistry, RegisteredNodesLinkState
+
+OWNER = ("account-id", "coordinator")
+
+
+def _state(registry: Path) -> RegisteredNodesLinkState:
+    """A fresh SuperLink state on ``registry``, as a restarted coordinator builds it."""
+    return RegisteredNodesLinkState(
+        NodeRegistry(registry), NoOpFederationManager(), ObjectStoreFactory().store()
+    )
+
+
+def _register(state: object, key: bytes, name: str) -> int:
+    return state.create_node(*OWNER, key, 10.0, name=name)  # type: ignore[attr-defined]
+
+
+def test_a_restarted_state_keeps_node_ids_keys_names_and_unregistrations(tmp_path: Path) -> None:
+    registry = tmp_path / "nodes.json"
+    first = _state(registry)
+    kept, revoked = _register(first, b"key-a", "hospital-a"), _register(first, b"key-b", "b")
+    assert first.acknowledge_node_heartbeat(kept, 10.0)  # online now; not after a restart
+    first.delete_node(OWNER[0], revoked)
+
+    restarted = _state(registry)
+    assert restarted.get_node_id_by_public_key(b"key-a") == kept
+    assert restarted.get_node_id_by_public_key(b"key-b") is None  # stays refused
+    (node,) = restarted.get_node_info(node_ids=[kept])
+    assert (node.status, node.name, node.owner_name) == (
+        NodeStatus.REGISTERED,
+        "hospital-a",
+        OWNER[1],
+    )
+    (gone,) = restarted.get_node_info(node_ids=[revoked])
+    assert gone.status == NodeStatus.UNREGISTERED and gone.unregistered_at
+    with pytest.raises(ValueError, match="already in use"):  # as with Flower's own states
+        _register(restarted, b"key-b", "b-again")
+    # A running site node's next heartbeat, under its old node ID, brings it back online.
+    assert restarted.acknowledge_node_heartbeat(kept, 10.0)
+    assert not restarted.acknowledge_node_heartbeat(revoked, 10.0)
+    assert {n.node_id for n in restarted.get_node_info(statuses=[NodeStatus.ONLINE])} == {kept}
+
+
+def test_a_registration_the_file_cannot_take_is_undone(tmp_path: Path) -> None:
+    registry = tmp_path / "state" / "nodes.json"  # its folder does not exist: writing fails
+    state = _state(registry)
+    with pytest.raises(OSError):
+        _register(state, b"key-a", "hospital-a")
+    assert state.get_node_id_by_public_key(b"key-a") is None
+    assert not state.get_node_info()
+
+
+def test_a_damaged_registry_is_refused_naming_the_file(tmp_path: Path) -> None:
+    registry = tmp_path / "nodes.json"
+    registry.write_text('{"1": "not a node"}', encoding="utf-8")
+    with pytest.raises(MedfedError, match="nodes.json: not a node registry"):
+        _state(registry)
+
+
+def test_an_earlier_coordinators_sqlite_nodes_are_kept_once(tmp_path: Path) -> None:
+    paths = CoordinatorPaths(tmp_path)
+    earlier = SqlLinkState(
+        str(paths.earlier_database), NoOpFederationManager(), ObjectStoreFactory().store()
+    )
+    earlier.initialize()
+    kept, revoked = _register(earlier, b"key-a", "hospital-a"), _register(earlier, b"key-b", "b")
+    earlier.delete_node(OWNER[0], revoked)
+
+    keep_earlier_nodes(paths)
+    state = _state(paths.node_registry)
+    assert state.get_node_id_by_public_key(b"key-a") == kept
+    assert state.get_node_id_by_public_key(b"key-b") is None
+    _register(state, b"key-c", "hospital-c")
+    keep_earlier_nodes(paths)  # the registry exists now: nothing is read again
+    assert _state(paths.node_registry).get_node_id_by_public_key(b"key-c") is not None
