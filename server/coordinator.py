@@ -45,6 +45,11 @@ logger = logging.getLogger(__name__)
 #: The name of the coordinator's connection in its private FLWR_HOME/config.toml.
 CONNECTION = "medfed"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+#: What to do when the SuperLink's enrolled nodes cannot be read.
+RE_ENROL = (
+    "restore it from a backup; without one, move it and enrolled-sites.json away and start "
+    "again: every site gets a new node ID and restarts its node"
+)
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,7 @@ def launch_superlink(
 ) -> subprocess.Popen[bytes]:
     """Start the SuperLink and wait until it accepts connections."""
     paths.logs.mkdir(parents=True, exist_ok=True)
-    keep_earlier_nodes(paths)
+    prepare_node_registry(paths)
     process = start_logged(
         superlink_command(settings, paths),
         paths.logs / "superlink.log",
@@ -191,24 +196,28 @@ def launch_superlink(
     return process
 
 
-def keep_earlier_nodes(paths: CoordinatorPaths) -> None:
-    """Carry the nodes of an earlier coordinator's SQLite state into the node registry, once.
+def prepare_node_registry(paths: CoordinatorPaths) -> None:
+    """Check the SuperLink's node registry reads, before the SuperLink starts on it.
 
-    Its sites keep their node IDs; the runs it held are not carried over.
+    A coordinator that ran an earlier medfed kept its nodes in Flower's SQLite state: they are
+    carried into the registry once, with their node IDs (not the runs it held).
     """
     from server.superlink_state import NodeRegistry, nodes_of_sqlite_state  # noqa: PLC0415
 
-    if paths.node_registry.exists() or not paths.earlier_database.is_file():
-        return
+    registry = NodeRegistry(paths.node_registry)
+    if not paths.node_registry.exists() and paths.earlier_database.is_file():
+        try:
+            nodes = nodes_of_sqlite_state(paths.earlier_database)
+        except sqlite3.Error as exc:
+            raise MedfedError(
+                f"{paths.earlier_database}: cannot read its enrolled nodes ({exc}); {RE_ENROL}"
+            ) from exc
+        registry.save(nodes)
+        logger.info("kept %d node(s) of %s", len(nodes), paths.earlier_database)
     try:
-        nodes = nodes_of_sqlite_state(paths.earlier_database)
-    except sqlite3.Error as exc:
-        raise MedfedError(
-            f"{paths.earlier_database}: cannot read its enrolled nodes ({exc}); move it away "
-            "and enrol the sites again"
-        ) from exc
-    NodeRegistry(paths.node_registry).save(nodes)
-    logger.info("kept %d node(s) of %s", len(nodes), paths.earlier_database)
+        registry.load()
+    except MedfedError as exc:
+        raise MedfedError(f"{exc}; {RE_ENROL}") from exc
 
 
 def flwr_cli(paths: CoordinatorPaths, *args: str, timeout_s: float = 60.0) -> str:

@@ -53,8 +53,7 @@ class NodeRegistry:
             return [NodeInfo.FromString(base64.b64decode(entry)) for entry in entries.values()]
         except (ValueError, TypeError, AttributeError, DecodeError) as exc:
             raise MedfedError(
-                f"{self.path}: not a node registry written by the coordinator ({exc}); "
-                "restore it from a backup, or move it away and enrol the sites again"
+                f"{self.path}: not a node registry written by the coordinator ({exc})"
             ) from exc
 
     def save(self, nodes: list[NodeInfo]) -> None:

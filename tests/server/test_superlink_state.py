@@ -9,7 +9,7 @@ from flwr.supercore.object_store import ObjectStoreFactory
 from flwr.superlink.federation import NoOpFederationManager
 
 from common.errors import MedfedError
-from server.coordinator import CoordinatorPaths, keep_earlier_nodes
+from server.coordinator import CoordinatorPaths, prepare_node_registry
 from server.superlink_state import NodeRegistry, RegisteredNodesLinkState
 
 OWNER = ("account-id", "coordinator")
@@ -61,11 +61,15 @@ def test_a_registration_the_file_cannot_take_is_undone(tmp_path: Path) -> None:
     assert not state.get_node_info()
 
 
-def test_a_damaged_registry_is_refused_naming_the_file(tmp_path: Path) -> None:
-    registry = tmp_path / "nodes.json"
-    registry.write_text('{"1": "not a node"}', encoding="utf-8")
-    with pytest.raises(MedfedError, match="nodes.json: not a node registry"):
-        _state(registry)
+def test_a_damaged_registry_is_refused_naming_the_file_before_the_superlink_starts(
+    tmp_path: Path,
+) -> None:
+    paths = CoordinatorPaths(tmp_path)
+    paths.node_registry.write_text('{"1": "not a node"}', encoding="utf-8")
+    with pytest.raises(MedfedError, match="superlink-nodes.json: not a node registry.*backup"):
+        prepare_node_registry(paths)
+    with pytest.raises(MedfedError, match="not a node registry"):
+        _state(paths.node_registry)  # nor does the SuperLink start on it
 
 
 def test_an_earlier_coordinators_sqlite_nodes_are_kept_once(tmp_path: Path) -> None:
@@ -77,10 +81,10 @@ def test_an_earlier_coordinators_sqlite_nodes_are_kept_once(tmp_path: Path) -> N
     kept, revoked = _register(earlier, b"key-a", "hospital-a"), _register(earlier, b"key-b", "b")
     earlier.delete_node(OWNER[0], revoked)
 
-    keep_earlier_nodes(paths)
+    prepare_node_registry(paths)
     state = _state(paths.node_registry)
     assert state.get_node_id_by_public_key(b"key-a") == kept
     assert state.get_node_id_by_public_key(b"key-b") is None
     _register(state, b"key-c", "hospital-c")
-    keep_earlier_nodes(paths)  # the registry exists now: nothing is read again
+    prepare_node_registry(paths)  # the registry exists now: nothing is read again
     assert _state(paths.node_registry).get_node_id_by_public_key(b"key-c") is not None
