@@ -156,8 +156,6 @@ def superlink_command(settings: CoordinatorSettings, paths: CoordinatorPaths) ->
         "127.0.0.1",
         "--port",
         str(settings.control_port),
-        "--database",
-        ":flwr-in-memory:",  # flwr's name for its in-memory state
         "--disable-runtime-dependency-installation",
     ]
     if settings.insecure:

@@ -1,7 +1,7 @@
 """The coordinator's SuperLink: flower-superlink with its state in memory, its nodes on disk.
 
 ``medfed-server start`` runs ``python -m server.superlink_process --node-registry FILE`` and
-flower-superlink's own options; server/superlink_state.py says why.
+flower-superlink's own options but ``--database``; server/superlink_state.py says why.
 """
 
 import argparse
@@ -32,12 +32,9 @@ def use_registered_nodes_state(registry: "NodeRegistry") -> None:
     from server.superlink_state import RegisteredNodesLinkState  # noqa: PLC0415
 
     def factories(
-        database: str, federation_manager: "FederationManager"
+        database: str,  # noqa: ARG001 (Flower's signature; the state is always in memory)
+        federation_manager: "FederationManager",
     ) -> tuple["ObjectStoreFactory", "LinkStateFactory"]:
-        if database != FLWR_IN_MEMORY_DB_NAME:
-            raise ValueError(
-                f"the coordinator's SuperLink runs with --database {FLWR_IN_MEMORY_DB_NAME}"
-            )
         objects = ObjectStoreFactory(FLWR_IN_MEMORY_DB_NAME)
         state = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, federation_manager, objects)
         state.state_instance = RegisteredNodesLinkState(
@@ -56,7 +53,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(NODE_REGISTRY_OPTION, type=Path, required=True)
+    parser.add_argument("--database")  # refused: the state is always the one above
     known, flower_args = parser.parse_known_args()
+    if known.database is not None:
+        sys.exit(f"{NODE_REGISTRY_OPTION} keeps the nodes, runs stay in memory: no --database")
     use_registered_nodes_state(NodeRegistry(known.node_registry))
     sys.argv = ["flower-superlink", *flower_args]
     flower_superlink()

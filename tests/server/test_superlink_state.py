@@ -1,15 +1,18 @@
 """The SuperLink's node registry: nodes, IDs and unregistrations survive a restarted state."""
 
+import inspect
 from pathlib import Path
 
 import pytest
 from flwr.server.superlink.linkstate import SqlLinkState
 from flwr.supercore.constant import NodeStatus
 from flwr.supercore.object_store import ObjectStoreFactory
+from flwr.superlink import main as superlink_main
 from flwr.superlink.federation import NoOpFederationManager
 
 from common.errors import MedfedError
 from server.coordinator import CoordinatorPaths, prepare_node_registry
+from server.superlink_process import use_registered_nodes_state
 from server.superlink_state import NodeRegistry, RegisteredNodesLinkState
 
 OWNER = ("account-id", "coordinator")
@@ -88,3 +91,23 @@ def test_an_earlier_coordinators_sqlite_nodes_are_kept_once(tmp_path: Path) -> N
     _register(state, b"key-c", "hospital-c")
     prepare_node_registry(paths)  # the registry exists now: nothing is read again
     assert _state(paths.node_registry).get_node_id_by_public_key(b"key-c") is not None
+
+
+def test_the_superlink_builds_its_state_through_the_factory_the_coordinator_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """server/superlink_process.py replaces flwr 1.41's factory, which create_app calls."""
+    assert "get_objectstore_linkstate_factories(" in inspect.getsource(superlink_main.create_app)
+    monkeypatch.setattr(  # restored after the test
+        superlink_main,
+        "get_objectstore_linkstate_factories",
+        superlink_main.get_objectstore_linkstate_factories,
+    )
+    use_registered_nodes_state(NodeRegistry(tmp_path / "nodes.json"))
+    _, factory = superlink_main.get_objectstore_linkstate_factories(
+        "ignored", NoOpFederationManager()
+    )
+    state = factory.state()
+    assert isinstance(state, RegisteredNodesLinkState)
+    node_id = _register(state, b"key-a", "hospital-a")
+    assert _state(tmp_path / "nodes.json").get_node_id_by_public_key(b"key-a") == node_id
