@@ -126,10 +126,17 @@ class RegisteredNodesLinkState(InMemoryLinkState):
             return node_id
 
     def delete_node(self, owner_aid: str, node_id: int) -> None:
-        """Unregister the node as Flower does, then write the registry."""
+        """Unregister the node as Flower does, then write the registry (or undo and raise)."""
         with self.lock:
+            before = NodeInfo()
+            if node_id in self.nodes:
+                before.CopyFrom(self.nodes[node_id])
             super().delete_node(owner_aid, node_id)
-            self._save()
+            try:
+                self._save()
+            except OSError:
+                self.nodes[node_id].CopyFrom(before)  # still registered, as the file says
+                raise
 
 
 def nodes_of_sqlite_state(database: Path) -> list[NodeInfo]:

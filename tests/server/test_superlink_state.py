@@ -55,13 +55,25 @@ def test_a_restarted_state_keeps_node_ids_keys_names_and_unregistrations(tmp_pat
     assert {n.node_id for n in restarted.get_node_info(statuses=[NodeStatus.ONLINE])} == {kept}
 
 
-def test_a_registration_the_file_cannot_take_is_undone(tmp_path: Path) -> None:
+def test_a_change_the_file_cannot_take_is_undone(tmp_path: Path) -> None:
     registry = tmp_path / "state" / "nodes.json"  # its folder does not exist: writing fails
     state = _state(registry)
     with pytest.raises(OSError):
         _register(state, b"key-a", "hospital-a")
     assert state.get_node_id_by_public_key(b"key-a") is None
     assert not state.get_node_info()
+
+    registry.parent.mkdir()
+    node_id = _register(state, b"key-a", "hospital-a")
+    registry.unlink()
+    registry.parent.rmdir()  # writing fails again
+    with pytest.raises(OSError):
+        state.delete_node(OWNER[0], node_id)
+    # Still registered in memory, as on disk: the operator's retry can unregister it.
+    assert state.get_node_id_by_public_key(b"key-a") == node_id
+    registry.parent.mkdir()
+    state.delete_node(OWNER[0], node_id)
+    assert _state(registry).get_node_id_by_public_key(b"key-a") is None
 
 
 def test_a_damaged_registry_is_refused_naming_the_file_before_the_superlink_starts(
