@@ -26,22 +26,22 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from importlib.metadata import distribution
 from pathlib import Path
 from typing import Any
 
 __all__ = ["PROGRAMS", "run_command_line"]
 
-#: Each program's Typer app, as its console script names it (pyproject.toml).
+#: Each program's console script (pyproject.toml's [project.scripts], as installed).
 PROGRAMS = {
-    "medfed-site": "client.cli",
-    "medfed-sim": "simulations.cli",
-    "medfed-server": "server.cli",
-    "medfed": "client.predict_cli",
+    script.name: script
+    for script in distribution("medfed").entry_points
+    if script.group == "console_scripts"
 }
 #: Imported once by the server: the programs and the command modules that load torch, MONAI
 #: and Opacus (each program imports a command's module only when the command runs).
 PRELOADED = (
-    *PROGRAMS.values(),
+    *(script.module for script in PROGRAMS.values()),
     "client.commands.prepare",
     "client.commands.check",
     "client.commands.records",
@@ -95,7 +95,7 @@ def _run_child(request: dict[str, Any]) -> None:
         sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
         sys.argv = [request["program"], *request["args"]]
-        sys.modules[PROGRAMS[request["program"]]].app()
+        PROGRAMS[request["program"]].load()()  # its module is imported: the function
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 1
