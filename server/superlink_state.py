@@ -81,8 +81,8 @@ class RegisteredNodesLinkState(InMemoryLinkState):
     ) -> None:
         super().__init__(federation_manager, object_store)
         self._registry = registry
-        for node in registry.load():
-            self._restore(_kept(node))
+        for node in registry.load():  # saved registered or unregistered, never online
+            self._restore(node)
 
     def _restore(self, node: NodeInfo) -> None:
         self.nodes[node.node_id] = node
@@ -140,7 +140,10 @@ class RegisteredNodesLinkState(InMemoryLinkState):
 
 
 def nodes_of_sqlite_state(database: Path) -> list[NodeInfo]:
-    """The nodes of an earlier coordinator's Flower SQLite state (``superlink.db``), read-only."""
+    """The nodes of an earlier coordinator's Flower SQLite state (``superlink.db``), read-only.
+
+    Their statuses are set when they are saved to a registry.
+    """
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
         rows = db.execute(
             "SELECT node_id, owner_aid, owner_name, registered_at, unregistered_at, "
@@ -160,5 +163,5 @@ def nodes_of_sqlite_state(database: Path) -> list[NodeInfo]:
             node.unregistered_at = unregistered
         if name:
             node.name = name
-        nodes.append(_kept(node))
+        nodes.append(node)
     return nodes
