@@ -14,15 +14,23 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
 from client.audit_mod import audit_mod
+from client.early_training import (
+    EarlyTrainingError,
+    carries_model,
+    reply_trained_at_setup,
+    train_at_setup,
+)
 from client.flower_internals import (
     RECORD_KEY_CONFIGS,
     RECORD_KEY_STATE,
     Key,
+    Stage,
     bytes_to_ndarray,
     fit_arrays,
     replace_fit_arrays,
     secaggplus_mod,
 )
+from common import message_keys as keys
 from common.masked_packing import pack_masked
 from common.update_encoding import encode_update
 
@@ -55,10 +63,44 @@ def _narrow_masked_vectors(reply: Message, context: Context) -> None:
     ]
 
 
+def _setup_and_train(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """SecAgg+'s setup reply; the round's training starts too if the message carries the model.
+
+    The reply then tells the coordinator so (client/early_training.py says when it trains).
+    """
+    reply = secaggplus_mod(msg, context, call_next)
+    if not reply.has_error() and train_at_setup(msg, context, call_next):
+        reply.content.config_records[RECORD_KEY_CONFIGS][keys.TRAINED_AT_SETUP] = True
+    return reply
+
+
+def _masked_vector_training(call_next: ClientAppCallable) -> ClientAppCallable:
+    """The masked-vector stage's training: the one started at setup, else ``call_next``'s."""
+
+    def train(msg: Message, context: Context) -> Message:
+        trained = reply_trained_at_setup(msg, context)
+        if trained is not None:
+            return trained
+        if not carries_model(msg):
+            raise EarlyTrainingError(
+                f"round {msg.metadata.group_id}'s masked-vector message carries no model and "
+                "this site trained none at its setup stage"
+            )
+        return call_next(msg, context)
+
+    return train
+
+
 def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Apply SecAgg+ to the rounds the coordinator runs with it; plain rounds pass through."""
-    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is None:
         return call_next(msg, context)
+    stage = configs.get(Key.STAGE)
+    if stage == Stage.SETUP:
+        return _setup_and_train(msg, context, call_next)
+    if stage == Stage.COLLECT_MASKED_VECTORS:
+        call_next = _masked_vector_training(call_next)
     reply = secaggplus_mod(msg, context, call_next)
     _narrow_masked_vectors(reply, context)
     return reply

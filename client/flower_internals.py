@@ -25,6 +25,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
     RECORD_KEY_CONFIGS,
     RECORD_KEY_STATE,
     Key,
+    Stage,
 )
 from flwr.common.serde import recorddict_to_proto
 from flwr.compat.common.recorddict_compat import parameters_to_arrayrecord
@@ -41,6 +42,7 @@ __all__ = [
     "FLOWER_REPLY_CHECK_S",
     "RECORD_KEY_CONFIGS",
     "RECORD_KEY_STATE",
+    "Stage",
     "SupernodeWaits",
     "Key",
     "bytes_to_ndarray",

@@ -7,7 +7,8 @@ SuperExec instead hands each launch to a warm parent, started once with those im
 and nothing else run (no torch operation, no network connection), which forks one child per
 message. The child runs Flower's own ``flwr-clientapp`` entry point with the arguments Flower
 chose, so every message still runs in a fresh process of its own that exits after it; only
-the imports are shared, copy-on-write.
+the imports are shared, copy-on-write. Before it exits, the child runs what its message
+deferred until its reply had left (client/after_reply.py).
 """
 
 import contextlib
@@ -97,11 +98,16 @@ def _run_clientapp(args: list[str], quiet: bool) -> None:
             sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
         from flwr.supernode.cli import flwr_clientapp  # noqa: PLC0415 (preloaded)
 
+        from client.after_reply import accept_deferred_work, run_deferred_work  # noqa: PLC0415
+
         sys.argv = [CLIENTAPP_COMMAND, *args[1:]]
-        flwr_clientapp()
-        code = 0
-    except SystemExit as exit_:
-        code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+        accept_deferred_work()
+        try:
+            flwr_clientapp()
+            code = 0
+        except SystemExit as exit_:  # Flower's runtime exits once the reply has left
+            code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1
+        run_deferred_work()
     except BaseException:
         logger.exception("a warm ClientApp process failed")
     finally:

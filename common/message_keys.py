@@ -6,6 +6,7 @@ __all__ = [
     "EPSILON_BUDGET",
     "EPSILON_SITE_TOTAL",
     "EVAL_LOSS",
+    "FIT_INS_MODEL",
     "NOISE_MULTIPLIER",
     "NUM_EXAMPLES",
     "PRIVACY_STATE",
@@ -15,6 +16,7 @@ __all__ = [
     "SITE_NAME",
     "STEPS",
     "TRAIN_LOSS",
+    "TRAINED_AT_SETUP",
 ]
 
 # Config sent by the server.
@@ -41,3 +43,10 @@ EPSILON_BUDGET = "epsilon-budget"
 
 # Key of the site's own state kept across rounds in Flower's context.state.
 PRIVACY_STATE = "medfed-privacy-state"
+
+# SecAgg+ (Flower's config record of each stage).
+#: Where Flower's legacy fit instructions carry the model (flwr's compat record name).
+FIT_INS_MODEL = "fitins.parameters"
+#: In a site's setup reply: it trains the round now, from the model its setup message carried,
+#: so the coordinator leaves the model out of the site's masked-vector message.
+TRAINED_AT_SETUP = "medfed-trained-at-setup"

@@ -13,6 +13,10 @@ pairwise masks are rebuilt from the other sites' shares, Bell et al. section 3),
 through ``on_rejected``. If too few sites remain, Flower halts the round and the global model
 stays as it was.
 
+Each setup message also carries the round's model and config (Flower sends them only with the
+masked-vector stage): a site trains while the keys are exchanged (client/early_training.py),
+says so in its setup reply, and its masked-vector message then goes without the model.
+
 Sites send each masked entry in the bytes of the job's modulus (3 at 2**24,
 :mod:`common.masked_packing`); an accepted reply is unpacked here to the integers Flower adds,
 and each round quantises to as many levels as keep its sampled sites' sum below the modulus.
@@ -232,6 +236,67 @@ class _CheckedGrid(_DelegatingGrid):
         return kept
 
 
+def _with_content(msg: Message, content: RecordDict) -> Message:
+    """``msg`` as Flower's workflow made it, with other content."""
+    meta = msg.metadata
+    return Message(
+        content=content,
+        dst_node_id=meta.dst_node_id,
+        message_type=meta.message_type,
+        group_id=meta.group_id,
+    )
+
+
+class _ModelAtSetupGrid(_DelegatingGrid):
+    """Setup messages that also carry each site's fit instructions (the model and config).
+
+    A site then trains while the round's keys are exchanged (client/early_training.py) and
+    says so in its setup reply; ``trained_at_setup`` collects those sites.
+    """
+
+    def __init__(self, grid: Grid, state: WorkflowState, trained_at_setup: set[int]) -> None:
+        super().__init__(grid)
+        self._state, self._trained_at_setup = state, trained_at_setup
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Flower's setup messages with the fit instructions added; its replies unchanged."""
+        sent = []
+        for msg in messages:
+            content = RecordDict(dict(msg.content.items()))
+            for name, record in self._state.nid_to_fitins[msg.metadata.dst_node_id].items():
+                content[name] = record
+            sent.append(_with_content(msg, content))
+        replies = list(self._grid.send_and_receive(sent, timeout=timeout))
+        for reply in replies:
+            configs = None if reply.has_error() else reply.content.config_records
+            setup = None if configs is None else configs.get(RECORD_KEY_CONFIGS)
+            if setup is not None and setup.get(keys.TRAINED_AT_SETUP) is True:
+                self._trained_at_setup.add(reply.metadata.src_node_id)
+        return replies
+
+
+class _ModelOnceGrid(_DelegatingGrid):
+    """Masked-vector messages without the model for the sites that trained at setup."""
+
+    def __init__(self, grid: Grid, trained_at_setup: set[int]) -> None:
+        super().__init__(grid)
+        self._trained_at_setup = trained_at_setup
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Flower's messages, the model left out where the site already has it."""
+        sent = []
+        for msg in messages:
+            if msg.metadata.dst_node_id in self._trained_at_setup:
+                kept = {n: r for n, r in msg.content.items() if n != keys.FIT_INS_MODEL}
+                msg = _with_content(msg, RecordDict(kept))  # noqa: PLW2901
+            sent.append(msg)
+        return self._grid.send_and_receive(sent, timeout=timeout)
+
+
 class _CheckedSecAggPlus(SecAggPlusWorkflow):
     """Flower's SecAgg+ workflow that takes malformed replies out before it reads them."""
 
@@ -243,6 +308,7 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
     ) -> None:
         self.model_shapes = model_shapes  # what every masked vector must fit
         self._round: WorkflowState | None = None
+        self._trained_at_setup: set[int] = set()
         self._warned = False
         super().__init__(
             num_shares=secure.num_shares,
@@ -278,9 +344,15 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
         """Flower's constructor sets its default here; the levels follow the sampled sites."""
 
     def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
-        """Flower's setup stage, with quantisation levels for the sites it samples."""
+        """Flower's setup stage, with quantisation levels for the sites it samples.
+
+        Its messages also carry the round's model and config, so that the sites train while
+        the keys are exchanged (:class:`_ModelAtSetupGrid`).
+        """
         self._round = state
-        return bool(super().setup_stage(grid, context, state))
+        self._trained_at_setup = set()
+        early = _ModelAtSetupGrid(grid, state, self._trained_at_setup)
+        return bool(super().setup_stage(early, context, state))
 
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState
@@ -294,7 +366,8 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
                 widen_masked_vectors(reply, shapes, state.mod_range)
             return problem
 
-        checked = _CheckedGrid(grid, check, self.on_rejected)
+        once = _ModelOnceGrid(grid, self._trained_at_setup)
+        checked = _CheckedGrid(once, check, self.on_rejected)
         return bool(super().collect_masked_vectors_stage(checked, context, state))
 
     def unmask_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:

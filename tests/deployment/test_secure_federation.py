@@ -32,6 +32,7 @@ from federation_setup import JOB, Federation, running_federation
 from warm_command_lines import run_command_line
 
 from client.audit_log import AuditLog
+from client.early_training import STASH_FOLDER
 from client.privacy_ledger import LEDGER_FILE, PrivacyLedger
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
@@ -154,6 +155,16 @@ def test_two_round_job_with_tls_site_auth_secagg_and_dp(
         masked = [e for e in sent if e.kind.endswith("collect_masked_vectors")]
         assert len(masked) == 2 and all(e.epsilon is not None for e in masked)
         assert all(e.bytes > 0 and len(e.sha256) == 64 for e in sent)
+        # Each round trained after its setup reply had left (during the key exchange), and
+        # the masked-vector stage took the result: nothing unmasked is left behind.
+        for server_round, spent in zip((1, 2), ledger.rows(), strict=True):
+            setup, share, masked_vector = (
+                next(e.recorded_at for e in sent if e.round == server_round and e.kind == kind)
+                for kind in ("train/secagg-setup", "train/secagg-share_keys",
+                             "train/secagg-collect_masked_vectors")
+            )  # fmt: skip
+            assert setup < spent.recorded_at < masked_vector and share < masked_vector
+        assert list((federation.root / f"state-{site}" / STASH_FOLDER).iterdir()) == []
 
 
 def test_the_same_job_toml_runs_in_a_simulation_with_the_same_accounting(trial: Trial) -> None:
