@@ -25,7 +25,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
 
-from client.after_reply import defer
+from client.after_reply import announce_started, defer
 from client.flower_internals import RECORD_KEY_STATE
 from client.site_context import site_state_dir
 from common.errors import MedfedError
@@ -144,7 +144,8 @@ def _clear_earlier(stash: _Stash, context: Context) -> None:
 def train_at_setup(msg: Message, context: Context, call_next: ClientAppCallable) -> bool:
     """Start the round's training from a setup message carrying the model; True if started.
 
-    On a hospital's node it runs once the setup reply has left; elsewhere it runs now.
+    On a hospital's node it runs once the setup reply has left, in a process of its own
+    (client/after_reply.py); elsewhere it runs now.
     """
     stash = _stash(context, msg)
     if stash is None or not carries_model(msg):
@@ -156,6 +157,8 @@ def train_at_setup(msg: Message, context: Context, call_next: ClientAppCallable)
     _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())
 
     def work() -> None:
+        _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())
+        announce_started()  # the process that will write the result is now on record
         _train_into(stash, msg, context, call_next)
 
     if not defer(work):
@@ -171,13 +174,17 @@ def _training_pid(stash: _Stash) -> int | None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; an exited process not yet reaped (a zombie) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state follows the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _take_result(stash: _Stash, msg: Message, context: Context) -> Message | None:

@@ -7,6 +7,7 @@ Simulation Engine and on real SuperNodes, runs in tests/simulations/test_simulat
 and tests/deployment/test_secure_federation.py.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -133,9 +134,9 @@ def test_a_round_never_collected_leaves_its_accountant_state_to_the_next_setup(
 
 SETUP_PROCESS = """
 import sys, time
-from pathlib import Path
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, Context, Message, MessageType, RecordDict
+from flwr.supercore.exit import exit as flower_exit
 from flwr.supercore.task_identity import TaskIdentity
 from client.after_reply import accept_deferred_work, run_deferred_work
 from client.early_training import train_at_setup
@@ -150,48 +151,63 @@ def train(msg, context):
     return Message(content=RecordDict({{"fitres.parameters": arrays}}), reply_to=msg)
 accept_deferred_work()
 assert train_at_setup(msg, context, train)
-print("replied", flush=True)  # here Flower's runtime pushes the setup reply, then returns
-run_deferred_work()
+print("replied", flush=True)  # Flower's runtime has pushed the setup reply; now it exits:
+flower_exit.FORCE_EXIT_TIMEOUT_SECONDS = 0.5  # flwr 1.41: 5 s, shortened for the test
+try:
+    flower_exit.flwr_exit(0)  # its timer ends this process by force 0.5 s from now
+except SystemExit:
+    run_deferred_work()  # what client/warm_clientapps.py does next
 """
 
 
-def _setup_process(state_dir: Path, train_seconds: float) -> subprocess.Popen[str]:
+def _setup_process(state_dir: Path, train_seconds: float) -> int:
+    """Run a setup message's process to its end; the pid of the training it left running."""
     code = textwrap.dedent(SETUP_PROCESS).format(run_id=RUN_ID, model=FIT_INS_MODEL)
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, str(state_dir), str(train_seconds)],
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2],
-    )  # fmt: skip
-    assert process.stdout is not None and process.stdout.readline() == "replied\n"
-    return process
+    output = state_dir / "setup-process.out"  # a file: the training child keeps it open
+    with output.open("w") as out:
+        process = subprocess.run(
+            [sys.executable, "-c", code, str(state_dir), str(train_seconds)],
+            stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
+            timeout=60, check=False,
+        )  # fmt: skip
+    said = output.read_text()
+    assert process.returncode == 0 and said.startswith("replied\n"), said
+    pending = state_dir / STASH_FOLDER / f"run-{RUN_ID}-round-4.pending"
+    return int(json.loads(pending.read_text())["pid"])
 
 
-def test_on_a_hospitals_node_the_setup_process_trains_after_replying_and_the_stage_waits(
+def test_on_a_hospitals_node_the_training_outlives_the_setup_process_and_the_stage_waits(
     tmp_path: Path,
 ) -> None:
-    process = _setup_process(tmp_path, train_seconds=1.0)
-    try:
-        started = time.monotonic()
-        reply = reply_trained_at_setup(_message(4, with_model=False), _context(tmp_path))
-        waited = time.monotonic() - started
-        assert reply is not None
-        array = reply.content.array_records["fitres.parameters"].to_numpy_ndarrays()[0]
-        np.testing.assert_array_equal(array, [7.0, 7.0])
-        assert waited > 0.2  # it waited for the training, which was still running
-        assert process.wait(timeout=30) == 0
-    finally:
-        process.kill()
-        process.wait()
+    trainer = _setup_process(tmp_path, train_seconds=1.5)  # past Flower's forced exit
+    started = time.monotonic()
+    reply = reply_trained_at_setup(_message(4, with_model=False), _context(tmp_path))
+    assert time.monotonic() - started > 0.2  # it waited for the training, still running
+    assert reply is not None
+    array = reply.content.array_records["fitres.parameters"].to_numpy_ndarrays()[0]
+    np.testing.assert_array_equal(array, [7.0, 7.0])
+    assert _ends_within(trainer, 10.0)  # its work done, the training process exits
 
 
-def test_a_setup_process_killed_while_training_is_named_at_the_masked_vector_stage(
-    tmp_path: Path,
-) -> None:
-    process = _setup_process(tmp_path, train_seconds=60.0)
+def _ends_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _running(pid)
+
+
+def test_a_training_process_killed_is_named_at_the_masked_vector_stage(tmp_path: Path) -> None:
+    trainer = _setup_process(tmp_path, train_seconds=60.0)
+    os.kill(trainer, signal.SIGKILL)
+    assert _ends_within(trainer, 10.0)
+    with pytest.raises(EarlyTrainingError, match=rf"process {trainer}, stopped without"):
+        reply_trained_at_setup(_message(4, with_model=False), _context(tmp_path))
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited orphan is reaped by init)."""
     try:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-        with pytest.raises(EarlyTrainingError, match=rf"process {process.pid}, stopped without"):
-            reply_trained_at_setup(_message(4, with_model=False), _context(tmp_path))
-    finally:
-        process.kill()
-        process.wait()
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
