@@ -12,6 +12,7 @@ else (Flower's Simulation Engine, a cold ``flwr-clientapp``) nothing may be defe
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Callable
 
 __all__ = ["accept_deferred_work", "announce_started", "defer", "run_deferred_work"]
@@ -53,6 +54,8 @@ def announce_started() -> None:
 def _run_in_child(work: list[Callable[[], None]], started_pipe: int) -> None:
     global _started_pipe  # noqa: PLW0603
     _started_pipe = started_pipe
+    for stop in (signal.SIGTERM, signal.SIGINT):  # not Flower's handlers, which push and exit
+        signal.signal(stop, signal.SIG_DFL)
     code = 0
     try:
         for step in work:

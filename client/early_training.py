@@ -15,6 +15,7 @@ its keys, and its masks are rebuilt from the other sites' shares.
 """
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ __all__ = [
     "reply_trained_at_setup",
     "train_at_setup",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Under the site's state folder: each round's result until its masked-vector stage takes it.
 STASH_FOLDER = "early-training"
@@ -150,11 +153,15 @@ def train_at_setup(msg: Message, context: Context, call_next: ClientAppCallable)
     stash = _stash(context, msg)
     if stash is None or not carries_model(msg):
         return False
-    stash.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _clear_earlier(stash, context)
-    for stale in (stash.reply, stash.failure):
-        stale.unlink(missing_ok=True)
-    _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())
+    try:
+        stash.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _clear_earlier(stash, context)
+        for stale in (stash.reply, stash.failure):
+            stale.unlink(missing_ok=True)
+        _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())
+    except OSError as error:  # the round then trains at its masked-vector stage, as Flower's
+        logger.warning("cannot keep the round's training in %s (%s)", stash.folder, error)
+        return False
 
     def work() -> None:
         _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())

@@ -105,6 +105,14 @@ def test_a_message_without_the_model_or_a_site_without_a_state_folder_trains_at_
     assert reply_trained_at_setup(_message(1), _context(tmp_path)) is None
 
 
+def test_a_state_folder_that_cannot_keep_the_result_leaves_training_to_its_stage(
+    tmp_path: Path,
+) -> None:
+    not_a_folder = tmp_path / "state"
+    not_a_folder.write_text("a file where the state folder should be")
+    assert not train_at_setup(_message(1), _context(not_a_folder), _train)
+
+
 def test_a_failed_training_is_raised_with_its_reason_at_the_masked_vector_stage(
     tmp_path: Path,
 ) -> None:

@@ -12,7 +12,9 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from deployment_processes import (
 )
 from federation_setup import Federation, provision, running_federation, start_coordinator
 
+from client.early_training import STASH_FOLDER
 from client.site_node import TORCH_THREADS_ENV
 from common.checkpoint import load_checkpoint
 from common.federation_job import FederationJob
@@ -279,16 +282,43 @@ def test_a_restarted_coordinator_keeps_its_sites_and_they_rejoin(federation: Fed
     assert "[code: 2004] Failed to activate SuperNode" in log
 
 
+def _stop_training_at_setup(stash: Path, since: float) -> int:
+    """SIGSTOP the training a site started after its setup reply (a marker newer than
+    ``since``); its pid.
+
+    The setup message's process writes the marker, then the child that trains writes its own
+    pid there and the process exits (client/after_reply.py): the pid 0.2 s later is the child.
+    """
+
+    def markers() -> list[Path]:
+        return [p for p in stash.glob("*.pending") if p.stat().st_mtime >= since]
+
+    wait_until(lambda: stash.is_dir() and markers(), 60, "the site's training to start", 0.01)
+    time.sleep(0.2)
+    (marker,) = markers()  # gone if it trained in under 0.2 s: the test says so here
+    trainer = int(json.loads(marker.read_text())["pid"])
+    os.kill(trainer, signal.SIGSTOP)
+    return trainer
+
+
 def test_secagg_round_completes_when_a_site_is_killed_mid_round(federation: Federation) -> None:
-    """Runs last: it kills hospital-c after the key shares went out, before its masked update."""
+    """Runs last: it kills hospital-c after the key shares went out, before its masked update.
+
+    Its training (which starts with the setup stage) is stopped first, so that its masked
+    update cannot leave before the kill.
+    """
+    started = time.time()
     run = federation.run_job("dropout", rounds=1, min_sites=2, epsilon=1.0)
     assert run.stdout is not None
     victim = federation.sites["hospital-c"]
+    stash = federation.root / "state-hospital-c" / STASH_FOLDER
+    trainer = _stop_training_at_setup(stash, started)
     lines = []
     for line in run.stdout:
         lines.append(line)
         if "Received encrypted key shares from 3" in line:
-            kill(descendants(victim.pid))  # a crash: no goodbye to the SuperLink
+            # a crash: no goodbye to the SuperLink (the training child left the node's tree)
+            kill([*descendants(victim.pid), trainer])
             break
     output = "".join(lines) + run.communicate(timeout=540)[0]
     assert victim.poll() is not None
