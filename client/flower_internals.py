@@ -9,13 +9,8 @@ or patched from here, and tests/test_flower_contract.py fails loudly when a Flow
 moves or changes them.
 """
 
-import contextlib
-import functools
 import math
-import os
-import select
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +43,6 @@ __all__ = [
     "RECORD_KEY_CONFIGS",
     "RECORD_KEY_STATE",
     "Stage",
-    "SUPEREXEC_WAKE_FD",
     "SupernodeWaits",
     "Key",
     "bytes_to_ndarray",
@@ -63,8 +57,6 @@ __all__ = [
     "shorten_message_pull_backoff",
     "shorten_supernode_waits",
     "superexec_executor",
-    "superexec_loop",
-    "wake_superexec_from",
 ]
 
 #: A SuperNode or ClientApp process asking for a message part not there yet waits this long
@@ -74,8 +66,6 @@ FLOWER_PULL_BACKOFF_S = 1.0
 FLOWER_PULL_BACKOFF_CAP_S = 10.0
 #: The commands flwr 1.41 starts: the SuperNode its SuperExec, the SuperExec a ClientApp.
 FLOWER_SUPEREXEC_COMMAND = "flower-superexec"
-#: The environment variable naming the SuperExec's end of its SuperNode's wake-up pipe.
-SUPEREXEC_WAKE_FD = "MEDFED_SUPEREXEC_WAKE_FD"
 FLOWER_CLIENTAPP_COMMAND = "flwr-clientapp"
 
 #: Where flwr 1.41's legacy ClientApp puts a NumPyClient's fit arrays in its reply.
@@ -123,27 +113,17 @@ class SupernodeWaits:
 
 
 class _ShortenedWaits:
-    """``time`` as the SuperNode loop sees it: its two fixed waits replaced, the rest unchanged.
+    """``time`` as the SuperNode loop sees it: its two fixed waits replaced, the rest unchanged."""
 
-    A reply check ends early when ``arrived`` is set (a reply or one of its parts was stored).
-    """
-
-    def __init__(
-        self,
-        waits: SupernodeWaits,
-        clock: Callable[[], float] = time.monotonic,
-        arrived: threading.Event | None = None,
-    ) -> None:
+    def __init__(self, waits: SupernodeWaits, clock: Callable[[], float] = time.monotonic) -> None:
         self._waits = waits
         self._clock = clock
-        self._arrived = arrived or threading.Event()
         self._handled_at = -math.inf  # when the node last waited on a message it handles
 
     def sleep(self, seconds: float) -> None:
         if seconds == FLOWER_REPLY_CHECK_S:  # a message is being handled
             self._handled_at = self._clock()
-            if self._arrived.wait(self._waits.reply_check_s):
-                self._arrived.clear()
+            time.sleep(self._waits.reply_check_s)
         elif seconds == FLOWER_IDLE_PULL_S:
             recent = self._clock() - self._handled_at < self._waits.follow_up_window_s
             time.sleep(self._waits.follow_up_pull_s if recent else self._waits.idle_pull_s)
@@ -161,35 +141,15 @@ def supernode_loop() -> ModuleType:
     return start_client_internal
 
 
-def _setting(event: threading.Event, method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def stored(*args: Any, **kwargs: Any) -> Any:
-        result = method(*args, **kwargs)
-        event.set()
-        return result
-
-    return stored
-
-
 def shorten_supernode_waits(
     waits: SupernodeWaits, clock: Callable[[], float] = time.monotonic
 ) -> None:
     """Make this process's SuperNode wait ``waits`` instead of Flower's 3 s and 0.5 s.
 
     Each stage of a round waits for the slowest site's next pull: SecAgg+ has four stages,
-    so a site that has just answered a message asks for the next one sooner. A wait for the
-    ClientApp's reply (or for one of its parts) ends as soon as the node's state or object
-    store takes one, instead of at the next check.
+    so a site that has just answered a message asks for the next one sooner.
     """
-    from flwr.supercore.object_store.in_memory_object_store import (  # noqa: PLC0415
-        InMemoryObjectStore,
-    )
-    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState  # noqa: PLC0415
-
-    arrived = threading.Event()
-    for kind, method in ((InMemoryNodeState, "store_message"), (InMemoryObjectStore, "put")):
-        setattr(kind, method, _setting(arrived, getattr(kind, method)))
-    supernode_loop().time = _ShortenedWaits(waits, clock, arrived)  # type: ignore[attr-defined]
+    supernode_loop().time = _ShortenedWaits(waits, clock)  # type: ignore[attr-defined]
 
 
 class _RedirectedLaunch:
@@ -210,64 +170,12 @@ class _RedirectedLaunch:
 
 
 def redirect_superexec_launch(launch: Sequence[str]) -> None:
-    """Make this process's SuperNode start ``launch`` with Flower's SuperExec arguments.
-
-    The SuperExec also gets the read end of a pipe (its number in :data:`SUPEREXEC_WAKE_FD`)
-    to which the SuperNode writes a byte whenever it has stored a message to run, so that the
-    SuperExec asks for it at once instead of at its next poll (:func:`wake_superexec_from`).
-    """
-    loop = supernode_loop()
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
+    """Make this process's SuperNode start ``launch`` with Flower's SuperExec arguments."""
 
     def start(args: list[str], quiet: bool) -> None:
-        env = {**os.environ, SUPEREXEC_WAKE_FD: str(read_end)}
-        cold_launch([*launch, *args[1:]], quiet, pass_fds=(read_end,), env=env)
+        cold_launch([*launch, *args[1:]], quiet)
 
-    pull_and_store = loop._pull_and_store_message  # noqa: SLF001 (pinned by the contract test)
-
-    @functools.wraps(pull_and_store)
-    def pull_store_and_wake(*args: Any, **kwargs: Any) -> int | None:
-        run_id: int | None = pull_and_store(*args, **kwargs)
-        if run_id is not None:
-            with contextlib.suppress(BlockingIOError):  # a full pipe wakes it all the same
-                os.write(write_end, b"m")
-        return run_id
-
-    loop._pull_and_store_message = pull_store_and_wake  # type: ignore[attr-defined]  # noqa: SLF001
-    loop.subprocess = _RedirectedLaunch(FLOWER_SUPEREXEC_COMMAND, start)  # type: ignore[attr-defined]
-
-
-def superexec_loop() -> ModuleType:
-    """The flwr module whose loop asks the SuperNode for a message to run, then sleeps."""
-    from flwr.supercore.superexec import run_superexec as loop  # noqa: PLC0415
-
-    return loop
-
-
-class _WakeableSleep:
-    """``time`` as the SuperExec loop sees it: a sleep that ends when the pipe has a byte."""
-
-    def __init__(self, wake_fd: int) -> None:
-        self._wake_fd: int | None = wake_fd
-
-    def sleep(self, seconds: float) -> None:
-        if self._wake_fd is None:
-            time.sleep(seconds)
-            return
-        readable, _, _ = select.select([self._wake_fd], [], [], seconds)
-        if readable and not os.read(self._wake_fd, 4096):  # the SuperNode closed its end
-            os.close(self._wake_fd)
-            self._wake_fd = None
-            time.sleep(seconds)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(time, name)
-
-
-def wake_superexec_from(wake_fd: int) -> None:
-    """Make this process's SuperExec poll sleep end when its SuperNode has stored a message."""
-    superexec_loop().time = _WakeableSleep(wake_fd)  # type: ignore[attr-defined]
+    supernode_loop().subprocess = _RedirectedLaunch(FLOWER_SUPEREXEC_COMMAND, start)  # type: ignore[attr-defined]
 
 
 def superexec_executor() -> ModuleType:

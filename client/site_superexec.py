@@ -5,15 +5,12 @@ with the arguments it would give ``flower-superexec``; client/warm_clientapps.py
 """
 
 import logging
-import os
 import sys
 
 from client.flower_internals import (
-    SUPEREXEC_WAKE_FD,
     redirect_clientapp_launches,
     run_superexec,
     shorten_message_pull_backoff,
-    wake_superexec_from,
 )
 from client.site_supernode import PULL_BACKOFF_CAP_S, PULL_BACKOFF_S
 from client.warm_clientapps import WarmParent, cold_launch
@@ -26,10 +23,7 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     """Fork the warm parent first (before Flower opens a connection), then run the SuperExec."""
     shorten_message_pull_backoff(PULL_BACKOFF_S, PULL_BACKOFF_CAP_S)  # inherited by every fork
-    wake_fd = os.environ.pop(SUPEREXEC_WAKE_FD, None)
     parent = WarmParent()
-    if wake_fd is not None:
-        wake_superexec_from(int(wake_fd))
 
     def launch(args: list[str], quiet: bool) -> None:
         if not parent.launch(args, quiet):

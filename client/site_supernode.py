@@ -20,12 +20,10 @@ __all__ = ["PULL_BACKOFF_CAP_S", "PULL_BACKOFF_S", "SUPEREXEC_LAUNCH", "WAITS", 
 
 #: An idle site asks the coordinator for work every second (1 request a second through the
 #: Fleet gateway, whose per-site limit is 50); for 10 s after handling a message, when a
-#: round's next message is due, every 0.3 s. The coordinator holds an empty ask for up to
-#: 0.5 s and answers it when a message for the site arrives (server/held_pulls.py). The
-#: SuperNode checks for its ClientApp's reply every 0.1 s, or at once when the reply is
-#: stored, and wakes its SuperExec when it has stored a message to run. Asking every 0.1 s
-#: instead made rounds no shorter at 3 sites and longer at 10: each ask cost the SuperLink
-#: 10-20 ms of CPU (docs/results.md, "The global model in one packed vector").
+#: round's next message is due, every 0.3 s. It checks for its ClientApp's reply every 0.1 s.
+#: Every stage of a round waits for the slowest site's next ask (SecAgg+ has four), but each
+#: ask costs the coordinator's SuperLink 10-20 ms of CPU: asking every 0.1 s made rounds no
+#: shorter at 3 sites and longer at 10 (docs/results.md, "The global model in one packed vector").
 WAITS = SupernodeWaits(
     idle_pull_s=1.0, reply_check_s=0.1, follow_up_pull_s=0.3, follow_up_window_s=10.0
 )

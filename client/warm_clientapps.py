@@ -116,12 +116,7 @@ def _run_clientapp(args: list[str], quiet: bool) -> None:
         os._exit(code)
 
 
-def cold_launch(
-    args: Sequence[str],
-    quiet: bool,
-    pass_fds: Sequence[int] = (),
-    env: dict[str, str] | None = None,
-) -> None:
-    """Start ``args`` as Flower does, when no warm parent can (with ``pass_fds`` kept open)."""
+def cold_launch(args: Sequence[str], quiet: bool) -> None:
+    """Start ``args`` as Flower does, when no warm parent can."""
     output = subprocess.DEVNULL if quiet else None
-    subprocess.Popen(list(args), stdout=output, stderr=output, pass_fds=pass_fds, env=env)  # noqa: S603
+    subprocess.Popen(list(args), stdout=output, stderr=output)  # noqa: S603

@@ -23,17 +23,12 @@ NODE_REGISTRY_OPTION = "--node-registry"
 
 
 def use_registered_nodes_state(registry: "NodeRegistry") -> None:
-    """Make this process's SuperLink keep its state in memory and its nodes in ``registry``.
-
-    Its Fleet API also holds a site's empty ask until a message for it arrives
-    (server/held_pulls.py).
-    """
+    """Make this process's SuperLink keep its state in memory and its nodes in ``registry``."""
     from flwr.server.superlink.linkstate import LinkStateFactory  # noqa: PLC0415
     from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME  # noqa: PLC0415
     from flwr.supercore.object_store import ObjectStoreFactory  # noqa: PLC0415
     from flwr.superlink import main as superlink_main  # noqa: PLC0415
 
-    from server.held_pulls import hold_empty_pulls  # noqa: PLC0415
     from server.superlink_state import RegisteredNodesLinkState  # noqa: PLC0415
 
     def factories(
@@ -45,7 +40,6 @@ def use_registered_nodes_state(registry: "NodeRegistry") -> None:
         state.state_instance = RegisteredNodesLinkState(
             registry, federation_manager, objects.store()
         )
-        hold_empty_pulls(state.state_instance)
         return objects, state
 
     superlink_main.get_objectstore_linkstate_factories = factories
