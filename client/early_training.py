@@ -17,6 +17,7 @@ its keys, and its masks are rebuilt from the other sites' shares.
 import json
 import logging
 import os
+import select
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,9 @@ logger = logging.getLogger(__name__)
 STASH_FOLDER = "early-training"
 #: Context records kept with a result are named with this prefix.
 _STATE_PREFIX = "context-state:"
-#: How often the masked-vector stage looks for a result still being trained.
+#: The masked-vector stage sleeps until the training process exits (Linux's pidfd), looking
+#: again at least this often; where a pidfd cannot be had, it looks every ``_WAIT_POLL_S``.
+_WAIT_RECHECK_S = 1.0
 _WAIT_POLL_S = 0.02
 #: A result no stage has taken for this long (an aborted run's) is deleted.
 STALE_AFTER_S = 24 * 3600.0
@@ -194,6 +197,19 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _wait_for_exit(pid: int, timeout: float) -> None:
+    """Sleep until ``pid`` exits or ``timeout`` passes, without polling where Linux allows."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd here, or the process is already gone
+        time.sleep(_WAIT_POLL_S)
+        return
+    try:
+        select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+
+
 def _take_result(stash: _Stash, msg: Message, context: Context) -> Message | None:
     if stash.reply.exists():
         content = _restore(stash.reply.read_bytes(), context)
@@ -228,4 +244,4 @@ def reply_trained_at_setup(msg: Message, context: Context) -> Message | None:
             raise EarlyTrainingError(
                 f"the round's training, started at setup in process {pid}, stopped without a result"
             )
-        time.sleep(_WAIT_POLL_S)
+        _wait_for_exit(pid, _WAIT_RECHECK_S)
