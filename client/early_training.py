@@ -26,6 +26,7 @@ from flwr.app import Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
 from flwr.proto.recorddict_pb2 import RecordDict as RecordDictProto
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from client.after_reply import announce_started, defer
 from client.flower_internals import RECORD_KEY_STATE
@@ -101,9 +102,20 @@ def _write_atomically(path: Path, data: bytes) -> None:
     temporary.replace(path)
 
 
-def _restore(data: bytes, context: Context) -> RecordDict:
-    """A kept result's reply content; its context records are put back into ``context``."""
-    records = recorddict_from_proto(RecordDictProto.FromString(data))
+def _restore(path: Path, context: Context) -> RecordDict:
+    """A kept result's reply content; its context records are put back into ``context``.
+
+    A file that does not read as one is moved aside to ``<name>.damaged`` and named in the
+    :class:`EarlyTrainingError` raised.
+    """
+    try:
+        records = recorddict_from_proto(RecordDictProto.FromString(path.read_bytes()))
+    except (DecodeError, ValueError, TypeError) as error:
+        damaged = path.with_name(path.name + ".damaged")
+        path.replace(damaged)
+        raise EarlyTrainingError(
+            f"{path}: not a training result this site kept ({error}); moved to {damaged.name}"
+        ) from error
     for name in [name for name in records if name.startswith(_STATE_PREFIX)]:
         context.state[name.removeprefix(_STATE_PREFIX)] = records.pop(name)
     return records
@@ -138,12 +150,17 @@ def _clear_earlier(stash: _Stash, context: Context) -> None:
     been had it sent its update, and its update is deleted.
     """
     now = time.time()
-    for path in sorted(stash.folder.glob("run-*-round-*.*"), key=lambda p: p.stat().st_mtime):
+    kept = sorted((path.stat().st_mtime, path) for path in stash.folder.glob("run-*-round-*.*"))
+    for modified, path in kept:
         of_run = path.name.startswith(f"run-{stash.run_id}-round-")
         if of_run and path.suffix == ".reply" and path != stash.reply:
-            _restore(path.read_bytes(), context)
+            try:
+                _restore(path, context)
+            except EarlyTrainingError as error:  # moved aside: this round trains all the same
+                logger.warning("%s", error)
+                continue
             path.unlink(missing_ok=True)
-        elif (of_run and path.suffix == ".failure") or now - path.stat().st_mtime > STALE_AFTER_S:
+        elif (of_run and path.suffix in (".reply", ".failure")) or now - modified > STALE_AFTER_S:
             path.unlink(missing_ok=True)
 
 
@@ -158,9 +175,7 @@ def train_at_setup(msg: Message, context: Context, call_next: ClientAppCallable)
         return False
     try:
         stash.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _clear_earlier(stash, context)
-        for stale in (stash.reply, stash.failure):
-            stale.unlink(missing_ok=True)
+        _clear_earlier(stash, context)  # this round's own files too
         _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())
     except OSError as error:  # the round then trains at its masked-vector stage, as Flower's
         logger.warning("cannot keep the round's training in %s (%s)", stash.folder, error)
@@ -212,7 +227,7 @@ def _wait_for_exit(pid: int, timeout: float) -> None:
 
 def _take_result(stash: _Stash, msg: Message, context: Context) -> Message | None:
     if stash.reply.exists():
-        content = _restore(stash.reply.read_bytes(), context)
+        content = _restore(stash.reply, context)
         stash.reply.unlink(missing_ok=True)
         return Message(content=content, reply_to=msg)
     if stash.failure.exists():

@@ -113,6 +113,26 @@ def test_a_state_folder_that_cannot_keep_the_result_leaves_training_to_its_stage
     assert not train_at_setup(_message(1), _context(not_a_folder), _train)
 
 
+def test_a_damaged_result_is_named_and_set_aside_and_the_next_round_still_trains(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stash = tmp_path / STASH_FOLDER
+    train_at_setup(_message(1), _context(tmp_path), _train)
+    kept = stash / f"run-{RUN_ID}-round-1.reply"
+    kept.write_bytes(b"\xff not a record dict")  # e.g. a disk error
+    with pytest.raises(EarlyTrainingError, match=rf"{kept}: not a training result this site kept"):
+        reply_trained_at_setup(_message(1, with_model=False), _context(tmp_path))
+    assert not kept.exists() and (stash / f"{kept.name}.damaged").read_bytes().startswith(b"\xff")
+
+    train_at_setup(_message(2), _context(tmp_path), _train)  # round 1 never sent: left over
+    leftover = stash / f"run-{RUN_ID}-round-2.reply"
+    leftover.write_bytes(b"\xff")
+    assert train_at_setup(_message(3), _context(tmp_path), _train)  # trains all the same
+    assert f"{leftover}: not a training result" in caplog.text
+    assert (stash / f"{leftover.name}.damaged").exists()
+    assert reply_trained_at_setup(_message(3, with_model=False), _context(tmp_path)) is not None
+
+
 def test_a_failed_training_is_raised_with_its_reason_at_the_masked_vector_stage(
     tmp_path: Path,
 ) -> None:
