@@ -3,7 +3,9 @@
 Everything runs for real on 127.0.0.1, in one run: `medfed-server provision/start`, then
 `medfed-site start` per site (TLS, site keys, DP-SGD), then for each site count a plain and
 a SecAgg+ job of the same model and data. Round time is the coordinator's `fit_seconds` (first
-message of the round to the new global model; evaluation excluded). Upload is what each site
+message of the round to the new global model; evaluation excluded), the mean over the job's
+rounds and over its rounds after the first (from round 2 a SecAgg+ round has no setup
+exchange: the sites announced their keys in the round before). Upload is what each site
 sent through the Fleet gateway (its traffic log, protobuf bodies before TLS) during the job,
 per round, over the model's float32 size.
 
@@ -60,9 +62,11 @@ SECURE_REPLIES = (
     "SecAgg+ setup reply (public keys)",
     "SecAgg+ share-keys reply (encrypted shares)",
     "fit reply (masked vectors)",
-    "SecAgg+ unmask reply (key shares)",
+    "SecAgg+ unmask reply (key shares; next round's public keys)",
     "evaluate reply",
 )
+#: ... in the rounds after the first: no setup exchange.
+LATER_SECURE_REPLIES = SECURE_REPLIES[1:]
 #: The Fleet calls that are not a reply, by what they do.
 OTHER_CALLS = {
     "pull-messages": "message pulls (polling)",
@@ -76,10 +80,21 @@ OTHER_CALLS = {
 
 @dataclass(frozen=True)
 class JobResult:
-    """One job's mean round time and what a site uploaded per round, by call."""
+    """One job's round times and what a site uploaded per round, by call."""
 
-    fit_seconds: float
+    round_seconds: list[float]
     calls: dict[str, tuple[float, float]]
+
+    @property
+    def fit_seconds(self) -> float:
+        """Mean over the job's rounds."""
+        return sum(self.round_seconds) / len(self.round_seconds)
+
+    @property
+    def later_fit_seconds(self) -> float:
+        """Mean over the rounds after the first (the first round's, if it is the only one)."""
+        later = self.round_seconds[1:] or self.round_seconds
+        return sum(later) / len(later)
 
     @property
     def upload_bytes(self) -> float:
@@ -100,10 +115,11 @@ def _upload_by_call(
     Flower 1.41 uploads a reply as one ``push-messages`` call (the envelope: metadata and the
     ids of the message's object tree) followed by one ``push-object`` call per object (records,
     arrays, array chunks); a site's calls are sequential, so each ``push-object`` belongs to
-    the site's last ``push-messages``. Replies are named by their place in the round. Bytes
+    the site's last ``push-messages``. Replies are named by their place in the job. Bytes
     are HTTP bodies (protobuf), as the gateway logs them: HTTP headers and TLS are not counted.
     """
-    kinds = SECURE_REPLIES if secure else PLAIN_REPLIES
+    later = LATER_SECURE_REPLIES if secure else PLAIN_REPLIES
+    kinds = (*(SECURE_REPLIES if secure else PLAIN_REPLIES), *later * (rounds - 1))
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     replies: dict[str, int] = defaultdict(int)  # per site: replies pushed so far
     with traffic.open() as handle:
@@ -115,8 +131,8 @@ def _upload_by_call(
             if rpc == "push-messages":
                 replies[site] += 1
             if rpc in ("push-messages", "push-object"):
-                index = (replies[site] - 1) % len(kinds)
-                what = f"{kinds[index]}: {'envelope' if rpc == 'push-messages' else 'objects'}"
+                kind = kinds[replies[site] - 1] if replies[site] <= len(kinds) else "other reply"
+                what = f"{kind}: {'envelope' if rpc == 'push-messages' else 'objects'}"
             else:
                 what = OTHER_CALLS.get(rpc, rpc)
             totals[what][0] += 1
@@ -173,7 +189,7 @@ def _job(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     fit = [metrics["federated"]["train"][str(r)]["fit_seconds"] for r in range(1, rounds + 1)]
     calls = _upload_by_call(state / "logs" / "fleet-traffic.csv", start, end, rounds, secure)
-    return JobResult(sum(fit) / len(fit), calls)
+    return JobResult(fit, calls)
 
 
 def main() -> None:
@@ -286,9 +302,10 @@ def main() -> None:
             for secure in (False, True):
                 result = _job(root, state, sites, secure, args.rounds, args.image_size)
                 results[(sites, secure)] = result
+                rounds = ", ".join(f"{t:.1f}" for t in result.round_seconds)
                 print(f"{sites} sites, {'SecAgg+' if secure else 'plain'}: "
-                      f"{result.fit_seconds:.1f} s/round, {result.upload_bytes:.0f} bytes "
-                      "up per site-round", flush=True)  # fmt: skip
+                      f"{result.fit_seconds:.1f} s/round ({rounds}), {result.upload_bytes:.0f} "
+                      "bytes up per site-round", flush=True)  # fmt: skip
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -303,14 +320,17 @@ def main() -> None:
     print(f"\nmodel: {model_bytes / 4:.0f} float32 parameters = {model_bytes} bytes; "
           f"{args.train_images} training images of {args.image_size}x{args.image_size} "
           "per site")  # fmt: skip
-    print("| sites | plain s/round | SecAgg+ s/round | SecAgg+/plain | upload/site/round "
-          "over the float32 model, all calls (plain / SecAgg+) | payloads only |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| sites | plain s/round | SecAgg+ s/round | SecAgg+/plain | rounds 2+: plain / "
+          "SecAgg+ (ratio) | upload/site/round over the float32 model, all calls (plain / "
+          "SecAgg+) | payloads only |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for sites in sorted(args.sites):
         plain, secure = results[(sites, False)], results[(sites, True)]
+        later = secure.later_fit_seconds / plain.later_fit_seconds
         print(
             f"| {sites} | {plain.fit_seconds:.1f} | {secure.fit_seconds:.1f} | "
-            f"{secure.fit_seconds / plain.fit_seconds:.2f} | "
+            f"{secure.fit_seconds / plain.fit_seconds:.2f} | {plain.later_fit_seconds:.1f} / "
+            f"{secure.later_fit_seconds:.1f} ({later:.2f}) | "
             f"{plain.upload_bytes / model_bytes:.3f} / {secure.upload_bytes / model_bytes:.3f} | "
             f"{plain.payload_bytes / model_bytes:.3f} / {secure.payload_bytes / model_bytes:.3f} |"
         )
