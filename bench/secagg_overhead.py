@@ -4,10 +4,9 @@ Everything runs for real on 127.0.0.1, in one run: `medfed-server provision/star
 `medfed-site start` per site (TLS, site keys, DP-SGD), then for each site count a plain and
 a SecAgg+ job of the same model and data. Round time is the coordinator's `fit_seconds` (first
 message of the round to the new global model; evaluation excluded), the mean over the job's
-rounds and over its rounds after the first (from round 2 a SecAgg+ round has no setup
-exchange: the sites announced their keys in the round before). Upload is what each site
-sent through the Fleet gateway (its traffic log, protobuf bodies before TLS) during the job,
-per round, over the model's float32 size.
+rounds and over its rounds after the first. Upload is what each site sent through the Fleet
+gateway (its traffic log, protobuf bodies before TLS) during the job, per round, over the
+model's float32 size.
 
 Usage: .venv/bin/python bench/secagg_overhead.py [--sites 3 10] [--rounds 2] [--train-images 96]
     [--image-size 32] [--idle-seconds 30] [--out DIR]
@@ -62,11 +61,9 @@ SECURE_REPLIES = (
     "SecAgg+ setup reply (public keys)",
     "SecAgg+ share-keys reply (encrypted shares)",
     "fit reply (masked vectors)",
-    "SecAgg+ unmask reply (key shares; next round's public keys)",
+    "SecAgg+ unmask reply (key shares)",
     "evaluate reply",
 )
-#: ... in the rounds after the first: no setup exchange.
-LATER_SECURE_REPLIES = SECURE_REPLIES[1:]
 #: The Fleet calls that are not a reply, by what they do.
 OTHER_CALLS = {
     "pull-messages": "message pulls (polling)",
@@ -115,11 +112,10 @@ def _upload_by_call(
     Flower 1.41 uploads a reply as one ``push-messages`` call (the envelope: metadata and the
     ids of the message's object tree) followed by one ``push-object`` call per object (records,
     arrays, array chunks); a site's calls are sequential, so each ``push-object`` belongs to
-    the site's last ``push-messages``. Replies are named by their place in the job. Bytes
+    the site's last ``push-messages``. Replies are named by their place in the round. Bytes
     are HTTP bodies (protobuf), as the gateway logs them: HTTP headers and TLS are not counted.
     """
-    later = LATER_SECURE_REPLIES if secure else PLAIN_REPLIES
-    kinds = (*(SECURE_REPLIES if secure else PLAIN_REPLIES), *later * (rounds - 1))
+    kinds = SECURE_REPLIES if secure else PLAIN_REPLIES
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     replies: dict[str, int] = defaultdict(int)  # per site: replies pushed so far
     with traffic.open() as handle:
@@ -131,8 +127,8 @@ def _upload_by_call(
             if rpc == "push-messages":
                 replies[site] += 1
             if rpc in ("push-messages", "push-object"):
-                kind = kinds[replies[site] - 1] if replies[site] <= len(kinds) else "other reply"
-                what = f"{kind}: {'envelope' if rpc == 'push-messages' else 'objects'}"
+                index = (replies[site] - 1) % len(kinds)
+                what = f"{kinds[index]}: {'envelope' if rpc == 'push-messages' else 'objects'}"
             else:
                 what = OTHER_CALLS.get(rpc, rpc)
             totals[what][0] += 1

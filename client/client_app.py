@@ -30,11 +30,6 @@ from client.flower_internals import (
     replace_fit_arrays,
     secaggplus_mod,
 )
-from client.keys_ahead import (
-    announce_next_round_keys,
-    forget_announced_keys,
-    set_up_with_announced_keys,
-)
 from common import message_keys as keys
 from common.masked_packing import pack_masked
 from common.update_encoding import encode_update
@@ -68,12 +63,10 @@ def _narrow_masked_vectors(reply: Message, context: Context) -> None:
     ]
 
 
-def _first_stage_and_train(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """The reply to a round's first SecAgg+ message; the training starts too if it has the model.
+def _setup_and_train(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """SecAgg+'s setup reply; the round's training starts too if the message carries the model.
 
-    The first message is the setup, or the key shares when the site announced its keys with
-    the last round's (client/keys_ahead.py). The reply then tells the coordinator it trains
-    (client/early_training.py says when).
+    The reply then tells the coordinator so (client/early_training.py says when it trains).
     """
     reply = secaggplus_mod(msg, context, call_next)
     if not reply.has_error() and train_at_setup(msg, context, call_next):
@@ -105,15 +98,10 @@ def secure_aggregation_mod(msg: Message, context: Context, call_next: ClientAppC
         return call_next(msg, context)
     stage = configs.get(Key.STAGE)
     if stage == Stage.SETUP:
-        forget_announced_keys(context)
-        return _first_stage_and_train(msg, context, call_next)
-    if stage == Stage.SHARE_KEYS and set_up_with_announced_keys(msg, context, call_next):
-        return _first_stage_and_train(msg, context, call_next)
+        return _setup_and_train(msg, context, call_next)
     if stage == Stage.COLLECT_MASKED_VECTORS:
         call_next = _masked_vector_training(call_next)
     reply = secaggplus_mod(msg, context, call_next)
-    if stage == Stage.UNMASK:
-        announce_next_round_keys(msg, reply, context)
     _narrow_masked_vectors(reply, context)
     return reply
 

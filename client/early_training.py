@@ -30,7 +30,6 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
 from client.after_reply import announce_started, defer
 from client.flower_internals import RECORD_KEY_STATE
-from client.keys_ahead import ANNOUNCED_KEYS
 from client.site_context import site_state_dir
 from common.errors import MedfedError
 from common.message_keys import FIT_INS_MODEL
@@ -55,8 +54,6 @@ _WAIT_RECHECK_S = 1.0
 _WAIT_POLL_S = 0.02
 #: A result no stage has taken for this long (an aborted run's) is deleted.
 STALE_AFTER_S = 24 * 3600.0
-#: Context records of the SecAgg+ protocol, never kept with a result (nor its secret keys).
-_SECAGG_RECORDS = frozenset((RECORD_KEY_STATE, ANNOUNCED_KEYS))
 
 
 class EarlyTrainingError(MedfedError):
@@ -134,7 +131,7 @@ def _train_into(
             raise EarlyTrainingError(reply.error.reason or "the training replied with an error")
         kept = RecordDict(dict(reply.content.items()))
         for name, record in context.state.items():
-            if name not in _SECAGG_RECORDS:  # SecAgg+'s own state moves on without the training
+            if name != RECORD_KEY_STATE:  # SecAgg+'s own state moves on without the training
                 kept[_STATE_PREFIX + name] = record
         _write_atomically(stash.reply, recorddict_to_proto(kept).SerializeToString())
     except Exception as error:

@@ -29,11 +29,6 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 )
 from flwr.common.serde import recorddict_to_proto
 from flwr.compat.common.recorddict_compat import parameters_to_arrayrecord
-from flwr.supercore.primitives.asymmetric import (
-    generate_key_pairs,
-    private_key_to_bytes,
-    public_key_to_bytes,
-)
 
 from client.warm_clientapps import cold_launch
 
@@ -47,14 +42,12 @@ __all__ = [
     "FLOWER_REPLY_CHECK_S",
     "RECORD_KEY_CONFIGS",
     "RECORD_KEY_STATE",
-    "SECAGG_KEY_FIELDS",
     "Stage",
     "SupernodeWaits",
     "Key",
     "bytes_to_ndarray",
     "fit_arrays",
     "ndarray_to_bytes",
-    "new_secagg_key_pairs",
     "recorddict_to_proto",
     "redirect_clientapp_launches",
     "replace_fit_arrays",
@@ -82,20 +75,6 @@ FIT_PARAMETERS_RECORD = "fitres.parameters"
 FLOWER_IDLE_PULL_S = 3
 #: ... and this long between two checks for the ClientApp's reply to a message.
 FLOWER_REPLY_CHECK_S = 0.5
-
-
-#: Where flwr 1.41's SecAgg+ mod keeps a round's two key pairs in its state record: sk1/pk1 for
-#: the pairwise masks, sk2/pk2 for encrypting the key shares.
-SECAGG_KEY_FIELDS = ("sk1", "pk1", "sk2", "pk2")
-
-
-def new_secagg_key_pairs() -> dict[str, bytes]:
-    """Two fresh key pairs as flwr 1.41's SecAgg+ setup makes them, by :data:`SECAGG_KEY_FIELDS`."""
-    sk1, pk1 = generate_key_pairs()
-    sk2, pk2 = generate_key_pairs()
-    pairs = (private_key_to_bytes(sk1), public_key_to_bytes(pk1),
-             private_key_to_bytes(sk2), public_key_to_bytes(pk2))  # fmt: skip
-    return dict(zip(SECAGG_KEY_FIELDS, pairs, strict=True))
 
 
 def fit_arrays(content: RecordDict) -> list[np.ndarray] | None:

@@ -7,14 +7,11 @@ __all__ = [
     "EPSILON_SITE_TOTAL",
     "EVAL_LOSS",
     "FIT_INS_MODEL",
-    "KEYS_FOR_ROUND",
-    "NEXT_ROUND_KEYS",
     "NOISE_MULTIPLIER",
     "NUM_EXAMPLES",
     "PRIVACY_STATE",
     "PRIVACY_UNIT",
     "SCORE_COUNTS",
-    "SECAGG_SETUP",
     "SERVER_ROUND",
     "SITE_NAME",
     "STEPS",
@@ -50,14 +47,6 @@ PRIVACY_STATE = "medfed-privacy-state"
 # SecAgg+ (Flower's config record of each stage).
 #: Where Flower's legacy fit instructions carry the model (flwr's compat record name).
 FIT_INS_MODEL = "fitins.parameters"
-#: In a site's reply to the round's first SecAgg+ message (setup, or share keys when the setup
-#: exchange was skipped): it trains the round now, from the model that message carried, so the
-#: coordinator leaves the model out of the site's masked-vector message.
+#: In a site's setup reply: it trains the round now, from the model its setup message carried,
+#: so the coordinator leaves the model out of the site's masked-vector message.
 TRAINED_AT_SETUP = "medfed-trained-at-setup"
-#: In an unmask message: a config record asking the site for its next round's SecAgg+ public
-#: keys (the round in KEYS_FOR_ROUND); in its unmask reply: those keys (Flower's public-key names).
-NEXT_ROUND_KEYS = "medfed-next-round-keys"
-KEYS_FOR_ROUND = "round"
-#: In a share-keys message: the round's SecAgg+ setup config, when every site announced its keys
-#: a round ahead and the coordinator skipped the setup exchange.
-SECAGG_SETUP = "medfed-secagg-setup"

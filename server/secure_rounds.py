@@ -13,10 +13,9 @@ pairwise masks are rebuilt from the other sites' shares, Bell et al. section 3),
 through ``on_rejected``. If too few sites remain, Flower halts the round and the global model
 stays as it was.
 
-The round's first message also carries its model and config (Flower sends them only with the
-masked-vector stage), so that the sites train while the keys are exchanged; and from the second
-round on, the sites' public keys come with their previous round's key shares, so that a round
-needs no setup exchange (server/secagg_messages.py says how).
+Each setup message also carries the round's model and config (Flower sends them only with the
+masked-vector stage): a site trains while the keys are exchanged (client/early_training.py),
+says so in its setup reply, and its masked-vector message then goes without the model.
 
 Sites send each masked entry in the bytes of the job's modulus (3 at 2**24,
 :mod:`common.masked_packing`); an accepted reply is unpacked here to the integers Flower adds,
@@ -28,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import cast
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.common import ndarray_to_bytes
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.compat.common.recorddict_compat import recorddict_to_fitres
@@ -37,18 +36,11 @@ from flwr.server.strategy import Strategy
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.supercore.inflatable.inflatable_utils import pull_objects
+from flwr.supercore.run import Run
 
 from common import message_keys as keys
 from common.federation_job import SecureAggregationConfig
 from common.masked_packing import quantization_levels, unpack_masked
-from server.secagg_messages import (
-    AnnouncedKeys,
-    AnnouncedKeysGrid,
-    DelegatingGrid,
-    KeysAheadGrid,
-    ModelEarlyGrid,
-    ModelOnceGrid,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +151,45 @@ def _claimed_name(reply: RecordDict) -> str | None:
     return name if isinstance(name, str) else None
 
 
-class _PromptGrid(DelegatingGrid):
+class _DelegatingGrid(Grid):
+    """A grid that hands every call to the grid it wraps (subclasses change one of them)."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+
+    def set_run(self, run: Run) -> None:  # noqa: D102 (delegated)
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Run:  # noqa: D102
+        return self._grid.run
+
+    def create_message(  # noqa: D102
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(  # noqa: D102
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class _PromptGrid(_DelegatingGrid):
     """Replies collected every ``REPLY_POLL_S`` instead of flwr 1.41 HttpGrid's fixed 3 s.
 
     Each stage of a round waits for its last reply; with a 3 s poll a stage lasts a multiple
@@ -183,7 +213,7 @@ class _PromptGrid(DelegatingGrid):
         return replies
 
 
-class _CheckedGrid(DelegatingGrid):
+class _CheckedGrid(_DelegatingGrid):
     """The workflow's grid with the replies ``check`` refuses taken out of each batch."""
 
     def __init__(
@@ -206,6 +236,67 @@ class _CheckedGrid(DelegatingGrid):
         return kept
 
 
+def _with_content(msg: Message, content: RecordDict) -> Message:
+    """``msg`` as Flower's workflow made it, with other content."""
+    meta = msg.metadata
+    return Message(
+        content=content,
+        dst_node_id=meta.dst_node_id,
+        message_type=meta.message_type,
+        group_id=meta.group_id,
+    )
+
+
+class _ModelAtSetupGrid(_DelegatingGrid):
+    """Setup messages that also carry each site's fit instructions (the model and config).
+
+    A site then trains while the round's keys are exchanged (client/early_training.py) and
+    says so in its setup reply; ``trained_at_setup`` collects those sites.
+    """
+
+    def __init__(self, grid: Grid, state: WorkflowState, trained_at_setup: set[int]) -> None:
+        super().__init__(grid)
+        self._state, self._trained_at_setup = state, trained_at_setup
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Flower's setup messages with the fit instructions added; its replies unchanged."""
+        sent = []
+        for msg in messages:
+            content = RecordDict(dict(msg.content.items()))
+            for name, record in self._state.nid_to_fitins[msg.metadata.dst_node_id].items():
+                content[name] = record
+            sent.append(_with_content(msg, content))
+        replies = list(self._grid.send_and_receive(sent, timeout=timeout))
+        for reply in replies:
+            configs = None if reply.has_error() else reply.content.config_records
+            setup = None if configs is None else configs.get(RECORD_KEY_CONFIGS)
+            if setup is not None and setup.get(keys.TRAINED_AT_SETUP) is True:
+                self._trained_at_setup.add(reply.metadata.src_node_id)
+        return replies
+
+
+class _ModelOnceGrid(_DelegatingGrid):
+    """Masked-vector messages without the model for the sites that trained at setup."""
+
+    def __init__(self, grid: Grid, trained_at_setup: set[int]) -> None:
+        super().__init__(grid)
+        self._trained_at_setup = trained_at_setup
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Flower's messages, the model left out where the site already has it."""
+        sent = []
+        for msg in messages:
+            if msg.metadata.dst_node_id in self._trained_at_setup:
+                kept = {n: r for n, r in msg.content.items() if n != keys.FIT_INS_MODEL}
+                msg = _with_content(msg, RecordDict(kept))  # noqa: PLW2901
+            sent.append(msg)
+        return self._grid.send_and_receive(sent, timeout=timeout)
+
+
 class _CheckedSecAggPlus(SecAggPlusWorkflow):
     """Flower's SecAgg+ workflow that takes malformed replies out before it reads them."""
 
@@ -217,9 +308,7 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
     ) -> None:
         self.model_shapes = model_shapes  # what every masked vector must fit
         self._round: WorkflowState | None = None
-        self._trained_early: set[int] = set()
-        self._announced = AnnouncedKeys()  # by the sites, with the last round's key shares
-        self._setups: dict[int, ConfigRecord] = {}  # this round's, when its setup was skipped
+        self._trained_at_setup: set[int] = set()
         self._warned = False
         super().__init__(
             num_shares=secure.num_shares,
@@ -258,20 +347,12 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
         """Flower's setup stage, with quantisation levels for the sites it samples.
 
         Its messages also carry the round's model and config, so that the sites train while
-        the keys are exchanged; none are sent if every sampled site announced its keys with
-        the last round's key shares (:class:`~server.secagg_messages.KeysAheadGrid`).
+        the keys are exchanged (:class:`_ModelAtSetupGrid`).
         """
         self._round = state
-        self._trained_early = set()
-        early = ModelEarlyGrid(grid, state, self._trained_early)
-        ahead = KeysAheadGrid(early, self._announced, self._setups)
-        return bool(super().setup_stage(ahead, context, state))
-
-    def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
-        """Flower's stage; with the setup config, model and config if the setup was skipped."""
-        if self._setups:
-            grid = ModelEarlyGrid(grid, state, self._trained_early, self._setups)
-        return bool(super().share_keys_stage(grid, context, state))
+        self._trained_at_setup = set()
+        early = _ModelAtSetupGrid(grid, state, self._trained_at_setup)
+        return bool(super().setup_stage(early, context, state))
 
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState
@@ -285,21 +366,17 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
                 widen_masked_vectors(reply, shapes, state.mod_range)
             return problem
 
-        once = ModelOnceGrid(grid, self._trained_early)
+        once = _ModelOnceGrid(grid, self._trained_at_setup)
         checked = _CheckedGrid(once, check, self.on_rejected)
         return bool(super().collect_masked_vectors_stage(checked, context, state))
 
     def unmask_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
-        """Flower's stage on the replies whose key shares are well formed.
-
-        Unless this is the last round, each message also asks for the site's next-round keys.
-        """
+        """Flower's stage on the replies whose key shares are well formed."""
         sampled = set(state.sampled_node_ids)
         checked = _CheckedGrid(
             grid, lambda reply: shares_reply_problem(reply, sampled), self.on_rejected
         )
-        announcing = AnnouncedKeysGrid(checked, context.config.num_rounds, self._announced)
-        return bool(super().unmask_stage(announcing, context, state))
+        return bool(super().unmask_stage(checked, context, state))
 
 
 def _ignore(_node: int, _name: str | None, _reason: str) -> None:

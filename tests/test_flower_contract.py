@@ -1,8 +1,7 @@
 """What medfed takes from Flower's internals, checked: a Flower upgrade that moves it fails here.
 
-Only client/flower_internals.py, server/secure_rounds.py and server/secagg_messages.py touch
-Flower's internals (SecAgg+ exists only on the legacy path in flwr 1.41); these tests pin what
-they rely on.
+Only client/flower_internals.py and server/secure_rounds.py touch Flower's internals (SecAgg+
+exists only on the legacy path in flwr 1.41); these tests pin what they rely on.
 """
 
 import inspect
@@ -13,7 +12,6 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, RecordDict
-from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.ndarrays_arithmetic import (
     factor_combine,
@@ -30,7 +28,7 @@ from client import flower_internals, site_supernode
 from common.federation_job import SecureAggregationConfig
 from common.masked_packing import pack_masked, quantization_levels, unpack_masked
 from common.update_encoding import decode_update, encode_update
-from server import secagg_messages, secure_rounds
+from server import secure_rounds
 
 
 def test_the_verified_flower_release_is_installed() -> None:
@@ -45,16 +43,6 @@ def test_secagg_record_keys_and_stage_names_the_site_reads() -> None:
     for name in ("MASKED_PARAMETERS", "MOD_RANGE", "STAGE"):
         assert isinstance(getattr(key, name), str), name
     assert callable(flower_internals.secaggplus_mod)
-
-
-def test_a_sites_secagg_keys_are_the_state_fields_and_curve_keys_ahead_rely_on() -> None:
-    # client/keys_ahead.py puts announced keys in these state fields of Flower's mod, and the
-    # coordinator (server/secagg_messages.py) accepts only keys on Flower's curve.
-    fields = SecAggPlusState.__dataclass_fields__
-    assert all(fields[name].type is bytes for name in flower_internals.SECAGG_KEY_FIELDS)
-    pairs = flower_internals.new_secagg_key_pairs()
-    assert secagg_messages.public_key_problem(pairs["pk1"]) is None
-    assert secagg_messages.public_key_problem(pairs["sk1"]) is not None  # a private key is not one
 
 
 def test_masked_vectors_survive_the_ndarray_serde_as_uint32() -> None:
@@ -104,8 +92,7 @@ def test_the_legacy_workflow_takes_the_settings_a_job_gives_it() -> None:
 def test_the_secagg_stages_and_state_the_coordinator_checks_replies_in() -> None:
     # secure_rounds overrides two stages and wraps the grid they are given; a Flower upgrade
     # that renames a stage, adds an abstract Grid method or drops a state field fails here.
-    for stage in ("setup_stage", "share_keys_stage", "collect_masked_vectors_stage",
-                  "unmask_stage"):  # fmt: skip
+    for stage in ("setup_stage", "collect_masked_vectors_stage", "unmask_stage"):
         parameters = list(inspect.signature(getattr(SecAggPlusWorkflow, stage)).parameters)
         assert parameters == ["self", "grid", "context", "state"], (stage, parameters)
     assert not secure_rounds._CheckedGrid.__abstractmethods__

@@ -149,23 +149,21 @@ def test_two_round_job_with_tls_site_auth_secagg_and_dp(
                                                 "audit-log.sqlite").entries()]  # fmt: skip
         assert entries[0].direction == "in" and entries[0].kind == "job-config"
         sent = [e for e in entries if e.direction == "out"]
-        # SecAgg+ stages (train) and one evaluation per round: round 1 has four stages; round 2
-        # none for setup, since every site announced its keys with round 1's key shares
-        assert [e.kind.removeprefix("train/secagg-") for e in sent if e.round == 2] == [
-            "share_keys", "collect_masked_vectors", "unmask", "evaluate"]  # fmt: skip
-        assert len(sent) == 9 and sum(e.kind.startswith("train") for e in sent) == 7
+        # per round: 4 SecAgg+ stages (train) and one evaluation
+        assert len(sent) == 10
+        assert sum(e.kind.startswith("train") for e in sent) == 8
         masked = [e for e in sent if e.kind.endswith("collect_masked_vectors")]
         assert len(masked) == 2 and all(e.epsilon is not None for e in masked)
         assert all(e.bytes > 0 and len(e.sha256) == 64 for e in sent)
-        # Each round trained after its first reply had left (during the key exchange), and
+        # Each round trained after its setup reply had left (during the key exchange), and
         # the masked-vector stage took the result: nothing unmasked is left behind.
-        for server_round, spent, first in zip((1, 2), ledger.rows(), ("setup", "share_keys"),
-                                              strict=True):  # fmt: skip
-            started, masked_vector = (
+        for server_round, spent in zip((1, 2), ledger.rows(), strict=True):
+            setup, share, masked_vector = (
                 next(e.recorded_at for e in sent if e.round == server_round and e.kind == kind)
-                for kind in (f"train/secagg-{first}", "train/secagg-collect_masked_vectors")
-            )
-            assert started < spent.recorded_at < masked_vector
+                for kind in ("train/secagg-setup", "train/secagg-share_keys",
+                             "train/secagg-collect_masked_vectors")
+            )  # fmt: skip
+            assert setup < spent.recorded_at < masked_vector and share < masked_vector
         assert list((federation.root / f"state-{site}" / STASH_FOLDER).iterdir()) == []
 
 
