@@ -164,6 +164,11 @@ def _clear_earlier(stash: _Stash, context: Context) -> None:
             path.unlink(missing_ok=True)
 
 
+def _mark_pending(stash: _Stash) -> None:
+    """Put this process on record as the one that will write the round's result."""
+    _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())
+
+
 def train_at_setup(msg: Message, context: Context, call_next: ClientAppCallable) -> bool:
     """Start the round's training from a setup message carrying the model; True if started.
 
@@ -176,13 +181,15 @@ def train_at_setup(msg: Message, context: Context, call_next: ClientAppCallable)
     try:
         stash.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         _clear_earlier(stash, context)  # this round's own files too
-        _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())
+        _mark_pending(stash)
     except OSError as error:  # the round then trains at its masked-vector stage, as Flower's
         logger.warning("cannot keep the round's training in %s (%s)", stash.folder, error)
         return False
+    replying = os.getpid()
 
     def work() -> None:
-        _write_atomically(stash.pending, json.dumps({"pid": os.getpid()}).encode())
+        if os.getpid() != replying:  # deferred to a child: it writes the result
+            _mark_pending(stash)
         announce_started()  # the process that will write the result is now on record
         _train_into(stash, msg, context, call_next)
 
