@@ -1,6 +1,7 @@
 """Check command-line values where they enter; each refusal is a ConfigError naming the option."""
 
 import math
+import os
 from pathlib import Path
 
 from common.errors import ConfigError
@@ -40,13 +41,23 @@ def check_output_file(option: str, path: Path) -> None:
     if resolved.exists() and not resolved.is_file():
         raise ConfigError(option, f"{path} exists and is not a regular file")
     if not resolved.parent.is_dir():
-        raise ConfigError(option, f"{path}: its folder {resolved.parent} does not exist")
+        raise ConfigError(option, f"{path}: its folder {resolved.parent} is not an existing folder")
 
 
 def check_output_folder(option: str, path: Path) -> None:
-    """Refuse an output folder path that names an existing file or lies in /proc, /sys, /dev."""
+    """Refuse an output folder path that could not be created or written.
+
+    That is an existing file, a place in /proc, /sys or /dev, or a path whose nearest existing
+    folder is a file or is not writable.
+    """
     resolved = path.resolve()
     if any(resolved.is_relative_to(root) for root in _PSEUDO_FILESYSTEMS):
         raise ConfigError(option, f"{path} is in a kernel or device folder: give a folder")
     if resolved.exists() and not resolved.is_dir():
         raise ConfigError(option, f"{path} is a file: give a folder (it is created if missing)")
+    existing = next(folder for folder in (resolved, *resolved.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ConfigError(option, f"{path}: {existing} is a file, so no folder can be made in it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "it is" if existing == resolved else f"{existing} is"
+        raise ConfigError(option, f"{path}: {what} not writable by this user")

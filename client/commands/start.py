@@ -9,6 +9,7 @@ import typer
 
 from client.site_node import SiteKit, start_site_node
 from common.cli_support import configure_logging, user_errors
+from common.cli_values import check_output_folder
 from common.flower_processes import signal_group, stop_process
 
 __all__ = ["start"]
@@ -44,6 +45,8 @@ def start(
     configure_logging(verbose)
     with user_errors():
         site = SiteKit.read(kit)
+        check_output_folder("--logs", logs)
+        check_output_folder("--state", state)
         if insecure:
             logger.warning("INSECURE: no TLS and no site key. Never use this with patient data.")
         node = start_site_node(

@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 
 from common.cli_support import configure_logging, user_errors
+from common.cli_values import check_output_folder
 from server.provisioning import KitPaths, load_federation, provision
 
 __all__ = ["provision_command"]
@@ -24,6 +25,7 @@ def provision_command(
     console = Console()
     with user_errors():
         spec = load_federation(federation)
+        check_output_folder("--out", out)
         added = provision(spec, out)
     kits = KitPaths(out)
     for site in spec.sites:

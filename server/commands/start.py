@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from common.cli_support import configure_logging, exit_on_signal, user_errors
+from common.cli_values import check_output_folder
 from common.flower_processes import stop_process
 from server.commands.options import DEFAULT_STATE, StateOption, VerboseOption
 from server.coordinator import (
@@ -97,6 +98,7 @@ def start(
                 "INSECURE: no TLS and no site authentication; any process on this machine can "
                 "join. Never use this with real data."
             )
+        check_output_folder("--state", paths.state)
         paths.state.mkdir(parents=True, exist_ok=True)
         write_flwr_config(paths, control_port, None if insecure else coordinator_kit / "ca.crt")
         superlink = launch_superlink(settings, paths)

@@ -7,6 +7,7 @@ import typer
 from rich.progress import Progress
 
 from common.cli_support import configure_logging, user_errors
+from common.cli_values import check_output_file, check_output_folder
 from common.errors import ConfigError
 from simulations.brain_lesions import SLICE_RANGE, write_brain_lesion_sites
 from simulations.brain_sequences import SEQUENCES, TRUTH_FILE, write_sequence_sites
@@ -57,6 +58,7 @@ def generate(
         if dataset == "lesions-2d":
             if out.is_dir() or out.suffix != ".npz":
                 raise ConfigError("--out", f"{out}: lesions-2d writes one .npz file: name it")
+            check_output_file("--out", out)
             path = write_synthetic_lesions(out, seed=seed)
             path = write_synthetic_lesions(out, seed=seed)
             typer.echo(f"wrote {path}")
@@ -69,6 +71,7 @@ def generate(
             raise ConfigError("--slices", f"{slices} must be a whole number >= 1")
         if out.exists() and not out.is_dir():
             raise ConfigError("--out", f"{out} is a file: brain-mri writes a folder")
+        check_output_folder("--out", out)
         names = tuple(n.strip() for n in sequences.split(",")) if sequences else ()
         unknown = [n for n in names if n not in SEQUENCES]
         if unknown or (sequences is not None and not names):

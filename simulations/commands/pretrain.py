@@ -8,6 +8,7 @@ import typer
 
 from common.checkpoint import save_checkpoint
 from common.cli_support import FormatOption, OutputFormat, configure_logging, emit_json, user_errors
+from common.cli_values import check_output_file
 from common.errors import ConfigError
 from common.job_options import with_job_options
 from simulations.commands.run import JOB_OPTIONS, build_job
@@ -41,6 +42,7 @@ def pretrain(
     with user_errors(output):
         if epochs < 1:
             raise ConfigError("--epochs", f"{epochs} must be a whole number >= 1")
+        check_output_file("--out", out)  # before the training, not after it
         job = build_job(config, job_overrides)
         if job.model.initial_weights:
             raise ConfigError("--initial-weights", "pretraining starts from seeded weights")

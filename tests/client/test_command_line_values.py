@@ -13,9 +13,23 @@ from typer.testing import CliRunner
 
 from client.cli import app as site_app
 from client.predict_cli import app as predict_app
+from common.errors import ConfigError
 from common.run_folders import new_run_folder
+from server.cli import app as server_app
 from simulations.cli import app as sim_app
 from simulations.synthetic_lesions import write_synthetic_lesions
+
+#: The option and output path of each command, as {under} (a path inside a regular file).
+OUTPUT_UNDER_A_FILE = [
+    (server_app, ["provision", "--federation", "{federation}", "--out", "{under}"], "--out"),
+    (server_app, ["start", "--kits", "{kits}", "--state", "{under}"], "--state"),
+    (site_app, ["start", "--kit", "{kit}", "--data", "{data}", "--state", "{under}"], "--state"),
+    (site_app, ["start", "--kit", "{kit}", "--data", "{data}", "--logs", "{under}"], "--logs"),
+    (sim_app, ["run", "--data", "{data}", "--out", "{under}"], "--out"),
+    (sim_app, ["pretrain", "--data", "{data}", "--out", "{under}.pt"], "--out"),
+    (sim_app, ["generate", "--out", "{under}"], "--out"),
+    (sim_app, ["generate", "--dataset", "lesions-2d", "--out", "{under}.npz"], "--out"),
+]
 
 
 @pytest.fixture
@@ -145,3 +159,43 @@ def test_start_refuses_a_thread_count_that_is_not_a_positive_whole_number(
     code, output = _run(site_app, "start", "--kit", "kit", "--data", "cache", "--threads", threads)
     assert code == 2 and "'--threads'" in output, output
     assert list(tmp_path.iterdir()) == []  # refused before the node starts
+
+
+@pytest.fixture(scope="module")
+def federation_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A provisioned one-site federation and a small dataset, for commands that need them."""
+    root = tmp_path_factory.mktemp("federation")
+    federation = root / "federation.toml"
+    federation.write_text('[coordinator]\naddress = "127.0.0.1"\n[[sites]]\nname = "a"\n')
+    code, output = _run(server_app, "provision", "--federation", str(federation), "--out",
+                        str(root / "kits"))  # fmt: skip
+    assert code == 0, output
+    data = write_synthetic_lesions(root / "d.npz", n_train=20, n_val=4, n_test=4, image_size=16)
+    return {"federation": str(federation), "kits": str(root / "kits"),
+            "kit": str(root / "kits" / "sites" / "a"), "data": str(data)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("app", "args", "option"),
+    OUTPUT_UNDER_A_FILE,
+    ids=[f"{app.info.name} {args[0]} {args[-2]}" for app, args, _ in OUTPUT_UNDER_A_FILE],
+)
+def test_an_output_path_inside_a_file_is_refused_naming_the_option(
+    tmp_path: Path, federation_files: dict[str, str], app, args: list[str], option: str
+) -> None:
+    regular_file = tmp_path / "notes.txt"
+    regular_file.write_text("x")
+    under = regular_file / "out"
+    values = {**federation_files, "under": str(under)}
+    code, output = _run(app, *(arg.format(**values) for arg in args))
+    assert code == 2 and output.count("error:") == 1, output
+    assert f"{option}: {under}" in " ".join(output.split()), output
+    assert "unexpected" not in output  # a user's path, not a medfed fault
+    assert regular_file.read_text() == "x"
+
+
+def test_a_runs_folder_that_cannot_be_created_is_a_config_error(tmp_path: Path) -> None:
+    regular_file = tmp_path / "state"
+    regular_file.write_text("x")
+    with pytest.raises(ConfigError, match="runs folder: cannot create"):
+        new_run_folder(regular_file / "runs", "job")
