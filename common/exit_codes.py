@@ -27,8 +27,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "Ray failing): one line names it, the traceback is in the debug log (or on the console "
     "with `--verbose`)",
     ExitCode.CONFIG_ERROR: "bad command-line or configuration value: an unknown option, a "
-    "number out of range, an invalid job.toml or site.toml key, `--out` naming a file; the "
-    "message names the option or file and the value",
+    "number out of range, an invalid job.toml or site.toml key, `--out` naming a file or a "
+    "folder that cannot be created or written; the message names the option or file and the "
+    "value",
     ExitCode.DATA_ERROR: "bad input data: a file or folder that does not exist or cannot be "
     "read, no usable image among the files (the tables and reports are still written), too "
     "few labelled studies to split",
