@@ -31,6 +31,7 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from client.after_reply import announce_started, defer
 from client.flower_internals import RECORD_KEY_STATE
 from client.site_context import site_state_dir
+from common.atomic_file import replaced_atomically
 from common.errors import MedfedError
 from common.message_keys import FIT_INS_MODEL
 
@@ -96,10 +97,9 @@ def _stash(context: Context, msg: Message) -> _Stash | None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
-        file.write(data)
-    temporary.replace(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    with replaced_atomically(path) as partial, open(os.open(partial, flags, 0o600), "wb") as file:
+        file.write(data)  # readable by the site's account only
 
 
 def _restore(path: Path, context: Context) -> RecordDict:

@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from common.atomic_file import replaced_atomically
 from common.federation_job import FederationJob
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
@@ -34,9 +35,8 @@ def save_checkpoint(
         # Names of the outputs: image classes, or mask classes (0 = background) for segmentation.
         "class_names": list(job.output_names),
     }
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(payload, partial)
-    partial.replace(path)
+    with replaced_atomically(path) as partial:
+        torch.save(payload, partial)
     return path
 
 

@@ -23,6 +23,7 @@ from flwr.supercore.utils import int64_to_uint64
 from flwr.superlink.federation import FederationManager
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
+from common.atomic_file import replaced_atomically
 from common.errors import MedfedError
 
 __all__ = ["NodeRegistry", "RegisteredNodesLinkState", "nodes_of_sqlite_state"]
@@ -62,12 +63,10 @@ class NodeRegistry:
             str(node.node_id): base64.b64encode(_kept(node).SerializeToString()).decode("ascii")
             for node in nodes
         }
-        partial = self.path.with_name(self.path.name + ".partial")
-        with partial.open("w", encoding="utf-8") as file:
+        with replaced_atomically(self.path) as partial, partial.open("w", encoding="utf-8") as file:
             json.dump(entries, file, indent=1)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(partial, self.path)
 
 
 class RegisteredNodesLinkState(InMemoryLinkState):

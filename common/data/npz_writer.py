@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic_file import replaced_atomically
 from common.data.arrays import ImageArrays
 from common.data.npz_reader import SPATIAL_DIMS_KEY
 
@@ -59,7 +60,6 @@ def write_npz(
     if with_masks and segment_names:
         arrays["segment_names"] = np.array(segment_names)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, allow_pickle=False, **arrays)  # the reader refuses pickles too
-    partial.replace(path)
+    with replaced_atomically(path) as partial:
+        np.savez(partial, allow_pickle=False, **arrays)  # the reader refuses pickles too
     return path

@@ -19,6 +19,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from common.atomic_file import replaced_atomically
 from common.data.colour import ChannelRule, channel_count
 from common.data.intensity import PERCENTILES, WINDOW_PRESETS
 from common.errors import DataFormatError
@@ -199,9 +200,8 @@ class PreprocessingContract(_Frozen):
 def write_contract(folder: Path, contract: PreprocessingContract) -> Path:
     """Write ``folder/preprocessing.json`` atomically; returns its path."""
     path = folder / CONTRACT_FILE
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(contract.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    partial.replace(path)
+    with replaced_atomically(path) as partial:
+        partial.write_text(contract.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return path
 
 

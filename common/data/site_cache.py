@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from common.atomic_file import replaced_atomically
 from common.data.arrays import DEFAULT_SEGMENT_NAMES
 from common.data.npz_reader import SPATIAL_DIMS_KEY
 from common.data.preprocessing_contract import PreprocessingContract, write_contract
@@ -128,10 +129,9 @@ def write_site_cache(
         report.split_counts[split] = int(chosen.sum())
     out.mkdir(parents=True, exist_ok=True)
     dataset = out / DATASET_FILE
-    partial = out / (DATASET_FILE + ".partial.npz")
-    # Uncompressed: reads 4x faster, 1.4x the size of zlib's.
-    np.savez(partial, allow_pickle=False, **arrays)
-    partial.replace(dataset)
+    with replaced_atomically(dataset) as partial:
+        # Uncompressed: reads 4x faster, 1.4x the size of zlib's.
+        np.savez(partial, allow_pickle=False, **arrays)
     with (out / MANIFEST_FILE).open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["split", "label", "series", "study", "patient", "slice"])

@@ -12,9 +12,10 @@ import json
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from common.atomic_file import replaced_atomically
 
 __all__ = ["CACHE_DIR_ENV", "cache_dir", "load", "store"]
 
@@ -59,12 +60,7 @@ def store(key: dict[str, Any], noise_multiplier: float) -> None:
     text = json.dumps({"key": key, "noise_multiplier": noise_multiplier}, sort_keys=True)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                file.write(text)
-            os.replace(temporary, path)  # atomic: a concurrent reader sees old or new, whole
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+        with replaced_atomically(path) as partial:  # a concurrent reader sees old or new, whole
+            partial.write_text(text, encoding="utf-8")
     except OSError as error:
         logger.debug("noise multiplier not cached in %s: %s", path.parent, error)
