@@ -5,6 +5,7 @@ RDP accounting: Mironov, "Rényi Differential Privacy", CSF 2017 (arXiv:1702.074
 
 import functools
 import json
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,9 +13,10 @@ import numpy as np
 import opacus
 from opacus.accountants import RDPAccountant, create_accountant
 from opacus.accountants.analysis import rdp as opacus_rdp
-from opacus.accountants.utils import get_noise_multiplier
+from opacus.accountants.utils import MAX_SIGMA, get_noise_multiplier
 
 from common.config import PrivacyConfig
+from common.errors import ConfigError
 from common.privacy import calibration_cache
 
 __all__ = [
@@ -34,6 +36,9 @@ PrivacyUnit = Literal["patient", "image"]
 #: RDP orders searched when converting to (epsilon, delta): Opacus' defaults stop at 63, which
 #: leaves the bound loose (and warns) for small sites at epsilon >= 8; larger orders tighten it.
 RDP_ORDERS: list[float] = [*RDPAccountant.DEFAULT_ALPHAS, *range(64, 257)]
+
+#: How Opacus' noise search says that no noise up to its MAX_SIGMA reaches the target.
+_BUDGET_TOO_LOW = "The privacy budget is too low"
 
 #: Opacus' default precision of its noise search: the job spends between target - this and target.
 EPSILON_TOLERANCE = 0.01
@@ -117,19 +122,52 @@ def calibrate_noise_multiplier(
         spent = epsilon_of(config, [(kept, sample_rate, steps)])
         if config.target_epsilon - EPSILON_TOLERANCE <= spent <= config.target_epsilon:
             return kept
-    noise_multiplier = float(
-        get_noise_multiplier(
-            target_epsilon=config.target_epsilon,
-            target_delta=config.target_delta,
-            sample_rate=sample_rate,
-            steps=steps,
-            accountant=config.accountant,
-            epsilon_tolerance=EPSILON_TOLERANCE,
-            **conversion_options(config),
+    floor = rdp_epsilon_floor(config.target_delta) if config.accountant == "rdp" else 0.0
+    if config.target_epsilon <= floor:  # refused at once: Opacus' search takes seconds to fail
+        raise _unreachable(config, f"{floor:.3g}, whatever the noise")
+    try:
+        noise_multiplier = float(
+            get_noise_multiplier(
+                target_epsilon=config.target_epsilon,
+                target_delta=config.target_delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=config.accountant,
+                epsilon_tolerance=EPSILON_TOLERANCE,
+                **conversion_options(config),
+            )
         )
-    )
+    except ValueError as error:
+        if not str(error).startswith(_BUDGET_TOO_LOW):
+            raise
+        raise _unreachable(
+            config, f"what {steps} steps at sample rate {sample_rate:.3g} spend with noise "
+            f"{MAX_SIGMA:g} times the clipping norm (Opacus' largest)",
+        ) from error  # fmt: skip
     calibration_cache.store(key, noise_multiplier)
     return noise_multiplier
+
+
+def _unreachable(config: PrivacyConfig, floor: str) -> ConfigError:
+    return ConfigError(
+        "privacy.target_epsilon",
+        f"{config.target_epsilon:g} cannot be reached at delta {config.target_delta:g}: the "
+        f"{config.accountant} accountant certifies no less than {floor}; give a larger "
+        "target_epsilon",
+    )
+
+
+def rdp_epsilon_floor(delta: float) -> float:
+    """The least epsilon the RDP accountant certifies at ``delta``, however large the noise.
+
+    Opacus' conversion of zero RDP at :data:`RDP_ORDERS` (about 0.019 at delta 1e-5): every
+    history converts to more.
+    """
+    with warnings.catch_warnings():  # Opacus: "optimal order is the largest alpha", as it is
+        warnings.simplefilter("ignore", UserWarning)
+        zero = np.zeros(len(RDP_ORDERS))
+        epsilon, _ = opacus_rdp.get_privacy_spent(orders=RDP_ORDERS, rdp=zero, delta=delta)
+    return float(epsilon)
 
 
 @functools.lru_cache(maxsize=1024)  # 2.8 kB each: a simulation process serves many sites

@@ -4,8 +4,15 @@ import pytest
 from opacus.accountants import PRVAccountant, RDPAccountant
 
 from common.config import PrivacyConfig
+from common.errors import ConfigError
 from common.privacy import accounting
-from common.privacy.accounting import RDP_ORDERS, epsilon_of, rdp_epsilon
+from common.privacy.accounting import (
+    RDP_ORDERS,
+    calibrate_noise_multiplier,
+    epsilon_of,
+    rdp_epsilon,
+    rdp_epsilon_floor,
+)
 
 HISTORIES = [
     [(0.5228, 1 / 148, 1)],
@@ -52,3 +59,16 @@ def test_epsilon_of_follows_the_configured_accountant():
     prv_config = config.model_copy(update={"accountant": "prv"})
     assert epsilon_of(prv_config, history) == pytest.approx(prv.get_epsilon(delta=1e-5))
     assert epsilon_of(prv_config, []) == epsilon_of(config, []) == 0.0
+
+
+@pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")
+def test_an_epsilon_no_noise_reaches_is_a_config_error_naming_the_key():
+    config = PrivacyConfig(target_epsilon=0.0001)
+    with pytest.raises(ConfigError, match=r"privacy.target_epsilon: 0.0001 cannot be reached"):
+        calibrate_noise_multiplier(config, sample_rate=0.01, total_epochs=2)
+    floor = rdp_epsilon_floor(config.target_delta)
+    assert floor == pytest.approx(epsilon_of(config, [(1e6, 0.01, 200)]), abs=1e-6)
+    # a target above the floor is reached
+    reachable = PrivacyConfig(target_epsilon=0.05)
+    noise = calibrate_noise_multiplier(reachable, sample_rate=0.01, total_epochs=2)
+    assert epsilon_of(reachable, [(noise, 0.01, 200)]) <= 0.05
