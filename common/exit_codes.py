@@ -41,7 +41,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     "broken hash chain, a head that does not match the integrity key, a ledger round without "
     "its audit entry)",
     ExitCode.JOB_INCOMPLETE: "a training job stopped before its last round (sites dropped out "
-    "or refused); the run folder keeps the completed rounds: continue with `--resume RUN_DIR`",
+    "or refused), or a round trained on no site (every site failed: the message gives their "
+    "reasons); the run folder keeps the completed rounds: continue with `--resume RUN_DIR`",
     ExitCode.NOT_RUNNING: "no coordinator is running with this `--state` folder "
     "(`medfed-server start` first)",
 }
