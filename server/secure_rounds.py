@@ -69,6 +69,8 @@ FEW_LEVELS = 2**20
 
 #: Called with (node id, the name the reply claims or None, why it was taken out of the round).
 RejectReply = Callable[[int, str | None, str], None]
+#: Called with (node id, the error the site replied with) for a site whose stage failed.
+FailedReply = Callable[[int, str], None]
 
 
 def _vector_problem(index: int, blob: object, shape: tuple[int, ...], mod_range: int) -> str | None:
@@ -236,6 +238,28 @@ class _CheckedGrid(_DelegatingGrid):
         return kept
 
 
+class _FailureNotingGrid(_DelegatingGrid):
+    """The workflow's grid, telling ``on_failed`` of every reply that carries a site's error.
+
+    Flower's SecAgg+ workflow drops such a site without a word, and halts the round when too
+    few remain: without this, a round every site failed would leave no reason behind.
+    """
+
+    def __init__(self, grid: Grid, on_failed: FailedReply) -> None:
+        super().__init__(grid)
+        self._on_failed = on_failed
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Flower's replies, unchanged; the failed ones' senders and errors are passed on."""
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        for reply in replies:
+            if reply.has_error():
+                self._on_failed(reply.metadata.src_node_id, reply.error.reason or "no reason")
+        return replies
+
+
 def _with_content(msg: Message, content: RecordDict) -> Message:
     """``msg`` as Flower's workflow made it, with other content."""
     meta = msg.metadata
@@ -305,6 +329,7 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
         secure: SecureAggregationConfig,
         model_shapes: list[tuple[int, ...]],
         on_rejected: RejectReply,
+        on_failed: FailedReply,
     ) -> None:
         self.model_shapes = model_shapes  # what every masked vector must fit
         self._round: WorkflowState | None = None
@@ -318,7 +343,11 @@ class _CheckedSecAggPlus(SecAggPlusWorkflow):
             modulus_range=2**secure.modulus_bits,
             timeout=secure.timeout_s,
         )
-        self.on_rejected = on_rejected
+        self.on_rejected, self.on_failed = on_rejected, on_failed
+
+    def __call__(self, grid: Grid, context: Context) -> None:
+        """Flower's SecAgg+ round, every stage's failed replies told to ``on_failed``."""
+        super().__call__(_FailureNotingGrid(grid, self.on_failed), context)
 
     @property
     def quantization_range(self) -> int:
@@ -383,14 +412,19 @@ def _ignore(_node: int, _name: str | None, _reason: str) -> None:
     return None
 
 
+def _ignore_failure(_node: int, _error: str) -> None:
+    return None
+
+
 def _fit_workflow(
     secure: SecureAggregationConfig,
     model_shapes: list[tuple[int, ...]],
     on_rejected: RejectReply = _ignore,
+    on_failed: FailedReply = _ignore_failure,
 ) -> SecAggPlusWorkflow | None:
     if not secure.enabled:
         return None
-    return _CheckedSecAggPlus(secure, model_shapes, on_rejected)
+    return _CheckedSecAggPlus(secure, model_shapes, on_rejected, on_failed)
 
 
 def shorten_reply_part_pulls() -> None:
@@ -410,19 +444,21 @@ def run_rounds(
     model_shapes: list[tuple[int, ...]],
     round_timeout_s: float | None = None,
     on_rejected: RejectReply = _ignore,
+    on_failed: FailedReply = _ignore_failure,
 ) -> None:
     """Run ``rounds`` rounds of ``strategy`` on the sites of ``grid``, with SecAgg+ if enabled.
 
     ``model_shapes`` are the global model's tensors, which every masked vector must fit.
     ``round_timeout_s`` bounds how long a plain round waits for its replies; sites that have
     not answered by then count as dropped for that round. Under SecAgg+ ``on_rejected`` hears
-    of every malformed reply taken out of a round.
+    of every malformed reply taken out of a round, ``on_failed`` of every site's error reply.
     """
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=rounds, round_timeout=round_timeout_s),
         strategy=strategy,
     )
-    workflow = DefaultWorkflow(fit_workflow=_fit_workflow(secure, model_shapes, on_rejected))
+    fit_workflow = _fit_workflow(secure, model_shapes, on_rejected, on_failed)
+    workflow = DefaultWorkflow(fit_workflow=fit_workflow)
     shorten_reply_part_pulls()
     workflow(_PromptGrid(grid), legacy)

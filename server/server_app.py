@@ -90,6 +90,7 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
         run_rounds(
             grid, context, strategy, remaining, job.secure_aggregation,
             [array.shape for array in strategy.global_arrays], on_rejected=strategy.reject_reply,
+            on_failed=strategy.fail_reply,
         )  # fmt: skip
     recorder.write()
     logger.info("job %s finished; global model in %s", job.name, checkpoint)

@@ -172,6 +172,14 @@ class DeltaFedAvg(FedAvg):
         self._rejected.add(node_id)
         self.recorder.record_rejection(self._round, node_id, self._site(node_id), reason)
 
+    def fail_reply(self, node_id: int, error: str) -> None:
+        """Record a site whose SecAgg+ stage replied with an error (Flower drops it silently)."""
+        if node_id in self._rejected:
+            return
+        self._rejected.add(node_id)  # not counted again as a silent site
+        reason = _failure_reason(error)
+        self.recorder.record_failure("train", self._round, node_id, self._site(node_id), reason)
+
     def _site(self, node_id: int) -> str:
         return self.hooks.site_names.get(node_id, f"node {node_id}")
 

@@ -82,13 +82,13 @@ def test_json_summary_and_a_budget_refusal_exit_code(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_a_run_in_which_no_site_could_train_exits_7_with_the_sites_reason(tmp_path: Path) -> None:
-    """Every site fails (an epsilon no noise reaches): the job does not end as if it trained."""
+    """Every site fails at SecAgg+'s first stage (an epsilon no noise reaches), which Flower's
+    workflow drops without a word: the job does not end as if it trained, and says why."""
     data = write_synthetic_lesions(
         tmp_path / "d.npz", n_train=80, n_val=20, n_test=20, image_size=16
     )
     result = _run("run", "--data", str(data), "--sites", "2", "--rounds", "1",
-                  "--no-secure-aggregation", "--dp-epsilon", "0.0001", "--out", "run",
-                  cwd=tmp_path)  # fmt: skip
+                  "--dp-epsilon", "0.0001", "--out", "run", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 7, result.stderr[-3000:]  # JOB_INCOMPLETE
     message = " ".join(result.stderr.split())
     assert "round 1 trained on no site, the global model is unchanged" in message
