@@ -134,6 +134,7 @@ class DeltaFedAvg(FedAvg):
         self._fit_started = time.monotonic()
         self._sampled: list[int] = []
         self._rejected: set[int] = set()
+        self._failed: list[str] = []  # reasons of error replies already recorded with their site
         self._round = hooks.completed_rounds
         self._fit_metrics: dict[str, Scalar] = {}
         offset = hooks.completed_rounds
@@ -160,7 +161,7 @@ class DeltaFedAvg(FedAvg):
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Start the round's clock (SecAgg+ calls this at its first stage)."""
         self._fit_started = time.monotonic()
-        self._round, self._rejected = self._job_round(server_round), set()
+        self._round, self._rejected, self._failed = self._job_round(server_round), set(), []
         instructions = super().configure_fit(server_round, parameters, client_manager)
         self._sampled = [proxy.node_id for proxy, _ in instructions]
         return instructions
@@ -173,11 +174,16 @@ class DeltaFedAvg(FedAvg):
         self.recorder.record_rejection(self._round, node_id, self._site(node_id), reason)
 
     def fail_reply(self, node_id: int, error: str) -> None:
-        """Record a site whose SecAgg+ stage replied with an error (Flower drops it silently)."""
+        """Record a site whose SecAgg+ stage replied with an error, with its reason.
+
+        Flower's workflow keeps the error without its sender, and a round it halts (too few
+        sites left) never reaches :meth:`aggregate_fit`.
+        """
         if node_id in self._rejected:
             return
         self._rejected.add(node_id)  # not counted again as a silent site
         reason = _failure_reason(error)
+        self._failed.append(reason)  # nor its reason given to one
         self.recorder.record_failure("train", self._round, node_id, self._site(node_id), reason)
 
     def _site(self, node_id: int) -> str:
@@ -211,6 +217,9 @@ class DeltaFedAvg(FedAvg):
         """
         silent = [node for node in sampled if node not in replied | self._rejected]
         reasons = [_failure_reason(failure) for failure in failures]
+        for named in self._failed:  # recorded with its site by fail_reply
+            if named in reasons:
+                reasons.remove(named)
         for index, node in enumerate(silent):
             paired = len(reasons) == len(silent)
             reason = reasons[index] if paired else "; ".join(reasons) or "no reply"
@@ -388,7 +397,8 @@ class DeltaFedAvg(FedAvg):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         """Remember whom the round's evaluation asks (to name the sites that do not answer)."""
         instructions = super().configure_evaluate(server_round, parameters, client_manager)
-        self._sampled, self._rejected = [proxy.node_id for proxy, _ in instructions], set()
+        self._sampled = [proxy.node_id for proxy, _ in instructions]
+        self._rejected, self._failed = set(), []
         return instructions
 
     def global_state(self) -> dict[str, torch.Tensor]:
