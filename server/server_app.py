@@ -26,7 +26,7 @@ from server.run_recorder import RunRecorder
 from server.secure_rounds import run_rounds
 from server.strategies import DeltaFedAvg, RoundHooks
 
-__all__ = ["CHECKPOINT_NAME", "app", "run_job", "state_digest"]
+__all__ = ["CHECKPOINT_NAME", "app", "enrolled_names", "run_job", "state_digest"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().float().numpy().tobytes())
     return digest.hexdigest()
+
+
+def enrolled_names(grid: Grid) -> dict[int, str]:
+    """Node ID -> the name each connected node was enrolled under ({} in a simulation)."""
+    return {node.node_id: node.name for node in grid.get_nodes() if node.name}
 
 
 def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
@@ -78,6 +83,7 @@ def run_job(grid: Grid, context: Context) -> DeltaFedAvg:
         evaluate_at=central.at_threshold if central is not None else None,
         threshold=DataThreshold(job, threshold_data) if threshold_data is not None else None,
         completed_rounds=completed,
+        enrolled_names=lambda: enrolled_names(grid),
     )
     strategy = DeltaFedAvg(job, state, recorder, hooks, job.min_sites)
     remaining = job.rounds - completed

@@ -71,6 +71,11 @@ class RoundHooks:
     threshold: Callable[[dict[str, torch.Tensor]], float | None] | None = None
     #: Round numbers of this run follow the ``completed_rounds`` of a resumed job.
     completed_rounds: int = 0
+    #: Node ID -> the name the coordinator enrolled it under, which the SuperLink tied to the
+    #: node's authenticated key (empty in a simulation). It names the site in every record,
+    #: whatever name its replies give.
+    enrolled_names: Callable[[], dict[int, str]] | None = None
+    #: Node ID -> the name its replies give, for nodes not enrolled by name (simulated sites).
     site_names: dict[int, str] = field(default_factory=dict)
 
 
@@ -137,6 +142,8 @@ class DeltaFedAvg(FedAvg):
         self._failed: list[str] = []  # reasons of error replies already recorded with their site
         self._round = hooks.completed_rounds
         self._fit_metrics: dict[str, Scalar] = {}
+        self._enrolled: dict[int, str] = {}
+        self._enrolled_read_in: int | None = None  # the round the enrolled names were read in
         offset = hooks.completed_rounds
         super().__init__(
             fraction_fit=job.site_fraction,
@@ -186,17 +193,34 @@ class DeltaFedAvg(FedAvg):
         self._failed.append(reason)  # nor its reason given to one
         self.recorder.record_failure("train", self._round, node_id, self._site(node_id), reason)
 
+    def _enrolled_name(self, node_id: int) -> str | None:
+        """The name ``node_id`` was enrolled under; the SuperLink is asked at most once a round."""
+        read = self.hooks.enrolled_names
+        unread = self._enrolled_read_in != self._round
+        if node_id not in self._enrolled and read is not None and unread:
+            self._enrolled_read_in = self._round
+            self._enrolled = read()
+        return self._enrolled.get(node_id)
+
     def _site(self, node_id: int) -> str:
-        return self.hooks.site_names.get(node_id, f"node {node_id}")
+        enrolled = self._enrolled_name(node_id)
+        return enrolled or self.hooks.site_names.get(node_id, f"node {node_id}")
 
     def _record_replies(
         self, phase: str, job_round: int, replies: list[tuple[ClientProxy, FitRes | EvaluateRes]]
     ) -> None:
         for proxy, res in replies:
-            name = res.metrics.get(keys.SITE_NAME)
+            name, enrolled = res.metrics.get(keys.SITE_NAME), self._enrolled_name(proxy.node_id)
             if isinstance(name, str):
                 self.hooks.site_names[proxy.node_id] = name
+            if enrolled is not None and name != enrolled:  # a site cannot pass for another
+                logger.warning(
+                    "round %d %s: node %d, enrolled as %s, names itself %.100r; recorded as %s",
+                    job_round, phase, proxy.node_id, enrolled, name, enrolled,
+                )  # fmt: skip
             site_metrics: dict[str, Scalar] = {keys.NUM_EXAMPLES: res.num_examples, **res.metrics}
+            if enrolled is not None:
+                site_metrics[keys.SITE_NAME] = enrolled
             if isinstance(res, EvaluateRes):
                 site_metrics[keys.EVAL_LOSS] = res.loss
             self.recorder.record_site(phase, job_round, proxy.node_id, site_metrics)

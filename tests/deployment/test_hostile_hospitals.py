@@ -3,7 +3,9 @@
 Two honest hospitals and three that run a modified client (tests/deployment/hostile_client:
 the simulated hostile sites' ``_poisoned``, loaded into their ClientApp processes) poisoning
 chosen rounds: NaN, 1e30, its delta x1000, a wrong-shaped array, 10**9 declared training
-images. One federation for the module, two two-round jobs without DP:
+images; hospital-x's poisoned replies also give an honest hospital's name, and every record
+still names it by the name it was enrolled under. One federation for the module, two
+two-round jobs without DP:
 - plain: round 1 NaN, 1e30 and x1000, round 2 a wrong shape and an inflated count;
 - SecAgg+: round 1 a wrong shape and an inflated count (those masked replies are taken out
   before Flower sums them, the round finishes with the other three), round 2 NaN, 1e30 and
@@ -54,6 +56,8 @@ PLANS = {
     "hospital-z": {"plain": {"1": "scale1000"}, "secure": {"2": "scale1000"}},
 }  # fmt: skip
 SITES = (*HONEST, *PLANS)
+#: hospital-x's poisoned replies name it as an honest hospital: the records must not.
+IMPERSONATED = {"hospital-x": "hospital-a"}
 HOSTILE_CLIENT = Path(__file__).parent / "hostile_client"
 ROUNDS = 2
 #: Farthest a hostile job's model may be from the honest model, in honest movements.
@@ -85,7 +89,10 @@ def _site_env(site: str) -> dict[str, str] | None:
     if site not in PLANS:
         return None
     path = os.pathsep.join(filter(None, [str(HOSTILE_CLIENT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "MEDFED_TEST_HOSTILE": json.dumps(PLANS[site])}
+    env = {**os.environ, "PYTHONPATH": path, "MEDFED_TEST_HOSTILE": json.dumps(PLANS[site])}
+    if site in IMPERSONATED:
+        env["MEDFED_TEST_HOSTILE_NAME"] = IMPERSONATED[site]
+    return env
 
 
 def _no_dp_required(_site: str, text: str) -> str:
@@ -193,6 +200,11 @@ def test_plain_rounds_reject_each_poisoned_update_by_name(
     sites = json.loads((plain / "metrics.json").read_text())["sites"]
     claimed = {(s["round"], s["site"]): s["num-examples"] for s in sites if s["phase"] == "train"}
     assert claimed[(2, "hospital-y")] == 10**9
+    # hospital-x's poisoned replies said "hospital-a": every record names it by its enrolment.
+    named = {(s["node_id"], s["site"]) for s in sites}
+    assert len(named) == len(SITES) and {site for _, site in named} == set(SITES), named
+    log = (plain / "run.log").read_text()
+    assert "enrolled as hospital-x, names itself 'hospital-a'; recorded as hospital-x" in log
     _check_model(plain, honest)
 
 

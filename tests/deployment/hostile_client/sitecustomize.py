@@ -6,7 +6,9 @@ common.simulation_environment.HOSTILE_KINDS), makes every Python process of that
 this file at start-up; in the ClientApp process, once ``client.site_client`` is imported, its
 ``SiteClient.fit`` is wrapped to poison the reply of those jobs' rounds with the same
 ``_poisoned`` the simulated hostile sites use, after the site's own checks and clipping.
-SecAgg+'s mod still masks what it returns, as a modified client that keeps the protocol would.
+With ``MEDFED_TEST_HOSTILE_NAME`` set, a poisoned reply also gives that name as the site's
+(another hospital's, to get it blamed). SecAgg+'s mod still masks what it returns, as a
+modified client that keeps the protocol would.
 """
 
 import importlib.abc
@@ -19,6 +21,7 @@ from types import ModuleType
 from typing import Any
 
 HOSTILE_ENV = "MEDFED_TEST_HOSTILE"
+CLAIMED_NAME_ENV = "MEDFED_TEST_HOSTILE_NAME"
 
 
 def _make_hostile(module: ModuleType, plan: dict[str, dict[str, str]]) -> None:
@@ -33,7 +36,8 @@ def _make_hostile(module: ModuleType, plan: dict[str, dict[str, str]]) -> None:
             return delta, count, metrics
         limit = self.job.secure_aggregation.max_update_norm
         sent, count = module._poisoned(kind, delta, count, limit)
-        return sent, count, metrics
+        claimed = os.environ.get(CLAIMED_NAME_ENV)
+        return sent, count, metrics if claimed is None else {**metrics, keys.SITE_NAME: claimed}
 
     module.SiteClient.fit = fit
 
