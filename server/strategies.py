@@ -356,11 +356,17 @@ class DeltaFedAvg(FedAvg):
         results: list[tuple[ClientProxy, EvaluateRes]],
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
-        """Record each site's validation metrics, then checkpoint the completed round."""
+        """Record each site's validation metrics, then checkpoint the completed round.
+
+        A site's declared validation images weigh at most max_weight, as its training images
+        do (counts beyond it are then left out of the threshold).
+        """
         job_round = self._job_round(server_round)
-        self._record_replies("evaluate", job_round, list(results))
+        self._record_replies("evaluate", job_round, list(results))  # as the sites declared
         replied = {proxy.node_id for proxy, _ in results}
         self._record_failures("evaluate", job_round, self._sampled, replied, list(failures))
+        for _, res in results:
+            res.num_examples = min(res.num_examples, int(self.job.secure_aggregation.max_weight))
         metrics = aggregate_metric_dicts(
             [(res.num_examples, {keys.EVAL_LOSS: res.loss, **res.metrics}) for _, res in results],
             keys.NUM_EXAMPLES,
@@ -392,18 +398,27 @@ class DeltaFedAvg(FedAvg):
     def _validation_threshold(
         self, job_round: int, results: list[tuple[ClientProxy, EvaluateRes]]
     ) -> float | None:
-        """The threshold of highest balanced accuracy on the sites' summed validation counts.
+        """The threshold of highest balanced accuracy on the sites' validation counts.
 
-        A site whose counts do not decode, or do not add up to the validation images it
-        declared, is left out of the sum and named in the log.
+        With the mean as the job's aggregation rule, on the counts summed over sites; with a
+        robust rule, the median of each site's own threshold, so that a minority of sites
+        cannot set it (the model's decision threshold at every hospital). A site whose counts
+        do not decode, or do not add up to the validation images it declared (at most
+        max_weight), is left out and named in the log.
         """
-        total: np.ndarray | None = None
+        valid: list[np.ndarray] = []
         for proxy, res in results:
             text = res.metrics.get(keys.SCORE_COUNTS)
             if text is None:
                 continue
             try:
                 counts = decode_counts(str(text))
+                max_weight = self.job.secure_aggregation.max_weight
+                if counts.sum() > max_weight:
+                    raise ValueError(
+                        f"score counts of {int(counts.sum())} images, above the job's "
+                        f"max_weight {max_weight:g}"
+                    )
                 if int(counts.sum()) != res.num_examples:
                     raise ValueError(
                         f"score counts add up to {int(counts.sum())}, not the "
@@ -413,8 +428,13 @@ class DeltaFedAvg(FedAvg):
                 site = self._site(proxy.node_id)
                 logger.warning("round %d: site %s score counts ignored: %s", job_round, site, error)
                 continue
-            total = counts if total is None else total + counts
-        return None if total is None else choose_threshold(total)
+            valid.append(counts)
+        if not valid:
+            return None
+        if self.job.strategy.aggregation == "mean":
+            return choose_threshold(np.sum(valid, axis=0))
+        chosen = [t for t in map(choose_threshold, valid) if t is not None]
+        return float(np.median(chosen)) if chosen else None
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager

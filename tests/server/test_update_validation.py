@@ -1,9 +1,11 @@
 """The coordinator validates every site's update before averaging it (a site is hostile input)."""
 
+import logging
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from flwr.common import Code, EvaluateRes, Status
 from site_replies import SiteProxy, fit_reply, model_sent
@@ -89,30 +91,82 @@ def test_a_round_with_no_valid_update_keeps_the_previous_model(tmp_path: Path) -
     )
 
 
-def test_score_counts_that_do_not_add_up_are_left_out_of_the_threshold(tmp_path: Path) -> None:
-    job = FederationJob(secure_aggregation={"enabled": False})
+def _threshold_strategy(tmp_path: Path, **job_fields: object) -> DeltaFedAvg:
+    job = FederationJob.model_validate({"secure_aggregation": {"enabled": False}, **job_fields})
     state = build_model(job.model, 1, 2, (64, 64), dp_enabled=True).state_dict()
-    strategy = DeltaFedAvg(
+    return DeltaFedAvg(
         job, state, RunRecorder(tmp_path, 1), RoundHooks(checkpoint=lambda *_: None), 2
     )
-    rng = np.random.default_rng(0)
-    labels = (rng.random(200) < 0.3).astype(np.int64)
-    scores = np.clip(0.1 + 0.2 * labels + rng.normal(0, 0.05, 200), 0, 1)
-    honest = score_counts(labels, scores)
+
+
+def _honest_counts(seed: int, images: int = 200) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(images) < 0.3).astype(np.int64)
+    scores = np.clip(0.1 + 0.2 * labels + rng.normal(0, 0.05, images), 0, 1)
+    return score_counts(labels, scores)
+
+
+def _counts_reply(site: int, counts: np.ndarray, examples: int) -> tuple[SiteProxy, EvaluateRes]:
+    metrics = {keys.SITE_NAME: f"site-{site}", keys.SCORE_COUNTS: encode_counts(counts)}
+    proxy = SiteProxy(str(site))
+    proxy.node_id = site
+    return proxy, EvaluateRes(Status(Code.OK, ""), 0.5, examples, metrics)
+
+
+def _threshold(strategy: DeltaFedAvg, replies: list[tuple[SiteProxy, EvaluateRes]]) -> float:
+    strategy._sampled = [proxy.node_id for proxy, _ in replies]
+    _, metrics = strategy.aggregate_evaluate(1, replies, [])
+    return float(metrics["threshold"])
+
+
+def _flood(images: int) -> np.ndarray:
+    """A hostile site's counts: half "negatives" scoring just below THRESHOLDS[90] (0.995), half
+    "positives" above the last: summed in, they push the threshold up to 0.995, where nearly
+    every honest positive (scores about 0.3) is missed."""
+    counts = np.zeros_like(_honest_counts(0))
+    counts[0, 90] = images // 2
+    counts[1, -1] = images - images // 2
+    return counts
+
+
+def test_score_counts_that_do_not_add_up_are_left_out_of_the_threshold(tmp_path: Path) -> None:
+    strategy = _threshold_strategy(tmp_path)
+    honest = _honest_counts(0)
     liar = np.zeros_like(honest)
     liar[1, 0] = 10_000  # ten thousand "positives" scoring near 0, from 20 declared images
-
-    def reply(site: int, counts: np.ndarray, examples: int) -> tuple[SiteProxy, EvaluateRes]:
-        metrics = {keys.SITE_NAME: f"site-{site}", keys.SCORE_COUNTS: encode_counts(counts)}
-        proxy = SiteProxy(str(site))
-        proxy.node_id = site
-        return proxy, EvaluateRes(Status(Code.OK, ""), 0.5, examples, metrics)
-
-    replies = [reply(1, honest, 200), reply(2, liar, 20)]
-    strategy._sampled = [1, 2]
-    _, metrics = strategy.aggregate_evaluate(1, replies, [])
-    assert metrics["threshold"] == choose_threshold(honest)
+    replies = [_counts_reply(1, honest, 200), _counts_reply(2, liar, 20)]
+    assert _threshold(strategy, replies) == choose_threshold(honest)
     assert choose_threshold(honest + liar) != choose_threshold(honest)  # the lie would move it
+
+
+def test_validation_images_beyond_max_weight_are_left_out_of_the_threshold(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="server.strategies")
+    strategy = _threshold_strategy(tmp_path, secure_aggregation={"max_weight": 1000})
+    honest = _honest_counts(0)
+    flood = _flood(10**6)  # a million declared images, counts that add up
+    replies = [_counts_reply(1, honest, 200), _counts_reply(2, flood, 10**6)]
+    assert _threshold(strategy, replies) == choose_threshold(honest)
+    assert choose_threshold(honest + flood) != choose_threshold(honest)  # it would have moved
+    recorded = [s["num-examples"] for s in strategy.recorder.sites]
+    assert recorded == [200, 10**6]  # the record keeps what each site declared
+    assert "score counts of 1000000 images, above the job's max_weight 1000" in caplog.text
+
+
+def test_with_a_robust_rule_a_minority_of_sites_cannot_set_the_threshold(tmp_path: Path) -> None:
+    honest = [_honest_counts(seed) for seed in range(3)]
+    hostile = _flood(1000)  # within max_weight (10,000 by default)
+    replies = [_counts_reply(s + 1, c, 200) for s, c in enumerate(honest)]
+    replies.append(_counts_reply(4, hostile, 1000))
+    pooled = _threshold(_threshold_strategy(tmp_path / "mean"), replies)
+    robust = _threshold(
+        _threshold_strategy(tmp_path / "median", strategy={"aggregation": "median"}), replies
+    )
+    honest_choices = [choose_threshold(c) for c in honest]
+    assert pooled == choose_threshold(np.sum([*honest, hostile], axis=0))
+    assert pooled > 0.99  # the mean's pooled counts follow the flood
+    assert min(honest_choices) <= robust <= max(honest_choices)
 
 
 def test_a_float16_job_refuses_any_other_precision_by_site_and_upcasts_before_averaging(
