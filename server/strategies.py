@@ -36,10 +36,17 @@ from flwr.server.strategy import FedAvg
 from common import message_keys as keys
 from common.federation_job import FederationJob
 from common.model_packing import pack_arrays
+from common.tasks.registry import task_for
 from common.tasks.threshold import THRESHOLD, choose_threshold, decode_counts
 from common.update_encoding import UpdateDecodingError, decode_update
 from server.delta_aggregation import aggregate_deltas
-from server.metric_aggregation import aggregate_metric_dicts
+from server.metric_aggregation import (
+    MAX_METRIC_KEY_CHARS,
+    MAX_METRIC_TEXT_CHARS,
+    aggregate_metric_dicts,
+    bounded_site_metrics,
+    site_metric_allowance,
+)
 from server.run_recorder import RunRecorder
 from server.update_validation import update_problem
 
@@ -143,6 +150,8 @@ class DeltaFedAvg(FedAvg):
         self._round = hooks.completed_rounds
         self._fit_metrics: dict[str, Scalar] = {}
         self._enrolled: dict[int, str] = {}
+        task_metrics = len(task_for(job.task).metric_names)
+        self._metric_allowance = site_metric_allowance(task_metrics, job.num_classes)
         self._enrolled_read_in: int | None = None  # the round the enrolled names were read in
         offset = hooks.completed_rounds
         super().__init__(
@@ -209,7 +218,16 @@ class DeltaFedAvg(FedAvg):
     def _record_replies(
         self, phase: str, job_round: int, replies: list[tuple[ClientProxy, FitRes | EvaluateRes]]
     ) -> None:
+        """Record each reply's metrics, first cut to medfed's bounds (for every later use)."""
         for proxy, res in replies:
+            res.metrics, dropped = bounded_site_metrics(res.metrics, self._metric_allowance)
+            if dropped:
+                logger.warning(
+                    "round %d %s: %d metrics of node %d dropped (at most %d, names of at most "
+                    "%d characters, texts of at most %d)", job_round, phase, dropped,
+                    proxy.node_id, self._metric_allowance, MAX_METRIC_KEY_CHARS,
+                    MAX_METRIC_TEXT_CHARS,
+                )  # fmt: skip
             name, enrolled = res.metrics.get(keys.SITE_NAME), self._enrolled_name(proxy.node_id)
             if isinstance(name, str):
                 self.hooks.site_names[proxy.node_id] = name

@@ -203,3 +203,32 @@ def test_a_float16_job_refuses_any_other_precision_by_site_and_upcasts_before_av
     for before, after in zip(start, new, strict=True):
         assert after.dtype == np.float32
         assert np.allclose(after - before, 7.0, atol=1e-5)
+
+
+def test_a_reply_flooding_metrics_is_cut_to_medfeds_bounds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="server.strategies")
+    strategy = _threshold_strategy(tmp_path)  # classification, 2 classes: 32 + 6 x 3 metrics
+    honest = {keys.SITE_NAME: "site-1", "accuracy": 0.75, "roc_auc": 0.8}
+    flood: dict[str, object] = {keys.SITE_NAME: "site-2", "accuracy": 0.5}
+    flood["x" * 101] = 1.0  # a name too long
+    flood["note"] = "y" * 5000  # a text too long
+    flood.update({f"junk-{n}": float(n) for n in range(100_000)})
+    replies = [
+        (proxy, EvaluateRes(Status(Code.OK, ""), 0.5, 20, metrics))
+        for proxy, metrics in ((SiteProxy("1"), honest), (SiteProxy("2"), flood))
+    ]
+    for node, (proxy, _) in enumerate(replies, start=1):
+        proxy.node_id = node
+    strategy._sampled = [1, 2]
+    _, federated = strategy.aggregate_evaluate(1, replies, [])
+    recorded = {s["site"]: s for s in strategy.recorder.sites}
+    assert set(recorded) == {"site-1", "site-2"}
+    assert recorded["site-1"].keys() >= honest.keys()  # an honest reply is kept whole
+    recorder_keys = {"round", "phase", "node_id", keys.NUM_EXAMPLES, keys.EVAL_LOSS}
+    assert len(recorded["site-2"].keys() - recorder_keys) == 50  # the allowance
+    assert "note" not in recorded["site-2"] and "x" * 101 not in recorded["site-2"]
+    assert federated["accuracy"] == 0.625  # both sites' accuracy, weighted alike
+    assert sum(key.startswith("junk-") for key in federated) <= 50
+    assert "99954 metrics of node 2 dropped (at most 50," in caplog.text  # 100,004 sent
