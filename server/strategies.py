@@ -150,9 +150,9 @@ class DeltaFedAvg(FedAvg):
         self._round = hooks.completed_rounds
         self._fit_metrics: dict[str, Scalar] = {}
         self._enrolled: dict[int, str] = {}
+        self._enrolled_read_in: int | None = None  # the round the enrolled names were read in
         task_metrics = len(task_for(job.task).metric_names)
         self._metric_allowance = site_metric_allowance(task_metrics, job.num_classes)
-        self._enrolled_read_in: int | None = None  # the round the enrolled names were read in
         offset = hooks.completed_rounds
         super().__init__(
             fraction_fit=job.site_fraction,
