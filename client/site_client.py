@@ -86,6 +86,8 @@ def _poisoned(
         return [delta[0][:-1], *delta[1:]], num_examples
     if kind == "inflated-examples":
         return delta, 10**9
+    if kind == "negative-examples":  # a negative weight in the mean amplifies the others
+        return delta, -num_examples
     raise ValueError(f"unknown hostile kind {kind!r}")
 
 

@@ -28,8 +28,10 @@ SITE_DATA_FILE = "data.npz"
 
 #: How a simulated hostile site poisons its reply (tests and benchmarks of the defences only):
 #: NaN entries, every entry 1e30, its delta x1000, its delta reversed at the job's norm bound,
-#: one array missing a row, or 10**9 declared training images.
-HOSTILE_KINDS = ("nan", "huge", "scale1000", "flip", "wrong-shape", "inflated-examples")
+#: one array missing a row, 10**9 declared training images, or minus its own count.
+HOSTILE_KINDS = (
+    "nan", "huge", "scale1000", "flip", "wrong-shape", "inflated-examples", "negative-examples"
+)  # fmt: skip
 #: "SITE:KIND[,...]" (site index, one of HOSTILE_KINDS).
 HOSTILE_PATTERN = rf"^(\d+:({'|'.join(HOSTILE_KINDS)}))?(,\d+:({'|'.join(HOSTILE_KINDS)}))*$"
 

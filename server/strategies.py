@@ -273,8 +273,10 @@ class DeltaFedAvg(FedAvg):
         """Decoded deltas and weights of the replies that fit the model; the rest is recorded.
 
         Every entry of a delta must be finite and within +-clipping_range (SecAgg+ clamps to
-        it; a plain reply beyond it is refused), and no site weighs more than max_weight
-        examples (SecAgg+ caps the weight there; a plain reply's claim is capped alike). The
+        it; a plain reply beyond it is refused), a site declares at least one training image
+        (a weight of 0 or below would blow up the weighted mean), and no site weighs more than
+        max_weight examples (SecAgg+ caps the weight there; a plain reply's claim is capped
+        alike). The
         L2 norm of a plain delta, or of the unmasked SecAgg+ mean, must stay within
         max_update_norm, to which every honest site clips its own delta. Under SecAgg+ every
         reply carries the same unmasked mean: it is decoded and checked once.
@@ -288,6 +290,12 @@ class DeltaFedAvg(FedAvg):
         checked: dict[int, tuple[NDArrays, str | None]] = {}
         kept = []
         for proxy, res in results:
+            if res.num_examples < 1:
+                reason = f"its reply declares {res.num_examples} training images (at least 1)"
+                self.recorder.record_rejection(
+                    job_round, proxy.node_id, self._site(proxy.node_id), reason
+                )
+                continue
             res.num_examples = min(res.num_examples, int(secure.max_weight))
             if id(res.parameters) not in checked:
                 delta, problem = self._delta(res.parameters)

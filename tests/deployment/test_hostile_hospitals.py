@@ -3,10 +3,11 @@
 Two honest hospitals and three that run a modified client (tests/deployment/hostile_client:
 the simulated hostile sites' ``_poisoned``, loaded into their ClientApp processes) poisoning
 chosen rounds: NaN, 1e30, its delta x1000, a wrong-shaped array, 10**9 declared training
-images; hospital-x's poisoned replies also give an honest hospital's name, and every record
-still names it by the name it was enrolled under. One federation for the module, two
-two-round jobs without DP:
-- plain: round 1 NaN, 1e30 and x1000, round 2 a wrong shape and an inflated count;
+images, minus its own count of them; hospital-x's poisoned replies also give an honest
+hospital's name, and every record still names it by the name it was enrolled under. One
+federation for the module, two two-round jobs without DP:
+- plain: round 1 NaN, 1e30 and x1000, round 2 a wrong shape, an inflated count and a
+  negative one;
 - SecAgg+: round 1 a wrong shape and an inflated count (those masked replies are taken out
   before Flower sums them, the round finishes with the other three), round 2 NaN, 1e30 and
   x1000 inside the masked sum (the unmasked mean fails its checks, the round keeps the
@@ -53,7 +54,8 @@ PLANS = {
                    "secure": {"1": "wrong-shape", "2": "nan"}},
     "hospital-y": {"plain": {"1": "huge", "2": "inflated-examples"},
                    "secure": {"1": "inflated-examples", "2": "huge"}},
-    "hospital-z": {"plain": {"1": "scale1000"}, "secure": {"2": "scale1000"}},
+    "hospital-z": {"plain": {"1": "scale1000", "2": "negative-examples"},
+                   "secure": {"2": "scale1000"}},
 }  # fmt: skip
 SITES = (*HONEST, *PLANS)
 #: hospital-x's poisoned replies name it as an honest hospital: the records must not.
@@ -195,7 +197,9 @@ def test_plain_rounds_reject_each_poisoned_update_by_name(
     assert set(rejected[1]) == set(PLANS), rejected
     assert "non-finite" in rejected[1]["hospital-x"]
     assert "beyond" in rejected[1]["hospital-y"] and "beyond" in rejected[1]["hospital-z"]
-    assert set(rejected[2]) == {"hospital-x"} and "shape" in rejected[2]["hospital-x"]
+    assert set(rejected[2]) == {"hospital-x", "hospital-z"}, rejected
+    assert "shape" in rejected[2]["hospital-x"]
+    assert "its reply declares -" in rejected[2]["hospital-z"]  # minus its training images
     # 10**9 declared images are taken as max_weight (200): a weight, not a takeover.
     sites = json.loads((plain / "metrics.json").read_text())["sites"]
     claimed = {(s["round"], s["site"]): s["num-examples"] for s in sites if s["phase"] == "train"}

@@ -232,3 +232,29 @@ def test_a_reply_flooding_metrics_is_cut_to_medfeds_bounds(
     assert federated["accuracy"] == 0.625  # both sites' accuracy, weighted alike
     assert sum(key.startswith("junk-") for key in federated) <= 50
     assert "99954 metrics of node 2 dropped (at most 50," in caplog.text  # 100,004 sent
+
+
+def test_a_weight_of_zero_or_below_is_rejected_not_averaged(tmp_path: Path) -> None:
+    """Weights 50, 50 and -99 would multiply the mean's sum by 100 / 1: the model moved 200
+    times one site's delta before the fix; now the reply is refused by name."""
+    strategy = _threshold_strategy(tmp_path)
+    start = [array.copy() for array in strategy.global_arrays]
+    delta = [np.full_like(array, 0.001, dtype=np.float32) for array in start]
+    reversed_delta = [-d for d in delta]
+    strategy._sampled = [1, 2, 3, 4]
+    replies = [
+        _named_reply(1, "site-1", delta),
+        _named_reply(2, "site-2", delta),
+        _named_reply(3, "site-3", reversed_delta, examples=-99),
+        _named_reply(4, "site-4", reversed_delta, examples=0),
+    ]
+    parameters, _ = strategy.aggregate_fit(1, replies, [])
+    assert parameters is not None
+    moved = model_sent(parameters, start)
+    for new, old, step in zip(moved, start, delta, strict=True):
+        np.testing.assert_allclose(new, old + step, atol=1e-6)  # the two honest sites' mean
+    refused = {r["site"]: r["reason"] for r in strategy.recorder.rejections}
+    assert refused == {
+        "site-3": "its reply declares -99 training images (at least 1)",
+        "site-4": "its reply declares 0 training images (at least 1)",
+    }
