@@ -432,6 +432,7 @@ class DeltaFedAvg(FedAvg):
         do not decode, or do not add up to the validation images it declared (at most
         max_weight), is left out and named in the log.
         """
+        max_weight = self.job.secure_aggregation.max_weight
         valid: list[np.ndarray] = []
         for proxy, res in results:
             text = res.metrics.get(keys.SCORE_COUNTS)
@@ -439,16 +440,16 @@ class DeltaFedAvg(FedAvg):
                 continue
             try:
                 counts = decode_counts(str(text))
-                max_weight = self.job.secure_aggregation.max_weight
-                if counts.sum() > max_weight:
+                images = int(counts.sum())
+                if images > max_weight:
                     raise ValueError(
-                        f"score counts of {int(counts.sum())} images, above the job's "
-                        f"max_weight {max_weight:g}"
+                        f"score counts of {images} images, above the job's max_weight "
+                        f"{max_weight:g}"
                     )
-                if int(counts.sum()) != res.num_examples:
+                if images != res.num_examples:
                     raise ValueError(
-                        f"score counts add up to {int(counts.sum())}, not the "
-                        f"{res.num_examples} validation images the site declared"
+                        f"score counts add up to {images}, not the {res.num_examples} "
+                        "validation images the site declared"
                     )
             except ValueError as error:
                 site = self._site(proxy.node_id)
